@@ -1,0 +1,194 @@
+"""The one validated configuration of a TSE layer and the unit that streams it.
+
+Every package reads this object: the PyTorch references, the integer model, the golden
+vectors, the RTL and the testbench. A field is validated once, here, and a bad value is a
+ConfigError whose message names the field, the value and what is allowed.
+
+Tiles are written as in the paper: "7xW" (row strip), "Hx3" (column strip), "7x7" (patch),
+"HxW" (plain SE, the whole frame as one tile). "H" and "W" stand for the frame's height and
+width; a number larger than the frame is an error (use H or W to mean "the whole frame").
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import plan
+
+PROFILES = ("torch", "hw")
+ENGINES = ("fbgemm", "qnnpack")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class TSEConfig:
+    """A TSE layer (shape, tile, excite) and the streaming unit that computes it."""
+
+    channels: int = 128
+    height: int = 28
+    width: int = 28
+    tile: str = "7xW"
+    reduction: int = 4
+    lanes: int = 8
+    excite_multipliers: int = 32
+    profile: str = "hw"
+    engine: str = "fbgemm"
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("channels", "height", "width", "reduction", "lanes",
+                     "excite_multipliers"):
+            _require_positive_int(name, getattr(self, name))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed: {self.seed!r} is not allowed; "
+                              "allowed: a non-negative integer")
+        if self.profile not in PROFILES:
+            raise ConfigError(f"profile: {self.profile!r} is not allowed; "
+                              f"allowed: {', '.join(PROFILES)}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine: {self.engine!r} is not allowed; "
+                              f"allowed: {', '.join(ENGINES)}")
+        parse_tile(self.tile, self.height, self.width)
+        if self.channels // self.reduction < 1:
+            raise ConfigError(
+                f"reduction: {self.reduction} leaves no hidden channel for "
+                f"channels={self.channels} (hidden = channels // reduction = "
+                f"{self.channels // self.reduction}); allowed: 1..{self.channels}")
+        if self.channels % self.lanes:
+            divisors = [d for d in range(1, self.channels + 1) if self.channels % d == 0]
+            raise ConfigError(
+                f"lanes: {self.lanes} does not divide channels={self.channels}; "
+                f"allowed: a divisor of {self.channels} ({', '.join(map(str, divisors))})")
+
+    # ---- derived shape -------------------------------------------------------------
+    @property
+    def hidden(self) -> int:
+        return self.channels // self.reduction
+
+    @property
+    def tile_rows(self) -> int:
+        return parse_tile(self.tile, self.height, self.width)[0]
+
+    @property
+    def tile_cols(self) -> int:
+        return parse_tile(self.tile, self.height, self.width)[1]
+
+    @property
+    def tiles_y(self) -> int:
+        return math.ceil(self.height / self.tile_rows)
+
+    @property
+    def tiles_x(self) -> int:
+        return math.ceil(self.width / self.tile_cols)
+
+    @property
+    def beats_per_frame(self) -> int:
+        return self.height * self.width * self.channels // self.lanes
+
+    @property
+    def tile_kind(self) -> str:
+        th, tw = self.tile_rows, self.tile_cols
+        if th == self.height and tw == self.width:
+            return "se"
+        if tw == self.width:
+            return "row strip"
+        if th == self.height:
+            return "column strip"
+        return "patch"
+
+    # ---- streaming unit (formulas in ref_model.plan) -------------------------------------
+    @property
+    def strip_beats(self) -> int:
+        return plan.strip_beats(self.tile_rows, self.width, self.channels, self.lanes)
+
+    @property
+    def excite_latency_cycles(self) -> int:
+        return plan.excite_latency_cycles(self.channels, self.hidden, self.tiles_x,
+                                          self.excite_multipliers)
+
+    @property
+    def full_throughput_depth(self) -> int:
+        """Strip-buffer depth (beats) at which the input never stalls."""
+        return plan.full_throughput_depth(self.tile_rows, self.width, self.channels,
+                                          self.hidden, self.tiles_x, self.lanes,
+                                          self.excite_multipliers)
+
+    # ---- conversions ---------------------------------------------------------------
+    def replace(self, **changes) -> "TSEConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        lines = ["# TSE configuration (tse --help explains each field)"]
+        for f in dataclasses.fields(self):
+            lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "configuration") -> "TSEConfig":
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in known:
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ConfigError(f"{source}: unknown key {key!r}{hint}; "
+                                  f"allowed: {', '.join(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "TSEConfig":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config: file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config: {str(path)!r} is not valid TOML: {e}") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def parse_tile(spec: str, height: int, width: int) -> tuple[int, int]:
+    """Resolve a tile written as "<rows>x<cols>" ("7xW", "Hx3", "7x7", "HxW")."""
+    m = re.fullmatch(r"\s*(\d+|H)\s*[xX]\s*(\d+|W)\s*", spec) if isinstance(spec, str) else None
+    if not m:
+        raise ConfigError(f"tile: {spec!r} is not allowed; allowed: '<rows>x<cols>' with "
+                          "rows a positive integer or H and cols a positive integer or W, "
+                          "e.g. '7xW', 'Hx3', '7x7', 'HxW'")
+    rows = height if m[1] == "H" else int(m[1])
+    cols = width if m[2] == "W" else int(m[2])
+    for what, n, limit, whole in (("height", rows, height, "H"), ("width", cols, width, "W")):
+        if n < 1:
+            raise ConfigError(f"tile: {spec!r} has tile {what} {n}; allowed: 1..{limit} or {whole}")
+        if n > limit:
+            raise ConfigError(f"tile: {spec!r} has tile {what} {n}, larger than the frame "
+                              f"{what} {limit}; allowed: 1..{limit} or {whole}")
+    return rows, cols
+
+
+def _require_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name}: {value!r} is not allowed; allowed: a positive integer")
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+DEFAULT = TSEConfig()
+"""RegNetY-800MF stage 2: C=128 at 28x28, hidden 32, row strips of 7 rows, 8 lanes."""

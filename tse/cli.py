@@ -1,0 +1,43 @@
+"""`tse`: dispatches to subcommands registered by the packages.
+
+Each module in SUBCOMMANDS has register(subparsers), which adds its parser with a `run`
+function; registering imports nothing heavy (torch, numba, amaranth load only when a
+subcommand runs), so `tse --help` is instant. A ConfigError or a UsageError becomes one
+`tse: error: ...` line and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ref_model.config import ConfigError
+
+SUBCOMMANDS = (
+    "tse.cmd_config",
+)
+
+
+class UsageError(ValueError):
+    """Bad input to a subcommand (a missing file, an unreadable array); one line for the user."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tse",
+        description="Tiled Squeeze-and-Excite reference: quantized PyTorch reference, "
+                    "bit-accurate model and golden vectors, RTL, co-simulation, width sweeps.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ConfigError, UsageError) as e:
+        print(f"tse: error: {e}", file=sys.stderr)
+        return 2
