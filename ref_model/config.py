@@ -19,13 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import plan
+from .errors import ConfigError
 
 PROFILES = ("torch", "hw")
 ENGINES = ("fbgemm", "qnnpack")
-
-
-class ConfigError(ValueError):
-    """A configuration value that is not allowed; the message is one line for the user."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Each module in SUBCOMMANDS has register(subparsers), which adds its parser with a `run`
 function; registering imports nothing heavy (torch, numba, amaranth load only when a
-subcommand runs), so `tse --help` is instant. A ConfigError or a UsageError becomes one
+subcommand runs), so `tse --help` is instant. A ConfigError or an InputError becomes one
 `tse: error: ...` line and exit status 2.
 """
 from __future__ import annotations
@@ -11,15 +11,13 @@ import argparse
 import importlib
 import sys
 
-from ref_model.config import ConfigError
+from ref_model.errors import ConfigError, InputError
 
 SUBCOMMANDS = (
     "tse.cmd_config",
+    "tse.cmd_run",
+    "quant.commands",
 )
-
-
-class UsageError(ValueError):
-    """Bad input to a subcommand (a missing file, an unreadable array); one line for the user."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ConfigError, UsageError) as e:
+    except (ConfigError, InputError) as e:
         print(f"tse: error: {e}", file=sys.stderr)
         return 2
+
+
+UsageError = InputError  # older name, still used by some subcommands
