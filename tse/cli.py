@@ -1,4 +1,4 @@
-"""`tse`: dispatches to subcommands registered by the packages.
+"""`tse`: the command line; each subcommand is a module tse/cmd_<name>.py.
 
 Each module in SUBCOMMANDS has register(subparsers), which adds its parser with a `run`
 function; registering imports nothing heavy (torch, numba, amaranth load only when a
@@ -16,7 +16,8 @@ from ref_model.errors import ConfigError, InputError
 SUBCOMMANDS = (
     "tse.cmd_config",
     "tse.cmd_run",
-    "quant.commands",
+    "tse.cmd_reference",
+    "tse.cmd_check",
 )
 
 
