@@ -78,6 +78,11 @@ def write(ref: Reference, out_dir) -> None:
         "frames": int(ref.input_float.shape[0]),
         "layout": {"activations": "NCHW", "per_tile": "N, C, tiles_y, tiles_x",
                    "weights": "[out, in] int8 codes, zero point 0", "biases": "float32"},
+        "axes": {**{r: ["frame", "channel", "row", "column"]
+                    for r in ("input_float", "input", "output", "output_float")},
+                 **{r: ["frame", "channel", "tile_row", "tile_column"]
+                    for r in ("pooled", "hidden", "excite", "gate")},
+                 "w1": ["out", "in"], "w2": ["out", "in"]},
         "sources": ref.sources,
         "versions": {"torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},

@@ -1,0 +1,45 @@
+"""`tse check DIR [--against FILE [--role STAGE]]`: re-verify an artifact directory's checksums
+and, given another output file (.npy or hex), report its first mismatch by frame, row, column,
+channel and stage. Exit status 1 on any problem or mismatch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ref_model.errors import InputError
+
+
+def register(sub):
+    p = sub.add_parser("check", help="re-verify a vectors/reference directory; compare a file "
+                                     "against one of its stages", description=__doc__)
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--against", metavar="FILE",
+                   help="a .npy or hex file to compare with the stage it is named after")
+    p.add_argument("--role", metavar="STAGE", help="the stage to compare with (default: the "
+                                                   "file's name up to its first dot)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from ref_model import artifacts, check
+
+    if not (Path(args.directory) / artifacts.MANIFEST).is_file():
+        raise InputError(f"directory: {args.directory!r} has no {artifacts.MANIFEST}; allowed: "
+                         "a directory written by tse reference or tse vectors")
+    problems = artifacts.verify(args.directory)
+    result = {"directory": args.directory, "problems": problems}
+    if args.against:
+        result["comparison"] = check.compare(args.directory, args.against, args.role)
+    bad = bool(problems) or bool(result.get("comparison", {}).get("mismatches"))
+    if args.json:
+        print(json.dumps({**result, "ok": not bad}))
+    else:
+        files = len(artifacts.read_manifest(args.directory)["files"])
+        print(f"{args.directory}: " + (f"{files} files, checksums match" if not problems
+                                        else f"{len(problems)} problem(s)"))
+        for p in problems:
+            print(f"  {p}")
+        if args.against:
+            print(check.format_report(result["comparison"]))
+    return 1 if bad else 0
