@@ -18,6 +18,7 @@ SUBCOMMANDS = (
     "tse.cmd_run",
     "tse.cmd_reference",
     "tse.cmd_check",
+    "tse.cmd_buffer",
 )
 
 

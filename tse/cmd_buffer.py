@@ -1,0 +1,205 @@
+"""`tse buffer`: how much pipeline buffering TSE saves on a network, per SE layer and in total.
+
+The network is a built-in one (--network, generated from its design parameters; see
+--list-networks), a layer list (--layers FILE: CSV with header name,C,H,W,hidden or TOML with
+[[layer]] tables) or a PyTorch model whose SE blocks are found by hooks (--model FILE: a .py
+with build_model() or a torch.save'd model, run on --input-size). For one tile it reports the
+paper's minimum buffering (SE: H*W*C, tile: th*tw*C), the strip FIFO of this project's
+row-streaming unit (strip + excite latency) with P lanes and Q excite multipliers, the
+multipliers that keep up with one beat per clock, and the excite compute. Buffers are in
+elements of one byte. docs/buffer.md explains the model and compares it with the paper.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from ref_model.errors import ConfigError, InputError
+
+DEFAULT_INPUT_SIZE = (3, 224, 224)
+
+
+def register(sub):
+    p = sub.add_parser("buffer", help="SE vs TSE pipeline buffering of a network, per layer",
+                       description=__doc__)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--network", metavar="NAME",
+                        help="a built-in network, e.g. regnety-800mf, efficientnet-b0")
+    source.add_argument("--layers", metavar="FILE",
+                        help="SE layer list: .csv (name,C,H,W,hidden) or .toml ([[layer]])")
+    source.add_argument("--model", metavar="FILE",
+                        help="PyTorch model: a .py defining build_model(), or a torch.save'd "
+                             "model (runs the file's code: use only files you trust)")
+    source.add_argument("--list-networks", action="store_true",
+                        help="list the built-in networks and exit")
+    p.add_argument("--input-size", metavar="CxHxW",
+                   help="input of --model: CxHxW, HxW (3 channels) or N (3xNxN); "
+                        "default 3x224x224")
+    p.add_argument("--tile", default="7xW",
+                   help="tile as <rows>x<cols>: 7xW (row strip), Hx7 (column strip), 7x7 "
+                        "(patch), HxW (plain SE); clamped to each layer (default 7xW)")
+    p.add_argument("--lanes", type=int, default=8,
+                   help="lanes P: channels per stream beat of the unit (default 8)")
+    p.add_argument("--excite-multipliers", type=int, metavar="Q",
+                   help="excite multipliers per layer (default: per layer, the fewest that "
+                        "keep up with one beat per clock)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: network, tile, layers (per-layer rows) and "
+                        "the totals se_buffer, tse_buffer, tse_stream_buffer, ...")
+    p.add_argument("--plot", metavar="FILE",
+                   help="also write a PNG bar chart: SE vs TSE per built-in network, and per "
+                        "layer for this network")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from ref_model.buffers import plan_network
+    from ref_model.networks import builtin_network, network_names
+
+    if args.list_networks:
+        for name in network_names():
+            net = builtin_network(name)
+            print(f"{name:16s} {len(net.layers):3d} SE blocks  {net.source}")
+        return 0
+    network = _network(args)
+    result = plan_network(network, args.tile, args.lanes, args.excite_multipliers)
+    if args.plot:
+        # The built-in networks in their order, this one in its place (or first if it is not
+        # built in), so the chart puts the user's network among known ones.
+        nets = [result if n == result.network else
+                plan_network(builtin_network(n), args.tile, args.lanes, args.excite_multipliers)
+                for n in network_names()]
+        write_plot(result, nets if result.network in network_names() else [result, *nets],
+                   args.plot)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(format_table(result))
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0
+
+
+def _network(args):
+    from ref_model.networks import builtin_network, load_layers
+
+    if args.input_size is not None and args.model is None:
+        raise ConfigError("input-size: only --model takes an input size; built-in networks "
+                          "run at their native resolution and layer lists give H and W")
+    if args.network is not None:
+        return builtin_network(args.network)
+    if args.layers is not None:
+        return load_layers(args.layers)
+    if args.model is not None:
+        from quant.se_hooks import model_se_layers     # imports torch
+        size = DEFAULT_INPUT_SIZE if args.input_size is None else parse_input_size(args.input_size)
+        return model_se_layers(args.model, size)
+    raise ConfigError("buffer: no network given; allowed: --network NAME, --layers FILE, "
+                      "--model FILE or --list-networks")
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    m = re.fullmatch(r"\s*(\d+)(?:\s*[xX]\s*(\d+))?(?:\s*[xX]\s*(\d+))?\s*", text)
+    numbers = [int(g) for g in m.groups() if g is not None] if m else []
+    if not numbers or min(numbers) < 1:
+        raise ConfigError(f"input-size: {text!r} is not allowed; allowed: CxHxW, HxW or N "
+                          "with positive integers, e.g. 3x224x224")
+    if len(numbers) == 1:
+        return (3, numbers[0], numbers[0])
+    if len(numbers) == 2:
+        return (3, *numbers)
+    return tuple(numbers)
+
+
+# ---- presentation -------------------------------------------------------------------------
+
+_COLUMNS = (  # (header, width, value of a LayerPlan)
+    ("layer", -10, lambda r: r.name),
+    ("C", 5, lambda r: r.channels),
+    ("HxW", 8, lambda r: f"{r.height}x{r.width}"),
+    ("hidden", 6, lambda r: r.hidden),
+    ("tile", 7, lambda r: f"{r.tile_rows}x{r.tile_cols}"),
+    ("tiles", 5, lambda r: r.tiles),
+    ("SE buf", 10, lambda r: f"{r.se_buffer:,}"),
+    ("TSE buf", 10, lambda r: f"{r.tse_buffer:,}"),
+    ("stream buf", 10, lambda r: f"{r.tse_stream_buffer:,}"),
+    ("Q", 4, lambda r: r.excite_multipliers),
+    ("latency", 7, lambda r: r.excite_latency_cycles),
+    ("excite MACs", 11, lambda r: f"{r.tse_excite_macs:,}"),
+)
+
+
+def _cell(value, width: int) -> str:
+    return f"{value:<{-width}}" if width < 0 else f"{value:>{width}}"
+
+
+def format_table(result) -> str:
+    t = result.totals
+    q = ("the fewest per layer that keep up" if result.multipliers is None
+         else f"{result.multipliers} per layer")
+    lines = [f"{result.network}: {result.source}",
+             f"tile {result.tile}, {result.lanes} lanes, excite multipliers Q: {q}; "
+             "buffers in elements (1 byte each)",
+             "",
+             "  ".join(_cell(h, w) for h, w, _ in _COLUMNS)]
+    for row in result.layers:
+        mark = "  (stalls: Q too small)" if not row.keeps_up else ""
+        lines.append("  ".join(_cell(f(row), w) for _, w, f in _COLUMNS) + mark)
+    total = {"layer": "total", "SE buf": f"{t['se_buffer']:,}", "TSE buf": f"{t['tse_buffer']:,}",
+             "stream buf": f"{t['tse_stream_buffer']:,}", "Q": t["excite_multipliers"],
+             "excite MACs": f"{t['tse_excite_macs']:,}"}
+    lines.append("  ".join(_cell(total.get(h, ""), w) for h, w, _ in _COLUMNS))
+    lines += [
+        "",
+        f"paper's minimum buffering: SE {t['se_buffer'] / 1e6:.3f}M, TSE {result.tile} "
+        f"{t['tse_buffer'] / 1e6:.3f}M ({100 * (1 - t['tse_buffer'] / t['se_buffer']):.1f}% "
+        "less)",
+        f"row-streaming unit (strip + excite latency): TSE {t['tse_stream_buffer'] / 1e6:.3f}M, "
+        f"SE on the same unit {t['se_stream_buffer'] / 1e6:.3f}M",
+        f"excite compute: SE {t['se_excite_macs']:,} MACs, TSE {t['tse_excite_macs']:,} MACs "
+        f"(+{t['excite_macs_added']:,})",
+    ]
+    return "\n".join(lines)
+
+
+def write_plot(result, nets, path) -> None:
+    """Two bar charts: the totals of nets (result among them, its name in bold) and the layers
+    of result. Bars: the paper's minimum for SE and TSE, then SE and TSE on this project's
+    row-streaming unit (strip + excite latency)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    series = (("SE: H·W·C (paper)", "se_buffer", "tab:red"),
+              (f"TSE {result.tile}: th·tw·C (paper)", "tse_buffer", "tab:blue"),
+              ("SE on the row-streaming unit", "se_stream_buffer", "lightsalmon"),
+              (f"TSE {result.tile} on the row-streaming unit", "tse_stream_buffer", "tab:cyan"))
+    fig, (ax_net, ax_layer) = plt.subplots(
+        1, 2, figsize=(16, 5.5),
+        gridspec_kw={"width_ratios": [len(nets), max(len(result.layers), 4)]})
+    width = 0.8 / len(series)
+    for ax, labels, rows, scale, unit in (
+            (ax_net, [n.network for n in nets], [n.totals for n in nets], 1e6, "M elements"),
+            (ax_layer, [r.name for r in result.layers],
+             [r.to_dict() for r in result.layers], 1e3, "k elements")):
+        x = np.arange(len(labels))
+        for i, (label, key, color) in enumerate(series):
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, [row[key] / scale for row in rows],
+                   width, label=label, color=color)
+        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel(f"buffer ({unit}, 1 byte each)")
+        ax.grid(axis="y", alpha=0.3)
+    for tick in ax_net.get_xticklabels():
+        if tick.get_text() == result.network:
+            tick.set_fontweight("bold")
+    ax_net.set_title(f"Total over SE blocks, per network (tile {result.tile})")
+    ax_layer.set_title(f"{result.network}: per SE block")
+    ax_net.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise InputError(f"plot: cannot write {str(path)!r}: {e}") from None
+    finally:
+        plt.close(fig)
