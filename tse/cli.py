@@ -41,6 +41,3 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError) as e:
         print(f"tse: error: {e}", file=sys.stderr)
         return 2
-
-
-UsageError = InputError  # older name, still used by some subcommands
