@@ -15,6 +15,13 @@ def register(sub):
                     "output and the parameters as .npy files with a manifest.json (format in "
                     "docs/formats.md).")
     add_config_arguments(p)
+    add_source_arguments(p)
+    p.add_argument("--json", action="store_true", help="print a one-line JSON summary")
+    p.set_defaults(run=run)
+
+
+def add_source_arguments(p):
+    """--out, --frames and where weights, calibration data and input come from."""
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (replaced whole)")
     p.add_argument("--frames", type=int, default=1, metavar="N",
                    help="synthetic input frames (default 1; ignored with --input)")
@@ -25,17 +32,22 @@ def register(sub):
                    help="float activations .npy [N,C,H,W] to calibrate on; default: synthetic")
     p.add_argument("--input", metavar="FILE",
                    help="float activations .npy [N,C,H,W] to run; default: synthetic frames")
-    p.add_argument("--json", action="store_true", help="print a one-line JSON summary")
-    p.set_defaults(run=run)
 
 
-def run(args):
+def build_reference(args):
+    """The configuration and its quantized PyTorch reference, from the common flags."""
     cfg = config_from_args(args)
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
     from quant import reference
 
-    ref = reference.build(cfg, args.frames, args.weights, args.calibration, args.input)
+    return cfg, reference.build(cfg, args.frames, args.weights, args.calibration, args.input)
+
+
+def run(args):
+    from quant import reference
+
+    cfg, ref = build_reference(args)
     reference.write(ref, args.out)
     summary = reference.summary(ref, args.out)
     print(json.dumps(summary) if args.json else reference.format_summary(summary))

@@ -1,0 +1,108 @@
+"""Golden vectors: every stage of the integer model, as .npy and as $readmemh images.
+
+A vectors directory is an artifact directory (ref_model.artifacts) that a hardware team can
+use without Python:
+  - stages (channels last): input, output [N, H, W, C]; tile_sums, pooled, hidden, excite,
+    gate [N, tiles_y, tiles_x, C'], each as <stage>.npy and hex/<stage>.hex;
+  - the hw unit's ROM images (hex/rom_<name>.hex): weights, fixed-point biases, requantization
+    multipliers and shifts, reciprocal table, sigmoid table;
+  - manifest.json: configuration, quantization parameters, profile, engine, versions, seed,
+    the hex layouts ("hex": per image its path, bits, lanes, signed, order), the axes of each
+    stage, and how the vectors compare with quantized PyTorch.
+
+Hex layout (ref_model.hexfmt): one word per line, lane 0 in the least significant bits.
+Streams are in beat order: raster order, channels innermost, P lanes per word (exactly the
+AXI4-Stream beats the unit takes and emits). Per-tile stages are in tile raster order,
+channels innermost, P lanes per word when P divides C' and one value per word otherwise.
+"""
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+
+from . import artifacts, hexfmt, kernels, numerics
+from .config import TSEConfig
+from .params import QuantParams
+
+STREAM_AXES = ["frame", "row", "column", "channel"]
+TILE_AXES = ["frame", "tile_row", "tile_column", "channel"]
+
+# ROM images: name -> (IntParams attribute, bits from the hw profile, signed)
+ROMS = {
+    "w1": ("w1", lambda hw: 8, True),
+    "w2": ("w2", lambda hw: 8, True),
+    "fc1_bias": ("hw_fc1_bias", lambda hw: hw.fc1_acc_bits + hw.bias_frac_bits, True),
+    "fc1_multiplier": ("hw_fc1_mult", lambda hw: hw.fc1_multiplier_bits, False),
+    "fc1_shift": ("hw_fc1_shift", lambda hw: 8, False),
+    "fc2_bias": ("hw_fc2_bias", lambda hw: hw.fc2_acc_bits + hw.bias_frac_bits, True),
+    "fc2_multiplier": ("hw_fc2_mult", lambda hw: hw.fc2_multiplier_bits, False),
+    "fc2_shift": ("hw_fc2_shift", lambda hw: 8, False),
+    "reciprocal": ("hw_recip", lambda hw: hw.reciprocal_bits + 1, False),
+    "reciprocal_shift": ("hw_recip_shift", lambda hw: 8, False),
+    "mul_multiplier": ("hw_mul_mult", lambda hw: hw.mul_multiplier_bits, False),
+    "mul_shift": ("hw_mul_shift", lambda hw: 8, False),
+    "sigmoid": ("sigmoid_lut", lambda hw: 8, False),
+}
+
+
+def stage_layout(cfg: TSEConfig, stage: str, channels: int) -> dict:
+    bits, signed = (cfg.hw.sum_bits, True) if stage == "tile_sums" else (8, False)
+    lanes = cfg.lanes if channels % cfg.lanes == 0 else 1
+    order = ("beats: raster order, channels innermost" if stage in ("input", "output")
+             else "tiles in raster order, channels innermost")
+    return {"path": f"hex/{stage}.hex", "bits": bits, "lanes": lanes, "signed": signed,
+            "order": order}
+
+
+def build(cfg: TSEConfig, params: QuantParams, x_nhwc: np.ndarray, profile: str) -> dict:
+    """Every stage of the block (channels last) with the profile's integer model."""
+    ip = numerics.derive(params, cfg)
+    stages = kernels.run(cfg, ip, x_nhwc, profile)
+    return {"input": np.ascontiguousarray(x_nhwc), **{s: stages[s] for s in numerics.STAGES},
+            "saturated": stages["saturated"], "int_params": ip}
+
+
+def write(out_dir, cfg: TSEConfig, params: QuantParams, result: dict, profile: str,
+          meta: dict) -> None:
+    """Write a vectors directory (whole or not at all) from build()'s result."""
+    ip = result["int_params"]
+    stages = ("input",) + numerics.STAGES
+    arrays = {s: result[s] for s in stages}
+    hex_layout, extra = {}, {}
+    for s in stages:
+        layout = stage_layout(cfg, s, arrays[s].shape[-1])
+        hex_layout[s] = layout
+        extra[layout["path"]] = (f"{s}_hex", hexfmt.to_text(arrays[s], layout["bits"],
+                                                           layout["lanes"]))
+    for name, (attr, bits_of, signed) in ROMS.items():
+        values = getattr(ip, attr)
+        layout = {"path": f"hex/rom_{name}.hex", "bits": bits_of(cfg.hw), "lanes": 1,
+                  "signed": signed, "order": "address order: [out][in] for weights, by "
+                  "output channel for per-channel tables, by tile kind for reciprocals",
+                  "shape": list(values.shape)}
+        hex_layout[f"rom_{name}"] = layout
+        extra[layout["path"]] = (f"rom_{name}", hexfmt.to_text(values, layout["bits"], 1))
+    manifest = {
+        "kind": "golden-vectors",
+        "config": cfg.to_dict(),
+        "profile": profile,
+        "engine": params.engine,
+        "quant": params.quant_section(),
+        "seed": cfg.seed,
+        "frames": int(arrays["input"].shape[0]),
+        "axes": {s: STREAM_AXES if s in ("input", "output") else TILE_AXES for s in stages},
+        "hex": hex_layout,
+        "saturated": result["saturated"],
+        "versions": {"numpy": np.__version__, "python": platform.python_version(),
+                     **meta.pop("versions", {})},
+        **meta,
+    }
+    artifacts.write_artifacts(out_dir, arrays, manifest, extra_files=extra)
+
+
+def compare_with_reference(result: dict, reference_codes: dict) -> dict:
+    """Per stage, how the vectors differ from quantized PyTorch's codes (NCHW arrays)."""
+    ours = {s: result[s] for s in ("pooled", "hidden", "excite", "gate", "output")}
+    theirs = {s: kernels.nhwc(reference_codes[s]) for s in ours}
+    return kernels.distance(ours, theirs, stages=tuple(ours))

@@ -1,0 +1,55 @@
+"""`tse vectors`: golden vectors of a configuration for verifying a unit without Python.
+
+Builds the quantized PyTorch reference (for its parameters and input codes), runs the integer
+model of the chosen profile over the frames, and writes every stage as .npy and $readmemh hex
+plus the unit's ROM images and a manifest (docs/vectors.md). The torch profile must equal
+quantized PyTorch on every stage; any mismatch is reported and the exit status is 1. The hw
+profile's distance from quantized PyTorch is reported per stage.
+"""
+from __future__ import annotations
+
+import json
+
+from ref_model.cli_args import add_config_arguments
+
+from .cmd_reference import add_source_arguments, build_reference
+
+
+def register(sub):
+    p = sub.add_parser("vectors", help="write golden vectors (.npy + hex + ROM images)",
+                       description=__doc__)
+    add_config_arguments(p)
+    add_source_arguments(p)
+    p.add_argument("--json", action="store_true", help="print a one-line JSON summary")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    import torch
+
+    from quant.quantized_block import engine
+    from ref_model import kernels, vectors
+
+    cfg, ref = build_reference(args)
+    x = kernels.nhwc(ref.codes["input"])
+    result = vectors.build(cfg, ref.params, x, cfg.profile)
+    vs_torch = vectors.compare_with_reference(result, ref.codes)
+    vectors.write(args.out, cfg, ref.params, result, cfg.profile,
+                  {"versions": {"torch": torch.__version__}, "sources": ref.sources,
+                   "vs_quantized_pytorch": vs_torch})
+    mismatched = {s: d["mismatches"] for s, d in vs_torch.items() if d["mismatches"]}
+    summary = {"out": args.out, "profile": cfg.profile, "engine": cfg.engine,
+               "frames": int(x.shape[0]), "beats": int(x.size // cfg.lanes),
+               "vs_quantized_pytorch": vs_torch, "saturated": result["saturated"]}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"golden vectors ({cfg.profile} profile, engine {cfg.engine}) -> {args.out}: "
+              f"{summary['frames']} frame(s), {summary['beats']} input beats of {cfg.lanes} lanes")
+        for stage, d in vs_torch.items():
+            print(f"  {stage:7s} vs quantized PyTorch: {d['mismatches']} of {d['values']} codes "
+                  f"differ ({100 * d['mismatch_rate']:.4f} %), largest {d['max_err_lsb']} LSB")
+    if cfg.profile == "torch" and mismatched:
+        print(f"tse: error: the torch profile differs from quantized PyTorch: {mismatched}")
+        return 1
+    return 0
