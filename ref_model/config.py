@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import plan
 from .errors import ConfigError
+from .hw_profile import DEFAULT_HW, HwProfile, tile_counts
 
 PROFILES = ("torch", "hw")
 ENGINES = ("fbgemm", "qnnpack")
@@ -39,6 +40,8 @@ class TSEConfig:
     profile: str = "hw"
     engine: str = "fbgemm"
     seed: int = 0
+    hw: HwProfile = DEFAULT_HW
+    """Widths and roundings of the hw numerics profile (TOML table [hw])."""
 
     def __post_init__(self):
         for name in ("channels", "height", "width", "reduction", "lanes",
@@ -64,6 +67,13 @@ class TSEConfig:
             raise ConfigError(
                 f"lanes: {self.lanes} does not divide channels={self.channels}; "
                 f"allowed: a divisor of {self.channels} ({', '.join(map(str, divisors))})")
+        if isinstance(self.hw, dict):
+            object.__setattr__(self, "hw", HwProfile.from_dict(self.hw))
+        if not isinstance(self.hw, HwProfile):
+            raise ConfigError(f"hw: {self.hw!r} is not allowed; allowed: a table of hw widths")
+        th, tw = parse_tile(self.tile, self.height, self.width)
+        self.hw.check(self.channels, self.channels // self.reduction,
+                      tile_counts(self.height, self.width, th, tw))
 
     # ---- derived shape -------------------------------------------------------------
     @property
@@ -128,7 +138,11 @@ class TSEConfig:
     def to_toml(self) -> str:
         lines = ["# TSE configuration (tse --help explains each field)"]
         for f in dataclasses.fields(self):
-            lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+            if f.name != "hw":
+                lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+        lines += ["", "[hw]  # widths and roundings of the hw numerics profile (docs/numerics.md)"]
+        for f in dataclasses.fields(self.hw):
+            lines.append(f"{f.name} = {_toml_value(getattr(self.hw, f.name))}")
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -140,6 +154,8 @@ class TSEConfig:
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
                 raise ConfigError(f"{source}: unknown key {key!r}{hint}; "
                                   f"allowed: {', '.join(known)}")
+        if "hw" in data:
+            data = {**data, "hw": HwProfile.from_dict(data["hw"], source)}
         return cls(**data)
 
     @classmethod

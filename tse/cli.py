@@ -17,7 +17,9 @@ SUBCOMMANDS = (
     "tse.cmd_config",
     "tse.cmd_run",
     "tse.cmd_reference",
+    "tse.cmd_vectors",
     "tse.cmd_check",
+    "tse.cmd_bench",
     "tse.cmd_buffer",
 )
 

@@ -1,0 +1,195 @@
+"""Whole-frame numba kernels of the TSE block, both numerics profiles: the golden vectors.
+
+    out = run(cfg, params, x)          # x: uint8 [N, H, W, C] (channels last)
+    out["tile_sums"], out["pooled"], out["hidden"], out["excite"], out["gate"]  # [N, ty, tx, C']
+    out["output"]                       # uint8 [N, H, W, C]
+    out["saturated"]                    # {"tile_sums": n, "hidden": n, "excite": n} (hw)
+
+The arithmetic of every stage is ref_model.numerics (the same functions the streaming model
+calls); this module only walks frames, tiles and pixels. Serial by default; parallel=True
+spreads strips, tiles and rows over numba's threads (same results).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from numba import njit, prange
+
+from . import numerics as nm
+from .config import TSEConfig
+from .numerics import IntParams
+
+
+def _impl(x, th, tw, T, profile, sums, sum_sat, pooled, hidden, excite, gate, out,
+          sat1, sat2, h_partial, w_partial):
+    n_frames, height, width, channels = x.shape
+    ty, tx = sums.shape[1], sums.shape[2]
+    # line accumulator: every strip of every frame on its own
+    for k in prange(n_frames * ty):
+        n, i = k // ty, k % ty
+        for h in range(i * th, min(height, (i + 1) * th)):
+            for w in range(width):
+                j = w // tw
+                for c in range(channels):
+                    s, f = nm.tile_sum_add(sums[n, i, j, c], x[n, h, w, c], T, profile)
+                    sums[n, i, j, c] = s
+                    if f:
+                        sum_sat[n, i, j, c] = 1
+    # excite MAC: every tile on its own
+    for k in prange(n_frames * ty * tx):
+        n, i, j = k // (ty * tx), (k // tx) % ty, k % tx
+        kind = 2 * (1 if (i == ty - 1 and h_partial) else 0) + \
+            (1 if (j == tx - 1 and w_partial) else 0)
+        s1, s2 = nm.excite_tile(sums[n, i, j], kind, T, profile, pooled[n, i, j],
+                                hidden[n, i, j], excite[n, i, j], gate[n, i, j])
+        sat1[k] = s1
+        sat2[k] = s2
+    # tile broadcaster: every row on its own
+    for k in prange(n_frames * height):
+        n, h = k // height, k % height
+        i = h // th
+        for w in range(width):
+            j = w // tw
+            for c in range(channels):
+                out[n, h, w, c] = nm.scale(x[n, h, w, c], gate[n, i, j, c], T, profile)
+
+
+_serial = njit(cache=True)(_impl)
+_parallel = njit(cache=True, parallel=True)(_impl)
+
+
+def _flush_stale_cache(dispatchers, name: str = "kernels") -> None:
+    """numba's on-disk cache (cache=True) is keyed by the source of the file that defines a
+    function, not of the functions it calls: after an edit of numerics.py the kernels here
+    would load stale machine code. Keep numerics.py's hash beside the cache and flush the
+    kernels' entries when it changes."""
+    try:
+        stamp = hashlib.sha256(Path(nm.__file__).read_bytes()).hexdigest()
+        stamp_file = Path(dispatchers[0]._cache._cache_path) / f"{name}.numerics.sha256"
+        if not stamp_file.is_file() or stamp_file.read_text() != stamp:
+            for d in dispatchers:
+                d._cache.flush()
+            stamp_file.write_text(stamp)
+    except (AttributeError, OSError):      # another numba, or a read-only cache
+        pass
+
+
+def run(cfg: TSEConfig, params, x, profile: str | None = None, *,
+        parallel: bool = False, fast: bool = True) -> dict:
+    """Every stage of the block on frames x (uint8 [N, H, W, C], channels last).
+
+    params: QuantParams (derived here) or IntParams (numerics.derive(params, cfg)).
+    profile: "torch" or "hw" (default cfg.profile). Returns a dict of stage arrays
+    (numerics.STAGES) plus "saturated": per-stage counts of accumulators that saturated
+    (hw with hw.saturate; zeros otherwise). Bad input raises InputError.
+    fast (default): ref_model.fastpath's vectorized kernels where they apply (bit-identical,
+    tests/test_numpy_model_fastpath.py); fast=False or a saturating hw profile: the
+    per-element kernels here, which read as the spec. parallel: numba threads over strips,
+    tiles and rows of the per-element kernels."""
+    profile = cfg.profile if profile is None else profile
+    code = nm.profile_code(profile)
+    ip = nm.int_params_for(cfg, params)
+    x = nm.check_frames(cfg, x)
+    n = x.shape[0]
+    ty, tx, c, hid = cfg.tiles_y, cfg.tiles_x, cfg.channels, cfg.hidden
+    sums = np.zeros((n, ty, tx, c), np.int64)
+    sum_sat = np.zeros((n, ty, tx, c), np.uint8)
+    pooled = np.zeros((n, ty, tx, c), np.uint8)
+    hidden = np.zeros((n, ty, tx, hid), np.uint8)
+    excite = np.zeros((n, ty, tx, c), np.uint8)
+    gate = np.zeros((n, ty, tx, c), np.uint8)
+    out = np.zeros(x.shape, np.uint8)
+    sat1 = np.zeros(n * ty * tx, np.int64)
+    sat2 = np.zeros(n * ty * tx, np.int64)
+    if fast and not parallel:
+        from . import fastpath
+        fast = fastpath.applicable(ip, profile)
+    else:
+        fast = False
+    if fast:
+        fastpath.run_frames(x, cfg.tile_rows, cfg.tile_cols, ip, code, sums, pooled, hidden,
+                            excite, gate, out, sat1, sat2)
+    else:
+        fn = _parallel if parallel else _serial
+        fn(x, cfg.tile_rows, cfg.tile_cols, ip.tables(), code, sums, sum_sat, pooled, hidden,
+           excite, gate, out, sat1, sat2, cfg.height % cfg.tile_rows != 0,
+           cfg.width % cfg.tile_cols != 0)
+    return {"tile_sums": sums, "pooled": pooled, "hidden": hidden, "excite": excite,
+            "gate": gate, "output": out,
+            "saturated": {"tile_sums": int(sum_sat.sum()), "hidden": int(sat1.sum()),
+                          "excite": int(sat2.sum())}}
+
+
+def nchw(a: np.ndarray) -> np.ndarray:
+    """A channels-last stage array [N, h, w, C] as NCHW (PyTorch's layout)."""
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def nhwc(a: np.ndarray) -> np.ndarray:
+    """An NCHW array as channels last [N, H, W, C] (the kernels' layout)."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def distance(a: dict, b: dict, stages=nm.STAGES[1:]) -> dict:
+    """Per stage: how far stage arrays a are from b (codes; e.g. hw from torch):
+    {stage: {"values", "mismatches", "mismatch_rate", "max_err_lsb"}}."""
+    report = {}
+    for stage in stages:
+        d = np.abs(a[stage].astype(np.int64) - b[stage].astype(np.int64))
+        report[stage] = {"values": int(d.size), "mismatches": int((d != 0).sum()),
+                         "mismatch_rate": float((d != 0).mean()) if d.size else 0.0,
+                         "max_err_lsb": int(d.max()) if d.size else 0}
+    return report
+
+
+def hw_distance(cfg: TSEConfig, params, x, *, parallel: bool = False) -> dict:
+    """The hw profile's distance from the torch profile on frames x, per stage and at the
+    output. "propagated": each profile runs the whole block on its own results (what the RTL
+    produces against PyTorch); "local": each hw stage is given the torch profile's input to
+    that stage, so a mismatch is pinned to the stage that caused it."""
+    ip = nm.int_params_for(cfg, params)
+    torch_out = run(cfg, ip, x, "torch", parallel=parallel)
+    hw_out = run(cfg, ip, x, "hw", parallel=parallel)
+    return {"propagated": distance(hw_out, torch_out),
+            "local": distance(local_stages(cfg, ip, x, torch_out), torch_out),
+            "saturated": hw_out["saturated"]}
+
+
+@njit(cache=True)
+def _local(x, th, tw, T, t_sums, t_pooled, t_hidden, t_excite, t_gate, counts_kind,
+           pooled, hidden, excite, gate, out):
+    n_frames, ty, tx, channels = t_sums.shape
+    for n in range(n_frames):
+        for i in range(ty):
+            for j in range(tx):
+                kind = counts_kind[i, j]
+                nm.squeeze(t_sums[n, i, j], kind, T, nm.HW, pooled[n, i, j])
+                nm.fc1(t_pooled[n, i, j], T, nm.HW, hidden[n, i, j])
+                nm.fc2(t_hidden[n, i, j], T, nm.HW, excite[n, i, j])
+                nm.sigmoid(t_excite[n, i, j], T, gate[n, i, j])
+    for n in range(n_frames):
+        for h in range(x.shape[1]):
+            for w in range(x.shape[2]):
+                for c in range(channels):
+                    out[n, h, w, c] = nm.scale(x[n, h, w, c], t_gate[n, h // th, w // tw, c],
+                                               T, nm.HW)
+
+
+def local_stages(cfg: TSEConfig, ip: IntParams, x, torch_out: dict) -> dict:
+    """hw stages computed from the torch profile's inputs to each stage."""
+    x = nm.check_frames(cfg, x)
+    ty, tx = cfg.tiles_y, cfg.tiles_x
+    kinds = np.array([[nm.tile_kind(i, j, cfg) for j in range(tx)] for i in range(ty)],
+                     np.int64)
+    res = {k: np.zeros_like(torch_out[k]) for k in ("pooled", "hidden", "excite", "gate",
+                                                    "output")}
+    _local(x, cfg.tile_rows, cfg.tile_cols, ip.tables(), torch_out["tile_sums"],
+           torch_out["pooled"], torch_out["hidden"], torch_out["excite"], torch_out["gate"],
+           kinds, res["pooled"], res["hidden"], res["excite"], res["gate"], res["output"])
+    res["tile_sums"] = torch_out["tile_sums"]
+    return res
+
+
+_flush_stale_cache([_serial, _parallel, _local])

@@ -1,0 +1,53 @@
+"""`tse bench`: throughput of the golden-vector kernels against baselines in the same run.
+
+One JSON object per line with --json: {"shape", "impl", "melem_s"} per shape and
+implementation (million input elements per second, median of repeats after a warm-up), then
+one {"target": ...} line per speed target with the ratio measured in this run and whether it
+is met. Kernels run serially unless --parallel (a busy second core makes parallel numba slow).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub):
+    p = sub.add_parser("bench", help="kernel throughput against copy and quantized PyTorch",
+                       description=__doc__)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed repeats (default 5)")
+    p.add_argument("--quick", action="store_true", help="two small shapes only")
+    p.add_argument("--parallel", action="store_true", help="parallel numba kernels")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    import os
+
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1" if not args.parallel else "2")
+    from bench import bench_kernels as bk
+    from ref_model.errors import InputError
+
+    if args.repeats < 1:
+        raise InputError(f"repeats: {args.repeats} is not allowed; allowed: a positive integer")
+    shapes = bk.QUICK_SHAPES if args.quick else bk.SHAPES
+    results = []
+    progress = (lambda m: print(f"  measuring {m}", file=sys.stderr, flush=True))
+    for r in bk.run(shapes, repeats=args.repeats, progress=progress, parallel=args.parallel):
+        results.append(r)
+        if args.json:
+            print(json.dumps(r), flush=True)
+    targets = bk.check_targets(results)
+    if args.json:
+        for t in targets:
+            print(json.dumps({"target": t}))
+        return 0
+    impls = list(dict.fromkeys(r["impl"] for r in results))
+    by = {(r["shape"], r["impl"]): r["melem_s"] for r in results}
+    print(f"{'shape':>16} " + " ".join(f"{i:>16}" for i in impls) + "   (M input elements/s)")
+    for shape in dict.fromkeys(r["shape"] for r in results):
+        print(f"{shape:>16} " + " ".join(f"{by[(shape, i)]:16.1f}" for i in impls))
+    for t in targets:
+        print(f"  {t['impl']} / {t['baseline']} on {t['shape']}: {t['ratio']:.2f} "
+              f"(target >= {t['target']}) {'met' if t['met'] else 'NOT MET'}")
+    return 0
