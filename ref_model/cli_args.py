@@ -19,6 +19,8 @@ _FLAGS = (
     ("--reduction", "reduction", int, "excite reduction r; hidden width is C // r"),
     ("--lanes", "lanes", int, "lanes P: channels per stream beat (must divide C)"),
     ("--excite-multipliers", "excite_multipliers", int, "multipliers Q in the excite MAC"),
+    ("--buffer-depth", "buffer_depth", int, "strip-buffer depth in beats; 0 = the "
+                                            "full-throughput depth (strip + excite latency)"),
     ("--profile", "profile", str, "numerics profile: torch or hw"),
     ("--engine", "engine", str, "quantized PyTorch engine: fbgemm or qnnpack"),
     ("--seed", "seed", int, "seed for weights and synthetic data"),

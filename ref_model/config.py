@@ -11,6 +11,7 @@ width; a number larger than the frame is an error (use H or W to mean "the whole
 from __future__ import annotations
 
 import dataclasses
+import functools
 import difflib
 import math
 import re
@@ -37,6 +38,10 @@ class TSEConfig:
     reduction: int = 4
     lanes: int = 8
     excite_multipliers: int = 32
+    buffer_depth: int = 0
+    """Strip-buffer depth in beats: 0 means the full-throughput depth (strip + excite
+    latency, full_throughput_depth); otherwise at least one strip (strip_beats). A smaller
+    depth than full throughput is allowed and only stalls the input."""
     profile: str = "hw"
     engine: str = "fbgemm"
     seed: int = 0
@@ -71,6 +76,13 @@ class TSEConfig:
             object.__setattr__(self, "hw", HwProfile.from_dict(self.hw))
         if not isinstance(self.hw, HwProfile):
             raise ConfigError(f"hw: {self.hw!r} is not allowed; allowed: a table of hw widths")
+        if (not isinstance(self.buffer_depth, int) or isinstance(self.buffer_depth, bool)
+                or (self.buffer_depth != 0 and self.buffer_depth < self.strip_beats)):
+            raise ConfigError(
+                f"buffer_depth: {self.buffer_depth!r} is not allowed; allowed: 0 (the "
+                f"full-throughput depth, {self.full_throughput_depth} beats) or an integer "
+                f">= {self.strip_beats} (one strip of {self.tile_rows} rows; a smaller buffer "
+                "deadlocks)")
         th, tw = parse_tile(self.tile, self.height, self.width)
         self.hw.check(self.channels, self.channels // self.reduction,
                       tile_counts(self.height, self.width, th, tw))
@@ -128,6 +140,11 @@ class TSEConfig:
                                           self.hidden, self.tiles_x, self.lanes,
                                           self.excite_multipliers)
 
+    @property
+    def strip_buffer_depth(self) -> int:
+        """The strip buffer's depth in beats: buffer_depth, or full_throughput_depth if 0."""
+        return self.buffer_depth or self.full_throughput_depth
+
     # ---- conversions ---------------------------------------------------------------
     def replace(self, **changes) -> "TSEConfig":
         return dataclasses.replace(self, **changes)
@@ -170,6 +187,7 @@ class TSEConfig:
         return cls.from_dict(data, source=str(path))
 
 
+@functools.lru_cache(maxsize=1024)   # hot: every derived property of a config resolves it
 def parse_tile(spec: str, height: int, width: int) -> tuple[int, int]:
     """Resolve a tile written as "<rows>x<cols>" ("7xW", "Hx3", "7x7", "HxW")."""
     m = re.fullmatch(r"\s*(\d+|H)\s*[xX]\s*(\d+|W)\s*", spec) if isinstance(spec, str) else None

@@ -7,11 +7,14 @@ same codes with loops a compiler turns into SIMD code:
   - line accumulator: each strip's rows are added into one int32 row (W*C long, contiguous),
     then folded into the tiles of the strip; the zero point is subtracted once per tile
     (sum(x - zx) = sum(x) - n*zx). Exact: a strip row sums at most 255 * th < 2**31.
-  - excite MAC: per tile, ref_model.numerics.excite_tile itself (a few hundred MACs per tile).
+  - excite MAC: per tile, the squeeze and sigmoid of ref_model.numerics; the two 1x1 convs
+    as int32 dot products over contiguous weight rows (exact: |sum| <= C * 255 * 128 < 2**31
+    for C < 65536), each neuron then requantized by the profile's own requantizer.
   - tile broadcaster: per strip, the gate of every (column, channel) is spread into one
-    contiguous row; each element is then one multiply-add and one rounding:
+    contiguous row; each element is then a few multiplies and one rounding. hw: in integers
+    where the multiplier allows (_broadcast_hw_i32, exact by construction), else:
       hw:    q = round(u * g * M / 2**s) + zo is computed in float64 as
-             rint(x * k + (zo - zx * k)) with k = g * M * 2**-s. Every term is an integer
+             rint(x * k - zx * k) + zo with k = g * M * 2**-s. Every term is an integer
              multiple of 2**-s below 2**(53 - s), so the float64 arithmetic is exact and rint
              rounds half-even exactly as the integer requantizer (half-up: floor(v + 1/2)).
              Exact while s <= 44 (checked; otherwise the caller uses the per-element kernel).
@@ -54,8 +57,13 @@ def _strip_sums(x, b, i, th, tw, zx, acc, sums):
             sums[j, ch] -= count * zx
 
 
-@njit(cache=True)
-def _broadcast_hw(x, b, i, th, tw, gate, k_of_gate, bias_of_gate, half_up, wk, wb, out):
+# Safe float flags: every value is finite and exact (module docstring); contracting
+# x * k + b into one fused multiply-add is exact as well.
+_FLOAT_FLAGS = {"nnan", "ninf", "nsz", "contract"}
+
+
+@njit(cache=True, fastmath=_FLOAT_FLAGS)
+def _broadcast_hw(x, b, i, th, tw, gate, k_of_gate, bias_of_gate, zo, half_up, wk, wb, out):
     """Tile broadcaster, hw profile, strip i of frame b (see the module docstring)."""
     n, h, w, c = x.shape
     xf = x.reshape(n, h, w * c)
@@ -71,11 +79,46 @@ def _broadcast_hw(x, b, i, th, tw, gate, k_of_gate, bias_of_gate, half_up, wk, w
         orow = of[b, r]
         for k in range(w * c):
             v = np.float64(row[k]) * wk[k] + wb[k]
-            q = np.floor(v + 0.5) if half_up else np.rint(v)
+            q = (np.floor(v + 0.5) if half_up else np.rint(v)) + zo
             orow[k] = np.uint8(np.int32(min(max(q, 0.0), 255.0)))
 
 
 @njit(cache=True)
+def _broadcast_hw_i32(x, b, i, th, tw, gate, zx, zo, mh, ml, t1, half_up, wg, out):
+    """Tile broadcaster, hw profile, in integers with a 4-byte gate row (the float64 path
+    streams two 8-byte rows per element): with
+    p = (x - zx) * g (|p| < 2**16) and M = mh * 2**14 + ml,
+      p * M = (p * mh + (p * ml >> 14)) * 2**14 + (p * ml mod 2**14),
+    and A2 = 2 * (p * mh + (p * ml >> 14)) + sticky, sticky = (p * ml mod 2**14) != 0, holds
+    every bit that decides the rounding of p * M / 2**s: rounding A2 by t1 = s - 13 bits gives
+    round(p * M / 2**s) exactly (a dropped remainder can never sit on the half-way point).
+    Every intermediate fits 32 bits; numba computes them in 64.
+    Needs M < 2**28 and s >= 15, so that the half-way bit lies above the 14 dropped bits
+    (run_frames checks; otherwise the float64 broadcaster is used)."""
+    n, h, w, c = x.shape
+    xf = x.reshape(n, h, w * c)
+    of = out.reshape(n, h, w * c)
+    for col in range(w):
+        j = col // tw
+        for ch in range(c):
+            wg[col * c + ch] = gate[j, ch]
+    half = np.int32(1 << (t1 - 1))
+    for r in range(i * th, min(h, (i + 1) * th)):
+        row = xf[b, r]
+        orow = of[b, r]
+        for k in range(w * c):
+            p = (np.int32(row[k]) - zx) * wg[k]
+            lo = p * ml
+            a2 = ((p * mh + (lo >> 14)) << 1) + (((lo & 0x3FFF) + 0x3FFF) >> 14)
+            if half_up:
+                q = (a2 + half) >> t1
+            else:
+                q = (a2 + half - 1 + ((a2 >> t1) & 1)) >> t1
+            q += zo
+            orow[k] = np.uint8(min(max(q, 0), 255))
+
+
+@njit(cache=True, fastmath={"nnan", "ninf", "nsz"})
 def _broadcast_torch(x, b, i, th, tw, gate, zx, zo, mult, wg, out):
     """Tile broadcaster, torch profile: q = clamp(rint(f32(f32(u g) * mult)) + zo)."""
     n, h, w, c = x.shape
@@ -95,34 +138,86 @@ def _broadcast_torch(x, b, i, th, tw, gate, zx, zo, mult, wg, out):
 
 
 @njit(cache=True)
-def _frames(x, th, tw, T, profile, k_of_gate, bias_of_gate, half_up, sums, pooled, hidden,
-            excite, gate, out, sat1, sat2):
+def _dot_rows(x, zx, w, acc):
+    """acc[j] = sum_c (x[c] - zx) * w[j, c], int32 over contiguous rows of w."""
+    u = np.empty(x.shape[0], np.int32)
+    for c in range(x.shape[0]):
+        u[c] = np.int32(x[c]) - np.int32(zx)
+    for j in range(w.shape[0]):
+        row = w[j]
+        a = np.int32(0)
+        for c in range(row.shape[0]):
+            a += u[c] * row[c]
+        acc[j] = a
+
+
+@njit(cache=True)
+def _excite_tile(sums, kind, T, profile, w1, w2, acc1, acc2, pooled, hidden, excite, gate):
+    """The excite MAC for one tile: numerics.excite_tile's results for non-saturating widths.
+    The float32 mean (the torch profile's, and the hw profile's with mean_rounding "f32",
+    which the datapath reproduces with integer rounding to 24 significant bits) is computed
+    in native float32 here: the same IEEE operations, so the same codes."""
+    if profile == nm.TORCH or T.r_mean == nm.F32:
+        # hw: R / 2**shift, f32(1/n) itself unless reciprocal_bits < 24 (exact_mean false)
+        recip = T.t_recip[kind] if profile == nm.TORCH else T.h_recip_f32[kind]
+        zp = np.float32(T.zx)
+        for c in range(sums.shape[0]):
+            a = np.float32(np.float32(sums[c]) * recip)
+            pooled[c] = min(max(np.rint(np.float32(a + zp)), np.float32(0.0)), np.float32(255.0))
+    else:
+        nm.squeeze(sums, kind, T, profile, pooled)
+    _dot_rows(pooled, T.zx, w1, acc1)
+    for j in range(hidden.shape[0]):
+        if profile == nm.TORCH:
+            hidden[j] = nm.requant_torch(np.int64(acc1[j]), T.t_b1i[j], T.t_b1f[j], T.t_b1m[j],
+                                         T.t_m1[j], T.zh, T.zh)
+        else:
+            acc = T.h_b1[j] + (np.int64(acc1[j]) << T.frac_bits)
+            hidden[j] = nm.requant_hw(acc, T.h_m1[j], T.h_s1[j], T.zh, T.zh, T.r_fc1)
+    _dot_rows(hidden, T.zh, w2, acc2)
+    for j in range(excite.shape[0]):
+        if profile == nm.TORCH:
+            excite[j] = nm.requant_torch(np.int64(acc2[j]), T.t_b2i[j], T.t_b2f[j], T.t_b2m[j],
+                                         T.t_m2[j], T.ze, 0)
+        else:
+            acc = T.h_b2[j] + (np.int64(acc2[j]) << T.frac_bits)
+            excite[j] = nm.requant_hw(acc, T.h_m2[j], T.h_s2[j], T.ze, 0, T.r_fc2)
+    nm.sigmoid(excite, T, gate, profile)      # hw: hw.gate_bits kept
+
+
+@njit(cache=True)
+def _frames(x, th, tw, T, profile, w1, w2, k_of_gate, bias_of_gate, half_up, use_i32, sums,
+            pooled, hidden, excite, gate, out):
     n, h, w, c = x.shape
     ty, tx = sums.shape[1], sums.shape[2]
     acc = np.zeros(w * c, np.int32)
     wk = np.zeros(w * c, np.float64)
     wb = np.zeros(w * c, np.float64)
     wg = np.zeros(w * c, np.int32)
+    acc1 = np.zeros(w1.shape[0], np.int32)
+    acc2 = np.zeros(w2.shape[0], np.int32)
     zx = np.int32(T.zx)
     zo = np.float32(T.zo)
     mult = np.float32(T.t_mm)
+    mh = np.int32(T.h_mm >> 14)
+    ml = np.int32(T.h_mm & 0x3FFF)
+    t1 = np.int32(max(T.h_ms - 13, 1))
     bottom_short = h % th != 0
     right_short = w % tw != 0
-    t = 0
     for b in range(n):
         for i in range(ty):
             _strip_sums(x, b, i, th, tw, T.zx, acc, sums[b, i])
             for j in range(tx):
                 kind = (2 * (1 if (i == ty - 1 and bottom_short) else 0)
                         + (1 if (j == tx - 1 and right_short) else 0))
-                s1, s2 = nm.excite_tile(sums[b, i, j], kind, T, profile, pooled[b, i, j],
-                                        hidden[b, i, j], excite[b, i, j], gate[b, i, j])
-                sat1[t] = s1
-                sat2[t] = s2
-                t += 1
-            if profile == nm.HW:
-                _broadcast_hw(x, b, i, th, tw, gate[b, i], k_of_gate, bias_of_gate, half_up,
-                              wk, wb, out)
+                _excite_tile(sums[b, i, j], kind, T, profile, w1, w2, acc1, acc2,
+                             pooled[b, i, j], hidden[b, i, j], excite[b, i, j], gate[b, i, j])
+            if profile == nm.HW and use_i32:
+                _broadcast_hw_i32(x, b, i, th, tw, gate[b, i], zx, np.int32(T.zo), mh, ml, t1,
+                                  half_up, wg, out)
+            elif profile == nm.HW:
+                _broadcast_hw(x, b, i, th, tw, gate[b, i], k_of_gate, bias_of_gate,
+                              np.float64(T.zo), half_up, wk, wb, out)
             else:
                 _broadcast_torch(x, b, i, th, tw, gate[b, i], zx, zo, mult, wg, out)
 
@@ -142,11 +237,16 @@ def applicable(ip, profile: str) -> bool:
     return not ip.hw.saturate and int(ip.hw_mul_shift[0]) <= MAX_EXACT_SHIFT
 
 
-def run_frames(x, th, tw, ip, profile_code, sums, pooled, hidden, excite, gate, out, sat1, sat2):
+def run_frames(x, th, tw, ip, profile_code, sums, pooled, hidden, excite, gate, out):
     """Fill every stage array for frames x (shapes as in ref_model.kernels.run)."""
-    zx, zo = ip.zero_points["input"], ip.zero_points["output"]
-    s = int(ip.hw_mul_shift[0])
-    k = np.arange(256, dtype=np.float64) * float(ip.hw_mul_mult[0]) * 2.0 ** -s
-    bias = zo - zx * k
-    _frames(x, th, tw, ip.tables(), profile_code, k, bias, ip.hw.mul_rounding == "half_up",
-            sums, pooled, hidden, excite, gate, out, sat1, sat2)
+    if not ip._fast:
+        zx = ip.zero_points["input"]
+        k = np.arange(256, dtype=np.float64) * float(ip.hw_mul_mult[0]) \
+            * 2.0 ** -int(ip.hw_mul_shift[0])
+        # zo is added after rounding: with an odd zo, rounding (v + zo) half-even would
+        # pick the other neighbour of a tie.
+        ip._fast.append((ip.w1.astype(np.int32), ip.w2.astype(np.int32), k, -zx * k))
+    w1, w2, k, bias = ip._fast[0]
+    use_i32 = int(ip.hw_mul_mult[0]) < 1 << 28 and int(ip.hw_mul_shift[0]) >= 15
+    _frames(x, th, tw, ip.tables(), profile_code, w1, w2, k, bias,
+            ip.hw.mul_rounding == "half_up", use_i32, sums, pooled, hidden, excite, gate, out)

@@ -17,9 +17,19 @@ Registers (all two's complement unless noted):
                    fixed-point value in accumulator units)
   - requantizers   (acc * M + round) >> s with an unsigned M of `*_multiplier_bits` bits,
                    rounding half_up or half_even, then the zero point and the 8-bit clamp
+  - gate           `gate_bits` bits kept from the 8-bit sigmoid table: each entry rounded
+                   (half up) to a multiple of 2**(8 - gate_bits), clamped to the largest
+                   gate_bits-bit code; the gate memory and the broadcaster's multiplier
+                   input are gate_bits wide (8: the table as it is)
   - saturate       False: a width that can overflow for the configuration's tile size and
                    channel count is a ConfigError. True: any width is allowed; accumulators
                    saturate at their range and the model counts saturated values per stage.
+  - exact_mean     True: reciprocal_bits must be wide enough for the mean to be what
+                   mean_rounding promises (an exactly rounded mean for half_up/half_even, f32(1/n)
+                   itself for f32); a ConfigError otherwise. False: any reciprocal_bits; a
+                   narrower R[n] (round(2**shift / n), or f32(1/n) rounded half-even to
+                   reciprocal_bits significant bits) gives a mean that can be an LSB off: less
+                   accurate hardware, as the width sweeps evaluate it.
 
 The default preset (DEFAULT_HW) is the one closest to the torch profile that integers allow:
 the multipliers keep the 24 significant bits of PyTorch's float32 multipliers exactly, the
@@ -48,6 +58,8 @@ MAX_RECIPROCAL_BITS = 30   # R[n] <= 2**30 < 2**31: the model's exact wide multi
 MAX_MULTIPLIER_BITS = 31
 MAX_REGISTER_BITS = 62     # a register (integer + fractional bits) must fit |v| < 2**61
 MAX_BIAS_FRAC_BITS = 30
+GATE_BITS = 8
+"""Width of the sigmoid table's codes (quantized sigmoid: scale 1/256); gate_bits <= 8."""
 
 PRODUCT_MAX = 255 * 128
 """Largest |(x - zero point) * w| of an 8-bit activation and an int8 weight (255 * |-128|)."""
@@ -64,6 +76,7 @@ class HwProfile:
     fc2_multiplier_bits: int = 24
     mul_multiplier_bits: int = 24
     bias_frac_bits: int = 16
+    gate_bits: int = 8
     sum_bits: int = 32
     fc1_acc_bits: int = 32
     fc2_acc_bits: int = 32
@@ -72,12 +85,14 @@ class HwProfile:
     fc2_rounding: str = "half_even"
     mul_rounding: str = "half_even"
     saturate: bool = False
+    exact_mean: bool = True
 
     def __post_init__(self):
         _int_field("reciprocal_bits", self.reciprocal_bits, 2, MAX_RECIPROCAL_BITS)
         for name in ("fc1_multiplier_bits", "fc2_multiplier_bits", "mul_multiplier_bits"):
             _int_field(name, getattr(self, name), 2, MAX_MULTIPLIER_BITS)
         _int_field("bias_frac_bits", self.bias_frac_bits, 0, MAX_BIAS_FRAC_BITS)
+        _int_field("gate_bits", self.gate_bits, 1, GATE_BITS)
         _int_field("sum_bits", self.sum_bits, 2, MAX_REGISTER_BITS)
         for name in ("fc1_acc_bits", "fc2_acc_bits"):
             _int_field(name, getattr(self, name), 2, MAX_REGISTER_BITS - self.bias_frac_bits,
@@ -89,19 +104,23 @@ class HwProfile:
             if v not in allowed:
                 raise ConfigError(f"hw.{name}: {v!r} is not allowed; "
                                   f"allowed: {', '.join(allowed)}")
-        if self.mean_rounding == "f32" and self.reciprocal_bits < F32_BITS:
+        for name in ("saturate", "exact_mean"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"hw.{name}: {getattr(self, name)!r} is not allowed; "
+                                  "allowed: true or false")
+        if (self.mean_rounding == "f32" and self.reciprocal_bits < F32_BITS
+                and self.exact_mean):
             raise ConfigError(f"hw.reciprocal_bits: {self.reciprocal_bits} is too few for "
                               f"mean_rounding = 'f32' (the reciprocal is f32(1/n), "
                               f"{F32_BITS} significant bits); allowed: "
-                              f"{F32_BITS}..{MAX_RECIPROCAL_BITS}")
-        if not isinstance(self.saturate, bool):
-            raise ConfigError(f"hw.saturate: {self.saturate!r} is not allowed; "
-                              "allowed: true or false")
+                              f"{F32_BITS}..{MAX_RECIPROCAL_BITS}, or hw.exact_mean = false "
+                              "for a narrower, approximate reciprocal")
 
     # ---- checks against a configuration -------------------------------------------------
     def check(self, channels: int, hidden: int, tile_counts) -> None:
         """Reject widths that can overflow for these channel counts and tile element counts
-        (unless saturate), and a reciprocal too short to round the mean exactly."""
+        (unless saturate), and a reciprocal too short to round the mean exactly (unless
+        not exact_mean)."""
         n_max = max(tile_counts)
         if not self.saturate:
             need = required_bits(channels, hidden, n_max)
@@ -116,15 +135,16 @@ class HwProfile:
                         f"{_worst(name, channels, hidden, n_max)}); allowed: >= {bits}, "
                         "or hw.saturate = true to saturate and count")
         for n in sorted(set(tile_counts)):
-            if self.mean_rounding == "f32":       # no exactness condition: emulates torch
-                continue
+            if self.mean_rounding == "f32" or not self.exact_mean:
+                continue                  # f32: no exactness condition (emulates torch)
             if not reciprocal_exact(n, self.reciprocal_bits):
                 least = min_reciprocal_bits(n)
                 allowed = (f"{least}..{MAX_RECIPROCAL_BITS}" if least <= MAX_RECIPROCAL_BITS
                            else "none (the tile is too large for an exact mean)")
                 raise ConfigError(
                     f"hw.reciprocal_bits: {self.reciprocal_bits} is too few to round the mean "
-                    f"of a {n}-element tile exactly; allowed: {allowed}")
+                    f"of a {n}-element tile exactly; allowed: {allowed}, or hw.exact_mean = "
+                    "false for an approximate mean")
 
     # ---- conversions -----------------------------------------------------------------
     def replace(self, **changes) -> "HwProfile":
@@ -166,8 +186,8 @@ class HwProfile:
             "fc2_acc": f"fxp-s{self.fc2_acc_bits + f}/{f}",
             "fc2_multiplier": f"fxp-u{self.fc2_multiplier_bits}/0",
             "excite": "fxp-u8/0",
-            "gate": "fxp-u8/8",
-            "mul_product": "fxp-s17/0",
+            "gate": f"fxp-u{self.gate_bits}/{self.gate_bits}",
+            "mul_product": f"fxp-s{9 + self.gate_bits}/0",
             "mul_multiplier": f"fxp-u{self.mul_multiplier_bits}/0",
             "output": "fxp-u8/0",
         }
@@ -194,14 +214,22 @@ def reciprocal(n: int, bits: int, f32: bool = False) -> tuple[int, int]:
     """The mean's reciprocal of n: (R, shift) with R / 2**shift ~ 1 / n and
     2**(bits-1) <= R <= 2**bits. Exact mean (f32=False): R = round(2**shift / n).
     f32: R / 2**shift is exactly PyTorch's f32(1/n) (float64 1/n rounded to float32), its
-    24-bit significand widened to `bits` bits (bits >= 24)."""
+    24-bit significand widened to `bits` bits (bits >= 24), or rounded half-even to `bits`
+    significant bits (bits < 24: an approximate reciprocal, HwProfile.exact_mean = False)."""
     shift = bits - 1 + (n - 1).bit_length()
     if not f32:
         r = (2 * (1 << shift) + n) // (2 * n)    # nearest; exact ties cannot occur for n > 1
         return r, shift
     frac, exp = np.frexp(np.float64(np.float32(1.0 / n)))     # f32(1/n) = frac * 2**exp
     sig = int(np.ldexp(frac, F32_BITS))                       # 24-bit significand
-    return sig << (bits - F32_BITS), bits - int(exp)
+    if bits >= F32_BITS:
+        return sig << (bits - F32_BITS), bits - int(exp)
+    drop = F32_BITS - bits
+    r, rem = divmod(sig, 1 << drop)
+    half = 1 << (drop - 1)
+    if rem > half or (rem == half and r & 1):
+        r += 1                                                # may reach 2**bits: allowed
+    return r, bits - int(exp)
 
 
 def reciprocal_exact(n: int, bits: int) -> bool:

@@ -94,32 +94,34 @@ def run(cfg: TSEConfig, params, x, profile: str | None = None, *,
     x = nm.check_frames(cfg, x)
     n = x.shape[0]
     ty, tx, c, hid = cfg.tiles_y, cfg.tiles_x, cfg.channels, cfg.hidden
-    sums = np.zeros((n, ty, tx, c), np.int64)
-    sum_sat = np.zeros((n, ty, tx, c), np.uint8)
-    pooled = np.zeros((n, ty, tx, c), np.uint8)
-    hidden = np.zeros((n, ty, tx, hid), np.uint8)
-    excite = np.zeros((n, ty, tx, c), np.uint8)
-    gate = np.zeros((n, ty, tx, c), np.uint8)
-    out = np.zeros(x.shape, np.uint8)
-    sat1 = np.zeros(n * ty * tx, np.int64)
-    sat2 = np.zeros(n * ty * tx, np.int64)
     if fast and not parallel:
         from . import fastpath
         fast = fastpath.applicable(ip, profile)
     else:
         fast = False
+    # The fast path writes every element of every stage, so its arrays need no clearing.
+    alloc = np.empty if fast else np.zeros
+    sums = alloc((n, ty, tx, c), np.int64)
+    pooled = alloc((n, ty, tx, c), np.uint8)
+    hidden = alloc((n, ty, tx, hid), np.uint8)
+    excite = alloc((n, ty, tx, c), np.uint8)
+    gate = alloc((n, ty, tx, c), np.uint8)
+    out = alloc(x.shape, np.uint8)
+    stages = {"tile_sums": sums, "pooled": pooled, "hidden": hidden, "excite": excite,
+              "gate": gate, "output": out}
     if fast:
         fastpath.run_frames(x, cfg.tile_rows, cfg.tile_cols, ip, code, sums, pooled, hidden,
-                            excite, gate, out, sat1, sat2)
-    else:
-        fn = _parallel if parallel else _serial
-        fn(x, cfg.tile_rows, cfg.tile_cols, ip.tables(), code, sums, sum_sat, pooled, hidden,
-           excite, gate, out, sat1, sat2, cfg.height % cfg.tile_rows != 0,
-           cfg.width % cfg.tile_cols != 0)
-    return {"tile_sums": sums, "pooled": pooled, "hidden": hidden, "excite": excite,
-            "gate": gate, "output": out,
-            "saturated": {"tile_sums": int(sum_sat.sum()), "hidden": int(sat1.sum()),
-                          "excite": int(sat2.sum())}}
+                            excite, gate, out)
+        return {**stages, "saturated": {"tile_sums": 0, "hidden": 0, "excite": 0}}
+    sum_sat = np.zeros((n, ty, tx, c), np.uint8)
+    sat1 = np.zeros(n * ty * tx, np.int64)
+    sat2 = np.zeros(n * ty * tx, np.int64)
+    fn = _parallel if parallel else _serial
+    fn(x, cfg.tile_rows, cfg.tile_cols, ip.tables(), code, sums, sum_sat, pooled, hidden,
+       excite, gate, out, sat1, sat2, cfg.height % cfg.tile_rows != 0,
+       cfg.width % cfg.tile_cols != 0)
+    return {**stages, "saturated": {"tile_sums": int(sum_sat.sum()), "hidden": int(sat1.sum()),
+                                    "excite": int(sat2.sum())}}
 
 
 def nchw(a: np.ndarray) -> np.ndarray:
@@ -168,7 +170,7 @@ def _local(x, th, tw, T, t_sums, t_pooled, t_hidden, t_excite, t_gate, counts_ki
                 nm.squeeze(t_sums[n, i, j], kind, T, nm.HW, pooled[n, i, j])
                 nm.fc1(t_pooled[n, i, j], T, nm.HW, hidden[n, i, j])
                 nm.fc2(t_hidden[n, i, j], T, nm.HW, excite[n, i, j])
-                nm.sigmoid(t_excite[n, i, j], T, gate[n, i, j])
+                nm.sigmoid(t_excite[n, i, j], T, gate[n, i, j], nm.HW)
     for n in range(n_frames):
         for h in range(x.shape[1]):
             for w in range(x.shape[2]):

@@ -29,6 +29,7 @@ Stages and their arrays (channels last; per-tile stages are [N, tiles_y, tiles_x
   hidden     uint8  ReLU(W1 pooled + b1), requantized             excite MAC: fc1
   excite     uint8  W2 hidden + b2, requantized                   excite MAC: fc2
   gate       uint8  sigmoid table[excite] (scale 1/256, zp 0)     excite MAC: sigmoid
+                    (hw: hw.gate_bits kept, gate_table)
   output     uint8  x * gate of its tile, requantized             tile broadcaster
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ from numba import njit
 from . import artifacts
 from .config import TSEConfig
 from .errors import ConfigError, InputError
-from .hw_profile import HwProfile, PRODUCT_MAX, reciprocal, tile_counts
+from .hw_profile import GATE_BITS, HwProfile, PRODUCT_MAX, reciprocal, tile_counts
 from .params import QuantParams
 
 PROFILES = ("torch", "hw")
@@ -325,8 +326,9 @@ Tables = namedtuple("Tables", [
     "zx", "zh", "ze", "zo",
     # weights, int64 [hidden, C] and [C, hidden]
     "w1", "w2",
-    # sigmoid table: gate code of every excite code, int64 [256]
-    "lut",
+    # sigmoid table: gate code of every excite code, int64 [256]; h_lut: the hw profile's,
+    # hw.gate_bits kept (gate_table; equal to lut at gate_bits = 8)
+    "lut", "h_lut",
     # torch profile
     "t_recip",                      # float32 [4]: f32(1/n) per tile kind
     "t_b1i", "t_b1f", "t_b1m", "t_m1",   # int64, float32, float32, float32 [hidden]
@@ -334,6 +336,7 @@ Tables = namedtuple("Tables", [
     "t_mm",                         # float32: the final mul's multiplier
     # hw profile
     "h_recip", "h_recip_shift",     # int64 [4]
+    "h_recip_f32",                  # float32 [4]: R / 2**shift (f32(1/n) when >= 24 bits)
     "h_b1", "h_m1", "h_s1",         # int64 [hidden]: fixed-point bias, multiplier, shift
     "h_b2", "h_m2", "h_s2",         # int64 [C]
     "h_mm", "h_ms",                 # int: the final mul's multiplier and shift
@@ -418,10 +421,14 @@ def fc2(hidden, T, profile, excite):
 
 
 @njit(cache=True)
-def sigmoid(excite, T, gate):
-    """Excite MAC, sigmoid: the 256-entry table indexed by the excite code (both profiles)."""
+def sigmoid(excite, T, gate, profile=TORCH):
+    """Excite MAC, sigmoid: the 256-entry table indexed by the excite code. torch: the
+    quantized sigmoid's 8-bit codes; hw: the same table with hw.gate_bits kept (gate_table:
+    the codes rounded to multiples of 2**(8 - gate_bits); the table itself at 8 bits).
+    Without a profile: the 8-bit table (what both profiles use at gate_bits = 8)."""
+    lut = T.lut if profile == TORCH else T.h_lut
     for c in range(excite.shape[0]):
-        gate[c] = T.lut[excite[c]]
+        gate[c] = lut[excite[c]]
 
 
 @njit(cache=True)
@@ -431,7 +438,7 @@ def excite_tile(sums, kind, T, profile, pooled, hidden, excite, gate):
     squeeze(sums, kind, T, profile, pooled)
     s1 = fc1(pooled, T, profile, hidden)
     s2 = fc2(hidden, T, profile, excite)
-    sigmoid(excite, T, gate)
+    sigmoid(excite, T, gate, profile)
     return s1, s2
 
 
@@ -503,6 +510,7 @@ class IntParams:
     hw_mul_mult: np.ndarray        # int64 [1]
     hw_mul_shift: np.ndarray       # int64 [1]
     _tables: list = field(default_factory=list, repr=False, compare=False)
+    _fast: list = field(default_factory=list, repr=False, compare=False)   # fastpath's cache
 
     @property
     def channels(self) -> int:
@@ -554,6 +562,11 @@ class IntParams:
                 raise
             raise InputError(f"{where}: {e}") from None
 
+    def hw_gate_table(self) -> np.ndarray:
+        """The hw profile's sigmoid table: sigmoid_lut with hw.gate_bits kept (gate_table),
+        in 8-bit units. The ROM a gate_bits-wide datapath stores is this >> (8 - gate_bits)."""
+        return gate_table(self.sigmoid_lut, self.hw.gate_bits)
+
     def equals(self, other: "IntParams") -> bool:
         return (self.engine == other.engine and self.hw == other.hw
                 and self.zero_points == other.zero_points
@@ -581,6 +594,7 @@ def _make_tables(ip: IntParams) -> Tables:
     return Tables(
         zx=zp["input"], zh=zp["hidden"], ze=zp["excite"], zo=zp["output"],
         w1=i64(ip.w1), w2=i64(ip.w2), lut=i64(ip.sigmoid_lut),
+        h_lut=i64(gate_table(ip.sigmoid_lut, hw.gate_bits)),
         t_recip=np.ascontiguousarray(ip.torch_recip, np.float32),
         t_b1i=i64(ip.torch_fc1_bias_int), t_b1f=ip.torch_fc1_bias_f32.astype(np.float32),
         t_b1m=ip.torch_fc1_bias_mul.astype(np.float32), t_m1=ip.torch_fc1_mult.astype(np.float32),
@@ -588,6 +602,8 @@ def _make_tables(ip: IntParams) -> Tables:
         t_b2m=ip.torch_fc2_bias_mul.astype(np.float32), t_m2=ip.torch_fc2_mult.astype(np.float32),
         t_mm=np.float32(ip.torch_mul_mult[0]),
         h_recip=i64(ip.hw_recip), h_recip_shift=i64(ip.hw_recip_shift),
+        h_recip_f32=np.ldexp(ip.hw_recip.astype(np.float64),
+                             -ip.hw_recip_shift.astype(np.int64)).astype(np.float32),
         h_b1=i64(ip.hw_fc1_bias), h_m1=i64(ip.hw_fc1_mult), h_s1=i64(ip.hw_fc1_shift),
         h_b2=i64(ip.hw_fc2_bias), h_m2=i64(ip.hw_fc2_mult), h_s2=i64(ip.hw_fc2_shift),
         h_mm=int(ip.hw_mul_mult[0]), h_ms=int(ip.hw_mul_shift[0]),
@@ -616,6 +632,22 @@ def sigmoid_table(scale: float, zero_point: int) -> np.ndarray:
         r = (np.float32(1.0) / (np.float32(1.0) + e).astype(np.float32)).astype(np.float32)
     v = np.rint((r * np.float32(256.0)).astype(np.float32))
     return np.clip(v, 0, 255).astype(np.uint8)
+
+
+def gate_table(lut: np.ndarray, gate_bits: int) -> np.ndarray:
+    """The hw profile's sigmoid table with `gate_bits` bits kept: each 8-bit code g rounded
+    half up to a multiple of d = 2**(8 - gate_bits) and clamped to the largest gate_bits-bit
+    code, g' = min((g + d/2) >> (8 - gate_bits), 2**gate_bits - 1) << (8 - gate_bits).
+    Still in 8-bit units (scale 1/256): the gate memory holds g' >> (8 - gate_bits) and the
+    broadcaster's shift is 8 - gate_bits smaller, the same product. Nearest on nested grids:
+    |g' - g| never shrinks as gate_bits narrows. gate_bits = 8 returns the table unchanged."""
+    lut = np.asarray(lut)
+    drop = GATE_BITS - int(gate_bits)
+    if drop <= 0:
+        return lut.copy()
+    g = lut.astype(np.int64)
+    kept = np.minimum((g + (1 << (drop - 1))) >> drop, (1 << gate_bits) - 1)
+    return (kept << drop).astype(lut.dtype)
 
 
 def quantize_multiplier(m: float, bits: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .config import TSEConfig
 from .errors import ConfigError
-from .numerics import IntParams, check_frames
+from .numerics import IntParams, check_frames, gate_table
 
 HALF = {"half_up", "half_even"}
 
@@ -49,12 +49,14 @@ def tile_kinds(cfg: TSEConfig) -> np.ndarray:
 def mean(sums: np.ndarray, kinds: np.ndarray, ip: IntParams, zp: int) -> np.ndarray:
     """The mean requantizer. "f32": PyTorch's float32 mean, which the hw datapath reproduces
     with integer rounding to 24 significant bits; here it is plain float32 arithmetic:
-    q = rint(f32(f32(f32(S) * f32(1/n)) + zp)). "half_up"/"half_even": q = round(S / n + zp)
+    q = rint(f32(f32(f32(S) * r) + zp)) with r = R[n] / 2**shift, which is f32(1/n) itself
+    for reciprocal_bits >= 24 and f32(1/n) rounded to fewer significant bits below (a
+    float32 either way). "half_up"/"half_even": q = round(S / n + zp)
     via S * R[n]: the floor of (S R + zp 2**s) / 2**s, then the comparator on the remainder
     that decides the rounding exactly (docs/numerics.md)."""
     if ip.hw.mean_rounding == "f32":
-        n = ip.tile_counts[kinds][None, :, :, None]
-        recip = (1.0 / n).astype(np.float32)
+        recip = np.ldexp(ip.hw_recip.astype(np.float64), -ip.hw_recip_shift).astype(np.float32)
+        recip = recip[kinds][None, :, :, None]
         a = (sums.astype(np.float32) * recip).astype(np.float32)
         return np.clip(np.rint((a + np.float32(zp)).astype(np.float32)), 0, 255).astype(np.int64)
     r = ip.hw_recip[kinds][None, :, :, None]
@@ -96,7 +98,7 @@ def run(cfg: TSEConfig, ip: IntParams, x: np.ndarray) -> dict:
                 f, hw.fc1_rounding)
     excite = fc(hidden, zh, ip.w2, ip.hw_fc2_bias, ip.hw_fc2_mult, ip.hw_fc2_shift, ze, 0,
                 f, hw.fc2_rounding)
-    gate = ip.sigmoid_lut[excite].astype(np.int64)
+    gate = gate_table(ip.sigmoid_lut, hw.gate_bits)[excite].astype(np.int64)
     rows = np.minimum(np.arange(cfg.height) // cfg.tile_rows, cfg.tiles_y - 1)
     cols = np.minimum(np.arange(cfg.width) // cfg.tile_cols, cfg.tiles_x - 1)
     wide_gate = gate[:, rows][:, :, cols]                               # [N, H, W, C]
