@@ -28,7 +28,7 @@ from .params import QuantParams
 STREAM_AXES = ["frame", "row", "column", "channel"]
 TILE_AXES = ["frame", "tile_row", "tile_column", "channel"]
 
-# ROM images: name -> (IntParams attribute, bits from the hw profile, signed)
+# ROM images: name -> (IntParams attribute or function of it, bits from the hw profile, signed)
 ROMS = {
     "w1": ("w1", lambda hw: 8, True),
     "w2": ("w2", lambda hw: 8, True),
@@ -42,7 +42,10 @@ ROMS = {
     "reciprocal_shift": ("hw_recip_shift", lambda hw: 8, False),
     "mul_multiplier": ("hw_mul_mult", lambda hw: hw.mul_multiplier_bits, False),
     "mul_shift": ("hw_mul_shift", lambda hw: 8, False),
-    "sigmoid": ("sigmoid_lut", lambda hw: 8, False),
+    # The gate_bits-wide gate of every excite code; the broadcaster multiplies by
+    # gate << (8 - gate_bits), so at the default 8 bits this is the 8-bit sigmoid table.
+    "sigmoid": (lambda ip: ip.hw_gate_table() >> (8 - ip.hw.gate_bits),
+                lambda hw: hw.gate_bits, False),
 }
 
 
@@ -76,7 +79,7 @@ def write(out_dir, cfg: TSEConfig, params: QuantParams, result: dict, profile: s
         extra[layout["path"]] = (f"{s}_hex", hexfmt.to_text(arrays[s], layout["bits"],
                                                            layout["lanes"]))
     for name, (attr, bits_of, signed) in ROMS.items():
-        values = getattr(ip, attr)
+        values = attr(ip) if callable(attr) else getattr(ip, attr)
         layout = {"path": f"hex/rom_{name}.hex", "bits": bits_of(cfg.hw), "lanes": 1,
                   "signed": signed, "order": "address order: [out][in] for weights, by "
                   "output channel for per-channel tables, by tile kind for reciprocals",

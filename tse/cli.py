@@ -21,6 +21,8 @@ SUBCOMMANDS = (
     "tse.cmd_check",
     "tse.cmd_bench",
     "tse.cmd_buffer",
+    "tse.cmd_sweep",
+    "tse.cmd_network",
 )
 
 

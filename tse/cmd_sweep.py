@@ -1,0 +1,63 @@
+"""`tse sweep`: accuracy of the hw profile against its widths and roundings, and their cost.
+
+Evaluates the configuration's [hw] profile over a grid of widths (reciprocal, requantizer
+multipliers, bias fraction, accumulators, gate) and roundings: exact match and error against
+the torch profile, SQNR and cosine against the float block, saturation, hardware cost. Writes
+sweep.csv, sweep.json (with the Pareto front of cost against error) and PNG plots to --out;
+an interrupted sweep resumes there and skips finished points. docs/sweeps.md reads them.
+"""
+from __future__ import annotations
+
+import json
+
+from ref_model.cli_args import add_config_arguments, config_from_args
+from ref_model.errors import ConfigError
+
+
+def register(sub):
+    p = sub.add_parser("sweep", help="fixed-point width sweep of the hw profile",
+                       description=__doc__)
+    add_config_arguments(p)
+    p.add_argument("--grid", metavar="FILE",
+                   help="grid TOML (axes and values); default: quant/sweep_grid_default.toml")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (resumes from DIR/points.jsonl)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="local worker processes (default: the number of cores); with "
+                        "--scheduler local, Dask workers")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the points on a Dask cluster (tcp://host:8786), or 'local' for "
+                        "a local Dask cluster")
+    p.add_argument("--frames", type=int, metavar="N",
+                   help="synthetic input frames (default: the grid's, 32 for the default)")
+    p.add_argument("--quick", action="store_true",
+                   help="a quick run: 8 frames")
+    p.add_argument("--yosys", metavar="POINTS",
+                   help="comma-separated labels or ids of points to synthesize for Yosys "
+                        "cells, when rtl/ provides rtl.resources.yosys_cells")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object (no progress bar)")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    cfg = config_from_args(args)
+    from quant import sweep
+
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError(f"frames (--frames): {args.frames} is not allowed; allowed: a "
+                          "positive integer")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"workers (--workers): {args.workers} is not allowed; allowed: a "
+                          "positive integer")
+    grid = sweep.load_grid(args.grid)
+    frames = args.frames or (sweep.QUICK_FRAMES if args.quick else None)
+    yosys = [s.strip() for s in args.yosys.split(",") if s.strip()] if args.yosys else ()
+    summary = sweep.run_sweep(cfg, grid, args.out, frames=frames, workers=args.workers,
+                              scheduler=args.scheduler, progress=not args.json,
+                              plots=not args.no_plots, yosys=yosys)
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(sweep.format_summary(summary))
