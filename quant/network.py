@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.ao import quantization as tq
-from torch.ao.nn.quantized import FloatFunctional
 
 from ref_model import kernels
 from ref_model.config import TSEConfig, parse_tile
@@ -42,7 +41,8 @@ from ref_model.hw_profile import DEFAULT_HW, HwProfile
 from ref_model.params import ACTIVATIONS, QuantParams
 
 from . import sweep
-from .float_block import TSE, broadcast_gate
+from .float_block import TSE
+from .quantized_block import QuantSE
 from .quantized_block import engine as use_engine
 from .quantized_block import quiet
 
@@ -134,32 +134,14 @@ class DigitsSENet(nn.Module):
         return self.fc(torch.flatten(self.gap(self.features(x)), 1))
 
 
-class QuantSE(nn.Module):
-    """A quantizable TSE block inside a network (its input is already quantized):
-    AvgPool2d(ceil_mode) -> conv1 + ReLU (fused) -> conv2 -> sigmoid -> broadcast -> mul.
-    After convert, `replace` may hold a function q -> q that computes the block instead
-    (the bit-accurate model); stages(q) gives every quantized intermediate."""
+class NetworkSE(QuantSE):
+    """A quantizable TSE block inside the network (its input is already quantized). After
+    convert, `replace` may hold a function q -> q that computes the block instead (the
+    bit-accurate model); stages(q) gives every quantized intermediate."""
 
     def __init__(self, channels, kernel, reduction):
-        super().__init__()
-        hidden = channels // reduction
-        self.kernel = tuple(kernel)
-        self.squeeze = nn.AvgPool2d(self.kernel, stride=self.kernel, ceil_mode=True)
-        self.conv1 = nn.Conv2d(channels, hidden, 1)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(hidden, channels, 1)
-        self.sigmoid = nn.Sigmoid()
-        self.mul = FloatFunctional()
+        super().__init__(channels, kernel, reduction)
         self.replace = None
-
-    def stages(self, q):
-        pooled = self.squeeze(q)
-        hidden = self.relu(self.conv1(pooled))
-        excite = self.conv2(hidden)
-        gate = self.sigmoid(excite)
-        out = self.mul.mul(q, broadcast_gate(gate, self.kernel, q.shape[-2], q.shape[-1]))
-        return {"input": q, "pooled": pooled, "hidden": hidden, "excite": excite,
-                "gate": gate, "output": out}
 
     def forward(self, q):
         if self.replace is not None:
@@ -177,7 +159,7 @@ class QuantDigitsSENet(DigitsSENet):
         self.engine = None
 
     def _se(self, channels, kernel):
-        return QuantSE(channels, kernel, REDUCTION)
+        return NetworkSE(channels, kernel, REDUCTION)
 
     def forward(self, x):
         q = self.quant(x)

@@ -15,7 +15,6 @@ import warnings
 
 import numpy as np
 import torch
-from torch import nn
 from torch.ao import quantization as tq
 from torch.ao.nn.quantized import FloatFunctional
 
@@ -44,34 +43,42 @@ def engine(name: str):
         torch.backends.quantized.engine = previous
 
 
-class QuantTSE(nn.Module):
-    """Quantizable TSE; after convert(), stages(x) returns every quantized intermediate."""
+class QuantSE(TSE):
+    """The quantizable TSE body for an input that is already quantized (inside a network, or
+    behind QuantTSE's QuantStub): the float block's layers plus FloatFunctional.mul.
+    stages(q) returns every intermediate by role."""
 
     def __init__(self, channels: int, kernel: tuple[int, int], reduction: int):
-        super().__init__()
-        hidden = channels // reduction
-        self.kernel = tuple(kernel)
-        self.quant = tq.QuantStub()
-        self.squeeze = nn.AvgPool2d(self.kernel, stride=self.kernel, ceil_mode=True)
-        self.conv1 = nn.Conv2d(channels, hidden, 1)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(hidden, channels, 1)
-        self.sigmoid = nn.Sigmoid()
+        super().__init__(channels, kernel, reduction)
         self.mul = FloatFunctional()
-        self.dequant = tq.DeQuantStub()
-        self.engine = None  # set by quantize()
 
-    def stages(self, x: torch.Tensor) -> dict:
-        """Every tensor of the block by role: input ... output are quantized after convert."""
-        q = self.quant(x.contiguous())
+    def stages(self, q: torch.Tensor) -> dict:
         pooled = self.squeeze(q)
         hidden = self.relu(self.conv1(pooled))
         excite = self.conv2(hidden)
         gate = self.sigmoid(excite)
-        wide = broadcast_gate(gate, self.kernel, x.shape[-2], x.shape[-1])
-        out = self.mul.mul(q, wide)
+        out = self.mul.mul(q, broadcast_gate(gate, self.kernel, q.shape[-2], q.shape[-1]))
         return {"input": q, "pooled": pooled, "hidden": hidden, "excite": excite,
-                "gate": gate, "output": out, "output_float": self.dequant(out)}
+                "gate": gate, "output": out}
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return self.stages(q)["output"]
+
+
+class QuantTSE(QuantSE):
+    """The quantizable TSE block on float input; after convert(), stages(x) returns every
+    quantized intermediate plus the dequantized output."""
+
+    def __init__(self, channels: int, kernel: tuple[int, int], reduction: int):
+        super().__init__(channels, kernel, reduction)
+        self.quant = tq.QuantStub()
+        self.dequant = tq.DeQuantStub()
+        self.engine = None  # set by quantize()
+
+    def stages(self, x: torch.Tensor) -> dict:
+        out = super().stages(self.quant(x.contiguous()))
+        out["output_float"] = self.dequant(out["output"])
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.engine is None:
