@@ -57,6 +57,16 @@ def _strip_sums(x, b, i, th, tw, zx, acc, sums):
             sums[j, ch] -= count * zx
 
 
+@njit(cache=True)
+def _spread_gates(gate, w, tw, row):
+    """row[col * C + ch] = the gate of (col's tile, ch): one strip's gates, pixel by pixel."""
+    c = gate.shape[1]
+    for col in range(w):
+        j = col // tw
+        for ch in range(c):
+            row[col * c + ch] = gate[j, ch]
+
+
 # Safe float flags: every value is finite and exact (module docstring); contracting
 # x * k + b into one fused multiply-add is exact as well.
 _FLOAT_FLAGS = {"nnan", "ninf", "nsz", "contract"}
@@ -98,10 +108,7 @@ def _broadcast_hw_i32(x, b, i, th, tw, gate, zx, zo, mh, ml, t1, half_up, wg, ou
     n, h, w, c = x.shape
     xf = x.reshape(n, h, w * c)
     of = out.reshape(n, h, w * c)
-    for col in range(w):
-        j = col // tw
-        for ch in range(c):
-            wg[col * c + ch] = gate[j, ch]
+    _spread_gates(gate, w, tw, wg)
     half = np.int32(1 << (t1 - 1))
     for r in range(i * th, min(h, (i + 1) * th)):
         row = xf[b, r]
@@ -124,10 +131,7 @@ def _broadcast_torch(x, b, i, th, tw, gate, zx, zo, mult, wg, out):
     n, h, w, c = x.shape
     xf = x.reshape(n, h, w * c)
     of = out.reshape(n, h, w * c)
-    for col in range(w):
-        j = col // tw
-        for ch in range(c):
-            wg[col * c + ch] = gate[j, ch]
+    _spread_gates(gate, w, tw, wg)
     for r in range(i * th, min(h, (i + 1) * th)):
         row = xf[b, r]
         orow = of[b, r]
@@ -224,7 +228,8 @@ def _frames(x, th, tw, T, profile, w1, w2, k_of_gate, bias_of_gate, half_up, use
 
 def _flush():
     from .kernels import _flush_stale_cache
-    _flush_stale_cache([_frames, _strip_sums, _broadcast_hw, _broadcast_torch], "fastpath")
+    _flush_stale_cache([_frames, _strip_sums, _spread_gates, _broadcast_hw, _broadcast_hw_i32,
+                        _broadcast_torch, _excite_tile, _dot_rows], "fastpath")
 
 
 _flush()
