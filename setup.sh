@@ -12,12 +12,12 @@ run_main=1
 
 say() { printf '[setup] %s\n' "$*"; }
 
-# --- system packages: Icarus Verilog (apt) -----------------------------------------------
-if ! command -v iverilog >/dev/null 2>&1; then
+# --- system packages: Icarus Verilog, and Yosys for `tse rtl --synth` (apt) ---------------
+if ! command -v iverilog >/dev/null 2>&1 || ! command -v yosys >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    say "installing Icarus Verilog (apt)"
+    say "installing Icarus Verilog and Yosys (apt)"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iverilog >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iverilog yosys >/dev/null
 fi
 
 # --- Python: .venv with the project and its pinned dependencies ---------------------------
@@ -39,7 +39,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -c "import torch, numba, amaranth, cocotb, fxpmath; assert torch.__version__.startswith('2.13.0'), torch.__version__"
     echo "$want" > "$stamp"
 fi
-say "ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'), $(iverilog -V 2>&1 | head -1)"
+say "ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'), $(iverilog -V 2>&1 | head -1), $(yosys -V 2>&1 | head -1)"
 
 if [ $run_main = 1 ]; then
     say "main job: .venv/bin/tse run (default configuration, results in out/default)"

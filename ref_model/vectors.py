@@ -67,8 +67,10 @@ def build(cfg: TSEConfig, params: QuantParams, x_nhwc: np.ndarray, profile: str)
 
 
 def write(out_dir, cfg: TSEConfig, params: QuantParams, result: dict, profile: str,
-          meta: dict) -> None:
-    """Write a vectors directory (whole or not at all) from build()'s result."""
+          meta: dict, extra_files: dict | None = None) -> None:
+    """Write a vectors directory (whole or not at all) from build()'s result; extra_files
+    ({relative path: (role, bytes)}, e.g. the unit's Verilog and a testbench) join the same
+    write and the manifest."""
     ip = result["int_params"]
     stages = ("input",) + numerics.STAGES
     arrays = {s: result[s] for s in stages}
@@ -101,7 +103,8 @@ def write(out_dir, cfg: TSEConfig, params: QuantParams, result: dict, profile: s
                      **meta.pop("versions", {})},
         **meta,
     }
-    artifacts.write_artifacts(out_dir, arrays, manifest, extra_files=extra)
+    artifacts.write_artifacts(out_dir, arrays, manifest, extra_files={**extra,
+                                                                     **(extra_files or {})})
 
 
 def compare_with_reference(result: dict, reference_codes: dict) -> dict:

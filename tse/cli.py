@@ -21,8 +21,10 @@ SUBCOMMANDS = (
     "tse.cmd_check",
     "tse.cmd_bench",
     "tse.cmd_buffer",
+    "tse.cmd_cosim",
     "tse.cmd_sweep",
     "tse.cmd_network",
+    "tse.cmd_rtl",
 )
 
 

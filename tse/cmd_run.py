@@ -1,7 +1,9 @@
 """`tse run`: the main job on a configuration (the README's first command runs it on the
-built-in default): the quantized PyTorch reference, the golden vectors of the hw profile (the
-numerics the RTL implements) and one summary, including how far the hw profile is from
-quantized PyTorch."""
+built-in default), the whole chain: the quantized PyTorch reference, the golden vectors of the
+hw profile (the numerics the RTL implements) with the unit's Verilog and a self-checking
+testbench, co-simulation of that Verilog on Icarus (cocotb), and one summary: bit-exact against
+the vectors, the hw profile's distance from quantized PyTorch, throughput, latency, and the
+strip buffer against plain SE's whole-frame buffer. Exit status 1 if co-simulation fails."""
 from __future__ import annotations
 
 import json
@@ -18,6 +20,8 @@ def register(sub):
                    help="output directory (default out/default)")
     p.add_argument("--frames", type=int, default=3, metavar="N",
                    help="synthetic input frames (default 3)")
+    p.add_argument("--sim", default="icarus", choices=("icarus", "verilator", "none"),
+                   help="simulator for the co-simulation (default icarus; none skips it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -27,6 +31,7 @@ def run(args):
 
     from quant import reference
     from ref_model import kernels, vectors
+    from sim import cosim, selfcheck
 
     cfg = config_from_args(args)
     out = Path(args.out)
@@ -37,7 +42,8 @@ def run(args):
     vs_torch = vectors.compare_with_reference(result, ref.codes)
     vectors.write(out / "vectors", cfg, ref.params, result, "hw",
                   {"versions": {"torch": torch.__version__}, "sources": ref.sources,
-                   "vs_quantized_pytorch": vs_torch})
+                   "vs_quantized_pytorch": vs_torch},
+                  extra_files=selfcheck.bundle(cfg, result["int_params"], args.frames))
     summary = {"config": cfg.to_dict(),
                "reference": reference.summary(ref, out / "reference"),
                "vectors": {"out": str(out / "vectors"), "profile": "hw",
@@ -46,9 +52,22 @@ def run(args):
                           "strip_buffer_bits": cfg.full_throughput_depth * cfg.lanes * 8,
                           "paper_minimum_bits": cfg.tile_rows * cfg.width * cfg.channels * 8,
                           "se_buffer_bits": cfg.height * cfg.width * cfg.channels * 8}}
+    ok = True
+    if args.sim != "none":
+        if not args.json:
+            print(f"co-simulating {out / 'vectors' / selfcheck.UNIT_FILE} on {args.sim} ...",
+                  flush=True)
+        report = cosim.cosimulate(out / "vectors", args.sim,
+                                  cosim.scenarios(("stream",), args.frames, 0.0, 0.0, cfg.seed),
+                                  run_dir=out / "cosim")
+        summary["cosim"] = {k: report[k] for k in (
+            "sim", "frames", "beats", "mismatches", "cycles", "throughput", "latency_cycles",
+            "max_buffer_occupancy", "input_stall_cycles", "cycles_per_s", "wall_s", "ok",
+            "problems", "first_mismatch", "stage")}
+        ok = bool(report["ok"])
     if args.json:
         print(json.dumps(summary))
-        return 0
+        return 0 if ok else 1
     print(reference.format_summary(summary["reference"]))
     print(f"golden vectors (hw profile) -> {out / 'vectors'}")
     for stage, d in vs_torch.items():
@@ -58,4 +77,11 @@ def run(args):
     print(f"strip buffer at full throughput: {b['strip_buffer_beats']} beats = "
           f"{b['strip_buffer_bits']} bits ({b['strip_buffer_bits'] / b['paper_minimum_bits']:.3f}"
           f" x the paper's minimum {b['paper_minimum_bits']}); plain SE: {b['se_buffer_bits']} bits")
-    return 0
+    if "cosim" in summary:
+        c = summary["cosim"]
+        print(f"co-simulation ({c['sim']}, {c['frames']} frames back to back, no pauses): "
+              f"{'bit-exact' if c['mismatches'] == 0 else str(c['mismatches']) + ' MISMATCHES'}"
+              f" on {c['beats']} output beats; throughput {c['throughput']:.4f}, latency "
+              f"{c['latency_cycles']} cycles, peak strip buffer {c['max_buffer_occupancy']} "
+              f"beats, {c['cycles_per_s']} cycles/s{'' if c['ok'] else '; FAILED'}")
+    return 0 if ok else 1

@@ -2,13 +2,16 @@
 
 Builds the quantized PyTorch reference (for its parameters and input codes), runs the integer
 model of the chosen profile over the frames, and writes every stage as .npy and $readmemh hex
-plus the unit's ROM images and a manifest (docs/vectors.md). The torch profile must equal
-quantized PyTorch on every stage; any mismatch is reported and the exit status is 1. The hw
-profile's distance from quantized PyTorch is reported per stage.
+plus the unit's ROM images and a manifest (docs/vectors.md), and beside them the unit's
+Verilog (tse_unit.v, when rtl/ is available) and a self-checking testbench (tb_tse_unit.v)
+that runs under Icarus or Verilator with one command (docs/cosim.md). The torch profile must
+equal quantized PyTorch on every stage; any mismatch is reported and the exit status is 1.
+The hw profile's distance from quantized PyTorch is reported per stage.
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ref_model.cli_args import add_config_arguments
 
@@ -34,13 +37,20 @@ def run(args):
     x = kernels.nhwc(ref.codes["input"])
     result = vectors.build(cfg, ref.params, x, cfg.profile)
     vs_torch = vectors.compare_with_reference(result, ref.codes)
+    from sim import selfcheck   # the unit's Verilog (when rtl/ exists) and tb_tse_unit.v
+    files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]))
     vectors.write(args.out, cfg, ref.params, result, cfg.profile,
                   {"versions": {"torch": torch.__version__}, "sources": ref.sources,
-                   "vs_quantized_pytorch": vs_torch})
+                   "vs_quantized_pytorch": vs_torch}, extra_files=files)
+    out = Path(args.out)
+    bundle = {"testbench": str(out / selfcheck.TB_FILE),
+              "unit": str(out / selfcheck.UNIT_FILE) if selfcheck.UNIT_FILE in files else None,
+              "commands": selfcheck.COMMANDS}
     mismatched = {s: d["mismatches"] for s, d in vs_torch.items() if d["mismatches"]}
     summary = {"out": args.out, "profile": cfg.profile, "engine": cfg.engine,
                "frames": int(x.shape[0]), "beats": int(x.size // cfg.lanes),
-               "vs_quantized_pytorch": vs_torch, "saturated": result["saturated"]}
+               "vs_quantized_pytorch": vs_torch, "saturated": result["saturated"],
+               "selfcheck": bundle}
     if args.json:
         print(json.dumps(summary))
     else:
@@ -49,6 +59,11 @@ def run(args):
         for stage, d in vs_torch.items():
             print(f"  {stage:7s} vs quantized PyTorch: {d['mismatches']} of {d['values']} codes "
                   f"differ ({100 * d['mismatch_rate']:.4f} %), largest {d['max_err_lsb']} LSB")
+        print(f"  self-checking testbench {bundle['testbench']}"
+              + ("" if bundle["unit"] else " (no tse_unit.v: rtl/ is not available)")
+              + "; run in that directory (docs/cosim.md):")
+        for sim, command in bundle["commands"].items():
+            print(f"    {sim:9s} {command}")
     if cfg.profile == "torch" and mismatched:
         print(f"tse: error: the torch profile differs from quantized PyTorch: {mismatched}")
         return 1

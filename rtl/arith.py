@@ -1,0 +1,188 @@
+"""The hw profile's arithmetic as Amaranth expressions: rounding shifts, float32-style
+significant-bit rounding, the mean, the requantizer and the broadcaster's multiply.
+
+Each function mirrors one function of ref_model.numerics and builds combinational logic from
+Values (registers and pipelining are the components' business). All arithmetic is exact:
+Amaranth widens every sum and product to hold its value, so the only roundings are the ones
+written here, and tests/test_rtl_arith.py checks each against its numerics twin.
+
+Every function takes the Module `m` first and puts each value used more than once on a wire
+(a comb-assigned Signal): Amaranth expressions are trees, and a value reused by the next
+step would otherwise be copied into every use, multiplying the size of chained roundings.
+
+Rounding conventions (numerics.round_shift_mul): a right shift by s of a two's complement
+value v floors; the bits shifted out decide the rounding: `half` is bit s-1, `sticky` is any
+bit below it. above half = half & sticky, tie = half & ~sticky; half_up rounds ties up
+(toward +infinity), half_even to the even quotient.
+"""
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Mux, Signal, signed, unsigned
+from amaranth.hdl import Value
+
+from ref_model import numerics as nm
+
+F32_BITS = 24
+
+
+def wire(m, expr, name: str = "w") -> Signal:
+    """expr on a comb-assigned Signal of its own shape."""
+    expr = Value.cast(expr)
+    sig = Signal(expr.shape(), name=name)
+    m.d.comb += sig.eq(expr)
+    return sig
+
+
+def const_table(values, index) -> Value:
+    """A small ROM of constants as a multiplexer (a constant when all entries agree)."""
+    values = [int(v) for v in values]
+    if len(set(values)) == 1:
+        return Const(values[0])
+    return Array(Const(v) for v in values)[index]
+
+
+def clamp(v, lo, hi) -> Value:
+    """v clamped to [lo, hi] (lo and hi may be Values); v is used three times: a wire."""
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
+def sat_add(m, acc, v, lo: int, hi: int) -> Value:
+    """acc + v clamped to the register range [lo, hi] (numerics.saturating_add)."""
+    return clamp(wire(m, acc + v, "sat_sum"), lo, hi)
+
+
+def sconst(v: int) -> Const:
+    """A signed constant: subtracting it keeps the result signed (unsigned - unsigned wraps
+    in Amaranth)."""
+    return Const(int(v), signed(max(1, int(v).bit_length()) + 1))
+
+
+def minus_zp(x, zp: int) -> Value:
+    """x - zero point of an unsigned code, as a signed value."""
+    return Value.cast(x).as_unsigned() - sconst(zp)
+
+
+def _extend(v: Value, width: int) -> Value:
+    """The bits of v sign- (or zero-) extended to at least `width` bits."""
+    if len(v) >= width:
+        return v
+    fill = v[-1] if v.shape().signed else Const(0, 1)
+    return Cat(v, *([fill] * (width - len(v))))
+
+
+def round_shift(m, v, shift, half_up, max_shift: int | None = None) -> Value:
+    """round(v / 2**shift), exact, for a signed or unsigned Value v: floor, then +1 when the
+    dropped bits are above half, or a tie and (half_up, or the floor is odd).
+
+    shift: an int, or a Value with max_shift its largest value. half_up: a bool or a 1-bit
+    Value (ties up), else ties to even. numerics.round_shift_mul with m = 1, add = 0."""
+    v = wire(m, v, "rs_in")
+    if isinstance(shift, int):
+        if shift == 0:
+            return v
+        bits = _extend(v, shift + 1)
+        half = bits[shift - 1]
+        sticky = bits[:shift - 1].any() if shift > 1 else Const(0)
+    else:
+        shift = wire(m, shift, "rs_shift")
+        bits = _extend(v, max_shift + 1)
+        half = (bits & Cat(*[shift == i + 1 for i in range(len(bits))])).any()
+        sticky = (bits & Cat(*[shift > i + 1 for i in range(len(bits))])).any()
+    floor = wire(m, v >> shift, "rs_floor")
+    return floor + (half & (sticky | half_up | floor[0]))
+
+
+def bit_length(m, v) -> Value:
+    """The bit length of an unsigned value (0 for 0): a leading-one detector built as a
+    balanced tree (a long priority chain would be as deep as the value is wide)."""
+    if len(v) == 1:
+        return v[0]
+    half = len(v) // 2
+    lo, hi = v[:half], v[half:]
+    return wire(m, Mux(hi.any(), bit_length(m, hi) + half, bit_length(m, lo)), "bitlen")
+
+
+def round_significant(m, v, bits: int) -> Value:
+    """v rounded to `bits` significant bits, ties to even, as a value of the same scale
+    (numerics.round_significant: leading-one detector, shifter, incrementer). Rounding the
+    magnitude keeps the sign symmetric, as float32 rounding does."""
+    v = Value.cast(v)
+    w = len(v)
+    if w <= bits:
+        return v
+    v = wire(m, v, "r24_in")
+    neg = v[-1] if v.shape().signed else Const(0)
+    mag = wire(m, Mux(neg, -v, v)[:w], "r24_mag")    # |v| <= 2**(w-1) fits w bits
+    length = bit_length(m, mag)
+    drop = wire(m, Mux(length > bits, length - bits, 0)[:max(1, (w - bits).bit_length())],
+                "r24_drop")
+    q = wire(m, mag >> drop, "r24_q")
+    half = (mag & Cat(*[drop == i + 1 for i in range(w)])).any()
+    sticky = (mag & Cat(*[drop > i + 1 for i in range(w)])).any()
+    rounded = wire(m, ((q + (half & (sticky | q[0]))) << drop)[:w + 1], "r24_mag_out")
+    return Mux(neg, -rounded, rounded)
+
+
+def mean(m, s, kind, p) -> Value:
+    """The squeeze of one channel: the 8-bit mean of tile sum s for tile kind `kind`
+    (numerics.mean_hw_f32 or numerics.mean_hw by p.mean_rounding). s: signed Value,
+    kind: 2-bit Value, p: RtlParams (reciprocal table, input zero point)."""
+    zx = p.zx
+    r = const_table(p.recip, kind)
+    sh = p.recip_shift
+    zsh = const_table([zx << k for k in sh], kind)
+    if p.mean_rounding == nm.F32:
+        # f32(f32(f32(S) * f32(1/n)) + zx), rounded half-even to an integer: every value is
+        # an integer scaled by 2**-sh, and rounding to 24 significant bits does not care
+        # about the scale, so the float steps become integer ones.
+        prod = round_significant(m, s, F32_BITS) * r
+        t = round_significant(m, prod, F32_BITS) + zsh
+        b = wire(m, round_significant(m, t, F32_BITS), "mean_b")
+        q = Array(round_shift(m, b, k, False) for k in sh)[kind] if len(set(sh)) > 1 \
+            else round_shift(m, b, sh[0], False)
+        return clamp(wire(m, q, "mean_q"), 0, 255)[:8]
+    # exactly rounded: t = S R + zx 2**sh; q0 = t >> sh; the remainder against R decides
+    t = wire(m, s * r + zsh, "mean_t")
+    q0 = wire(m, Array(t >> k for k in sh)[kind] if len(set(sh)) > 1 else t >> sh[0],
+              "mean_q0")
+    rem = t & const_table([(1 << k) - 1 for k in sh], kind)
+    d2 = wire(m, (rem << 2) + const_table([-(2 << k) for k in sh], kind),  # 4 rem - 2**(sh+1)
+              "mean_d2")
+    if p.mean_rounding == nm.HALF_UP:
+        up = d2 > -r
+    else:
+        up = (d2 >= r) | ((d2 > -r) & q0[0])
+    return clamp(wire(m, q0 + up, "mean_q"), 0, 255)[:8]
+
+
+def requant(m, product, shift, max_shift: int, zo, lo, half_up) -> Value:
+    """clamp(round(product / 2**shift) + zo, lo, 255) of product = acc * multiplier: the fc
+    requantizer (numerics.requant_hw) after its multiply (a pipeline register sits between
+    the two). shift: a Value up to max_shift."""
+    q = wire(m, round_shift(m, product, shift, half_up, max_shift) + zo, "rq_q")
+    return clamp(q, lo, 255)[:8]
+
+
+def tree_sum(m, values) -> Value:
+    """The sum of values as a balanced adder tree (log2 depth), each level on wires."""
+    values = list(values)
+    while len(values) > 1:
+        pairs = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+        values = [wire(m, v, "tree") for v in pairs] + values[len(pairs) * 2:]
+    return values[0]
+
+
+def scale(m, x, g, p) -> Value:
+    """The tile broadcaster's product of one lane: clamp(round((x - zx) * g * M / 2**s) + zo,
+    0, 255) with the stored gate g (gate_bits wide, numerics.scale / mul_hw)."""
+    right, left = p.mul_shift
+    t = minus_zp(x, p.zx) * Value.cast(g).as_unsigned()
+    if left:
+        t = t << left
+    q = round_shift(m, t * Const(p.mul_mult, unsigned(max(1, p.mul_mult.bit_length()))),
+                    right, p.rounding("mul") == nm.HALF_UP)
+    return clamp(wire(m, q + p.zo, "scale_q"), 0, 255)[:8]
+
+
+__all__ = ["wire", "tree_sum", "const_table", "clamp", "sat_add", "sconst", "minus_zp",
+           "round_shift", "bit_length", "round_significant", "mean", "requant", "scale"]

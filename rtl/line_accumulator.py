@@ -1,0 +1,170 @@
+"""line_accumulator: the input stage of the TSE unit (ref_model.streaming.line_accumulator).
+
+Owns the input stream's position counters and their TLAST check, the tile sums of one strip
+(a sum_bits register per (tile column, channel): a memory of tiles_x * C/P words of P sums)
+and the hand-over of finished sums to the excite MAC.
+
+Every accepted beat goes through one stage register; when the stage fires it
+  - pushes the beat into the strip buffer (o_beat),
+  - adds (x - zx) of each lane to its sum (read-modify-write; the first beat of a tile in a
+    strip writes instead of adding, so no clearing pass is needed between strips),
+  - and, on a beat that completes a tile (last row of the strip, last column of the tile),
+    sends the P finished sums to the excite MAC (o_sums) instead of keeping them.
+The stage fires only when both takers are ready, so the input stalls when the strip buffer
+is full or the excite MAC still holds the pooled bank this strip will use.
+
+TLAST robustness: the position counters say where the frame's last beat is. TLAST on an
+earlier beat sets the sticky `error` and pads the rest of the frame internally (lanes at the
+zero point; the input is held not ready); a missing TLAST on the frame's last beat sets
+`error`, ends the frame there and drops input beats up to and including the next TLAST.
+Either way the stages downstream see whole frames and the next frame starts clean.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import arith
+from .params import RtlParams, beat_layout, field, sums_layout
+
+
+class Mode(enum.Enum, shape=2):
+    NORMAL = 0     # beats come from the input
+    PAD = 1        # an early TLAST: the frame is finished with padding beats
+    DROP = 2       # a missing TLAST: input beats are dropped up to the next TLAST
+
+
+class LineAccumulator(wiring.Component):
+    """Input beats -> strip buffer beats + finished tile sums (see the module docstring)."""
+
+    def __init__(self, p: RtlParams):
+        self.p = p
+        super().__init__({
+            "i_beat": In(stream.Signature(beat_layout(p))),
+            "o_beat": Out(stream.Signature(p.beat_bits)),
+            "o_sums": Out(stream.Signature(sums_layout(p))),
+            "holding": Out(1),     # the stage register holds a beat (strip-buffer occupancy)
+            "error": Out(1),       # sticky: a TLAST in the wrong place since reset
+        })
+
+    def elaborate(self, platform):
+        p = self.p
+        m = Module()
+        P, G, W, H, th, tw, tx, ty = p.P, p.G, p.W, p.H, p.th, p.tw, p.tx, p.ty
+
+        # ---- position of the next beat to enter -------------------------------------
+        grp = Signal(field(G))
+        col = Signal(field(W))
+        tcol = Signal(field(tw))            # column within its tile
+        tile = Signal(field(tx))
+        row = Signal(field(H))
+        rin = Signal(field(th))             # row within its strip
+        strip = Signal(field(ty))
+        last_row = (rin == th - 1) | (row == H - 1)
+        last_col = (tcol == tw - 1) | (col == W - 1)
+        at_first = (rin == 0) & (tcol == 0)
+        at_complete = last_row & last_col
+        at_strip_end = last_row & (col == W - 1) & (grp == G - 1)
+        at_frame_last = (row == H - 1) & (col == W - 1) & (grp == G - 1)
+        at_kind = Cat(Const(int(p.partial_cols), 1) & (tile == tx - 1),
+                      Const(int(p.partial_rows), 1) & (strip == ty - 1))
+
+        # ---- the stage register ------------------------------------------------------
+        st_valid = Signal()
+        st_data = Signal(p.beat_bits)
+        st_first = Signal()
+        st_complete = Signal()
+        st_strip_end = Signal()
+        st_tile = Signal.like(tile)
+        st_grp = Signal.like(grp)
+        st_kind = Signal(2)
+        st_strip = Signal.like(strip)
+
+        sums = m.submodules.sums = memory.Memory(
+            shape=data.ArrayLayout(signed(p.sum_bits), P), depth=tx * G, init=[])
+        rd = sums.read_port(domain="comb")
+        wr = sums.write_port()
+        addr = st_tile * G + st_grp
+        m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr)]
+        lo, hi = -(1 << (p.sum_bits - 1)), (1 << (p.sum_bits - 1)) - 1
+        new = []
+        for lane in range(P):
+            base = Mux(st_first, 0, rd.data[lane])
+            x = arith.minus_zp(st_data[8 * lane:8 * lane + 8], p.zx)
+            total = arith.sat_add(m, base, x, lo, hi) if p.saturate else base + x
+            s = arith.wire(m, total, f"sum{lane}")
+            new.append(s)
+            m.d.comb += wr.data[lane].eq(s)
+
+        sums_ok = ~st_complete | self.o_sums.ready
+        fire = st_valid & self.o_beat.ready & sums_ok
+        m.d.comb += [
+            self.o_beat.valid.eq(st_valid & sums_ok),
+            self.o_beat.payload.eq(st_data),
+            self.o_sums.valid.eq(st_valid & st_complete & self.o_beat.ready),
+            self.o_sums.payload.tile.eq(st_tile),
+            self.o_sums.payload.group.eq(st_grp),
+            self.o_sums.payload.kind.eq(st_kind),
+            self.o_sums.payload.strip.eq(st_strip),
+            self.o_sums.payload.strip_end.eq(st_strip_end),
+            wr.en.eq(fire),
+            self.holding.eq(st_valid),
+        ]
+        for lane in range(P):
+            m.d.comb += self.o_sums.payload.sums[lane].eq(new[lane])
+
+        # ---- input: normal, padding or dropping ---------------------------------------
+        mode = Signal(Mode)
+        error = Signal()
+        m.d.comb += self.error.eq(error)
+        can_load = ~st_valid | fire
+        take = Signal()
+        beat = Signal(p.beat_bits)
+        pad = Cat(*[Const(p.zx, 8)] * P)
+        with m.Switch(mode):
+            with m.Case(Mode.NORMAL):
+                m.d.comb += [self.i_beat.ready.eq(can_load),
+                             take.eq(self.i_beat.valid & can_load),
+                             beat.eq(self.i_beat.payload.data)]
+                with m.If(take):
+                    last = self.i_beat.payload.last
+                    with m.If(last & ~at_frame_last):
+                        m.d.sync += [error.eq(1), mode.eq(Mode.PAD)]
+                    with m.Elif(~last & at_frame_last):
+                        m.d.sync += [error.eq(1), mode.eq(Mode.DROP)]
+            with m.Case(Mode.PAD):
+                m.d.comb += [take.eq(can_load), beat.eq(pad)]
+                with m.If(take & at_frame_last):
+                    m.d.sync += mode.eq(Mode.NORMAL)
+            with m.Default():                      # Mode.DROP
+                m.d.comb += self.i_beat.ready.eq(1)
+                with m.If(self.i_beat.valid & self.i_beat.payload.last):
+                    m.d.sync += mode.eq(Mode.NORMAL)
+
+        with m.If(take):
+            m.d.sync += [st_valid.eq(1), st_data.eq(beat), st_first.eq(at_first),
+                         st_complete.eq(at_complete), st_strip_end.eq(at_strip_end),
+                         st_tile.eq(tile), st_grp.eq(grp), st_kind.eq(at_kind),
+                         st_strip.eq(strip)]
+            self._advance(m, grp, col, tcol, tile, row, rin, strip)
+        with m.Elif(fire):
+            m.d.sync += st_valid.eq(0)
+        return m
+
+    def _advance(self, m, grp, col, tcol, tile, row, rin, strip):
+        """Next position: channel group, then column (and tile column), then row (and
+        strip), then frame."""
+        p = self.p
+        m.d.sync += grp.eq(grp + 1)
+        with m.If(grp == p.G - 1):
+            m.d.sync += [grp.eq(0), col.eq(col + 1), tcol.eq(tcol + 1)]
+            with m.If(tcol == p.tw - 1):
+                m.d.sync += [tcol.eq(0), tile.eq(tile + 1)]
+            with m.If(col == p.W - 1):
+                m.d.sync += [col.eq(0), tcol.eq(0), tile.eq(0), row.eq(row + 1),
+                             rin.eq(rin + 1)]
+                with m.If(rin == p.th - 1):
+                    m.d.sync += [rin.eq(0), strip.eq(strip + 1)]
+                with m.If(row == p.H - 1):
+                    m.d.sync += [row.eq(0), rin.eq(0), strip.eq(0)]

@@ -1,0 +1,155 @@
+"""Co-simulation of a configuration: golden vectors, the unit's Verilog, a simulator, numbers.
+
+    prepare(cfg, frames)        -> a vectors directory (as `tse vectors` writes it) holding
+                                   tse_unit.v from rtl.export and tb_tse_unit.v; cached by
+                                   the configuration, the frame count and the source of
+                                   ref_model/, quant/ and rtl/
+    cosimulate(dir, sim, scs)   -> builds tse_cosim_top (sim/harness.py) around the unit
+                                   (cached per simulator and Verilog), runs sim/tb_tse.py's
+                                   scenarios in one simulation, returns a summary
+    scenarios(kinds, ...)       -> the scenario list of a job
+
+The summary's top-level numbers: sim, frames, beats, mismatches, cycles, throughput,
+latency_cycles, max_buffer_occupancy, input_stall_cycles, cycles_per_s, wall_s, ok, and
+per scenario the full results (first mismatch by frame, row, column, channel and stage).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+from ref_model.config import TSEConfig
+
+from . import harness, runner
+
+KINDS = ("stream", "reset", "tlast_early", "tlast_late")
+QUIET_SLACK = 64
+"""Cycles beyond the excite latency and one strip that count as 'the output is quiet'."""
+
+
+def rtl_available() -> bool:
+    return importlib.util.find_spec("rtl.export") is not None
+
+
+def source_digest() -> str:
+    """Hash of the code that decides the vectors and the Verilog (stale caches never match)."""
+    h = hashlib.sha256()
+    for pkg in ("ref_model", "quant", "rtl"):
+        for path in sorted((runner.ROOT / pkg).rglob("*.py")):
+            h.update(str(path.relative_to(runner.ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def write_vectors(cfg: TSEConfig, frames: int, out_dir, ref=None) -> dict:
+    """What `tse vectors` writes (vectors, tse_unit.v, tb_tse_unit.v) for seeded data."""
+    from quant import reference
+    from ref_model import kernels, vectors
+
+    from . import selfcheck
+
+    ref = ref or reference.build(cfg, frames)
+    x = kernels.nhwc(ref.codes["input"])
+    result = vectors.build(cfg, ref.params, x, cfg.profile)
+    import torch
+    files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]))
+    vectors.write(out_dir, cfg, ref.params, result, cfg.profile,
+                  {"versions": {"torch": torch.__version__}, "sources": ref.sources},
+                  extra_files=files)
+    return {"files": sorted(files), "commands": selfcheck.COMMANDS}
+
+
+def prepare(cfg: TSEConfig, frames: int = 3, root=None) -> Path:
+    """A cached vectors directory with the unit's Verilog for cfg and `frames` frames."""
+    key = hashlib.sha256(json.dumps([cfg.to_dict(), frames, source_digest()],
+                                    sort_keys=True).encode()).hexdigest()[:20]
+    root = Path(root) if root else runner.cache_root() / "designs"
+    out = root / key
+    with runner._locked(root / f".{key}.lock"):
+        if not (out / "tse_unit.v").is_file():
+            write_vectors(cfg, frames, out)
+            if not (out / "tse_unit.v").is_file():
+                raise runner.SimulationError("rtl.export is not available: no tse_unit.v")
+    return out
+
+
+def scenarios(kinds=("stream",), frames: int | None = None, pause_in: float = 0.0,
+              pause_out: float = 0.0, seed: int = 0) -> list[dict]:
+    """Scenario dicts for a job; each kind gets its own seed derived from `seed`."""
+    out = []
+    for i, kind in enumerate(kinds):
+        if kind not in KINDS:
+            from ref_model.errors import ConfigError
+            raise ConfigError(f"scenario: {kind!r} is not allowed; allowed: {', '.join(KINDS)}")
+        sc = {"kind": kind, "pause_in": pause_in, "pause_out": pause_out,
+              "seed": seed * 1000 + 17 * i}
+        if kind == "stream" and frames is not None:
+            sc["frames"] = list(range(frames))
+        out.append(sc)
+    return out
+
+
+def quiet_cycles(cfg: TSEConfig) -> int:
+    """Cycles without output after which a drained unit is considered idle."""
+    return cfg.excite_latency_cycles + cfg.strip_beats + QUIET_SLACK
+
+
+def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str = "output",
+               unit_verilog=None, run_dir=None, plusargs: list[str] | None = None) -> dict:
+    """Run scenarios on the unit of a vectors directory; returns the summary."""
+    t0 = time.perf_counter()
+    runner.check_simulator(sim)
+    vectors_dir = Path(vectors_dir).resolve()
+    manifest = json.loads((vectors_dir / "manifest.json").read_text())
+    cfg = TSEConfig.from_dict(manifest["config"])
+    unit = Path(unit_verilog or vectors_dir / "tse_unit.v").resolve()
+    top_v, layout = harness.write(runner.cache_root() / "harness" /
+                                  _digest(harness.layout_of(unit.read_text(), cfg.lanes)),
+                                  unit, cfg.lanes)
+    build_dir, build_info = runner.build(sim, [unit, top_v], harness.TOP)
+    job = {"vectors": str(vectors_dir), "expect": expect, "config": cfg.to_dict(),
+           "layout": layout.to_dict(), "quiet_cycles": quiet_cycles(cfg),
+           "scenarios": scenario_list}
+    run_dir = Path(run_dir) if run_dir else (runner.cache_root() / "runs" /
+                                            f"{sim}-{vectors_dir.name}-"
+                                            f"{_digest([job, plusargs])}")
+    res = runner.run(sim, build_dir, harness.TOP, job, run_dir, plusargs)
+    return summarize(res, sim, cfg, build_info, time.perf_counter() - t0)
+
+
+def _digest(obj) -> str:
+    text = json.dumps(obj.to_dict() if hasattr(obj, "to_dict") else obj, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def summarize(res: dict, sim: str, cfg: TSEConfig, build_info: dict, wall_s: float) -> dict:
+    scs = res["scenarios"]
+    stream = next((s for s in scs if s["kind"] == "stream"), scs[0] if scs else {})
+    bad = [s for s in scs if not s["ok"]]
+    first = next((s for s in scs if s["first_mismatch"] or s["stage"]), None)
+    return {
+        "sim": sim,
+        "config": {k: getattr(cfg, k) for k in ("channels", "height", "width", "tile",
+                                               "lanes", "reduction", "excite_multipliers")},
+        "frames": len(stream.get("frames", [])),
+        "beats": sum(s["beats"] for s in scs),
+        "mismatches": sum(s["mismatches"] for s in scs),
+        "cycles": res["cycles"],
+        "throughput": stream.get("throughput"),
+        "latency_cycles": stream.get("latency_cycles"),
+        "max_buffer_occupancy": max((s["max_buffer_occupancy"] for s in scs), default=None),
+        "input_stall_cycles": stream.get("input_stall_cycles"),
+        "cycles_per_s": round(res["busy_cycles"] / res["busy_s"]) if res["busy_s"] else None,
+        "wall_s": round(wall_s, 3),
+        "sim_s": res["run_s"],
+        "build": build_info,
+        "ok": not bad and bool(scs),
+        "problems": [f"{s['kind']}: {p}" for s in bad for p in s["problems"]],
+        "first_mismatch": first["first_mismatch"] if first else None,
+        "stage": first["stage"] if first else None,
+        "expected_full_throughput_depth": cfg.full_throughput_depth,
+        "scenarios": scs,
+        "log": res["log"],
+    }

@@ -1,0 +1,210 @@
+"""Beat-by-beat comparison of the unit's output with golden vectors, and where it went wrong.
+
+Every output beat and its TLAST are compared bit-exactly with the expected codes. A report
+names the first mismatch by frame, row, column and channels (the stream's axes), with the
+expected and received lanes, the input lanes and gates that produced them, and the stage that
+first differs:
+
+  - line_accumulator  the input stopped being accepted before the frame was in;
+  - excite_mac        a gate written to the gate memory (probe_gate_*) differs from the
+                      vectors' gate stage, or was never written (the gate is the excite MAC's
+                      output; the line accumulator's tile sums feed it and are not probed, so
+                      a wrong tile sum shows here too);
+  - tile_broadcaster  every gate is right but an output beat (or its TLAST) is wrong, missing
+                      or extra.
+
+Pure numpy: the cocotb test and the unit tests of this module share it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The stream's geometry: frame, tile and lanes."""
+    height: int
+    width: int
+    channels: int
+    lanes: int
+    tile_rows: int
+    tile_cols: int
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Shape":
+        """From a TSEConfig.to_dict() (as in a vectors manifest)."""
+        from ref_model.config import parse_tile
+        th, tw = parse_tile(cfg["tile"], cfg["height"], cfg["width"])
+        return cls(cfg["height"], cfg["width"], cfg["channels"], cfg["lanes"], th, tw)
+
+    @property
+    def beats_per_frame(self) -> int:
+        return self.height * self.width * self.channels // self.lanes
+
+    @property
+    def tiles_y(self) -> int:
+        return math.ceil(self.height / self.tile_rows)
+
+    @property
+    def tiles_x(self) -> int:
+        return math.ceil(self.width / self.tile_cols)
+
+    def locate(self, beat: int) -> dict:
+        """Position of a beat of a frame: row, column and the channels of its lanes."""
+        groups = self.channels // self.lanes
+        pixel, group = divmod(beat, groups)
+        row, col = divmod(pixel, self.width)
+        return {"row": int(row), "column": int(col), "channel": int(group * self.lanes)}
+
+    def tile_of(self, row: int, col: int) -> tuple[int, int]:
+        return row // self.tile_rows, col // self.tile_cols
+
+
+def split_gate_frames(pulses, shape: Shape) -> list[dict]:
+    """Group probe pulses (tile, channel, code) into frames: a frame ends when a (tile,
+    channel) it already holds is written again. Returns one {(tile, ch): code} per frame."""
+    frames, current = [], {}
+    for tile, ch, code in pulses:
+        if (tile, ch) in current:
+            frames.append(current)
+            current = {}
+        current[(tile, ch)] = code
+    if current:
+        frames.append(current)
+    return frames
+
+
+def compare_gates(pulses, expected_gates: np.ndarray, frames: list[int], shape: Shape) -> dict:
+    """Probed gates against the vectors' gate stage [N, tiles_y, tiles_x, C] of `frames`."""
+    got = split_gate_frames(pulses, shape)
+    ty, tx, c = shape.tiles_y, shape.tiles_x, shape.channels
+    report = {"pulses": len(pulses), "mismatches": 0, "missing": 0, "extra": 0, "first": None}
+    for k, f in enumerate(frames):
+        held = got[k] if k < len(got) else {}
+        exp = expected_gates[f]
+        for t in range(ty * tx):
+            for ch in range(c):
+                code = held.pop((t, ch), None)
+                want = int(exp[t // tx, t % tx, ch])
+                if code == want:
+                    continue
+                if code is None:
+                    report["missing"] += 1
+                else:
+                    report["mismatches"] += 1
+                if report["first"] is None:
+                    report["first"] = {"frame": int(f), "tile_row": t // tx,
+                                       "tile_column": t % tx, "channel": ch,
+                                       "expected": want, "got": code}
+        report["extra"] += len(held)   # pulses for tiles or channels that do not exist
+    report["extra"] += sum(len(g) for g in got[len(frames):])
+    return report
+
+
+def compare(shape: Shape, expected: np.ndarray, frames: list[int], got_data: np.ndarray,
+            got_last: np.ndarray, *, inputs: np.ndarray | None = None,
+            gate_pulses=None, expected_gates: np.ndarray | None = None,
+            beats_accepted: int | None = None) -> dict:
+    """Compare received beats with expected frames.
+
+    expected: uint8 [N, H, W, C] (the vectors' output, or the input for a pass-through);
+    frames: which of its frames were sent, in order; got_data uint8 [n, P], got_last bool [n];
+    inputs: the vectors' input (for the report); gate_pulses: (tile, channel, code) in probe
+    order, with expected_gates [N, tiles_y, tiles_x, C]; beats_accepted: input beats the unit
+    took (to tell a stalled input from a lost output)."""
+    bpf, p = shape.beats_per_frame, shape.lanes
+    want = np.asarray(expected)[frames].reshape(len(frames) * bpf, p)
+    want_last = np.zeros(len(want), bool)
+    want_last[bpf - 1::bpf] = True
+    n = min(len(want), len(got_data))
+    got_data = np.asarray(got_data, np.uint8).reshape(-1, p)
+    got_last = np.asarray(got_last, bool)
+    bad = np.any(want[:n] != got_data[:n], axis=1) | (want_last[:n] != got_last[:n])
+    report = {"beats_expected": int(len(want)), "beats_received": int(len(got_data)),
+              "mismatches": int(bad.sum()) + abs(len(want) - len(got_data)),
+              "first": None, "stage": None, "gates": None}
+    if gate_pulses is not None and expected_gates is not None:
+        report["gates"] = compare_gates(gate_pulses, expected_gates, frames, shape)
+    first_bad = int(np.argmax(bad)) if bad.any() else (n if len(want) != len(got_data) else None)
+    if first_bad is not None:
+        report["first"] = _describe(shape, frames, first_bad, want, want_last, got_data,
+                                    got_last, inputs)
+    report["stage"] = _stage(report, len(want), beats_accepted)
+    report["message"] = message(report)
+    return report
+
+
+def _describe(shape, frames, i, want, want_last, got_data, got_last, inputs) -> dict:
+    bpf = shape.beats_per_frame
+    k, beat = divmod(i, bpf)
+    where = {"frame": int(frames[k]) if k < len(frames) else None, "beat": int(i),
+             **shape.locate(beat)}
+    if i >= len(want):
+        return {**where, "frame": None, "kind": "extra beat",
+                "got": got_data[i].tolist(), "got_last": bool(got_last[i])}
+    where["tile"] = list(shape.tile_of(where["row"], where["column"]))
+    if i >= len(got_data):
+        return {**where, "kind": "missing beat", "expected": want[i].tolist(),
+                "expected_last": bool(want_last[i])}
+    d = {**where, "expected": want[i].tolist(), "got": got_data[i].tolist(),
+         "expected_last": bool(want_last[i]), "got_last": bool(got_last[i])}
+    lanes = np.nonzero(want[i] != got_data[i])[0]
+    d["kind"] = "data" if len(lanes) else "tlast"
+    if len(lanes):
+        d["lane"] = int(lanes[0])
+        d["channel_first_wrong"] = d["channel"] + int(lanes[0])
+    if inputs is not None and where["frame"] is not None:
+        flat = np.asarray(inputs)[where["frame"]].reshape(-1, shape.lanes)
+        d["input"] = flat[beat].tolist()
+    return d
+
+
+def _stage(report, expected_beats, beats_accepted) -> str | None:
+    gates = report["gates"]
+    gate_bad = gates is not None and (gates["mismatches"] or gates["missing"] or gates["extra"])
+    if not report["mismatches"] and not gate_bad:
+        return None
+    first = report["first"]
+    if first and first["kind"] == "missing beat" and beats_accepted is not None \
+            and beats_accepted < expected_beats:
+        return "line_accumulator"
+    if gate_bad:
+        return "excite_mac"
+    if gates is None and report["mismatches"]:
+        return "tile_broadcaster (no gate probe to rule out excite_mac)"
+    return "tile_broadcaster"
+
+
+def message(r: dict) -> str:
+    """One line: how many beats differ, and the first difference by its coordinates."""
+    if not r["mismatches"] and r["stage"] is None:
+        return f"all {r['beats_expected']} beats match"
+    parts = [f"{r['mismatches']} of {r['beats_expected']} beats differ "
+             f"({r['beats_received']} received)"]
+    f = r["first"]
+    if f:
+        where = (f"frame {f['frame']}, row {f['row']}, column {f['column']}, channels "
+                 f"{f['channel']}..{f['channel'] + len(f.get('expected') or f.get('got')) - 1}")
+        if f["kind"] == "data":
+            parts.append(f"first at {where}: expected {f['expected']}, got {f['got']} "
+                         f"(lane {f['lane']})")
+        elif f["kind"] == "tlast":
+            parts.append(f"first at {where}: TLAST expected {int(f['expected_last'])}, "
+                         f"got {int(f['got_last'])}")
+        else:
+            parts.append(f"first: {f['kind']} at {where}")
+    g = r["gates"]
+    if g and (g["mismatches"] or g["missing"] or g["extra"]):
+        gf = g["first"]
+        text = (f"gates: {g['mismatches']} wrong, {g['missing']} missing, {g['extra']} extra")
+        if gf:
+            text += (f", first at frame {gf['frame']}, tile ({gf['tile_row']}, "
+                     f"{gf['tile_column']}), channel {gf['channel']}: expected "
+                     f"{gf['expected']}, got {gf['got']}")
+        parts.append(text)
+    if r["stage"]:
+        parts.append(f"first differing stage: {r['stage']}")
+    return "; ".join(parts)

@@ -1,0 +1,156 @@
+"""Shared helpers of the RTL tests: evaluating combinational Amaranth logic on vectors,
+small configurations with random integer parameters, and beat packing."""
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Module, Signal
+from amaranth.sim import Simulator
+
+
+def eval_comb(inputs: dict, build, vectors) -> list[int]:
+    """Evaluate the expression build(m, **signals) for every vector (a dict of input
+    values)."""
+    sigs = {name: Signal(shape, name=name) for name, shape in inputs.items()}
+    m = Module()
+    expr = build(m, **sigs)
+    out = Signal(expr.shape(), name="out")
+    m.d.comb += out.eq(expr)
+    results = []
+
+    async def tb(ctx):
+        for vec in vectors:
+            for name, value in vec.items():
+                ctx.set(sigs[name], int(value))
+            results.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    return results
+
+
+def pack_lanes(lanes) -> int:
+    """P 8-bit codes as one beat, lane 0 in the least significant bits."""
+    return sum(int(v) << (8 * i) for i, v in enumerate(lanes))
+
+
+def unpack_lanes(word: int, lanes: int) -> list[int]:
+    return [(word >> (8 * i)) & 0xFF for i in range(lanes)]
+
+
+def frame_beats(x: np.ndarray, lanes: int) -> list[tuple[int, bool]]:
+    """The input stream of frames x [N, H, W, C]: (data, last) per beat."""
+    beats = []
+    for n in range(x.shape[0]):
+        flat = x[n].reshape(-1)
+        total = flat.size // lanes
+        for b in range(total):
+            beats.append((pack_lanes(flat[b * lanes:(b + 1) * lanes]), b == total - 1))
+    return beats
+
+
+def small_case(cfg, seed: int = 0, frames: int = 2, zp_mode: str = "random", engine=None):
+    """(cfg, IntParams, x) with random integer parameters (random zero points) and random
+    frames: no PyTorch run, so a test costs only its simulation."""
+    from ref_model import numerics as nm
+    try:
+        from test_numerics import random_quant_params
+    except ImportError:
+        from tests.test_numerics import random_quant_params
+    engine = engine or cfg.engine
+    cfg = cfg.replace(engine=engine)
+    qp = random_quant_params(seed, cfg.channels, cfg.hidden, engine, True, zp_mode)
+    ip = nm.derive(qp, cfg)
+    rng = np.random.default_rng(seed + 100)
+    x = rng.integers(0, 256, (frames, cfg.height, cfg.width, cfg.channels)).astype(np.uint8)
+    return cfg, ip, x
+
+
+def run_unit(dut, beats, *, expect_out=None, in_valid=None, out_ready=None, max_cycles=None,
+             reset_after=None):
+    """Drive beats [(data, last)] into a TSEUnit's s_axis and collect m_axis, cycle by cycle.
+
+    in_valid(cycle) / out_ready(cycle): whether the source offers / the sink takes a beat
+    this cycle (default: always). expect_out: output beats to wait for (default: as many as
+    input beats). reset_after: pulse rst for one cycle once that many beats were accepted;
+    what came out before it is discarded. Returns a dict: out [(data, last)], out_cycles
+    (when each output beat left), gates [(tile, channel, data)] from the probes, levels
+    (probe_strip_level per cycle), in_stalls (cycles a valid input beat was not taken),
+    cycles, error."""
+    from amaranth import ClockDomain, Module
+    from amaranth.sim import Simulator
+    res = {"out": [], "out_cycles": [], "gates": [], "levels": [], "in_stalls": 0,
+           "cycles": 0, "error": 0}
+    in_valid = in_valid or (lambda c: True)
+    out_ready = out_ready or (lambda c: True)
+    expect = len(beats) if expect_out is None else expect_out
+    limit = max_cycles or 40 * len(beats) + 3000
+    top = Module()
+    top.domains.sync = cd = ClockDomain()
+    top.submodules.dut = dut
+
+    pending_reset = [reset_after]
+
+    async def tb(ctx):
+        i = cycle = 0
+        while cycle < limit:
+            if pending_reset[0] is not None and i == pending_reset[0]:
+                ctx.set(cd.rst, 1)
+                ctx.set(dut.s_axis_tvalid, 0)
+                await ctx.tick()
+                ctx.set(cd.rst, 0)
+                for key in ("out", "out_cycles", "gates"):
+                    res[key] = []
+                pending_reset[0] = None
+                cycle += 1
+                continue
+            offer = i < len(beats) and in_valid(cycle)
+            if offer:
+                ctx.set(dut.s_axis_tdata, beats[i][0])
+                ctx.set(dut.s_axis_tlast, int(beats[i][1]))
+            ctx.set(dut.s_axis_tvalid, int(offer))
+            take_out = out_ready(cycle)
+            ctx.set(dut.m_axis_tready, int(take_out))
+            if offer:
+                if ctx.get(dut.s_axis_tready):
+                    i += 1
+                else:
+                    res["in_stalls"] += 1
+            if take_out and ctx.get(dut.m_axis_tvalid):
+                res["out"].append((ctx.get(dut.m_axis_tdata), bool(ctx.get(dut.m_axis_tlast))))
+                res["out_cycles"].append(cycle)
+            if ctx.get(dut.probe_gate_valid):
+                res["gates"].append((ctx.get(dut.probe_gate_tile),
+                                     ctx.get(dut.probe_gate_channel),
+                                     ctx.get(dut.probe_gate_data)))
+            res["levels"].append(ctx.get(dut.probe_strip_level))
+            await ctx.tick()
+            cycle += 1
+            if i >= len(beats) and len(res["out"]) >= expect:
+                break
+        res["cycles"] = cycle
+        res["error"] = ctx.get(dut.error)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return res
+
+
+def outputs_of(res, cfg) -> np.ndarray:
+    """The collected output beats as frames [N, H, W, C]."""
+    lanes = np.array([unpack_lanes(d, cfg.lanes) for d, _ in res["out"]], np.uint8)
+    return lanes.reshape(-1, cfg.height, cfg.width, cfg.channels)
+
+
+def gates_of(res, cfg) -> np.ndarray:
+    """The probed gate writes as [N, tiles_y, tiles_x, C] (strips are excited in order, so
+    the k-th gate belongs to frame k // gates-per-frame); -1 where no gate was written."""
+    per_frame = cfg.tiles_y * cfg.tiles_x * cfg.channels
+    n = max(1, -(-len(res["gates"]) // per_frame))
+    out = -np.ones((n, cfg.tiles_y, cfg.tiles_x, cfg.channels), np.int64)
+    for k, (tile, c, g) in enumerate(res["gates"]):
+        i, j = divmod(tile, cfg.tiles_x)
+        out[k // per_frame, i, j, c] = g
+    return out

@@ -1,0 +1,342 @@
+"""Co-simulation: cocotb on Icarus and Verilator, the self-checking Verilog testbench.
+
+Three layers, cheapest first:
+  - the scoreboard and pause generators, in plain Python;
+  - the stream drivers on sim/stub.py's pass-through (a development aid with the unit's
+    ports; it never stands in for the unit in a bit-exact test);
+  - the TSE unit from rtl.export against golden vectors: a matrix of tiny configurations
+    (SE, row strips with a shorter last strip, column strips and patches with partial edge
+    tiles, P=1) on both simulators, with pauses, reset mid-frame and wrong TLASTs, throughput
+    with no pauses; and the self-checking testbench on both simulators, passing as written
+    and failing when one expected value is altered.
+
+Builds are cached (build/cosim/) by the Verilog's contents, so each design is compiled once per
+simulator; every scenario of a configuration runs in one simulation.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ref_model.config import TSEConfig
+from sim import cosim, harness, scoreboard, selfcheck, stub
+from sim.axis import PauseGenerator, pack_beats, unpack_beats
+
+SIMS = ("icarus", "verilator")
+PAUSE = 0.3
+FRAMES = 3
+
+
+# ---- scoreboard and drivers, no simulator --------------------------------------------------
+
+SHAPE = scoreboard.Shape(height=5, width=7, channels=8, lanes=4, tile_rows=2, tile_cols=3)
+
+
+def _frames(n=2, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 5, 7, 8), dtype=np.uint8)
+
+
+def _received(expected, frames):
+    data = expected[frames].reshape(-1, SHAPE.lanes).copy()
+    last = np.zeros(len(data), bool)
+    last[SHAPE.beats_per_frame - 1::SHAPE.beats_per_frame] = True
+    return data, last
+
+
+def _gate_pulses(gates, frames):
+    return [(ty * SHAPE.tiles_x + tx, c, int(gates[f, ty, tx, c]))
+            for f in frames for ty in range(SHAPE.tiles_y) for tx in range(SHAPE.tiles_x)
+            for c in range(SHAPE.channels)]
+
+
+def test_scoreboard_accepts_exact_stream():
+    exp = _frames()
+    data, last = _received(exp, [0, 1])
+    r = scoreboard.compare(SHAPE, exp, [0, 1], data, last)
+    assert r["mismatches"] == 0 and r["first"] is None and r["stage"] is None
+
+
+def test_scoreboard_names_first_mismatch_by_coordinates():
+    exp = _frames()
+    gates = np.random.default_rng(1).integers(0, 256, (2, SHAPE.tiles_y, SHAPE.tiles_x, 8))
+    data, last = _received(exp, [0, 1])
+    # frame 1, row 3, column 4, channels 4..7 (second beat of the pixel), lane 2
+    beat = SHAPE.beats_per_frame + (3 * 7 + 4) * 2 + 1
+    data[beat, 2] ^= 0x10
+    data[beat + 5, 0] ^= 1
+    r = scoreboard.compare(SHAPE, exp, [0, 1], data, last, inputs=exp,
+                           gate_pulses=_gate_pulses(gates, [0, 1]), expected_gates=gates)
+    f = r["first"]
+    assert r["mismatches"] == 2
+    assert (f["frame"], f["row"], f["column"], f["channel"], f["lane"]) == (1, 3, 4, 4, 2)
+    assert f["channel_first_wrong"] == 6 and f["tile"] == [1, 1]
+    assert r["stage"] == "tile_broadcaster"          # every gate was right
+    assert "frame 1, row 3, column 4, channels 4..7" in r["message"]
+
+
+def test_scoreboard_blames_excite_mac_on_a_wrong_gate():
+    exp = _frames()
+    gates = np.random.default_rng(1).integers(0, 256, (2, SHAPE.tiles_y, SHAPE.tiles_x, 8))
+    data, last = _received(exp, [0, 1])
+    data[3, 0] ^= 1
+    pulses = _gate_pulses(gates, [0, 1])
+    t, c, g = pulses[len(pulses) // 2 + 9]           # frame 1, tile 1, channel 1
+    pulses[len(pulses) // 2 + 9] = (t, c, g ^ 4)
+    r = scoreboard.compare(SHAPE, exp, [0, 1], data, last, gate_pulses=pulses,
+                           expected_gates=gates)
+    assert r["stage"] == "excite_mac"
+    g0 = r["gates"]["first"]
+    assert (g0["frame"], g0["tile_row"], g0["tile_column"], g0["channel"]) == (1, 0, 1, 1)
+
+
+def test_scoreboard_tlast_missing_and_stalled_input():
+    exp = _frames()
+    data, last = _received(exp, [0, 1])
+    last[SHAPE.beats_per_frame - 1] = False
+    r = scoreboard.compare(SHAPE, exp, [0, 1], data, last)
+    assert r["first"]["kind"] == "tlast" and r["first"]["frame"] == 0
+    data, last = _received(exp, [0, 1])
+    r = scoreboard.compare(SHAPE, exp, [0, 1], data[:100], last[:100], beats_accepted=110)
+    assert r["first"]["kind"] == "missing beat" and r["mismatches"] == 40
+    assert r["stage"] == "line_accumulator"          # the input stopped being accepted
+    r = scoreboard.compare(SHAPE, exp, [0], data[:80], last[:80])
+    assert r["first"]["kind"] == "extra beat" and r["mismatches"] == 10
+
+
+def test_pause_generator_is_seeded_and_fair():
+    a, b = PauseGenerator(0.3, 7).block(), PauseGenerator(0.3, 7).block()
+    assert a == b and a != PauseGenerator(0.3, 8).block()
+    assert abs(sum(a) / len(a) - 0.3) < 0.03
+    assert not any(PauseGenerator(0.0, 1).block())
+    with pytest.raises(ValueError):
+        PauseGenerator(1.0)
+
+
+def test_beats_pack_lane0_in_low_byte():
+    data = np.array([[1, 2, 3, 4], [255, 0, 0, 128]], np.uint8)
+    words = pack_beats(data)
+    assert words == [0x04030201, 0x800000FF]
+    assert np.array_equal(unpack_beats(words, 4), data)
+
+
+def test_harness_reads_probe_widths_from_the_unit():
+    text = stub.verilog(4, 70)
+    lay = harness.layout_of(text, 4)
+    assert (lay.tile_bits, lay.channel_bits, lay.level_bits) == (4, 4, 2)
+    amaranth_style = "  output [11:0] probe_gate_tile;\n  wire [11:0] probe_gate_tile;\n"
+    assert harness.port_width(amaranth_style, "probe_gate_tile", 16) == 12
+    assert harness.port_width("input clk;", "probe_gate_tile", 16) == 16
+    word = ((5 << (8 + 4)) | (3 << 8) | 200) << lay.gate_shift
+    assert lay.decode_gate(word) == (5, 3, 200)
+
+
+# ---- stream drivers on the stub --------------------------------------------------------
+
+STUB_CFG = TSEConfig(channels=8, height=5, width=7, tile="2xW", reduction=2, lanes=4,
+                     excite_multipliers=4)
+
+
+@pytest.fixture(scope="module")
+def stub_dir(tmp_path_factory):
+    return stub.prepare(STUB_CFG, FRAMES, tmp_path_factory.mktemp("stub"), seed=5)
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_drivers_on_stub_with_pauses_and_every_scenario(stub_dir, sim):
+    scs = (cosim.scenarios(["stream"], FRAMES) +
+           cosim.scenarios(list(cosim.KINDS), FRAMES, PAUSE, PAUSE, seed=3))
+    r = cosim.cosimulate(stub_dir, sim, scs, expect="input")
+    assert r["ok"], r["problems"]
+    nopause, paused = r["scenarios"][0], r["scenarios"][1]
+    assert nopause["throughput"] == 1.0 and nopause["input_stall_cycles"] == 0
+    assert nopause["latency_cycles"] == 1 and nopause["max_buffer_occupancy"] == 1
+    assert paused["throughput"] < 0.8 and paused["input_stall_cycles"] > 0
+    assert paused["max_buffer_occupancy"] == 2
+    for s in r["scenarios"][3:]:
+        assert s["error_seen"] and s["error_final"]
+    assert r["cycles_per_s"] > 1000
+
+
+def test_drivers_catch_and_locate_a_corrupted_beat(stub_dir):
+    scs = cosim.scenarios(["stream"], FRAMES, PAUSE, PAUSE, seed=4)
+    beat = STUB_CFG.beats_per_frame + 37                 # frame 1: pixel 18, channels 4..7
+    r = cosim.cosimulate(stub_dir, "icarus", scs, expect="input",
+                         plusargs=[f"+stub_fault_beat={beat}"])
+    assert not r["ok"] and r["mismatches"] == 1
+    f = r["first_mismatch"]
+    assert (f["frame"], f["row"], f["column"], f["channel"], f["lane"]) == (1, 2, 4, 4, 0)
+    assert f["got"][0] == f["expected"][0] ^ 1
+
+
+# ---- the TSE unit ------------------------------------------------------------------------
+
+MATRIX = {
+    # row strips of 2 rows: the frame's last strip has 1 row (28 beats), still longer than
+    # the excite latency (19 cycles), so the MAC keeps up at one beat per clock
+    "row_strip_short_last": dict(channels=8, tile="2xW", lanes=2, excite_multipliers=8),
+    "se": dict(channels=8, tile="HxW", lanes=4, excite_multipliers=2),
+    # column strips 3 wide on W=7: a 1-column edge strip; one channel per beat
+    "column_strip_p1": dict(channels=4, tile="Hx3", lanes=1, excite_multipliers=1),
+    # 3x3 patches on 5x7: partial edge tiles in both directions (rows 3+2, columns 3+3+1)
+    "patch_partial": dict(channels=8, tile="3x3", lanes=2, excite_multipliers=8),
+}
+
+
+def matrix_config(name: str) -> TSEConfig:
+    return TSEConfig(height=5, width=7, reduction=2, **MATRIX[name])
+
+
+@pytest.fixture(scope="module")
+def designs():
+    """name -> vectors directory with tse_unit.v (cached across runs by content)."""
+    return {name: cosim.prepare(matrix_config(name), FRAMES) for name in MATRIX}
+
+
+_RESULTS: dict = {}
+
+
+def matrix_run(designs, name: str, sim: str) -> dict:
+    """One simulation per (configuration, simulator): 3 frames with no pauses, then pauses of
+    PAUSE on both sides for stream, reset mid-frame, early and late TLAST (memoized, so the
+    bit-exactness and throughput tests share it)."""
+    if (name, sim) not in _RESULTS:
+        scs = (cosim.scenarios(["stream"], FRAMES) +
+               cosim.scenarios(list(cosim.KINDS), FRAMES, PAUSE, PAUSE, seed=len(name)))
+        r = cosim.cosimulate(designs[name], sim, scs)
+        print(json.dumps({k: r[k] for k in ("sim", "throughput", "latency_cycles",
+                                            "max_buffer_occupancy", "cycles_per_s", "wall_s")}))
+        _RESULTS[(name, sim)] = r
+    return _RESULTS[(name, sim)]
+
+
+@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("name", list(MATRIX))
+def test_unit_matrix_bit_exact(designs, name, sim):
+    """Every scenario, with and without pauses: zero mismatches, error only on a bad TLAST."""
+    r = matrix_run(designs, name, sim)
+    assert r["ok"], f"{name} on {sim}: {r['problems']}"
+    assert r["mismatches"] == 0 and r["beats"] > 0
+    kinds = [s["kind"] for s in r["scenarios"]]
+    assert kinds == ["stream", *cosim.KINDS]
+    assert all(s["beats_out"] == s["beats"] for s in r["scenarios"])
+    assert r["scenarios"][1]["cycles"] > r["scenarios"][0]["cycles"]   # the pauses did bite
+
+
+@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("name", list(MATRIX))
+def test_unit_throughput_without_pauses(designs, name, sim):
+    """3 back-to-back frames, no pauses, default buffer depth: >= 0.99 beats per cycle from
+    the first to the last output beat, no input stall, occupancy within the planned depth
+    (ref_model.plan: strip + excite latency)."""
+    cfg = matrix_config(name)
+    assert cfg.excite_latency_cycles <= cfg.strip_beats    # the excite MAC can keep up
+    s = matrix_run(designs, name, sim)["scenarios"][0]
+    assert s["frames"] == list(range(FRAMES)) and s["mismatches"] == 0
+    summary = {k: s[k] for k in ("throughput", "latency_cycles", "input_stall_cycles",
+                                 "max_buffer_occupancy")}
+    summary["full_throughput_depth"] = cfg.full_throughput_depth
+    assert s["throughput"] >= 0.99, f"{name} on {sim}: {summary}"
+    assert s["input_stall_cycles"] == 0, f"{name} on {sim}: {summary}"
+    # probe_strip_level also counts the beat in the line accumulator's stage register
+    assert s["max_buffer_occupancy"] <= cfg.full_throughput_depth + 1, f"{name} on {sim}: {summary}"
+
+
+def test_shallow_buffer_stalls_input_like_the_model():
+    """A one-strip buffer (the least that works) stalls the input; the output stays exact,
+    and the stalls and peak occupancy agree with the streaming model's (ref_model)."""
+    from quant import reference
+    from ref_model import kernels, streaming
+
+    base = matrix_config("row_strip_short_last")
+    cfg = base.replace(buffer_depth=base.strip_beats)
+    d = cosim.prepare(cfg, FRAMES)
+    r = cosim.cosimulate(d, "icarus", cosim.scenarios(["stream"], FRAMES))
+    assert r["ok"], r["problems"]
+    ref = reference.build(cfg, FRAMES)
+    model = streaming.run(cfg, ref.params, kernels.nhwc(ref.codes["input"]),
+                          depth=cfg.strip_buffer_depth)["stats"]
+    assert np.array_equal(np.load(d / "input.npy"), kernels.nhwc(ref.codes["input"]))
+    got = {"stalls": r["input_stall_cycles"], "peak": r["max_buffer_occupancy"]}
+    want = {"stalls": model["input_stall_cycles"], "peak": model["peak_strip_buffer_occupancy"]}
+    assert got["stalls"] > 0 and got["stalls"] == want["stalls"], (got, want)
+    # probe_strip_level also counts the beat in the line accumulator's stage register
+    assert want["peak"] <= got["peak"] <= want["peak"] + 1, (got, want)
+
+
+def test_tse_cosim_cli_json(designs):
+    cmd = [sys.executable, "-m", "tse", "cosim", "--channels", "8", "--height", "5",
+           "--width", "7", "--tile", "2xW", "--lanes", "4", "--reduction", "2",
+           "--excite-multipliers", "4", "--sim", "icarus", "--frames", "3", "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    for key in ("sim", "frames", "beats", "mismatches", "cycles", "throughput",
+                "latency_cycles", "max_buffer_occupancy", "wall_s"):
+        assert key in out
+    assert out["sim"] == "icarus" and out["frames"] == 3 and out["beats"] == 3 * 70
+    assert out["mismatches"] == 0 and out["ok"] and out["cycles"] > out["beats"]
+
+
+def test_tse_cosim_cli_fails_on_one_wrong_expected_value(designs, tmp_path):
+    """The same unit against vectors with one output code changed: exit status 1, and the
+    report names that beat and the tile_broadcaster (every gate still matches)."""
+    src = designs["se"]
+    dst = tmp_path / "vectors"
+    shutil.copytree(src, dst)
+    out = np.load(dst / "output.npy")
+    out[1, 3, 5, 6] ^= 0x40                      # frame 1, row 3, column 5, channel 6
+    np.save(dst / "output.npy", out)
+    cmd = [sys.executable, "-m", "tse", "cosim", "--vectors", str(dst), "--sim", "icarus",
+           "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1, p.stderr[-2000:]
+    r = json.loads(p.stdout)
+    assert r["mismatches"] == 1 and not r["ok"]
+    f = r["first_mismatch"]
+    assert (f["frame"], f["row"], f["column"], f["channel"], f["lane"]) == (1, 3, 5, 4, 2)
+    assert r["stage"] == "tile_broadcaster"
+
+
+# ---- the self-checking Verilog testbench ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def altered(designs, tmp_path_factory):
+    """A copy of a vectors directory with one expected output value changed."""
+    src = designs["patch_partial"]
+    dst = tmp_path_factory.mktemp("altered") / "vectors"
+    shutil.copytree(src / "hex", dst / "hex")
+    path = dst / "hex" / "output.hex"
+    lines = path.read_text().splitlines()
+    k = len(lines) // 2 + 3
+    word = int(lines[k], 16) ^ 0x100           # lane 1's low bit of one beat
+    lines[k] = format(word, f"0{len(lines[k])}x")
+    path.write_text("\n".join(lines) + "\n")
+    return dst, k
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_selfcheck_testbench_passes_then_fails_on_one_altered_value(designs, altered, sim,
+                                                                   tmp_path_factory):
+    vec = designs["patch_partial"]
+    build = cosim.runner.cache_root() / "selfcheck"
+    assert (vec / selfcheck.TB_FILE).is_file() and (vec / selfcheck.UNIT_FILE).is_file()
+    ok = selfcheck.run(vec, sim, build, pause=25, seed=9)
+    assert ok["passed"] and ok["returncode"] == 0, ok
+    assert int(ok["mismatches"]) == 0 and int(ok["beats"]) == FRAMES * 140
+    fast = selfcheck.run(vec, sim, build, pause=0)      # throughput: see the matrix tests
+    assert fast["passed"] and int(fast["cycles"]) < int(ok["cycles"]), fast
+    bad_dir, k = altered
+    bad = selfcheck.run(vec, sim, build, pause=25, seed=9, hex_dir=bad_dir)   # same build
+    assert not bad["passed"] and bad["returncode"] != 0, bad
+    assert int(bad["mismatches"]) == 1
+    frame, beat = divmod(k, 140)
+    pixel = beat // 4
+    assert (f"frame {frame} row {pixel // 7} column {pixel % 7} channels "
+            f"{(beat % 4) * 2}..{(beat % 4) * 2 + 1}") in bad["first_mismatch"]

@@ -1,0 +1,128 @@
+"""rtl.arith: every hardware rounding against its ref_model.numerics twin, on random and
+edge-case operands (ties, extreme sums, shifts past the product width)."""
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from amaranth import signed, unsigned
+
+from ref_model import numerics as nm
+from ref_model.hw_profile import reciprocal
+from rtl import arith
+
+try:
+    from rtl_helpers import eval_comb
+except ImportError:  # tests/ imported as a package
+    from tests.rtl_helpers import eval_comb
+
+MODES = {"f32": nm.F32, "half_even": nm.HALF_EVEN, "half_up": nm.HALF_UP}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("counts, bits, sum_bits", [
+    ((196, 28, 49, 4), 26, None),           # 7x7 tiles with partial edges
+    ((8, 4, 4, 2), 24, None),
+    ((50176, 224, 224, 1), 30, None),       # a plain SE tile of 224x224
+    ((196, 196, 196, 196), 26, 40),         # saturating register: sums far past 255 n
+])
+def test_mean_matches_numerics(mode, counts, bits, sum_bits):
+    rng = np.random.default_rng(len(counts) * bits + len(mode))
+    recs = [reciprocal(n, bits, f32=mode == "f32") for n in counts]
+    for zx in (0, int(rng.integers(1, 255)), 255):
+        p = types.SimpleNamespace(zx=zx, recip=[r for r, _ in recs],
+                                  recip_shift=[s for _, s in recs], mean_rounding=MODES[mode])
+        width = sum_bits or (255 * max(counts)).bit_length() + 1
+        vecs = []
+        for _ in range(150):
+            k = int(rng.integers(0, 4))
+            n = counts[k]
+            if sum_bits:
+                s = int(rng.integers(-(1 << (sum_bits - 1)), 1 << (sum_bits - 1)))
+            elif rng.random() < 0.4:          # ties and near-ties of S / n
+                s = int(rng.integers(-zx, 256 - zx)) * n + int(rng.choice([n // 2, -(n // 2),
+                                                                          n // 2 + 1, 0]))
+                s = max(min(s, (255 - zx) * n), -zx * n)
+            else:
+                s = int(rng.integers(-zx * n, (255 - zx) * n + 1))
+            vecs.append(dict(s=s, kind=k))
+        got = eval_comb({"s": signed(width), "kind": 2},
+                        lambda m, s, kind: arith.mean(m, s, kind, p), vecs)
+        for v, g in zip(vecs, got):
+            k = v["kind"]
+            if mode == "f32":
+                want = nm.mean_hw_f32(v["s"], p.recip[k], p.recip_shift[k], zx)
+            else:
+                want = nm.mean_hw(v["s"], p.recip[k], p.recip_shift[k], zx, MODES[mode])
+            assert g == want, (v, zx, g, want)
+
+
+@pytest.mark.parametrize("half_up", [False, True])
+def test_requant_matches_numerics(half_up):
+    rng = np.random.default_rng(7 + half_up)
+    acc_bits, mult_bits, max_shift = 48, 24, 70
+    vecs = []
+    for _ in range(400):
+        shift = int(rng.integers(0, max_shift + 1))
+        mult = int(rng.integers(1 << (mult_bits - 1), 1 << mult_bits))
+        if rng.random() < 0.5:      # land near the 8-bit range, ties included
+            target = int(rng.integers(-300, 300))
+            acc = (target << shift) // mult + int(rng.integers(-2, 3))
+            acc = max(min(acc, (1 << (acc_bits - 1)) - 1), -(1 << (acc_bits - 1)))
+        else:
+            acc = int(rng.integers(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1)))
+        zo, lo = int(rng.integers(0, 256)), int(rng.integers(0, 256))
+        vecs.append(dict(acc=acc, mult=mult, shift=shift, zo=zo, lo=lo))
+    # exact ties: acc * mult = (k + 1/2) 2**shift
+    for k in (-3, -1, 0, 1, 2, 5):
+        vecs.append(dict(acc=(2 * k + 1) << 9, mult=1 << 20, shift=30, zo=10, lo=0))
+    rounding = nm.HALF_UP if half_up else nm.HALF_EVEN
+    got = eval_comb({"acc": signed(acc_bits), "mult": mult_bits, "shift": 7, "zo": 8, "lo": 8},
+                    lambda m, acc, mult, shift, zo, lo: arith.requant(
+                        m, acc * mult, shift, max_shift, zo, lo, half_up), vecs)
+    for v, g in zip(vecs, got):
+        lo = min(v["lo"], 255)
+        want = nm.requant_hw(v["acc"], v["mult"], v["shift"], v["zo"], lo, rounding)
+        assert g == want, (v, g, want)
+
+
+@pytest.mark.parametrize("gate_bits, rounding", [(8, "half_even"), (8, "half_up"),
+                                                 (5, "half_even")])
+def test_scale_matches_numerics(gate_bits, rounding):
+    rng = np.random.default_rng(gate_bits)
+    for _ in range(3):
+        zx, zo = int(rng.integers(0, 256)), int(rng.integers(0, 256))
+        mult, shift = nm.quantize_multiplier(float(rng.uniform(0.001, 2.0)) / 256, 24)
+        p = types.SimpleNamespace(
+            zx=zx, zo=zo, mul_mult=mult, rounding=lambda which: MODES[rounding],
+            mul_shift=(shift - (8 - gate_bits), 0) if shift >= 8 - gate_bits
+            else (0, 8 - gate_bits - shift))
+        vecs = [dict(x=int(rng.integers(0, 256)), g=int(rng.integers(0, 1 << gate_bits)))
+                for _ in range(200)]
+        vecs += [dict(x=x, g=g) for x in (0, zx, 255) for g in (0, (1 << gate_bits) - 1)]
+        got = eval_comb({"x": 8, "g": gate_bits},
+                        lambda m, x, g: arith.scale(m, x, g, p), vecs)
+        for v, g in zip(vecs, got):
+            want = nm.mul_hw(v["x"], zx, v["g"] << (8 - gate_bits), 0, mult, shift, zo,
+                             MODES[rounding])
+            assert g == want, (v, g, want)
+
+
+def test_round_significant_and_shift_edges():
+    """Carries into a new leading bit, exact powers of two, the most negative value."""
+    width = 40
+    values = [0, 1, -1, (1 << 24) - 1, 1 << 24, (1 << 25) - 1, (1 << 25) + 1, (1 << 25) + 3,
+              -(1 << 39), (1 << 39) - 1, -((1 << 26) + 2), 0x123456789, -0x123456789]
+    got = eval_comb({"v": signed(width)}, lambda m, v: arith.round_significant(m, v, 24),
+                    [dict(v=v) for v in values])
+    for v, g in zip(values, got):
+        mm, e = nm.round_significant(v, 0, 24)
+        assert g == int(mm) * 2 ** int(e), (v, g)
+    shifts = [(v, s) for v in (-5, 5, -6, 6, 7, -7, -(1 << 39)) for s in (0, 1, 2, 3, 39, 45)]
+    for half_up in (False, True):
+        got = eval_comb({"v": signed(width), "s": unsigned(6)},
+                        lambda m, v, s: arith.round_shift(m, v, s, half_up, 63),
+                        [dict(v=v, s=s) for v, s in shifts])
+        for (v, s), g in zip(shifts, got):
+            assert g == nm.round_shift_mul(v, 1, 0, s, nm.HALF_UP if half_up else nm.HALF_EVEN)

