@@ -11,13 +11,14 @@ same codes with loops a compiler turns into SIMD code:
     as int32 dot products over contiguous weight rows (exact: |sum| <= C * 255 * 128 < 2**31
     for C < 65536), each neuron then requantized by the profile's own requantizer.
   - tile broadcaster: per strip, the gate of every (column, channel) is spread into one
-    contiguous row; each element is then a few multiplies and one rounding. hw: in integers
-    where the multiplier allows (_broadcast_hw_i32, exact by construction), else:
-      hw:    q = round(u * g * M / 2**s) + zo is computed in float64 as
-             rint(x * k - zx * k) + zo with k = g * M * 2**-s. Every term is an integer
-             multiple of 2**-s below 2**(53 - s), so the float64 arithmetic is exact and rint
-             rounds half-even exactly as the integer requantizer (half-up: floor(v + 1/2)).
-             Exact while s <= 44 (checked; otherwise the caller uses the per-element kernel).
+    contiguous int32 row; each element is then:
+      hw:    q = round(u * g * M / 2**s) + zo, u = x - zx, computed as
+             rint(f64(u * g) * m) + zo with m = M * 2**-s. u * g is an integer below 2**16
+             and M has at most 31 bits, so the product (at most 48 significant bits) is exact
+             in float64 and rint rounds it half-even exactly as the integer requantizer
+             (half-up: floor(v + 1/2), exact while v + 1/2 is, i.e. s <= 44; checked, else
+             the caller uses the per-element kernel). The zero point is added after the
+             rounding: rounding (v + zo) would send ties the other way when zo is odd.
       torch: quantized mul's own float32 steps: f32(f32(u * g) * mult), rint, + zo.
 Serial only. Not used for the hw profile with saturating accumulators, whose result depends on the order
 of the additions (the per-element kernel models that order).
@@ -67,62 +68,21 @@ def _spread_gates(gate, w, tw, row):
             row[col * c + ch] = gate[j, ch]
 
 
-# Safe float flags: every value is finite and exact (module docstring); contracting
-# x * k + b into one fused multiply-add is exact as well.
-_FLOAT_FLAGS = {"nnan", "ninf", "nsz", "contract"}
-
-
-@njit(cache=True, fastmath=_FLOAT_FLAGS)
-def _broadcast_hw(x, b, i, th, tw, gate, k_of_gate, bias_of_gate, zo, half_up, wk, wb, out):
-    """Tile broadcaster, hw profile, strip i of frame b (see the module docstring)."""
-    n, h, w, c = x.shape
-    xf = x.reshape(n, h, w * c)
-    of = out.reshape(n, h, w * c)
-    for col in range(w):
-        j = col // tw
-        for ch in range(c):
-            g = gate[j, ch]
-            wk[col * c + ch] = k_of_gate[g]
-            wb[col * c + ch] = bias_of_gate[g]
-    for r in range(i * th, min(h, (i + 1) * th)):
-        row = xf[b, r]
-        orow = of[b, r]
-        for k in range(w * c):
-            v = np.float64(row[k]) * wk[k] + wb[k]
-            q = (np.floor(v + 0.5) if half_up else np.rint(v)) + zo
-            orow[k] = np.uint8(np.int32(min(max(q, 0.0), 255.0)))
-
-
-@njit(cache=True)
-def _broadcast_hw_i32(x, b, i, th, tw, gate, zx, zo, mh, ml, t1, half_up, wg, out):
-    """Tile broadcaster, hw profile, in integers with a 4-byte gate row (the float64 path
-    streams two 8-byte rows per element): with
-    p = (x - zx) * g (|p| < 2**16) and M = mh * 2**14 + ml,
-      p * M = (p * mh + (p * ml >> 14)) * 2**14 + (p * ml mod 2**14),
-    and A2 = 2 * (p * mh + (p * ml >> 14)) + sticky, sticky = (p * ml mod 2**14) != 0, holds
-    every bit that decides the rounding of p * M / 2**s: rounding A2 by t1 = s - 13 bits gives
-    round(p * M / 2**s) exactly (a dropped remainder can never sit on the half-way point).
-    Every intermediate fits 32 bits; numba computes them in 64.
-    Needs M < 2**28 and s >= 15, so that the half-way bit lies above the 14 dropped bits
-    (run_frames checks; otherwise the float64 broadcaster is used)."""
+@njit(cache=True, fastmath={"nnan", "ninf", "nsz"})   # values are finite: plain min/max
+def _broadcast_hw(x, b, i, th, tw, gate, zx, zo, m, half_up, wg, out):
+    """Tile broadcaster, hw profile, strip i of frame b: q = round(u * g * M / 2**s) + zo as
+    rint(f64(u * g) * m) + zo with m = M * 2**-s (module docstring: exact)."""
     n, h, w, c = x.shape
     xf = x.reshape(n, h, w * c)
     of = out.reshape(n, h, w * c)
     _spread_gates(gate, w, tw, wg)
-    half = np.int32(1 << (t1 - 1))
     for r in range(i * th, min(h, (i + 1) * th)):
         row = xf[b, r]
         orow = of[b, r]
         for k in range(w * c):
-            p = (np.int32(row[k]) - zx) * wg[k]
-            lo = p * ml
-            a2 = ((p * mh + (lo >> 14)) << 1) + (((lo & 0x3FFF) + 0x3FFF) >> 14)
-            if half_up:
-                q = (a2 + half) >> t1
-            else:
-                q = (a2 + half - 1 + ((a2 >> t1) & 1)) >> t1
-            q += zo
-            orow[k] = np.uint8(min(max(q, 0), 255))
+            v = np.float64((np.int32(row[k]) - zx) * wg[k]) * m
+            q = (np.floor(v + 0.5) if half_up else np.rint(v)) + zo
+            orow[k] = np.uint8(np.int32(min(max(q, 0.0), 255.0)))
 
 
 @njit(cache=True, fastmath={"nnan", "ninf", "nsz"})
@@ -190,22 +150,17 @@ def _excite_tile(sums, kind, T, profile, w1, w2, acc1, acc2, pooled, hidden, exc
 
 
 @njit(cache=True)
-def _frames(x, th, tw, T, profile, w1, w2, k_of_gate, bias_of_gate, half_up, use_i32, sums,
-            pooled, hidden, excite, gate, out):
+def _frames(x, th, tw, T, profile, w1, w2, m, half_up, sums, pooled, hidden, excite, gate,
+            out):
     n, h, w, c = x.shape
     ty, tx = sums.shape[1], sums.shape[2]
     acc = np.zeros(w * c, np.int32)
-    wk = np.zeros(w * c, np.float64)
-    wb = np.zeros(w * c, np.float64)
     wg = np.zeros(w * c, np.int32)
     acc1 = np.zeros(w1.shape[0], np.int32)
     acc2 = np.zeros(w2.shape[0], np.int32)
     zx = np.int32(T.zx)
     zo = np.float32(T.zo)
     mult = np.float32(T.t_mm)
-    mh = np.int32(T.h_mm >> 14)
-    ml = np.int32(T.h_mm & 0x3FFF)
-    t1 = np.int32(max(T.h_ms - 13, 1))
     bottom_short = h % th != 0
     right_short = w % tw != 0
     for b in range(n):
@@ -216,20 +171,17 @@ def _frames(x, th, tw, T, profile, w1, w2, k_of_gate, bias_of_gate, half_up, use
                         + (1 if (j == tx - 1 and right_short) else 0))
                 _excite_tile(sums[b, i, j], kind, T, profile, w1, w2, acc1, acc2,
                              pooled[b, i, j], hidden[b, i, j], excite[b, i, j], gate[b, i, j])
-            if profile == nm.HW and use_i32:
-                _broadcast_hw_i32(x, b, i, th, tw, gate[b, i], zx, np.int32(T.zo), mh, ml, t1,
-                                  half_up, wg, out)
-            elif profile == nm.HW:
-                _broadcast_hw(x, b, i, th, tw, gate[b, i], k_of_gate, bias_of_gate,
-                              np.float64(T.zo), half_up, wk, wb, out)
+            if profile == nm.HW:
+                _broadcast_hw(x, b, i, th, tw, gate[b, i], zx, np.float64(T.zo), m, half_up,
+                              wg, out)
             else:
                 _broadcast_torch(x, b, i, th, tw, gate[b, i], zx, zo, mult, wg, out)
 
 
 def _flush():
     from .kernels import _flush_stale_cache
-    _flush_stale_cache([_frames, _strip_sums, _spread_gates, _broadcast_hw, _broadcast_hw_i32,
-                        _broadcast_torch, _excite_tile, _dot_rows], "fastpath")
+    _flush_stale_cache([_frames, _strip_sums, _spread_gates, _broadcast_hw, _broadcast_torch,
+                        _excite_tile, _dot_rows], "fastpath")
 
 
 _flush()
@@ -245,13 +197,8 @@ def applicable(ip, profile: str) -> bool:
 def run_frames(x, th, tw, ip, profile_code, sums, pooled, hidden, excite, gate, out):
     """Fill every stage array for frames x (shapes as in ref_model.kernels.run)."""
     if not ip._fast:
-        zx = ip.zero_points["input"]
-        k = np.arange(256, dtype=np.float64) * float(ip.hw_mul_mult[0]) \
-            * 2.0 ** -int(ip.hw_mul_shift[0])
-        # zo is added after rounding: with an odd zo, rounding (v + zo) half-even would
-        # pick the other neighbour of a tie.
-        ip._fast.append((ip.w1.astype(np.int32), ip.w2.astype(np.int32), k, -zx * k))
-    w1, w2, k, bias = ip._fast[0]
-    use_i32 = int(ip.hw_mul_mult[0]) < 1 << 28 and int(ip.hw_mul_shift[0]) >= 15
-    _frames(x, th, tw, ip.tables(), profile_code, w1, w2, k, bias,
-            ip.hw.mul_rounding == "half_up", use_i32, sums, pooled, hidden, excite, gate, out)
+        m = float(ip.hw_mul_mult[0]) * 2.0 ** -int(ip.hw_mul_shift[0])
+        ip._fast.append((ip.w1.astype(np.int32), ip.w2.astype(np.int32), m))
+    w1, w2, m = ip._fast[0]
+    _frames(x, th, tw, ip.tables(), profile_code, w1, w2, m, ip.hw.mul_rounding == "half_up",
+            sums, pooled, hidden, excite, gate, out)

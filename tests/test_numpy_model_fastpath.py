@@ -80,24 +80,23 @@ def test_tie_with_an_odd_output_zero_point():
 
 @pytest.mark.parametrize("mult, shift, half_up", [(11863283, 31, False), (11863283, 31, True),
                                                    (127, 15, False), (127, 15, True),
-                                                   ((1 << 28) - 1, 44, False)])
-def test_int32_broadcaster_rounds_every_product_exactly(mult, shift, half_up):
-    """Every input code against every gate: the int32 lane trick equals the exact rational
+                                                   (3, 9, False), ((1 << 31) - 1, 44, True)])
+def test_float64_broadcaster_rounds_every_product_exactly(mult, shift, half_up):
+    """Every input code against every gate: the float64 broadcaster equals the exact rational
     rounding of (x - zx) * g * M / 2**s (Python integers), then + zo and the clamp."""
     from ref_model import fastpath
 
     zx, zo = 7, 3
     x = np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1)
-    gates = np.arange(256, dtype=np.int64)
     out = np.empty_like(x)
     wg = np.zeros(256, np.int32)
     u = np.arange(256, dtype=object) - zx
-    for g in gates:
+    m = mult * 2.0 ** -shift
+    for g in range(256):
         gate = np.full((256, 1), g, np.uint8)
-        fastpath._broadcast_hw_i32(x, 0, 0, 1, 1, gate, np.int32(zx), np.int32(zo),
-                                   np.int32(mult >> 14), np.int32(mult & 0x3FFF),
-                                   np.int32(shift - 13), half_up, wg, out)
-        v = u * int(g) * mult
+        fastpath._broadcast_hw(x, 0, 0, 1, 1, gate, np.int32(zx), float(zo), m, half_up, wg,
+                               out)
+        v = u * g * mult
         q = v >> shift
         rem = v - (q << shift)
         half = 1 << (shift - 1)
