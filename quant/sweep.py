@@ -585,15 +585,16 @@ def hardware_cost(cfg: TSEConfig) -> dict:
     return out
 
 
-def rtl_cost(cfg: TSEConfig) -> dict | None:
-    """The hook for an RTL resource estimate: rtl.resources.yosys_cells(cfg) -> int (Yosys
-    cells of the unit synthesized for cfg), when rtl/ provides it; None otherwise."""
+def rtl_cost(cfg: TSEConfig, params) -> dict | None:
+    """Yosys cells of the unit's RTL synthesized for cfg (rtl.resources.yosys_cells, iCE40),
+    when rtl/ and Yosys are available; None otherwise."""
+    from ref_model import numerics
     try:
-        from rtl import resources            # noqa: PLC0415 (optional, written elsewhere)
-        fn = resources.yosys_cells
-    except (ImportError, AttributeError):
+        from rtl import resources            # optional: the RTL and a Yosys install
+    except ImportError:
         return None
-    return {"yosys_cells": int(fn(cfg))}
+    cells = resources.yosys_cells(cfg, numerics.derive(params, cfg))
+    return None if cells is None else {"yosys_cells": cells}
 
 
 # =====================================================================================
@@ -829,13 +830,13 @@ def run_sweep(cfg: TSEConfig, grid: Grid | None, out_dir, *, frames: int | None 
     table = [rows[p.id] for p in points]
     notes = []
     if yosys:
-        notes += _add_yosys(cfg, table, yosys)
+        notes += _add_yosys(cfg, ctx.params, table, yosys)
     resumed = sum(p.id in previous for p in points)
     return write_outputs(cfg, grid, frames, ctx.baseline, table, out_dir, plots=plots,
                          resumed=resumed, notes=notes, safe=safe_widths(cfg, ctx.params))
 
 
-def _add_yosys(cfg, table, wanted) -> list:
+def _add_yosys(cfg, params, table, wanted) -> list:
     """Yosys cells for the points the user named (labels or ids), where rtl/ can say."""
     names = set(wanted)
     chosen = [r for r in table if r["label"] in names or r["id"] in names]
@@ -846,10 +847,10 @@ def _add_yosys(cfg, table, wanted) -> list:
     notes = []
     for r in chosen:
         hw = HwProfile(**{k: r[k] for k in HW_FIELDS})
-        res = rtl_cost(cfg.replace(hw=hw))
+        res = rtl_cost(cfg.replace(hw=hw), params)
         if res is None:
-            return ["yosys: rtl/ has no resource estimate yet (rtl.resources.yosys_cells); "
-                    "storage bits and multiplier widths only"]
+            return ["yosys: no RTL synthesis available (rtl/ or yosys missing); storage bits "
+                    "and multiplier widths only"]
         r.update(res)
     return notes
 

@@ -176,6 +176,13 @@ def synthesize(cfg, p: RtlParams, family: str, verilog_path=None, timeout: float
             "cell_types": cells}
 
 
+def yosys_cells(cfg, ip, family: str = "ice40") -> int | None:
+    """Total cells of a technology synthesis of the unit for (cfg, ip): the hardware cost the
+    width sweep reports for the points a user names. None when Yosys is not available."""
+    r = synthesize(cfg, rtl_params(cfg, ip), family)
+    return None if "skipped" in r else int(sum(r["cells"].values()))
+
+
 def parse_stat(text: str) -> dict:
     """Cell counts of the top module from Yosys's `stat` output."""
     cells, inside = {}, False

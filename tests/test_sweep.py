@@ -236,7 +236,22 @@ def test_hardware_cost_never_grows_as_a_width_narrows():
         assert cost[sweep.COST_KEY] < base[sweep.COST_KEY], name
         assert cost["fixed_storage_bits"] == base["fixed_storage_bits"]
     assert base["sigmoid_rom_bits"] == 256 * 8 and base["mean_multiplier"] == "32x27"
-    assert sweep.rtl_cost(DEFAULT) is None or "yosys_cells" in sweep.rtl_cost(DEFAULT)
+
+
+def test_yosys_cells_of_a_point_come_from_synthesizing_the_rtl():
+    """setup.sh installs Yosys: a small unit synthesizes for iCE40 into a positive number of
+    cells, and a narrower gate gives a different (smaller) netlist."""
+    import shutil
+    from quant import reference
+    from ref_model.config import TSEConfig
+
+    assert shutil.which("yosys"), "yosys is installed by setup.sh"
+    cfg = TSEConfig(channels=4, height=3, width=4, tile="2xW", reduction=2, lanes=4,
+                    excite_multipliers=2)
+    params = reference.build(cfg).params
+    wide = sweep.rtl_cost(cfg, params)["yosys_cells"]
+    narrow = sweep.rtl_cost(cfg.replace(hw=cfg.hw.replace(gate_bits=2)), params)["yosys_cells"]
+    assert wide > 0 and narrow > 0 and narrow < wide
 
 
 def test_pareto_front():
