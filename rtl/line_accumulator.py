@@ -26,7 +26,7 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import arith
-from .params import RtlParams, beat_layout, field, sums_layout
+from .params import RtlParams, advance_raster, beat_layout, field, sums_layout
 
 
 class Mode(enum.Enum, shape=2):
@@ -147,24 +147,7 @@ class LineAccumulator(wiring.Component):
                          st_complete.eq(at_complete), st_strip_end.eq(at_strip_end),
                          st_tile.eq(tile), st_grp.eq(grp), st_kind.eq(at_kind),
                          st_strip.eq(strip)]
-            self._advance(m, grp, col, tcol, tile, row, rin, strip)
+            advance_raster(m, self.p, grp, col, tcol, tile, row, rin, strip)
         with m.Elif(fire):
             m.d.sync += st_valid.eq(0)
         return m
-
-    def _advance(self, m, grp, col, tcol, tile, row, rin, strip):
-        """Next position: channel group, then column (and tile column), then row (and
-        strip), then frame."""
-        p = self.p
-        m.d.sync += grp.eq(grp + 1)
-        with m.If(grp == p.G - 1):
-            m.d.sync += [grp.eq(0), col.eq(col + 1), tcol.eq(tcol + 1)]
-            with m.If(tcol == p.tw - 1):
-                m.d.sync += [tcol.eq(0), tile.eq(tile + 1)]
-            with m.If(col == p.W - 1):
-                m.d.sync += [col.eq(0), tcol.eq(0), tile.eq(0), row.eq(row + 1),
-                             rin.eq(rin + 1)]
-                with m.If(rin == p.th - 1):
-                    m.d.sync += [rin.eq(0), strip.eq(strip + 1)]
-                with m.If(row == p.H - 1):
-                    m.d.sync += [row.eq(0), rin.eq(0), strip.eq(0)]

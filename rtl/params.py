@@ -285,3 +285,25 @@ def sums_layout(p: RtlParams):
         "tile": field(p.tx), "group": field(p.G), "kind": 2, "strip": field(p.ty),
         "strip_end": 1,
     })
+
+
+def advance_raster(m, p: RtlParams, grp, col, tcol, tile, row, rin, strip=None) -> None:
+    """Step a stream position to the next beat (synchronous): channel group, then column (and
+    tile column), then row (and row in strip, and strip), then the next frame. The line
+    accumulator and the tile broadcaster keep one such position each, as the model's
+    processes do."""
+    m.d.sync += grp.eq(grp + 1)
+    with m.If(grp == p.G - 1):
+        m.d.sync += [grp.eq(0), col.eq(col + 1), tcol.eq(tcol + 1)]
+        with m.If(tcol == p.tw - 1):
+            m.d.sync += [tcol.eq(0), tile.eq(tile + 1)]
+        with m.If(col == p.W - 1):
+            m.d.sync += [col.eq(0), tcol.eq(0), tile.eq(0), row.eq(row + 1), rin.eq(rin + 1)]
+            with m.If(rin == p.th - 1):
+                m.d.sync += rin.eq(0)
+                if strip is not None:
+                    m.d.sync += strip.eq(strip + 1)
+            with m.If(row == p.H - 1):
+                m.d.sync += [row.eq(0), rin.eq(0)]
+                if strip is not None:
+                    m.d.sync += strip.eq(0)

@@ -16,7 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import arith
-from .params import RtlParams, beat_layout, field
+from .params import RtlParams, advance_raster, beat_layout, field
 
 
 class TileBroadcaster(wiring.Component):
@@ -60,19 +60,7 @@ class TileBroadcaster(wiring.Component):
                       for i in range(p.P)])
         with m.If(pop):
             m.d.sync += [o_valid.eq(1), o_data.eq(lanes), o_last.eq(frame_last)]
-            # advance: channel group, column (tile column), row (strip), frame
-            m.d.sync += grp.eq(grp + 1)
-            with m.If(grp == p.G - 1):
-                m.d.sync += [grp.eq(0), col.eq(col + 1), tcol.eq(tcol + 1)]
-                with m.If(tcol == p.tw - 1):
-                    m.d.sync += [tcol.eq(0), tile.eq(tile + 1)]
-                with m.If(col == p.W - 1):
-                    m.d.sync += [col.eq(0), tcol.eq(0), tile.eq(0), row.eq(row + 1),
-                                 rin.eq(rin + 1)]
-                    with m.If(rin == p.th - 1):
-                        m.d.sync += rin.eq(0)
-                    with m.If(row == p.H - 1):
-                        m.d.sync += [row.eq(0), rin.eq(0)]
+            advance_raster(m, p, grp, col, tcol, tile, row, rin)
             with m.If(strip_end):
                 m.d.sync += bank.eq(Mux(bank == 2, 0, bank + 1))
         with m.Elif(self.o_beat.ready):
