@@ -89,10 +89,11 @@ def impl_fn(impl: str, cfg, ref, x_nhwc, parallel: bool = False):
     from ref_model import kernels, numerics, numpy_model
 
     ip = numerics.derive(ref.params, cfg)
-    if impl == "numba_hw":
-        return lambda: kernels.run(cfg, ip, x_nhwc, "hw", parallel=parallel)
-    if impl == "numba_torch":
-        return lambda: kernels.run(cfg, ip, x_nhwc, "torch", parallel=parallel)
+    if impl in ("numba_hw", "numba_torch"):
+        # Derived, checked and compiled once, as for a stream of frames; each call still
+        # checks its input and allocates every stage array.
+        kernel = kernels.Kernel(cfg, ip, impl.removeprefix("numba_"), parallel=parallel)
+        return lambda: kernel(x_nhwc)
     if impl == "numpy":
         return lambda: numpy_model.run(cfg, ip, x_nhwc)
     raise ValueError(f"unknown impl {impl!r}")

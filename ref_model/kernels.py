@@ -76,52 +76,83 @@ def _flush_stale_cache(dispatchers, name: str = "kernels") -> None:
         pass
 
 
-def run(cfg: TSEConfig, params, x, profile: str | None = None, *,
-        parallel: bool = False, fast: bool = True) -> dict:
-    """Every stage of the block on frames x (uint8 [N, H, W, C], channels last).
+class Kernel:
+    """Every stage of the block for one configuration, parameter set and profile.
+
+        kernel = Kernel(cfg, params, "hw")      # derive, check and compile once
+        out = kernel(x)                         # then only the frames: as run() returns
 
     params: QuantParams (derived here) or IntParams (numerics.derive(params, cfg)).
-    profile: "torch" or "hw" (default cfg.profile). Returns a dict of stage arrays
-    (numerics.STAGES) plus "saturated": per-stage counts of accumulators that saturated
-    (hw with hw.saturate; zeros otherwise). Bad input raises InputError.
-    fast (default): ref_model.fastpath's vectorized kernels where they apply (bit-identical,
-    tests/test_numpy_model_fastpath.py); fast=False or a saturating hw profile: the
-    per-element kernels here, which read as the spec. parallel: numba threads over strips,
-    tiles and rows of the per-element kernels."""
-    profile = cfg.profile if profile is None else profile
-    code = nm.profile_code(profile)
-    ip = nm.int_params_for(cfg, params)
-    x = nm.check_frames(cfg, x)
-    n = x.shape[0]
-    ty, tx, c, hid = cfg.tiles_y, cfg.tiles_x, cfg.channels, cfg.hidden
-    if fast and not parallel:
-        from . import fastpath
-        fast = fastpath.applicable(ip, profile)
-    else:
-        fast = False
-    # The fast path writes every element of every stage, so its arrays need no clearing.
-    alloc = np.empty if fast else np.zeros
-    sums = alloc((n, ty, tx, c), np.int64)
-    pooled = alloc((n, ty, tx, c), np.uint8)
-    hidden = alloc((n, ty, tx, hid), np.uint8)
-    excite = alloc((n, ty, tx, c), np.uint8)
-    gate = alloc((n, ty, tx, c), np.uint8)
-    out = alloc(x.shape, np.uint8)
-    stages = {"tile_sums": sums, "pooled": pooled, "hidden": hidden, "excite": excite,
-              "gate": gate, "output": out}
-    if fast:
-        fastpath.run_frames(x, cfg.tile_rows, cfg.tile_cols, ip, code, sums, pooled, hidden,
-                            excite, gate, out)
-        return {**stages, "saturated": {"tile_sums": 0, "hidden": 0, "excite": 0}}
-    sum_sat = np.zeros((n, ty, tx, c), np.uint8)
-    sat1 = np.zeros(n * ty * tx, np.int64)
-    sat2 = np.zeros(n * ty * tx, np.int64)
-    fn = _parallel if parallel else _serial
-    fn(x, cfg.tile_rows, cfg.tile_cols, ip.tables(), code, sums, sum_sat, pooled, hidden,
-       excite, gate, out, sat1, sat2, cfg.height % cfg.tile_rows != 0,
-       cfg.width % cfg.tile_cols != 0)
-    return {**stages, "saturated": {"tile_sums": int(sum_sat.sum()), "hidden": int(sat1.sum()),
-                                    "excite": int(sat2.sum())}}
+    profile: "torch" or "hw" (default cfg.profile). fast (default): ref_model.fastpath's
+    vectorized kernels where they apply (bit-identical, tests/test_numpy_model_fastpath.py);
+    fast=False or a saturating hw profile: the per-element kernels here, which read as the
+    spec. parallel: numba threads over strips, tiles and rows of the per-element kernels."""
+
+    def __init__(self, cfg: TSEConfig, params, profile: str | None = None, *,
+                 parallel: bool = False, fast: bool = True):
+        self.cfg = cfg
+        self.profile = cfg.profile if profile is None else profile
+        self._code = nm.profile_code(self.profile)
+        self.params = nm.int_params_for(cfg, params)
+        self.parallel = parallel
+        self._fast = None
+        if fast and not parallel:
+            from . import fastpath
+            if fastpath.applicable(self.params, self.profile):
+                self._fast = fastpath.Frames(cfg, self.params, self._code)
+        cfg = self.cfg
+        self._frame_shape = (cfg.height, cfg.width, cfg.channels)
+        self._tile_shape = (cfg.tiles_y, cfg.tiles_x)
+
+    def __call__(self, x) -> dict:
+        """Every stage on frames x (uint8 [N, H, W, C], channels last): a dict of stage
+        arrays (numerics.STAGES) plus "saturated": per-stage counts of accumulators that
+        saturated (hw with hw.saturate; zeros otherwise). Bad input raises InputError."""
+        if not (type(x) is np.ndarray and x.dtype == np.uint8 and x.ndim == 4
+                and x.shape[1:] == self._frame_shape and x.shape[0] > 0
+                and x.flags.c_contiguous):
+            x = nm.check_frames(self.cfg, x)       # converts, or names what is wrong
+        n = x.shape[0]
+        ty, tx = self._tile_shape
+        c, hid = self.params.channels, self.params.hidden
+        # The fast path writes every element of every stage, so its arrays need no clearing.
+        alloc = np.empty if self._fast else np.zeros
+        sums = alloc((n, ty, tx, c), np.int64)
+        pooled = alloc((n, ty, tx, c), np.uint8)
+        hidden = alloc((n, ty, tx, hid), np.uint8)
+        excite = alloc((n, ty, tx, c), np.uint8)
+        gate = alloc((n, ty, tx, c), np.uint8)
+        out = alloc(x.shape, np.uint8)
+        stages = {"tile_sums": sums, "pooled": pooled, "hidden": hidden, "excite": excite,
+                  "gate": gate, "output": out}
+        if self._fast:
+            self._fast(x, sums, pooled, hidden, excite, gate, out)
+            return {**stages, "saturated": {"tile_sums": 0, "hidden": 0, "excite": 0}}
+        cfg = self.cfg
+        sum_sat = np.zeros((n, ty, tx, c), np.uint8)
+        sat1 = np.zeros(n * ty * tx, np.int64)
+        sat2 = np.zeros(n * ty * tx, np.int64)
+        fn = _parallel if self.parallel else _serial
+        fn(x, cfg.tile_rows, cfg.tile_cols, self.params.tables(), self._code, sums, sum_sat,
+           pooled, hidden, excite, gate, out, sat1, sat2, cfg.height % cfg.tile_rows != 0,
+           cfg.width % cfg.tile_cols != 0)
+        return {**stages, "saturated": {"tile_sums": int(sum_sat.sum()),
+                                        "hidden": int(sat1.sum()), "excite": int(sat2.sum())}}
+
+
+def run(cfg: TSEConfig, params, x, profile: str | None = None, *,
+        parallel: bool = False, fast: bool = True) -> dict:
+    """Every stage of the block on frames x (uint8 [N, H, W, C], channels last): Kernel's
+    result (see there for the arguments). With IntParams, the Kernel is kept with them, so
+    calling run() frame after frame derives and compiles nothing again."""
+    if not isinstance(params, IntParams):
+        return Kernel(cfg, params, profile, parallel=parallel, fast=fast)(x)
+    key = (cfg, cfg.profile if profile is None else profile, parallel, fast)
+    kernel = params._kernels.get(key)
+    if kernel is None:
+        kernel = params._kernels[key] = Kernel(cfg, params, profile, parallel=parallel,
+                                               fast=fast)
+    return kernel(x)
 
 
 def nchw(a: np.ndarray) -> np.ndarray:

@@ -510,7 +510,7 @@ class IntParams:
     hw_mul_mult: np.ndarray        # int64 [1]
     hw_mul_shift: np.ndarray       # int64 [1]
     _tables: list = field(default_factory=list, repr=False, compare=False)
-    _fast: list = field(default_factory=list, repr=False, compare=False)   # fastpath's cache
+    _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # kernels.run's
 
     @property
     def channels(self) -> int:

@@ -78,28 +78,80 @@ def test_tie_with_an_odd_output_zero_point():
     assert numpy_model.run(cfg, ip, x)["output"].ravel()[3] == 155
 
 
+def _exact_products(x, zx, zo, g, mult, shift, half_up):
+    """The exact rational rounding of (x - zx) * g * M / 2**s (Python integers), + zo, clamp."""
+    v = (x.astype(object) - zx) * g * mult
+    q = v >> shift
+    rem = v - (q << shift)
+    half = 1 << (shift - 1)
+    up = (rem > half) | ((rem == half) & (half_up | (q % 2 == 1)))
+    return np.clip((q + up.astype(int) + zo).astype(np.int64), 0, 255)
+
+
 @pytest.mark.parametrize("mult, shift, half_up", [(11863283, 31, False), (11863283, 31, True),
                                                    (127, 15, False), (127, 15, True),
-                                                   (3, 9, False), ((1 << 31) - 1, 44, True)])
-def test_float64_broadcaster_rounds_every_product_exactly(mult, shift, half_up):
-    """Every input code against every gate: the float64 broadcaster equals the exact rational
-    rounding of (x - zx) * g * M / 2**s (Python integers), then + zo and the clamp."""
+                                                   (3, 9, False), ((1 << 31) - 1, 44, True),
+                                                   (1 << 23, 31, False), (96, 12, False),
+                                                   (16777215, 40, False)])
+def test_broadcaster_rounds_every_product_exactly(mult, shift, half_up):
+    """Every input code against every gate code, by every method the broadcaster may use
+    for these parameters (the int32 split where broadcast_plan allows it, float64 always):
+    equal to the exact rational rounding. (1 << 23, 31) and (96, 12) have ties for
+    half_even, which must send broadcast_plan to float64."""
     from ref_model import fastpath
 
     zx, zo = 7, 3
     x = np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1)
-    out = np.empty_like(x)
-    wg = np.zeros(256, np.int32)
-    u = np.arange(256, dtype=object) - zx
+    rounding = "half_up" if half_up else "half_even"
+    plan, split = fastpath.broadcast_plan(mult, shift, zo, rounding, np.arange(256))
+    plans = [(plan, split)]
+    if plan[0] == fastpath.SPLIT:
+        float_method = fastpath.HALF_UP if half_up else fastpath.MAGIC
+        plans.append((np.array([float_method, 0, 0, 0], np.int64), split))
+    ties = any(((u - zx) * g * mult) % (1 << shift) == 1 << (shift - 1)
+               for g in range(1, 256) for u in range(256))
+    if ties and not half_up:
+        assert plan[0] == fastpath.MAGIC, "a tie occurs: float64 must round it"
     m = mult * 2.0 ** -shift
-    for g in range(256):
-        gate = np.full((256, 1), g, np.uint8)
-        fastpath._broadcast_hw(x, 0, 0, 1, 1, gate, np.int32(zx), float(zo), m, half_up, wg,
-                               out)
-        v = u * g * mult
-        q = v >> shift
-        rem = v - (q << shift)
-        half = 1 << (shift - 1)
-        up = (rem > half) | ((rem == half) & (half_up | (q % 2 == 1)))
-        want = np.clip((q + up.astype(int) + zo).astype(np.int64), 0, 255)
-        assert np.array_equal(out.ravel(), want), g
+    scratch = [np.zeros(256, np.float64), np.zeros(256, np.int32), np.zeros(256, np.int32)]
+    for plan, split in plans:
+        for g in range(256):
+            out = np.empty_like(x)
+            gate = np.full((256, 1), g, np.uint8)
+            fastpath._broadcast_hw(x, 0, 0, 1, 1, gate, zx, zo, np.arange(256) * m, plan,
+                                   split, *scratch, out)
+            want = _exact_products(x.ravel(), zx, zo, g, mult, shift, half_up)
+            assert np.array_equal(out.ravel(), want), (int(plan[0]), g)
+
+
+
+def test_float64_requantizer_equals_the_exact_one_near_ties_and_far_out():
+    """The excite MAC's vectorized requantizer (float64, exact fallback near a tie) against
+    numerics.requant_hw on accumulators built to land on, next to, and far from ties, for
+    both roundings, and on values far beyond the 8-bit range."""
+    from ref_model import fastpath
+
+    rng = np.random.default_rng(5)
+    frac_bits, zo, lo = 4, 128, 0
+    for rounding in (numerics.HALF_UP, numerics.HALF_EVEN):
+        mult = rng.integers(1 << 20, 1 << 24, 64).astype(np.int64)
+        shift = rng.integers(20, 46, 64).astype(np.int64)
+        bias = rng.integers(-(1 << 30), 1 << 30, 64).astype(np.int64)
+        acc = rng.integers(-(1 << 31), (1 << 31) - 1, 64).astype(np.int32)
+        # exact ties: bias chosen so that (bias + acc << f) * M = (2k + 1) 2**(s-1)
+        for j in range(0, 64, 4):
+            mult[j], shift[j] = 3 << 20, 22 + frac_bits
+            target = (2 * int(rng.integers(-60, 60)) + 1) << (shift[j] - 1)
+            bias[j] = target // int(mult[j]) - (int(acc[j]) << frac_bits)
+            bias[j + 1] = bias[j] + 1          # one unit beside a tie, both ways
+            bias[j + 2] = bias[j] - 1
+            mult[j + 1:j + 3], shift[j + 1:j + 3] = mult[j], shift[j]
+        m = fastpath._multipliers(mult, shift)
+        out = np.zeros(64, np.uint8)
+        fastpath._requant_hw(acc, bias, frac_bits, mult, m, shift, zo, lo, rounding,
+                             np.zeros(64, np.bool_), out)
+        want = [numerics.requant_hw(int(b) + (int(a) << frac_bits), int(mu), int(s), zo, lo,
+                                    rounding)
+                for a, b, mu, s in zip(acc, bias, mult, shift)]
+        assert out.tolist() == want, rounding
+        assert len(set(want)) > 10             # not all clamped: the test can see rounding
