@@ -100,7 +100,6 @@ class Kernel:
             from . import fastpath
             if fastpath.applicable(self.params, self.profile):
                 self._fast = fastpath.Frames(cfg, self.params, self._code)
-        cfg = self.cfg
         self._frame_shape = (cfg.height, cfg.width, cfg.channels)
         self._tile_shape = (cfg.tiles_y, cfg.tiles_x)
 

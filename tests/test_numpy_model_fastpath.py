@@ -155,3 +155,23 @@ def test_float64_requantizer_equals_the_exact_one_near_ties_and_far_out():
                 for a, b, mu, s in zip(acc, bias, mult, shift)]
         assert out.tolist() == want, rounding
         assert len(set(want)) > 10             # not all clamped: the test can see rounding
+
+
+def test_a_kernel_reused_on_frames_of_every_kind():
+    """One Kernel, called on batches of different sizes, a read-only array and int64 codes,
+    gives what the per-element kernel gives; a bad frame is still rejected by name."""
+    from ref_model.errors import InputError
+
+    cfg = TSEConfig(channels=24, height=13, width=11, tile="5x4", reduction=4, lanes=8)
+    ip = numerics.derive(reference.build(cfg).params, cfg)
+    kernel = kernels.Kernel(cfg, ip, "hw")
+    x = frames(cfg)
+    readonly = x[:1].copy()
+    readonly.flags.writeable = False
+    for batch in (x, x[1:], readonly, x.astype(np.int64)):
+        want = kernels.run(cfg, ip, batch, "hw", fast=False)
+        got = kernel(batch)
+        for stage in numerics.STAGES:
+            assert np.array_equal(got[stage], want[stage]), stage
+    with pytest.raises(InputError, match="shape"):
+        kernel(x[:, :, :5])
