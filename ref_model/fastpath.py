@@ -29,7 +29,7 @@ numba widens integer arithmetic to 64 bits, which halves the SIMD lanes):
              the low 32 bits of the result's encoding are the rounded value (the magic
              number leaves 2**51 + q in the significand). u itself is made the same way:
              the encoding 2**52 + x minus (2**52 + zx). Needs |u * g * m| < 2**31 (checked).
-             HALF_UP: floor(v + 1/2), exact while v + 1/2 is, i.e. s <= 44 (checked).
+             FLOOR (half_up): floor(v + 1/2), exact while v + 1/2 is, i.e. s <= 44 (checked).
              The zero point is added after the rounding: rounding (v + zo) would send ties
              the other way when zo is odd.
       torch: quantized mul's own float32 steps: f32(f32(u * g) * mult), rint, + zo.
@@ -110,8 +110,9 @@ def _ashr32(typingctx, a, k):
     return types.int32(types.int32, types.int64), codegen
 
 
-SPLIT, MAGIC, HALF_UP = 0, 1, 2
-"""Broadcaster methods (hw profile), chosen once per parameter set by broadcast_plan."""
+SPLIT, MAGIC, FLOOR = 0, 1, 2
+"""Broadcaster methods (hw profile), chosen once per parameter set by broadcast_plan (not
+numerics' rounding codes: FLOOR is how half_up is computed in float64)."""
 
 
 @njit(cache=True)
@@ -138,7 +139,7 @@ def _broadcast_hw(x, b, i, th, tw, gate, zx, zo, gate_values, plan, split, gm, g
     SPLIT: G = g * M as gh * 2**k + gl (split[0, g], split[1, g]); both products with u fit
     int32, and q = (u gh + ((u gl) >> k) + 2**(s-1-k) + zo 2**(s-k)) >> (s - k), the exact
     floor((u G + 2**(s-1)) / 2**s) + zo: half_up, and half_even where no tie can occur.
-    MAGIC / HALF_UP: exact float64 steps; gate_values[g] = g * m; gm: one strip row of it.
+    MAGIC / FLOOR: exact float64 steps; gate_values[g] = g * m; gm: one strip row of it.
     ("contract" may fuse u * gm + c into one fma: the product is exact, so both round the
     same exact sum once.)"""
     n, h, w, c = x.shape
@@ -188,7 +189,7 @@ def broadcast_plan(mult: int, shift: int, zo: int, rounding: str, gates) -> tupl
     0 <= s - 1 - v2(g M) <= 7 sends the broadcaster to MAGIC (float64, ties to even).
     half_up always rounds by floor, so it never needs the tie test."""
     split = np.zeros((2, 256), np.int32)
-    fallback = (np.array([HALF_UP if rounding == "half_up" else MAGIC, 0, 0, 0], np.int64),
+    fallback = (np.array([FLOOR if rounding == "half_up" else MAGIC, 0, 0, 0], np.int64),
                 split)
     g_max = 255 * mult
     k = max(0, g_max.bit_length() - 23, shift - 30)

@@ -106,7 +106,7 @@ def test_broadcaster_rounds_every_product_exactly(mult, shift, half_up):
     plan, split = fastpath.broadcast_plan(mult, shift, zo, rounding, np.arange(256))
     plans = [(plan, split)]
     if plan[0] == fastpath.SPLIT:
-        float_method = fastpath.HALF_UP if half_up else fastpath.MAGIC
+        float_method = fastpath.FLOOR if half_up else fastpath.MAGIC
         plans.append((np.array([float_method, 0, 0, 0], np.int64), split))
     ties = any(((u - zx) * g * mult) % (1 << shift) == 1 << (shift - 1)
                for g in range(1, 256) for u in range(256))
