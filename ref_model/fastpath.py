@@ -2,37 +2,30 @@
 
 ref_model.kernels walks the frame element by element through the named stage functions of
 ref_model.numerics, which reads as the spec but does not vectorize. This module computes the
-same codes with loops a compiler turns into SIMD code (integers kept 32 bits wide by casts:
-numba widens integer arithmetic to 64 bits, which halves the SIMD lanes):
+same codes with loops a compiler turns into SIMD code (integers kept 32 bits wide or less by
+casts: numba widens integer arithmetic to 64 bits, which halves the SIMD lanes or worse):
 
-  - line accumulator: each strip's rows are added into one row of column sums (W*C long,
-    contiguous; uint16 while 255 * tile rows fits), then the columns of each tile are
-    folded into its C sums (int32 while a tile sum fits); the zero point is subtracted once
+  - line accumulator: each strip's rows are added, two at a time, into one row of column
+    sums (W*C long, contiguous; uint16 while 255 * tile rows fits); the columns of each
+    tile are then folded in blocks of whole pixels (about BLOCK elements, int32 while a tile
+    sum fits) and the block reduced to the tile's C sums; the zero point is subtracted once
     per tile (sum(x - zx) = sum(x) - n*zx).
   - excite MAC: per tile, the squeeze and sigmoid of ref_model.numerics; the two 1x1 convs
-    as dot products of int16 operands into int32 over contiguous weight rows (exact:
-    |sum| <= C * 255 * 128 < 2**31 for C < 65536); each neuron's requantization: the torch
-    profile's own function, the hw profile's in float64 with an exact fallback near ties
-    (_requant_hw).
-  - tile broadcaster: per strip, the gate of every (column, channel) is spread into one
-    contiguous row; each element is then:
-      hw:    q = round(u * g * M / 2**s) + zo, u = x - zx, by one of three exact methods
-             chosen per parameter set (broadcast_plan):
-             SPLIT (int32, the fastest): G = g * M split as G_hi * 2**k + G_lo, so that both
-             u * G_hi and u * G_lo fit int32, then one floor shift (_broadcast_hw's
-             docstring). It rounds ties up, so half_even uses it only where no tie can
-             occur for any gate code of the table.
-             Float64 otherwise: u * (g * M * 2**-s) has at most 8 + 8 + 31 significant bits
-             (< 53), so the product is exact and one rounding to an integer rounds the
-             exact value.
-             MAGIC, half_even: fma(u, g*m, 1.5 * 2**52) rounds at the units bit, ties to even, and
-             the low 32 bits of the result's encoding are the rounded value (the magic
-             number leaves 2**51 + q in the significand). u itself is made the same way:
-             the encoding 2**52 + x minus (2**52 + zx). Needs |u * g * m| < 2**31 (checked).
-             FLOOR (half_up): floor(v + 1/2), exact while v + 1/2 is, i.e. s <= 44 (checked).
-             The zero point is added after the rounding: rounding (v + zo) would send ties
-             the other way when zo is odd.
-      torch: quantized mul's own float32 steps: f32(f32(u * g) * mult), rint, + zo.
+    as dot products of int16 operands into int32 (exact: |sum| <= C * 255 * 128 < 2**31
+    for C < 65536), fc1 over the rows of w1, fc2 as a sum of the rows of w2 transposed,
+    scaled (both loops run C long); each neuron's requantization: the torch profile's own
+    function, the hw profile's in float64 with an exact fallback near ties (_requant_hw).
+  - tile broadcaster: output = table[gate, x], where table is the 256 x 256 table of
+    numerics.scale (the profile's own final multiply, clamp included) for every gate code
+    and input code. Computed, per parameter set, by one of two methods:
+      LINE:  q = clamp((x * a[g] + o[g]) >> t, 0, 255), one int32 product per element, when
+             every row of the table is such a clamped line with int32 arithmetic (fit_lines
+             finds a, o and t, and the result is exact on all 65,536 entries by construction;
+             tests check it). A line cannot follow half_even's ties (0.5 -> 0, 1.5 -> 2, ...),
+             so tables with ties get:
+      TABLE: a lookup, one gather per element: exact for anything, about 3x slower.
+    Per strip, each tile's per-gate coefficients are laid out for one block of whole pixels
+    (BLOCK elements at most), and each row of the tile is walked block by block.
 Serial only. Not used for the hw profile with saturating accumulators, whose result depends
 on the order of the additions (the per-element kernel models that order).
 """
@@ -44,61 +37,17 @@ from numba.extending import intrinsic
 
 from . import numerics as nm
 
-MAX_EXACT_SHIFT = 44
-"""Largest final-multiply shift for which the half_up float64 broadcaster is exact."""
-MAX_PRODUCT = 2.0 ** 31
-"""Largest |u * g * M / 2**s| (u, g at most 255) the rounding trick decodes (docstring)."""
+BLOCK = 4096
+"""Elements (whole pixels) per inner loop of the line accumulator's fold and the tile
+broadcaster: long enough for SIMD loops to run at speed, short enough that a tile's
+broadcaster coefficients stay in L1."""
 
-_TWO52 = 4503599627370496.0          # 2**52: the encoding 0x433 << 52 | x is 2**52 + x
-_TWO52_BITS = np.int64(0x4330000000000000)
-_ROUND = 6755399441055744.0          # 1.5 * 2**52: adding it rounds at the units bit
+LINE, TABLE = 0, 1
+"""Tile broadcaster methods (module docstring), chosen once per parameter set."""
 
-
-@intrinsic
-def _as_float64(typingctx, bits):
-    """The float64 whose encoding is the int64 `bits` (a bit cast, no conversion)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-    return types.float64(types.int64), codegen
-
-
-@intrinsic
-def _as_int64(typingctx, value):
-    """The int64 encoding of the float64 `value` (a bit cast, no conversion)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-    return types.int64(types.float64), codegen
-
-
-@njit(cache=True)
-def _strip_sums(x, b, i, th, tw, zx, acc, tot, sums):
-    """Line accumulator for strip i of frame b: sums[j, c] = sum over tile j of (x - zx).
-    acc: one strip row of column sums (uint16 when 255 * th fits, else wider); tot: C
-    tile sums (int32 when 255 * th * tw fits, else int64)."""
-    n, h, w, c = x.shape
-    xf = x.reshape(n, h, w * c)
-    r0 = i * th
-    r1 = min(h, r0 + th)
-    row = xf[b, r0]
-    for k in range(w * c):
-        acc[k] = row[k]
-    for r in range(r0 + 1, r1):
-        row = xf[b, r]
-        for k in range(w * c):
-            acc[k] += row[k]
-    for j in range(sums.shape[0]):
-        c0 = j * tw
-        c1 = min(w, c0 + tw)
-        first = acc[c0 * c:(c0 + 1) * c]
-        for ch in range(c):
-            tot[ch] = first[ch]
-        for col in range(c0 + 1, c1):
-            a = acc[col * c:(col + 1) * c]
-            for ch in range(c):
-                tot[ch] += a[ch]
-        offset = np.int64(r1 - r0) * (c1 - c0) * zx
-        for ch in range(c):
-            sums[j, ch] = np.int64(tot[ch]) - offset
+MAX_LINE_SHIFT = 23
+"""Largest shift t fit_lines tries: x * a stays inside int32 for slopes up to 1 output code per
+input code; steeper tables fit at a smaller t."""
 
 
 @intrinsic
@@ -110,126 +59,77 @@ def _ashr32(typingctx, a, k):
     return types.int32(types.int32, types.int64), codegen
 
 
-SPLIT, MAGIC, FLOOR = 0, 1, 2
-"""Broadcaster methods (hw profile), chosen once per parameter set by broadcast_plan (not
-numerics' rounding codes: FLOOR is how half_up is computed in float64)."""
+@njit(cache=True)
+def _pixels_per_block(c, tile_cols):
+    """Whole pixels per block: BLOCK elements, at least one pixel, at most the tile."""
+    return max(1, min(tile_cols, BLOCK // c))
+
+
+# ----------------------------------------------------------------------------------------
+# line accumulator
+# ----------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _fold_pixels(blk, k, c):
+    """blk[:c] = the sum of the k pixels blk[p * c:(p + 1) * c], by halving (long loops:
+    one loop per pixel would run only C long)."""
+    while k > 1:
+        half = k // 2
+        top = blk[(k - half) * c:k * c]
+        for e in range(half * c):
+            blk[e] += top[e]
+        k -= half
 
 
 @njit(cache=True)
-def _spread(gate, table, tw, w, row):
-    """row[col * C + ch] = table[gate[col // tw, ch]]: one strip's gates, pixel by pixel.
-    Looked up once per tile, then copied along the row from a separate array (copies
-    within one array could overlap, which keeps a compiler from vectorizing them)."""
-    tiles, c = gate.shape
-    per_tile = np.empty((tiles, c), row.dtype)
-    for j in range(tiles):
-        for ch in range(c):
-            per_tile[j, ch] = table[gate[j, ch]]
-    for col in range(w):
-        src = per_tile[col // tw]
-        dst = row[col * c:(col + 1) * c]     # a view indexed from 0: no wraparound checks
-        for ch in range(c):
-            dst[ch] = src[ch]
-
-
-@njit(cache=True, fastmath={"nnan", "ninf", "nsz", "contract"})
-def _broadcast_hw(x, b, i, th, tw, gate, zx, zo, gate_values, plan, split, gm, gh, gl, out):
-    """Tile broadcaster, hw profile, strip i of frame b: q = round(u * g * M / 2**s) + zo
-    (module docstring; plan = broadcast_plan(...): [method, k, s - k, constant]).
-    SPLIT: G = g * M as gh * 2**k + gl (split[0, g], split[1, g]); both products with u fit
-    int32, and q = (u gh + ((u gl) >> k) + 2**(s-1-k) + zo 2**(s-k)) >> (s - k), the exact
-    floor((u G + 2**(s-1)) / 2**s) + zo: half_up, and half_even where no tie can occur.
-    MAGIC / FLOOR: exact float64 steps; gate_values[g] = g * m; gm: one strip row of it.
-    ("contract" may fuse u * gm + c into one fma: the product is exact, so both round the
-    same exact sum once.)"""
+def _strip_sums(x, b, i, th, tw, zx, acc, blk, sums):
+    """Line accumulator for strip i of frame b: sums[j, c] = sum over tile j of (x - zx).
+    acc: one strip row of column sums (uint16 when 255 * th fits, else wider); blk: one
+    block of column sums, folded into the tile's C sums (int32 when 255 * th * tw fits,
+    else int64)."""
     n, h, w, c = x.shape
     xf = x.reshape(n, h, w * c)
-    of = out.reshape(n, h, w * c)
-    method = plan[0]
-    if method == SPLIT:
-        _spread(gate, split[0], tw, w, gh)
-        _spread(gate, split[1], tw, w, gl)
+    r0 = i * th
+    r1 = min(h, r0 + th)
+    r = r0 + 1
+    top = xf[b, r0]
+    if r1 - r0 >= 2:
+        nxt = xf[b, r0 + 1]
+        for e in range(w * c):
+            acc[e] = np.uint16(top[e]) + np.uint16(nxt[e])
+        r = r0 + 2
     else:
-        _spread(gate, gate_values, tw, w, gm)
-    z = np.int32(zx)
-    zo32 = np.int32(zo)
-    lo, hi = np.int32(0), np.int32(255)
-    k, sk, const = plan[1], plan[2], np.int32(plan[3])
-    zx_enc = _TWO52 + np.float64(zx)
-    for r in range(i * th, min(h, (i + 1) * th)):
-        row = xf[b, r]
-        orow = of[b, r]
-        if method == SPLIT:
-            for e in range(w * c):
-                u = np.int32(np.int32(row[e]) - z)
-                t = np.int32(np.int32(u * gh[e]) + _ashr32(np.int32(u * gl[e]), k))
-                q = _ashr32(np.int32(t + const), sk)
-                orow[e] = np.uint8(min(max(q, lo), hi))
-        elif method == MAGIC:
-            for e in range(w * c):
-                v = _as_float64(np.int64(row[e]) | _TWO52_BITS) - zx_enc   # exactly u
-                q = np.int32(np.int32(_as_int64(v * gm[e] + _ROUND)) + zo32)
-                orow[e] = np.uint8(min(max(q, lo), hi))
-        else:
-            for e in range(w * c):
-                v = np.float64(np.int32(np.int32(row[e]) - z)) * gm[e]
-                q = np.int32(np.int32(np.floor(v + 0.5)) + zo32)
-                orow[e] = np.uint8(min(max(q, lo), hi))
+        for e in range(w * c):
+            acc[e] = top[e]
+    while r + 1 < r1:
+        ra, rb = xf[b, r], xf[b, r + 1]
+        for e in range(w * c):
+            acc[e] += np.uint16(ra[e]) + np.uint16(rb[e])
+        r += 2
+    if r < r1:
+        ra = xf[b, r]
+        for e in range(w * c):
+            acc[e] += ra[e]
+    for j in range(sums.shape[0]):
+        c0 = j * tw
+        c1 = min(w, c0 + tw)
+        k = _pixels_per_block(c, c1 - c0)
+        first = acc[c0 * c:(c0 + k) * c]
+        for e in range(k * c):
+            blk[e] = first[e]
+        for p0 in range(c0 + k, c1, k):
+            part = acc[p0 * c:min(p0 + k, c1) * c]
+            for e in range(part.shape[0]):
+                blk[e] += part[e]
+        _fold_pixels(blk, k, c)
+        offset = np.int64(r1 - r0) * (c1 - c0) * zx
+        for ch in range(c):
+            sums[j, ch] = np.int64(blk[ch]) - offset
 
 
-def broadcast_plan(mult: int, shift: int, zo: int, rounding: str, gates) -> tuple:
-    """How the hw broadcaster computes round(u * g * M / 2**s) + zo exactly for these
-    parameters: (plan int64 [4], split int32 [2, 256]).
-
-    SPLIT (two int32 products, twice the SIMD lanes of float64) needs: a split point k with
-    u * (G >> k) and u * (G mod 2**k) inside int32 for every gate code g (G = g * M,
-    |u| <= 255), 1 <= k + 1 <= s, s - k <= 30, the sum inside int32; and, for half_even,
-    no possible tie: u G = (odd) 2**(s-1) needs 2-adic valuations v2(u) + v2(G) = s - 1,
-    and v2(u) <= 7 for |u| <= 255, so a gate code g of the table `gates` with
-    0 <= s - 1 - v2(g M) <= 7 sends the broadcaster to MAGIC (float64, ties to even).
-    half_up always rounds by floor, so it never needs the tie test."""
-    split = np.zeros((2, 256), np.int32)
-    fallback = (np.array([FLOOR if rounding == "half_up" else MAGIC, 0, 0, 0], np.int64),
-                split)
-    g_max = 255 * mult
-    k = max(0, g_max.bit_length() - 23, shift - 30)
-    if not (k <= 23 and k + 1 <= shift and shift - k <= 30):
-        return fallback
-    const = (1 << (shift - 1 - k)) + zo * (1 << (shift - k))
-    reach = 255 * (g_max >> k) + 256
-    if not (-(1 << 31) <= const - reach and const + reach < (1 << 31)):
-        return fallback
-    if rounding == "half_even":
-        for g in {int(v) for v in np.asarray(gates).ravel()} - {0}:
-            big = g * mult
-            if 0 <= shift - 1 - ((big & -big).bit_length() - 1) <= 7:
-                return fallback
-    codes = np.arange(256, dtype=np.int64) * mult
-    split[0] = codes >> k
-    split[1] = codes & ((1 << k) - 1)
-    return np.array([SPLIT, k, shift - k, const], np.int64), split
-
-
-@njit(cache=True, fastmath={"nnan", "ninf", "nsz"})   # no "contract": two float32 roundings
-def _broadcast_torch(x, b, i, th, tw, gate, zx, zo, mult, codes, gf, out):
-    """Tile broadcaster, torch profile: q = clamp(rint(f32(f32(u g) * mult)) + zo). u * g is
-    below 2**24, so f32(u) * f32(g) is exact. codes[g] = f32(g); gf: one strip row of it."""
-    n, h, w, c = x.shape
-    xf = x.reshape(n, h, w * c)
-    of = out.reshape(n, h, w * c)
-    _spread(gate, codes, tw, w, gf)
-    zo32 = np.int32(zo)
-    lo, hi = np.int32(0), np.int32(255)
-    limit = np.float32(1e9)                 # far outside 8 bits, inside int32
-    for r in range(i * th, min(h, (i + 1) * th)):
-        row = xf[b, r]
-        orow = of[b, r]
-        for k in range(w * c):
-            p = np.float32(np.int32(np.int32(row[k]) - np.int32(zx))) * gf[k]
-            v = min(max(np.float32(p * mult), -limit), limit)
-            q = np.int32(np.int32(np.rint(v)) + zo32)
-            orow[k] = np.uint8(min(max(q, lo), hi))
-
+# ----------------------------------------------------------------------------------------
+# excite MAC
+# ----------------------------------------------------------------------------------------
 
 @njit(cache=True)
 def _dot_rows(x, zx, w, u, acc):
@@ -246,12 +146,26 @@ def _dot_rows(x, zx, w, u, acc):
 
 
 @njit(cache=True)
-def _requant_hw(acc, bias, frac_bits, mult, m, shift, zo, lo, rounding, near, out):
-    """out[j] = numerics.requant_hw(bias[j] + (acc[j] << frac_bits), mult[j], shift[j], ...)
-    for a row of neurons, in float64 with an exact fallback: v = f64(a) * m[j] (m = M 2**-s,
-    exact) is within |v| 2**-51 of the exact a M / 2**s (two roundings), so rint(v) is the
-    exactly rounded value unless v lies that close to a half-integer; those neurons (near)
-    are redone by numerics.requant_hw. Values beyond +-1e9 clamp the same either way."""
+def _scaled_rows(x, zx, wt, acc):
+    """acc[j] = sum_c (x[c] - zx) * wt[c, j]: the same sums as _dot_rows with w = wt.T, as
+    a sum of rows of wt scaled by x - zx (loops as long as the output, not the input)."""
+    for j in range(acc.shape[0]):
+        acc[j] = 0
+    for c in range(x.shape[0]):
+        u = np.int32(np.int32(x[c]) - np.int32(zx))
+        row = wt[c]
+        for j in range(row.shape[0]):
+            acc[j] += np.int32(u * np.int32(row[j]))
+
+
+@njit(cache=True)
+def _requant_hw(acc, bias, frac_bits, m, zo, lo, near, out):
+    """out[j] = numerics.requant_hw(bias[j] + (acc[j] << frac_bits), M[j], s[j], ...) for a
+    row of neurons, in float64: v = f64(a) * m[j] (m = M 2**-s, exact) is within
+    |v| 2**-51 of the exact a M / 2**s (two roundings), so rint(v) is the exactly rounded
+    value unless v lies that close to a half-integer. Those neurons are marked in near and
+    counted; the caller redoes them with _requant_hw_exact. Values beyond +-1e9 clamp the
+    same either way."""
     count = 0
     for j in range(acc.shape[0]):
         a = bias[j] + (np.int64(acc[j]) << frac_bits)
@@ -261,11 +175,17 @@ def _requant_hw(acc, bias, frac_bits, mult, m, shift, zo, lo, rounding, near, ou
         near[j] = close
         count += close
         out[j] = min(max(np.int64(r) + zo, lo), 255)
-    if count:
-        for j in range(acc.shape[0]):
-            if near[j]:
-                a = bias[j] + (np.int64(acc[j]) << frac_bits)
-                out[j] = nm.requant_hw(a, mult[j], shift[j], zo, lo, rounding)
+    return count
+
+
+@njit(cache=True)
+def _requant_hw_exact(acc, bias, frac_bits, mult, shift, zo, lo, rounding, near, out):
+    """numerics.requant_hw for the neurons _requant_hw marked near a tie. (Kept out of
+    _requant_hw: inlined there, it slowed the vectorized loop tenfold even when unused.)"""
+    for j in range(acc.shape[0]):
+        if near[j]:
+            a = bias[j] + (np.int64(acc[j]) << frac_bits)
+            out[j] = nm.requant_hw(a, mult[j], shift[j], zo, lo, rounding)
 
 
 @njit(cache=True)
@@ -294,97 +214,168 @@ def _lookup(codes, table, out):
         out[c] = table[codes[c]]
 
 
+# ----------------------------------------------------------------------------------------
+# tile broadcaster
+# ----------------------------------------------------------------------------------------
+
 @njit(cache=True)
-def _frames_with(x, th, tw, T, profile, w1, w2, m1, m2, gate_values, plan, split, sums, pooled,
-                 hidden, excite, gate, out, acc, tot):
+def broadcast_table(T, profile):
+    """table[g, x] = numerics.scale(x, g): the tile broadcaster's output for every gate code
+    g and input code x (the definition both methods reproduce)."""
+    table = np.empty((256, 256), np.uint8)
+    for g in range(256):
+        for x in range(256):
+            table[g, x] = nm.scale(x, g, T, profile)
+    return table
+
+
+@njit(cache=True)
+def _offsets(q, a, t):
+    """(lo, hi): the offsets o with clamp((x * a + o) >> t, 0, 255) == q[x] and x * a + o
+    inside int32, for every x in 0..255 (none when lo > hi)."""
+    lo = -(1 << 31) - min(0, 255 * a)
+    hi = (1 << 31) - 1 - max(0, 255 * a)
+    for x in range(256):
+        if q[x] > 0:                    # (x a + o) >> t >= q: x a + o >= q 2**t
+            lo = max(lo, (q[x] << t) - x * a)
+        if q[x] < 255:                  # (x a + o) >> t <= q: x a + o < (q + 1) 2**t
+            hi = min(hi, ((q[x] + 1) << t) - 1 - x * a)
+    return lo, hi
+
+
+@njit(cache=True)
+def _fit_line(q, t):
+    """(found, a, o): a slope and offset with clamp((x a + o) >> t, 0, 255) == q[x] for all
+    x in 0..255, in int32. The width hi - lo of the offsets that work is a concave function
+    of the slope (a minimum of lines minus a maximum of lines), so a binary search on its
+    rise finds the slope where it is widest; the row fits if any offset works there."""
+    a_lo, a_hi = -((1 << 31) // 255), (1 << 31) // 255
+    while a_lo < a_hi:
+        mid = (a_lo + a_hi) >> 1
+        lo0, hi0 = _offsets(q, mid, t)
+        lo1, hi1 = _offsets(q, mid + 1, t)
+        if hi1 - lo1 > hi0 - lo0:
+            a_lo = mid + 1
+        else:
+            a_hi = mid
+    lo, hi = _offsets(q, a_lo, t)
+    return lo <= hi, a_lo, lo
+
+
+@njit(cache=True)
+def fit_lines(table):
+    """(t, coef): the largest shift t <= MAX_LINE_SHIFT for which every row of the
+    broadcaster table is a clamped int32 line, with coef[0, g], coef[1, g] its slope and
+    offset (int32 [2, 256]); t = -1 when no shift works (then the broadcaster looks up
+    the table). Steep rows (high gate codes) are tried first: they limit t."""
+    coef = np.zeros((2, 256), np.int32)
+    q = np.empty(256, np.int64)
+    for t in range(MAX_LINE_SHIFT, -1, -1):
+        fits = True
+        for g in range(255, -1, -1):
+            for x in range(256):
+                q[x] = table[g, x]
+            found, a, o = _fit_line(q, t)
+            if not found:
+                fits = False
+                break
+            coef[0, g] = a
+            coef[1, g] = o
+        if fits:
+            return t, coef
+    return -1, coef
+
+
+@njit(cache=True)
+def _repeat_pixel(a, k, c):
+    """a[p * c:(p + 1) * c] = a[:c] for the k pixels of a block, by doubling (long copies
+    from a separate view: one loop per pixel would run only C long)."""
+    done = 1
+    while done < k:
+        n = min(done, k - done)
+        src = a[:n * c]
+        dst = a[done * c:(done + n) * c]
+        for e in range(n * c):
+            dst[e] = src[e]
+        done += n
+
+
+@njit(cache=True)
+def _broadcast(x, b, i, th, tw, gate, method, t, coef, table, ca, co, out):
+    """Tile broadcaster for strip i of frame b: out = table[gate, x] (module docstring).
+    gate: [tiles, C] codes of the strip. LINE: clamp((x * a + o) >> t) with a, o =
+    coef[:, g]; TABLE: the flat table at g * 256 + x. ca, co: [tiles, BLOCK] scratch for
+    each tile's per-element coefficients over one block of whole pixels."""
     n, h, w, c = x.shape
-    ty, tx = sums.shape[1], sums.shape[2]
-    gm = np.empty(w * c, np.float64)
-    gf = np.empty(w * c, np.float32)
-    codes = np.arange(256).astype(np.float32)
-    gh = np.empty(w * c, np.int32)
-    gl = np.empty(w * c, np.int32)
-    acc1 = np.empty(w1.shape[0], np.int32)
-    acc2 = np.empty(w2.shape[0], np.int32)
-    scratch = np.empty(max(w1.shape[1], w2.shape[1]), np.int16)
-    near = np.empty(max(w1.shape[0], w2.shape[0]), np.bool_)
-    mult = np.float32(T.t_mm)
-    bottom_short = h % th != 0
-    right_short = w % tw != 0
-    for b in range(n):
-        for i in range(ty):
-            _strip_sums(x, b, i, th, tw, T.zx, acc, tot, sums[b, i])
-            for j in range(tx):
-                kind = (2 * (1 if (i == ty - 1 and bottom_short) else 0)
-                        + (1 if (j == tx - 1 and right_short) else 0))
-                # The excite MAC, written out here: a jitted call taking T would pass its
-                # 41 fields one by one, which costs more than a small tile's arithmetic.
-                s_, p_, h_, e_, g_ = (sums[b, i, j], pooled[b, i, j], hidden[b, i, j],
-                                      excite[b, i, j], gate[b, i, j])
-                if profile == nm.HW:
-                    if T.r_mean == nm.F32:  # R 2**-shift: f32(1/n), or narrower
-                        _mean_f32(s_, T.h_recip_f32[kind], T.zx, p_)
-                    else:
-                        nm.squeeze(s_, kind, T, nm.HW, p_)
-                    _dot_rows(p_, T.zx, w1, scratch, acc1)
-                    _requant_hw(acc1, T.h_b1, T.frac_bits, T.h_m1, m1, T.h_s1, T.zh, T.zh,
-                                T.r_fc1, near, h_)
-                    _dot_rows(h_, T.zh, w2, scratch, acc2)
-                    _requant_hw(acc2, T.h_b2, T.frac_bits, T.h_m2, m2, T.h_s2, T.ze, 0,
-                                T.r_fc2, near, e_)
-                    _lookup(e_, T.h_lut, g_)            # numerics.sigmoid, hw.gate_bits kept
-                else:
-                    _mean_f32(s_, T.t_recip[kind], T.zx, p_)
-                    _dot_rows(p_, T.zx, w1, scratch, acc1)
-                    _requant_torch(acc1, T.t_b1i, T.t_b1f, T.t_b1m, T.t_m1, T.zh, T.zh, h_)
-                    _dot_rows(h_, T.zh, w2, scratch, acc2)
-                    _requant_torch(acc2, T.t_b2i, T.t_b2f, T.t_b2m, T.t_m2, T.ze, 0, e_)
-                    _lookup(e_, T.lut, g_)              # numerics.sigmoid
-            if profile == nm.HW:
-                _broadcast_hw(x, b, i, th, tw, gate[b, i], T.zx, T.zo, gate_values, plan, split,
-                              gm, gh, gl, out)
+    xf = x.reshape(n, h, w * c)
+    of = out.reshape(n, h, w * c)
+    flat = table.reshape(256 * 256)
+    lo, hi = np.int32(0), np.int32(255)
+    tiles = gate.shape[0]
+    for j in range(tiles):
+        k = _pixels_per_block(c, min(w, (j + 1) * tw) - j * tw)
+        for ch in range(c):
+            g = gate[j, ch]
+            if method == LINE:
+                ca[j, ch], co[j, ch] = coef[0, g], coef[1, g]
             else:
-                _broadcast_torch(x, b, i, th, tw, gate[b, i], T.zx, T.zo, mult, codes, gf, out)
+                ca[j, ch] = np.int32(g) << 8
+        _repeat_pixel(ca[j], k, c)
+        _repeat_pixel(co[j], k, c)
+    for r in range(i * th, min(h, (i + 1) * th)):
+        row = xf[b, r]
+        orow = of[b, r]
+        for j in range(tiles):
+            c0 = j * tw
+            c1 = min(w, c0 + tw)
+            k = _pixels_per_block(c, c1 - c0)
+            a = ca[j]
+            o = co[j]
+            for p0 in range(c0, c1, k):
+                src = row[p0 * c:min(p0 + k, c1) * c]
+                dst = orow[p0 * c:min(p0 + k, c1) * c]
+                if method == LINE:
+                    for e in range(src.shape[0]):
+                        v = np.int32(np.int32(np.int32(src[e]) * a[e]) + o[e])
+                        dst[e] = np.uint8(min(max(_ashr32(v, t), lo), hi))
+                else:
+                    for e in range(src.shape[0]):
+                        dst[e] = flat[a[e] + np.int32(src[e])]
 
 
-@njit(cache=True)
-def _frames(x, th, tw, T, profile, w1, w2, m1, m2, gate_values, plan, split, sums, pooled, hidden,
-            excite, gate, out):
-    """Every stage of frames x; the line accumulator's registers as narrow as the tile
-    allows (uint16 column sums and int32 tile sums for tiles up to 257 rows)."""
-    w, c = x.shape[2], x.shape[3]
-    if th <= 257 and 255 * th * tw < 2 ** 31:
-        _frames_with(x, th, tw, T, profile, w1, w2, m1, m2, gate_values, plan, split, sums, pooled,
-                     hidden, excite, gate, out, np.empty(w * c, np.uint16),
-                     np.empty(c, np.int32))
+# ----------------------------------------------------------------------------------------
+# parameters: three flat arrays
+# ----------------------------------------------------------------------------------------
+# numba unboxes each array argument in ~50 ns and the 41-field parameter tuple in ~1 us, more
+# than a small tile's work; so Frames packs what the excite MAC reads into one int64, one
+# float64 and one float32 array, in this order, and _hw_params / _torch_params slice it back.
+#   ints: zx, zh, ze, frac_bits, mean rounding, fc1 rounding, fc2 rounding (N_SCALARS), then
+#         hw:    fc1 bias, multiplier, shift [hidden]; fc2 bias, multiplier, shift [C];
+#                sigmoid table [256]; mean reciprocal, its shift [4 tile kinds]
+#         torch: fc1 integer bias [hidden]; fc2 integer bias [C]; sigmoid table [256]
+#   f64:  hw: fc1, fc2 multipliers M 2**-s [hidden], [C]
+#   f32:  hw: mean reciprocal R 2**-shift [4]
+#         torch: f32(1/n) [4]; fc1 float bias, bias multiplier, multiplier [hidden] each;
+#                the same for fc2 [C] each
+N_SCALARS = 7
+ZX, ZH, ZE, FRAC_BITS, R_MEAN, R_FC1, R_FC2 = range(N_SCALARS)
+
+
+def _pack(ip, profile_code: int):
+    """(ints, f64, f32): the parameters of one profile in the layout above."""
+    T = ip.tables()
+    scalars = [T.zx, T.zh, T.ze, T.frac_bits, T.r_mean, T.r_fc1, T.r_fc2]
+    if profile_code == nm.HW:
+        ints = [scalars, T.h_b1, T.h_m1, T.h_s1, T.h_b2, T.h_m2, T.h_s2, T.h_lut, T.h_recip,
+                T.h_recip_shift]
+        f64 = [_multipliers(T.h_m1, T.h_s1), _multipliers(T.h_m2, T.h_s2)]
+        f32 = [T.h_recip_f32]
     else:
-        _frames_with(x, th, tw, T, profile, w1, w2, m1, m2, gate_values, plan, split, sums, pooled,
-                     hidden, excite, gate, out, np.empty(w * c, np.int64),
-                     np.empty(c, np.int64))
-
-
-def _flush():
-    from .kernels import _flush_stale_cache
-    _flush_stale_cache([_frames, _frames_with, _strip_sums, _spread, _broadcast_hw,
-                        _broadcast_torch,
-                        _mean_f32, _dot_rows, _requant_hw, _requant_torch,
-                        _lookup], "fastpath")
-
-
-_flush()
-
-
-def applicable(ip, profile: str) -> bool:
-    """Whether this module computes the profile exactly for these parameters."""
-    if profile == "torch":
-        return True
-    return (not ip.hw.saturate and int(ip.hw_mul_shift[0]) <= MAX_EXACT_SHIFT
-            and 255 * 255 * _final_multiplier(ip) < MAX_PRODUCT)
-
-
-def _final_multiplier(ip) -> float:
-    """m = M * 2**-s of the hw profile's final multiply (exact in float64: M < 2**31)."""
-    return float(ip.hw_mul_mult[0]) * 2.0 ** -int(ip.hw_mul_shift[0])
+        ints = [scalars, T.t_b1i, T.t_b2i, T.lut]
+        f64 = []
+        f32 = [T.t_recip, T.t_b1f, T.t_b1m, T.t_m1, T.t_b2f, T.t_b2m, T.t_m2]
+    return (np.concatenate(ints).astype(np.int64), np.concatenate(f64 or [[0.0]]),
+            np.concatenate(f32).astype(np.float32))
 
 
 def _multipliers(mult, shift) -> np.ndarray:
@@ -392,33 +383,151 @@ def _multipliers(mult, shift) -> np.ndarray:
     return np.ldexp(np.asarray(mult, np.float64), -np.asarray(shift, np.int64))
 
 
+@njit(cache=True)
+def _hw_params(ints, f64, hid, c):
+    """(b1, M1, s1, b2, M2, s2, lut, recip, recip_shift, m1, m2): views of the hw layout."""
+    o1 = N_SCALARS                      # fc1: bias, multiplier, shift
+    o2 = o1 + 3 * hid                   # fc2: bias, multiplier, shift
+    o3 = o2 + 3 * c                     # sigmoid table, mean reciprocal, its shift
+    return (ints[o1:o1 + hid], ints[o1 + hid:o1 + 2 * hid], ints[o1 + 2 * hid:o2],
+            ints[o2:o2 + c], ints[o2 + c:o2 + 2 * c], ints[o2 + 2 * c:o3],
+            ints[o3:o3 + 256], ints[o3 + 256:o3 + 260], ints[o3 + 260:o3 + 264],
+            f64[:hid], f64[hid:hid + c])
+
+
+@njit(cache=True)
+def _torch_params(ints, f32, hid, c):
+    """(b1i, b2i, lut, recip, b1f, b1m, m1, b2f, b2m, m2): views of the torch layout."""
+    o = N_SCALARS
+    f1 = 4                              # fc1: float bias, bias multiplier, multiplier
+    f2 = f1 + 3 * hid                   # fc2: the same
+    return (ints[o:o + hid], ints[o + hid:o + hid + c], ints[o + hid + c:o + hid + c + 256],
+            f32[:4], f32[f1:f1 + hid], f32[f1 + hid:f1 + 2 * hid], f32[f1 + 2 * hid:f2],
+            f32[f2:f2 + c], f32[f2 + c:f2 + 2 * c], f32[f2 + 2 * c:f2 + 3 * c])
+
+
+# ----------------------------------------------------------------------------------------
+# frames
+# ----------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _mean_hw(sums, recip, shift, zx, rounding, pooled):
+    """numerics.mean_hw per channel (mean roundings other than "f32")."""
+    for c in range(sums.shape[0]):
+        pooled[c] = nm.mean_hw(sums[c], recip, shift, zx, rounding)
+
+
+@njit(cache=True)
+def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums,
+                 pooled, hidden, excite, gate, out, acc, blk):
+    n, h, w, c = x.shape
+    hid = w1.shape[0]
+    ty, tx = sums.shape[1], sums.shape[2]
+    zx, zh, ze, frac = ints[ZX], ints[ZH], ints[ZE], ints[FRAC_BITS]
+    r_mean, r_fc1, r_fc2 = ints[R_MEAN], ints[R_FC1], ints[R_FC2]
+    # Both layouts are sliced; only the profile's own views are read.
+    b1, M1, s1, b2, M2, s2, h_lut, h_recip, h_shift, m1, m2 = _hw_params(ints, f64, hid, c)
+    t_b1i, t_b2i, t_lut, t_recip, t_b1f, t_b1m, t_m1, t_b2f, t_b2m, t_m2 = _torch_params(
+        ints, f32, hid, c)
+    acc1 = np.empty(hid, np.int32)
+    acc2 = np.empty(c, np.int32)
+    scratch = np.empty(c, np.int16)
+    near = np.empty(c, np.bool_)
+    ca = np.zeros((tx, BLOCK + c), np.int32)
+    co = np.zeros((tx, BLOCK + c), np.int32)
+    bottom_short = h % th != 0
+    right_short = w % tw != 0
+    for b in range(n):
+        for i in range(ty):
+            _strip_sums(x, b, i, th, tw, zx, acc, blk, sums[b, i])
+            for j in range(tx):
+                kind = (2 * (1 if (i == ty - 1 and bottom_short) else 0)
+                        + (1 if (j == tx - 1 and right_short) else 0))
+                # The excite MAC, written out here: a call per tile passing the parameter
+                # views costs more (reference counting) than a small tile's arithmetic.
+                s_, p_, h_, e_, g_ = (sums[b, i, j], pooled[b, i, j], hidden[b, i, j],
+                                      excite[b, i, j], gate[b, i, j])
+                if profile == nm.HW:
+                    if r_mean == nm.F32:        # R 2**-shift: f32(1/n), or narrower
+                        _mean_f32(s_, f32[kind], zx, p_)
+                    else:
+                        _mean_hw(s_, h_recip[kind], h_shift[kind], zx, r_mean, p_)
+                    _dot_rows(p_, zx, w1, scratch, acc1)
+                    if _requant_hw(acc1, b1, frac, m1, zh, zh, near, h_):
+                        _requant_hw_exact(acc1, b1, frac, M1, s1, zh, zh, r_fc1, near, h_)
+                    _scaled_rows(h_, zh, w2t, acc2)
+                    if _requant_hw(acc2, b2, frac, m2, ze, 0, near, e_):
+                        _requant_hw_exact(acc2, b2, frac, M2, s2, ze, 0, r_fc2, near, e_)
+                    _lookup(e_, h_lut, g_)      # numerics.sigmoid, hw.gate_bits kept
+                else:
+                    _mean_f32(s_, t_recip[kind], zx, p_)
+                    _dot_rows(p_, zx, w1, scratch, acc1)
+                    _requant_torch(acc1, t_b1i, t_b1f, t_b1m, t_m1, zh, zh, h_)
+                    _scaled_rows(h_, zh, w2t, acc2)
+                    _requant_torch(acc2, t_b2i, t_b2f, t_b2m, t_m2, ze, 0, e_)
+                    _lookup(e_, t_lut, g_)      # numerics.sigmoid
+            _broadcast(x, b, i, th, tw, gate[b, i], method, t, coef, table, ca, co, out)
+
+
+@njit(cache=True)
+def _frames(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums, pooled,
+            hidden, excite, gate, out):
+    """Every stage of frames x; the line accumulator's registers as narrow as the tile
+    allows (uint16 column sums and int32 tile sums for tiles up to 257 rows)."""
+    w, c = x.shape[2], x.shape[3]
+    if th <= 257 and 255 * th * tw < 2 ** 31:
+        _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums,
+                     pooled, hidden, excite, gate, out, np.empty(w * c, np.uint16),
+                     np.empty(BLOCK + c, np.int32))
+    else:
+        _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums,
+                     pooled, hidden, excite, gate, out, np.empty(w * c, np.int64),
+                     np.empty(BLOCK + c, np.int64))
+
+
+def _flush():
+    from .kernels import _flush_stale_cache
+    _flush_stale_cache([_frames, _frames_with, _strip_sums, _fold_pixels, _pixels_per_block,
+                        _dot_rows, _repeat_pixel,
+                        _scaled_rows, _requant_hw, _requant_hw_exact, _mean_f32,
+                        _requant_torch, _lookup, broadcast_table, _offsets, _fit_line,
+                        fit_lines, _repeat_pixel, _broadcast, _hw_params, _torch_params,
+                        _mean_hw], "fastpath")
+
+
+_flush()
+
+
+def applicable(ip, profile: str) -> bool:
+    """Whether this module computes the profile exactly for these parameters."""
+    return profile == "torch" or not ip.hw.saturate
+
+
 class Frames:
     """The fast path for one configuration, parameter set and profile.
 
-    Everything that does not depend on the frames is done here, once: the int16 weights,
-    the float64 multipliers, the broadcaster's plan, and the compiled kernel for these
-    argument types, whose entry
-    point is then called directly (numba's dispatcher would re-derive the type of the
-    41-field parameter tuple on every call, which costs more than a small frame)."""
+    Everything that does not depend on the frames is done here, once: the packed parameters,
+    the int16 weights (w2 transposed), the broadcaster's table and method, and the compiled
+    kernel for these argument types, whose entry point is then called directly (numba's
+    dispatcher would re-derive the argument types on every call)."""
 
     def __init__(self, cfg, ip, profile_code: int):
-        self._head = (cfg.tile_rows, cfg.tile_cols, ip.tables(), profile_code,
-                      ip.w1.astype(np.int16), ip.w2.astype(np.int16),
-                      _multipliers(ip.hw_fc1_mult, ip.hw_fc1_shift),
-                      _multipliers(ip.hw_fc2_mult, ip.hw_fc2_shift),
-                      np.arange(256) * _final_multiplier(ip),     # g * m, exact
-                      *broadcast_plan(int(ip.hw_mul_mult[0]), int(ip.hw_mul_shift[0]),
-                                      int(ip.zero_points["output"]), ip.hw.mul_rounding,
-                                      ip.hw_gate_table()))
+        self.table = broadcast_table(ip.tables(), profile_code)
+        t, coef = fit_lines(self.table)
+        self.method = LINE if t >= 0 else TABLE
+        self.shift = max(t, 0)
+        self._head = (cfg.tile_rows, cfg.tile_cols, profile_code, *_pack(ip, profile_code),
+                      ip.w1.astype(np.int16), np.ascontiguousarray(ip.w2.T.astype(np.int16)),
+                      self.method, self.shift, coef, self.table)
         self._entries = {}              # x.flags.writeable -> compiled entry point
 
     def __call__(self, x, sums, pooled, hidden, excite, gate, out) -> None:
         """Fill every stage array for frames x (uint8, C-contiguous, [N, H, W, C]; stage
         arrays as in ref_model.kernels.run, freshly allocated)."""
-        args = (x, *self._head, sums, pooled, hidden, excite, gate, out)
         entry = self._entries.get(x.flags.writeable)
         if entry is None:
             from numba import typeof
+            args = (x, *self._head, sums, pooled, hidden, excite, gate, out)
             entry = _frames.compile(tuple(typeof(a) for a in args))
             self._entries[x.flags.writeable] = entry
-        entry(*args)
+        entry(x, *self._head, sums, pooled, hidden, excite, gate, out)

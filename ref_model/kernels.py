@@ -114,19 +114,24 @@ class Kernel:
         n = x.shape[0]
         ty, tx = self._tile_shape
         c, hid = self.params.channels, self.params.hidden
-        # The fast path writes every element of every stage, so its arrays need no clearing.
-        alloc = np.empty if self._fast else np.zeros
-        sums = alloc((n, ty, tx, c), np.int64)
-        pooled = alloc((n, ty, tx, c), np.uint8)
-        hidden = alloc((n, ty, tx, hid), np.uint8)
-        excite = alloc((n, ty, tx, c), np.uint8)
-        gate = alloc((n, ty, tx, c), np.uint8)
-        out = alloc(x.shape, np.uint8)
+        if self._fast:
+            # Every element of every stage is written, so nothing needs clearing; the three
+            # C-wide code stages share one allocation (each numpy call costs ~0.2 us).
+            codes = np.empty((3, n, ty, tx, c), np.uint8)
+            stages = {"tile_sums": np.empty((n, ty, tx, c), np.int64), "pooled": codes[0],
+                      "hidden": np.empty((n, ty, tx, hid), np.uint8), "excite": codes[1],
+                      "gate": codes[2], "output": np.empty(x.shape, np.uint8)}
+            self._fast(x, *stages.values())
+            stages["saturated"] = {"tile_sums": 0, "hidden": 0, "excite": 0}
+            return stages
+        sums = np.zeros((n, ty, tx, c), np.int64)
+        pooled = np.zeros((n, ty, tx, c), np.uint8)
+        hidden = np.zeros((n, ty, tx, hid), np.uint8)
+        excite = np.zeros((n, ty, tx, c), np.uint8)
+        gate = np.zeros((n, ty, tx, c), np.uint8)
+        out = np.zeros(x.shape, np.uint8)
         stages = {"tile_sums": sums, "pooled": pooled, "hidden": hidden, "excite": excite,
                   "gate": gate, "output": out}
-        if self._fast:
-            self._fast(x, sums, pooled, hidden, excite, gate, out)
-            return {**stages, "saturated": {"tile_sums": 0, "hidden": 0, "excite": 0}}
         cfg = self.cfg
         sum_sat = np.zeros((n, ty, tx, c), np.uint8)
         sat1 = np.zeros(n * ty * tx, np.int64)

@@ -88,41 +88,50 @@ def _exact_products(x, zx, zo, g, mult, shift, half_up):
     return np.clip((q + up.astype(int) + zo).astype(np.int64), 0, 255)
 
 
+NO_LINE = {(3, 9, False), (1 << 23, 31, False), (96, 12, False)}
+
+
+@pytest.fixture(scope="module")
+def tables():
+    cfg = TSEConfig()
+    return numerics.derive(reference.build(cfg).params, cfg).tables()
+
+
 @pytest.mark.parametrize("mult, shift, half_up", [(11863283, 31, False), (11863283, 31, True),
                                                    (127, 15, False), (127, 15, True),
                                                    (3, 9, False), ((1 << 31) - 1, 44, True),
                                                    (1 << 23, 31, False), (96, 12, False),
                                                    (16777215, 40, False)])
-def test_broadcaster_rounds_every_product_exactly(mult, shift, half_up):
-    """Every input code against every gate code, by every method the broadcaster may use
-    for these parameters (the int32 split where broadcast_plan allows it, float64 always):
-    equal to the exact rational rounding. (1 << 23, 31) and (96, 12) have ties for
-    half_even, which must send broadcast_plan to float64."""
+def test_broadcaster_is_exact_for_every_input_and_gate_code(tables, mult, shift, half_up):
+    """The broadcaster's table is the exact rational rounding of (x - zx) g M / 2**s + zo
+    for every input and gate code, and the broadcaster gives it on all 65,536 pairs by the
+    table lookup and, where fit_lines finds one, by the line. Half_even ties that no line
+    follows send fit_lines to the table (NO_LINE): e.g. g = 2 of (1 << 23, 31) rounds
+    u / 128, whose steps fall between u = -65|-64, 64|65 and 191|192, 129 and 127 apart,
+    and the steps of floor(a u + o) are never spaced more than one apart."""
     from ref_model import fastpath
 
     zx, zo = 7, 3
-    x = np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1)
-    rounding = "half_up" if half_up else "half_even"
-    plan, split = fastpath.broadcast_plan(mult, shift, zo, rounding, np.arange(256))
-    plans = [(plan, split)]
-    if plan[0] == fastpath.SPLIT:
-        float_method = fastpath.FLOOR if half_up else fastpath.MAGIC
-        plans.append((np.array([float_method, 0, 0, 0], np.int64), split))
-    ties = any(((u - zx) * g * mult) % (1 << shift) == 1 << (shift - 1)
-               for g in range(1, 256) for u in range(256))
-    if ties and not half_up:
-        assert plan[0] == fastpath.MAGIC, "a tie occurs: float64 must round it"
-    m = mult * 2.0 ** -shift
-    scratch = [np.zeros(256, np.float64), np.zeros(256, np.int32), np.zeros(256, np.int32)]
-    for plan, split in plans:
+    T = tables._replace(h_mm=mult, h_ms=shift, zx=zx, zo=zo,
+                        r_mul=numerics.HALF_UP if half_up else numerics.HALF_EVEN)
+    table = fastpath.broadcast_table(T, numerics.HW)
+    codes = np.arange(256)
+    for g in range(256):
+        assert np.array_equal(table[g], _exact_products(codes, zx, zo, g, mult, shift,
+                                                        half_up)), g
+    t, coef = fastpath.fit_lines(table)
+    assert (t < 0) == ((mult, shift, half_up) in NO_LINE), t
+    # one strip per gate code: row g holds every input code
+    x = np.tile(codes.astype(np.uint8), (1, 256, 1)).reshape(1, 256, 256, 1)
+    gate = codes.astype(np.uint8).reshape(1, 256, 1, 1)
+    methods = [fastpath.TABLE] + ([fastpath.LINE] if t >= 0 else [])
+    for method in methods:
+        out = np.zeros_like(x)
+        scratch = [np.zeros((1, fastpath.BLOCK + 1), np.int32) for _ in range(2)]
         for g in range(256):
-            out = np.empty_like(x)
-            gate = np.full((256, 1), g, np.uint8)
-            fastpath._broadcast_hw(x, 0, 0, 1, 1, gate, zx, zo, np.arange(256) * m, plan,
-                                   split, *scratch, out)
-            want = _exact_products(x.ravel(), zx, zo, g, mult, shift, half_up)
-            assert np.array_equal(out.ravel(), want), (int(plan[0]), g)
-
+            fastpath._broadcast(x, 0, g, 1, 256, gate[0, g], method, max(t, 0), coef, table,
+                                *scratch, out)
+        assert np.array_equal(out[0, :, :, 0], table), method
 
 
 def test_float64_requantizer_equals_the_exact_one_near_ties_and_far_out():
@@ -148,8 +157,10 @@ def test_float64_requantizer_equals_the_exact_one_near_ties_and_far_out():
             mult[j + 1:j + 3], shift[j + 1:j + 3] = mult[j], shift[j]
         m = fastpath._multipliers(mult, shift)
         out = np.zeros(64, np.uint8)
-        fastpath._requant_hw(acc, bias, frac_bits, mult, m, shift, zo, lo, rounding,
-                             np.zeros(64, np.bool_), out)
+        near = np.zeros(64, np.bool_)
+        if fastpath._requant_hw(acc, bias, frac_bits, m, zo, lo, near, out):
+            fastpath._requant_hw_exact(acc, bias, frac_bits, mult, shift, zo, lo, rounding,
+                                       near, out)
         want = [numerics.requant_hw(int(b) + (int(a) << frac_bits), int(mu), int(s), zo, lo,
                                     rounding)
                 for a, b, mu, s in zip(acc, bias, mult, shift)]
