@@ -23,7 +23,7 @@ casts: numba widens integer arithmetic to 64 bits, which halves the SIMD lanes o
              finds a, o and t, and the result is exact on all 65,536 entries by construction;
              tests check it). A line cannot follow half_even's ties (0.5 -> 0, 1.5 -> 2, ...),
              so tables with ties get:
-      TABLE: a lookup, one gather per element: exact for anything, about 3x slower.
+      TABLE: a lookup, one gather per element: exact for anything, about 9x slower.
     Per strip, each tile's per-gate coefficients are laid out for one block of whole pixels
     (BLOCK elements at most), and each row of the tile is walked block by block.
 Serial only. Not used for the hw profile with saturating accumulators, whose result depends
