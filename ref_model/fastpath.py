@@ -42,8 +42,8 @@ BLOCK = 4096
 broadcaster: long enough for SIMD loops to run at speed, short enough that a tile's
 broadcaster coefficients stay in L1."""
 
-LINE, TABLE = 0, 1
-"""Tile broadcaster methods (module docstring), chosen once per parameter set."""
+SCALE, LINE, TABLE = 0, 1, 2
+"""Tile broadcaster methods (module docstring), the first that is exact for a parameter set."""
 
 MAX_LINE_SHIFT = 23
 """Largest shift t fit_lines tries: x * a stays inside int32 for slopes up to 1 output code per
@@ -57,6 +57,15 @@ def _ashr32(typingctx, a, k):
         import llvmlite.ir as ir
         return builder.ashr(args[0], builder.trunc(args[1], ir.IntType(32)))
     return types.int32(types.int32, types.int64), codegen
+
+
+@intrinsic
+def _lshr32(typingctx, a, k):
+    """a >> k on uint32 lanes (logical; numba would widen the shift to 64 bits). 0 <= k < 32."""
+    def codegen(context, builder, signature, args):
+        import llvmlite.ir as ir
+        return builder.lshr(args[0], builder.trunc(args[1], ir.IntType(32)))
+    return types.uint32(types.uint32, types.int64), codegen
 
 
 @njit(cache=True)
@@ -131,7 +140,7 @@ def _strip_sums(x, b, i, th, tw, zx, acc, blk, sums):
 # excite MAC
 # ----------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def _dot_rows(x, zx, w, u, acc):
     """acc[j] = sum_c (x[c] - zx) * w[j, c] over contiguous rows of w: int16 operands
     (|x - zx| <= 255, |w| <= 128), int32 products and sums (u: int16 scratch)."""
@@ -145,20 +154,31 @@ def _dot_rows(x, zx, w, u, acc):
         acc[j] = a
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def _scaled_rows(x, zx, wt, acc):
     """acc[j] = sum_c (x[c] - zx) * wt[c, j]: the same sums as _dot_rows with w = wt.T, as
-    a sum of rows of wt scaled by x - zx (loops as long as the output, not the input)."""
+    a sum of rows of wt scaled by x - zx (loops as long as the output, not the input), four
+    rows per pass over acc."""
     for j in range(acc.shape[0]):
         acc[j] = 0
-    for c in range(x.shape[0]):
-        u = np.int32(np.int32(x[c]) - np.int32(zx))
-        row = wt[c]
-        for j in range(row.shape[0]):
+    z = np.int32(zx)
+    c = 0
+    while c + 4 <= x.shape[0]:
+        u0, u1 = np.int32(x[c]) - z, np.int32(x[c + 1]) - z
+        u2, u3 = np.int32(x[c + 2]) - z, np.int32(x[c + 3]) - z
+        r0, r1, r2, r3 = wt[c], wt[c + 1], wt[c + 2], wt[c + 3]
+        for j in range(acc.shape[0]):
+            acc[j] += (np.int32(u0 * np.int32(r0[j])) + np.int32(u1 * np.int32(r1[j]))) + (
+                np.int32(u2 * np.int32(r2[j])) + np.int32(u3 * np.int32(r3[j])))
+        c += 4
+    while c < x.shape[0]:
+        u, row = np.int32(x[c]) - z, wt[c]
+        for j in range(acc.shape[0]):
             acc[j] += np.int32(u * np.int32(row[j]))
+        c += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def _requant_hw(acc, bias, frac_bits, m, zo, lo, near, out):
     """out[j] = numerics.requant_hw(bias[j] + (acc[j] << frac_bits), M[j], s[j], ...) for a
     row of neurons, in float64: v = f64(a) * m[j] (m = M 2**-s, exact) is within
@@ -188,7 +208,7 @@ def _requant_hw_exact(acc, bias, frac_bits, mult, shift, zo, lo, rounding, near,
             out[j] = nm.requant_hw(a, mult[j], shift[j], zo, lo, rounding)
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def _mean_f32(sums, recip, zx, pooled):
     """The float32 mean (the torch profile's, and the hw profile's with mean_rounding "f32",
     which the datapath reproduces with integer rounding to 24 significant bits) in native
@@ -199,7 +219,7 @@ def _mean_f32(sums, recip, zx, pooled):
         pooled[c] = min(max(np.rint(np.float32(a + zp)), np.float32(0.0)), np.float32(255.0))
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def _requant_torch(acc, b_int, b_f32, b_mul, mult, zo, lo, out):
     """out[j] = numerics.requant_torch(acc[j], ...) for a row of neurons."""
     for j in range(acc.shape[0]):
@@ -207,7 +227,7 @@ def _requant_torch(acc, b_int, b_f32, b_mul, mult, zo, lo, out):
                                   lo)
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def _lookup(codes, table, out):
     """out[c] = table[codes[c]]: the sigmoid table."""
     for c in range(codes.shape[0]):
@@ -287,6 +307,38 @@ def fit_lines(table):
 
 
 @njit(cache=True)
+def fit_scales(table):
+    """(t, a): the largest shift 1 <= t <= MAX_LINE_SHIFT for which every row of the
+    broadcaster table is min((x * a[g] + 2**(t-1)) >> t, 255) with 0 <= a[g] and everything
+    inside int32 (a line through the origin, rounded: the usual case, zero points that map
+    x = 0 to q = 0); t = -1 when none works. For each x > 0 the row bounds a from both sides
+    (x a + 2**(t-1) >= q 2**t where q > 0, < (q + 1) 2**t where q < 255); any a between the
+    tightest bounds is exact on every x, so the smallest is taken."""
+    a = np.zeros(256, np.int32)
+    for g in range(256):
+        if table[g, 0] != 0:
+            return -1, a
+    for t in range(MAX_LINE_SHIFT, 0, -1):
+        half = 1 << (t - 1)
+        fits = True
+        for g in range(255, -1, -1):
+            a_lo, a_hi = 0, ((1 << 31) - 1 - half) // 255
+            for x in range(1, 256):
+                q = np.int64(table[g, x])
+                if q > 0:
+                    a_lo = max(a_lo, -((half - (q << t)) // x))     # ceil((q 2**t - half) / x)
+                if q < 255:
+                    a_hi = min(a_hi, (((q + 1) << t) - 1 - half) // x)
+            if a_lo > a_hi:
+                fits = False
+                break
+            a[g] = a_lo
+        if fits:
+            return t, a
+    return -1, a
+
+
+@njit(cache=True)
 def _repeat_pixel(a, k, c):
     """a[p * c:(p + 1) * c] = a[:c] for the k pixels of a block, by doubling (long copies
     from a separate view: one loop per pixel would run only C long)."""
@@ -311,17 +363,19 @@ def _broadcast(x, b, i, th, tw, gate, method, t, coef, table, ca, co, out):
     of = out.reshape(n, h, w * c)
     flat = table.reshape(256 * 256)
     lo, hi = np.int32(0), np.int32(255)
+    half = np.uint32(1 << max(t - 1, 0))
     tiles = gate.shape[0]
     for j in range(tiles):
         k = _pixels_per_block(c, min(w, (j + 1) * tw) - j * tw)
         for ch in range(c):
             g = gate[j, ch]
-            if method == LINE:
+            if method != TABLE:
                 ca[j, ch], co[j, ch] = coef[0, g], coef[1, g]
             else:
                 ca[j, ch] = np.int32(g) << 8
         _repeat_pixel(ca[j], k, c)
-        _repeat_pixel(co[j], k, c)
+        if method == LINE:
+            _repeat_pixel(co[j], k, c)
     for r in range(i * th, min(h, (i + 1) * th)):
         row = xf[b, r]
         orow = of[b, r]
@@ -334,7 +388,11 @@ def _broadcast(x, b, i, th, tw, gate, method, t, coef, table, ca, co, out):
             for p0 in range(c0, c1, k):
                 src = row[p0 * c:min(p0 + k, c1) * c]
                 dst = orow[p0 * c:min(p0 + k, c1) * c]
-                if method == LINE:
+                if method == SCALE:
+                    for e in range(src.shape[0]):
+                        v = np.uint32(np.uint32(np.uint32(src[e]) * np.uint32(a[e])) + half)
+                        dst[e] = np.uint8(min(_lshr32(v, t), np.uint32(255)))
+                elif method == LINE:
                     for e in range(src.shape[0]):
                         v = np.int32(np.int32(np.int32(src[e]) * a[e]) + o[e])
                         dst[e] = np.uint8(min(max(_ashr32(v, t), lo), hi))
@@ -410,7 +468,7 @@ def _torch_params(ints, f32, hid, c):
 # frames
 # ----------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def _mean_hw(sums, recip, shift, zx, rounding, pooled):
     """numerics.mean_hw per channel (mean roundings other than "f32")."""
     for c in range(sums.shape[0]):
@@ -433,8 +491,8 @@ def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, t
     acc2 = np.empty(c, np.int32)
     scratch = np.empty(c, np.int16)
     near = np.empty(c, np.bool_)
-    ca = np.zeros((tx, BLOCK + c), np.int32)
-    co = np.zeros((tx, BLOCK + c), np.int32)
+    ca = np.empty((tx, max(BLOCK, c)), np.int32)
+    co = np.empty((tx, max(BLOCK, c)), np.int32)
     bottom_short = h % th != 0
     right_short = w % tw != 0
     for b in range(n):
@@ -491,7 +549,7 @@ def _flush():
                         _dot_rows, _repeat_pixel,
                         _scaled_rows, _requant_hw, _requant_hw_exact, _mean_f32,
                         _requant_torch, _lookup, broadcast_table, _offsets, _fit_line,
-                        fit_lines, _repeat_pixel, _broadcast, _hw_params, _torch_params,
+                        fit_lines, fit_scales, _repeat_pixel, _broadcast, _hw_params, _torch_params,
                         _mean_hw], "fastpath")
 
 
@@ -513,8 +571,12 @@ class Frames:
 
     def __init__(self, cfg, ip, profile_code: int):
         self.table = broadcast_table(ip.tables(), profile_code)
-        t, coef = fit_lines(self.table)
-        self.method = LINE if t >= 0 else TABLE
+        t, slopes = fit_scales(self.table)
+        if t >= 0:
+            self.method, coef = SCALE, np.stack([slopes, np.zeros_like(slopes)])
+        else:
+            t, coef = fit_lines(self.table)
+            self.method = LINE if t >= 0 else TABLE
         self.shift = max(t, 0)
         self._head = (cfg.tile_rows, cfg.tile_cols, profile_code, *_pack(ip, profile_code),
                       ip.w1.astype(np.int16), np.ascontiguousarray(ip.w2.T.astype(np.int16)),

@@ -97,18 +97,35 @@ def tables():
     return numerics.derive(reference.build(cfg).params, cfg).tables()
 
 
-@pytest.mark.parametrize("mult, shift, half_up", [(11863283, 31, False), (11863283, 31, True),
-                                                   (127, 15, False), (127, 15, True),
-                                                   (3, 9, False), ((1 << 31) - 1, 44, True),
-                                                   (1 << 23, 31, False), (96, 12, False),
-                                                   (16777215, 40, False)])
+def _broadcast_every_pair(table, method, t, coef):
+    """The broadcaster's output for every (gate code, input code) by one method: one strip
+    per gate code, row g holding every input code."""
+    from ref_model import fastpath
+
+    codes = np.arange(256, dtype=np.uint8)
+    x = np.tile(codes, (1, 256, 1)).reshape(1, 256, 256, 1)
+    gate = codes.reshape(1, 256, 1, 1)
+    out = np.zeros_like(x)
+    scratch = [np.zeros((1, fastpath.BLOCK), np.int32) for _ in range(2)]
+    for g in range(256):
+        fastpath._broadcast(x, 0, g, 1, 256, gate[0, g], method, t, coef, table, *scratch, out)
+    return out[0, :, :, 0]
+
+
+CASES = [(11863283, 31, False), (11863283, 31, True), (127, 15, False), (127, 15, True),
+         (3, 9, False), ((1 << 31) - 1, 44, True), (1 << 23, 31, False), (96, 12, False),
+         (16777215, 40, False)]
+
+
+@pytest.mark.parametrize("mult, shift, half_up", CASES)
 def test_broadcaster_is_exact_for_every_input_and_gate_code(tables, mult, shift, half_up):
     """The broadcaster's table is the exact rational rounding of (x - zx) g M / 2**s + zo
     for every input and gate code, and the broadcaster gives it on all 65,536 pairs by the
     table lookup and, where fit_lines finds one, by the line. Half_even ties that no line
     follows send fit_lines to the table (NO_LINE): e.g. g = 2 of (1 << 23, 31) rounds
     u / 128, whose steps fall between u = -65|-64, 64|65 and 191|192, 129 and 127 apart,
-    and the steps of floor(a u + o) are never spaced more than one apart."""
+    and the steps of floor(a u + o) are never spaced more than one apart. With zero points
+    7 and 3, x = 0 maps to 3 - 7 g M / 2**s, not 0 for every g: no SCALE."""
     from ref_model import fastpath
 
     zx, zo = 7, 3
@@ -119,19 +136,38 @@ def test_broadcaster_is_exact_for_every_input_and_gate_code(tables, mult, shift,
     for g in range(256):
         assert np.array_equal(table[g], _exact_products(codes, zx, zo, g, mult, shift,
                                                         half_up)), g
+    assert fastpath.fit_scales(table)[0] == -1
     t, coef = fastpath.fit_lines(table)
     assert (t < 0) == ((mult, shift, half_up) in NO_LINE), t
-    # one strip per gate code: row g holds every input code
-    x = np.tile(codes.astype(np.uint8), (1, 256, 1)).reshape(1, 256, 256, 1)
-    gate = codes.astype(np.uint8).reshape(1, 256, 1, 1)
     methods = [fastpath.TABLE] + ([fastpath.LINE] if t >= 0 else [])
     for method in methods:
-        out = np.zeros_like(x)
-        scratch = [np.zeros((1, fastpath.BLOCK + 1), np.int32) for _ in range(2)]
-        for g in range(256):
-            fastpath._broadcast(x, 0, g, 1, 256, gate[0, g], method, max(t, 0), coef, table,
-                                *scratch, out)
-        assert np.array_equal(out[0, :, :, 0], table), method
+        assert np.array_equal(_broadcast_every_pair(table, method, max(t, 0), coef), table), \
+            method
+
+
+NO_SCALE = {(3, 9, False), (1 << 23, 31, False), (96, 12, False)}
+
+
+@pytest.mark.parametrize("mult, shift, half_up", CASES)
+def test_broadcaster_scaling_is_exact_with_zero_points_at_zero(tables, mult, shift, half_up):
+    """Zero points 0 (post-ReLU input, non-negative output: the usual case) make every row
+    a rounded scaling of x through the origin; fit_scales finds one wherever a line exists
+    (the same half_even ties defeat both), and the SCALE method gives the exact table on all
+    65,536 pairs."""
+    from ref_model import fastpath
+
+    T = tables._replace(h_mm=mult, h_ms=shift, zx=0, zo=0,
+                        r_mul=numerics.HALF_UP if half_up else numerics.HALF_EVEN)
+    table = fastpath.broadcast_table(T, numerics.HW)
+    codes = np.arange(256)
+    for g in (0, 1, 2, 127, 128, 255):
+        assert np.array_equal(table[g], _exact_products(codes, 0, 0, g, mult, shift,
+                                                        half_up)), g
+    t, slopes = fastpath.fit_scales(table)
+    assert (t < 0) == ((mult, shift, half_up) in NO_SCALE), t
+    if t >= 0:
+        coef = np.stack([slopes, np.zeros_like(slopes)])
+        assert np.array_equal(_broadcast_every_pair(table, fastpath.SCALE, t, coef), table)
 
 
 def test_float64_requantizer_equals_the_exact_one_near_ties_and_far_out():
