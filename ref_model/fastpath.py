@@ -79,23 +79,27 @@ def _pixels_per_block(c, tile_cols):
 # ----------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def _fold_pixels(blk, k, c):
-    """blk[:c] = the sum of the k pixels blk[p * c:(p + 1) * c], by halving (long loops:
-    one loop per pixel would run only C long)."""
-    while k > 1:
+def _fold_pixels(a, k, c, limit):
+    """Fold the k pixels a[p * c:(p + 1) * c] onto the first ones by halving, in place (long
+    loops: one loop per pixel would run only C long), while every entry then holds the sum
+    of at most `limit` pixels. Returns the pixels left (1: a[:c] is the sum)."""
+    n = 1
+    while k > 1 and 2 * n <= limit:
         half = k // 2
-        top = blk[(k - half) * c:k * c]
+        top = a[(k - half) * c:k * c]
         for e in range(half * c):
-            blk[e] += top[e]
+            a[e] += top[e]
         k -= half
+        n *= 2
+    return k
 
 
 @njit(cache=True)
-def _strip_sums(x, b, i, th, tw, zx, acc, blk, sums):
+def _strip_sums(x, b, i, th, tw, zx, cap, acc, blk, sums):
     """Line accumulator for strip i of frame b: sums[j, c] = sum over tile j of (x - zx).
-    acc: one strip row of column sums (uint16 when 255 * th fits, else wider); blk: one
-    block of column sums, folded into the tile's C sums (int32 when 255 * th * tw fits,
-    else int64)."""
+    acc: one strip row of column sums (uint16 when 255 * th fits, else wider), whose entries
+    can each hold the sums of cap pixels; each tile's columns are folded there while that
+    holds, and the rest in blk (int32 when 255 * th * tw fits, else int64; W * C long)."""
     n, h, w, c = x.shape
     xf = x.reshape(n, h, w * c)
     r0 = i * th
@@ -122,18 +126,18 @@ def _strip_sums(x, b, i, th, tw, zx, acc, blk, sums):
     for j in range(sums.shape[0]):
         c0 = j * tw
         c1 = min(w, c0 + tw)
-        k = _pixels_per_block(c, c1 - c0)
-        first = acc[c0 * c:(c0 + k) * c]
-        for e in range(k * c):
-            blk[e] = first[e]
-        for p0 in range(c0 + k, c1, k):
-            part = acc[p0 * c:min(p0 + k, c1) * c]
-            for e in range(part.shape[0]):
-                blk[e] += part[e]
-        _fold_pixels(blk, k, c)
+        tile = acc[c0 * c:c1 * c]
+        k = _fold_pixels(tile, c1 - c0, c, cap)
         offset = np.int64(r1 - r0) * (c1 - c0) * zx
-        for ch in range(c):
-            sums[j, ch] = np.int64(blk[ch]) - offset
+        if k == 1:
+            for ch in range(c):
+                sums[j, ch] = np.int64(tile[ch]) - offset
+        else:
+            for e in range(k * c):
+                blk[e] = tile[e]
+            _fold_pixels(blk, k, c, 1 << 62)
+            for ch in range(c):
+                sums[j, ch] = np.int64(blk[ch]) - offset
 
 
 # ----------------------------------------------------------------------------------------
@@ -477,7 +481,7 @@ def _mean_hw(sums, recip, shift, zx, rounding, pooled):
 
 @njit(cache=True)
 def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums,
-                 pooled, hidden, excite, gate, out, acc, blk):
+                 pooled, hidden, excite, gate, out, cap, acc, blk):
     n, h, w, c = x.shape
     hid = w1.shape[0]
     ty, tx = sums.shape[1], sums.shape[2]
@@ -497,7 +501,7 @@ def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, t
     right_short = w % tw != 0
     for b in range(n):
         for i in range(ty):
-            _strip_sums(x, b, i, th, tw, zx, acc, blk, sums[b, i])
+            _strip_sums(x, b, i, th, tw, zx, cap, acc, blk, sums[b, i])
             for j in range(tx):
                 kind = (2 * (1 if (i == ty - 1 and bottom_short) else 0)
                         + (1 if (j == tx - 1 and right_short) else 0))
@@ -535,12 +539,12 @@ def _frames(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table,
     w, c = x.shape[2], x.shape[3]
     if th <= 257 and 255 * th * tw < 2 ** 31:
         _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums,
-                     pooled, hidden, excite, gate, out, np.empty(w * c, np.uint16),
-                     np.empty(BLOCK + c, np.int32))
+                     pooled, hidden, excite, gate, out, 65535 // (255 * th),
+                     np.empty(w * c, np.uint16), np.empty(w * c, np.int32))
     else:
         _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums,
-                     pooled, hidden, excite, gate, out, np.empty(w * c, np.int64),
-                     np.empty(BLOCK + c, np.int64))
+                     pooled, hidden, excite, gate, out, 1 << 62, np.empty(w * c, np.int64),
+                     np.empty(w * c, np.int64))
 
 
 def _flush():

@@ -57,6 +57,7 @@ def _impl(x, th, tw, T, profile, sums, sum_sat, pooled, hidden, excite, gate, ou
 
 
 _serial = njit(cache=True)(_impl)
+_U8, _I64 = np.dtype(np.uint8), np.dtype(np.int64)
 _parallel = njit(cache=True, parallel=True)(_impl)
 
 
@@ -102,28 +103,37 @@ class Kernel:
                 self._fast = fastpath.Frames(cfg, self.params, self._code)
         self._frame_shape = (cfg.height, cfg.width, cfg.channels)
         self._tile_shape = (cfg.tiles_y, cfg.tiles_x)
+        self._shapes = {}
+
+    def _stage_shapes(self, n: int):
+        """(codes, tile_sums, hidden) array shapes for a batch of n frames."""
+        ty, tx = self._tile_shape
+        c, hid = self.params.channels, self.params.hidden
+        shapes = self._shapes[n] = ((3, n, ty, tx, c), (n, ty, tx, c), (n, ty, tx, hid))
+        return shapes
 
     def __call__(self, x) -> dict:
         """Every stage on frames x (uint8 [N, H, W, C], channels last): a dict of stage
         arrays (numerics.STAGES) plus "saturated": per-stage counts of accumulators that
         saturated (hw with hw.saturate; zeros otherwise). Bad input raises InputError."""
-        if not (type(x) is np.ndarray and x.dtype == np.uint8 and x.ndim == 4
-                and x.shape[1:] == self._frame_shape and x.shape[0] > 0
-                and x.flags.c_contiguous):
+        if not (type(x) is np.ndarray and x.dtype is _U8 and x.shape[1:] == self._frame_shape
+                and x.shape[0] > 0 and x.flags.c_contiguous):
             x = nm.check_frames(self.cfg, x)       # converts, or names what is wrong
         n = x.shape[0]
-        ty, tx = self._tile_shape
-        c, hid = self.params.channels, self.params.hidden
         if self._fast:
-            # Every element of every stage is written, so nothing needs clearing; the three
-            # C-wide code stages share one allocation (each numpy call costs ~0.2 us).
-            codes = np.empty((3, n, ty, tx, c), np.uint8)
-            stages = {"tile_sums": np.empty((n, ty, tx, c), np.int64), "pooled": codes[0],
-                      "hidden": np.empty((n, ty, tx, hid), np.uint8), "excite": codes[1],
-                      "gate": codes[2], "output": np.empty(x.shape, np.uint8)}
+            # Every element of every stage is written, so nothing needs clearing. For small
+            # frames the allocations are a good part of the call: shapes are kept per batch
+            # size, the dtypes as objects, and the three C-wide code stages share one array.
+            shapes = self._shapes.get(n) or self._stage_shapes(n)
+            codes = np.empty(shapes[0], _U8)
+            stages = {"tile_sums": np.empty(shapes[1], _I64), "pooled": codes[0],
+                      "hidden": np.empty(shapes[2], _U8), "excite": codes[1],
+                      "gate": codes[2], "output": np.empty(x.shape, _U8)}
             self._fast(x, *stages.values())
             stages["saturated"] = {"tile_sums": 0, "hidden": 0, "excite": 0}
             return stages
+        ty, tx = self._tile_shape
+        c, hid = self.params.channels, self.params.hidden
         sums = np.zeros((n, ty, tx, c), np.int64)
         pooled = np.zeros((n, ty, tx, c), np.uint8)
         hidden = np.zeros((n, ty, tx, hid), np.uint8)

@@ -19,14 +19,20 @@ CASES = [
                engine="qnnpack"), NARROW),
     (TSEConfig(channels=6, height=7, width=5, tile="HxW", reduction=3, lanes=6), NARROW),
     (TSEConfig(channels=1, height=3, width=2, tile="1x1", reduction=1, lanes=1), {}),
+    # line accumulator: 7 x 56 tiles fold 32 columns in uint16, then in int32; 150-row
+    # tiles fold none in uint16 (255 * 150 * 2 > 65535); 260-row tiles sum in int64
+    (TSEConfig(channels=5, height=15, width=56, tile="7xW", reduction=5, lanes=5), {}),
+    (TSEConfig(channels=3, height=150, width=41, tile="HxW", reduction=3, lanes=3), {}),
+    (TSEConfig(channels=2, height=260, width=9, tile="Hx5", reduction=2, lanes=2), {}),
 ]
 
 
 def frames(cfg, seed=1):
-    x = np.random.default_rng(seed).integers(0, 256, (3, cfg.height, cfg.width, cfg.channels),
+    x = np.random.default_rng(seed).integers(0, 256, (4, cfg.height, cfg.width, cfg.channels),
                                               dtype=np.uint8)
-    x[0] = 0        # extreme codes: a black frame and a saturated row
+    x[0] = 0        # extreme codes: a black frame, a saturated row and a saturated frame
     x[1, 0] = 255
+    x[2] = 255
     return x
 
 
