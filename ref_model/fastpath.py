@@ -31,6 +31,8 @@ on the order of the additions (the per-element kernel models that order).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
@@ -44,6 +46,11 @@ broadcaster coefficients stay in L1."""
 
 SCALE, LINE, TABLE = 0, 1, 2
 """Tile broadcaster methods (module docstring), the first that is exact for a parameter set."""
+
+FC2_DOT_MIN = 64
+"""Hidden channels from which the excite MAC computes fc2 as dot products over the rows of w2
+(C x hidden; vpmaddwd) rather than as a sum of the rows of w2 transposed, scaled (narrow
+layers: the dot products would be too short)."""
 
 MAX_LINE_SHIFT = 23
 """Largest shift t fit_lines tries: x * a stays inside int32 for slopes up to 1 output code per
@@ -480,7 +487,7 @@ def _mean_hw(sums, recip, shift, zx, rounding, pooled):
 
 
 @njit(cache=True)
-def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums,
+def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, table, sums,
                  pooled, hidden, excite, gate, out, cap, acc, blk):
     n, h, w, c = x.shape
     hid = w1.shape[0]
@@ -491,12 +498,12 @@ def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, t
     b1, M1, s1, b2, M2, s2, h_lut, h_recip, h_shift, m1, m2 = _hw_params(ints, f64, hid, c)
     t_b1i, t_b2i, t_lut, t_recip, t_b1f, t_b1m, t_m1, t_b2f, t_b2m, t_m2 = _torch_params(
         ints, f32, hid, c)
-    acc1 = np.empty(hid, np.int32)
-    acc2 = np.empty(c, np.int32)
+    macs = np.empty(hid + c, np.int32)
+    acc1, acc2 = macs[:hid], macs[hid:]
     scratch = np.empty(c, np.int16)
     near = np.empty(c, np.bool_)
-    ca = np.empty((tx, max(BLOCK, c)), np.int32)
-    co = np.empty((tx, max(BLOCK, c)), np.int32)
+    coefs = np.empty((2, tx, max(BLOCK, c)), np.int32)
+    ca, co = coefs[0], coefs[1]
     bottom_short = h % th != 0
     right_short = w % tw != 0
     for b in range(n):
@@ -517,7 +524,10 @@ def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, t
                     _dot_rows(p_, zx, w1, scratch, acc1)
                     if _requant_hw(acc1, b1, frac, m1, zh, zh, near, h_):
                         _requant_hw_exact(acc1, b1, frac, M1, s1, zh, zh, r_fc1, near, h_)
-                    _scaled_rows(h_, zh, w2t, acc2)
+                    if hid >= FC2_DOT_MIN:
+                        _dot_rows(h_, zh, w2k, scratch, acc2)
+                    else:
+                        _scaled_rows(h_, zh, w2k, acc2)
                     if _requant_hw(acc2, b2, frac, m2, ze, 0, near, e_):
                         _requant_hw_exact(acc2, b2, frac, M2, s2, ze, 0, r_fc2, near, e_)
                     _lookup(e_, h_lut, g_)      # numerics.sigmoid, hw.gate_bits kept
@@ -525,24 +535,29 @@ def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, t
                     _mean_f32(s_, t_recip[kind], zx, p_)
                     _dot_rows(p_, zx, w1, scratch, acc1)
                     _requant_torch(acc1, t_b1i, t_b1f, t_b1m, t_m1, zh, zh, h_)
-                    _scaled_rows(h_, zh, w2t, acc2)
+                    if hid >= FC2_DOT_MIN:
+                        _dot_rows(h_, zh, w2k, scratch, acc2)
+                    else:
+                        _scaled_rows(h_, zh, w2k, acc2)
                     _requant_torch(acc2, t_b2i, t_b2f, t_b2m, t_m2, ze, 0, e_)
                     _lookup(e_, t_lut, g_)      # numerics.sigmoid
             _broadcast(x, b, i, th, tw, gate[b, i], method, t, coef, table, ca, co, out)
 
 
 @njit(cache=True)
-def _frames(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums, pooled,
-            hidden, excite, gate, out):
-    """Every stage of frames x; the line accumulator's registers as narrow as the tile
-    allows (uint16 column sums and int32 tile sums for tiles up to 257 rows)."""
+def _frames(th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, table, x, sums, codes,
+            hidden, out):
+    """Every stage of frames x (codes: pooled, excite and gate, [3, N, ty, tx, C]); the
+    line accumulator's registers as narrow as the tile allows (uint16 column sums and int32
+    tile sums for tiles up to 257 rows). The parameters come first: Frames binds them."""
     w, c = x.shape[2], x.shape[3]
+    pooled, excite, gate = codes[0], codes[1], codes[2]
     if th <= 257 and 255 * th * tw < 2 ** 31:
-        _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums,
+        _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, table, sums,
                      pooled, hidden, excite, gate, out, 65535 // (255 * th),
                      np.empty(w * c, np.uint16), np.empty(w * c, np.int32))
     else:
-        _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2t, method, t, coef, table, sums,
+        _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, table, sums,
                      pooled, hidden, excite, gate, out, 1 << 62, np.empty(w * c, np.int64),
                      np.empty(w * c, np.int64))
 
@@ -583,17 +598,19 @@ class Frames:
             self.method = LINE if t >= 0 else TABLE
         self.shift = max(t, 0)
         self._head = (cfg.tile_rows, cfg.tile_cols, profile_code, *_pack(ip, profile_code),
-                      ip.w1.astype(np.int16), np.ascontiguousarray(ip.w2.T.astype(np.int16)),
+                      ip.w1.astype(np.int16),
+                      np.ascontiguousarray((ip.w2 if ip.hidden >= FC2_DOT_MIN else ip.w2.T)
+                                           .astype(np.int16)),
                       self.method, self.shift, coef, self.table)
-        self._entries = {}              # x.flags.writeable -> compiled entry point
+        self.calls = {}
+        """x.flags.writeable -> call(x, sums, codes, hidden, out): the compiled kernel for
+        such frames, its parameters bound (bind)."""
 
-    def __call__(self, x, sums, pooled, hidden, excite, gate, out) -> None:
-        """Fill every stage array for frames x (uint8, C-contiguous, [N, H, W, C]; stage
-        arrays as in ref_model.kernels.run, freshly allocated)."""
-        entry = self._entries.get(x.flags.writeable)
-        if entry is None:
-            from numba import typeof
-            args = (x, *self._head, sums, pooled, hidden, excite, gate, out)
-            entry = _frames.compile(tuple(typeof(a) for a in args))
-            self._entries[x.flags.writeable] = entry
-        entry(x, *self._head, sums, pooled, hidden, excite, gate, out)
+    def bind(self, x, sums, codes, hidden, out):
+        """The compiled kernel for frames like x and these stage arrays (Kernel's), with the
+        parameters bound, kept in self.calls."""
+        from numba import typeof
+        args = (*self._head, x, sums, codes, hidden, out)
+        entry = _frames.compile(tuple(typeof(a) for a in args))
+        call = self.calls[x.flags.writeable] = functools.partial(entry, *self._head)
+        return call

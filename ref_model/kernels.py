@@ -125,13 +125,15 @@ class Kernel:
             # frames the allocations are a good part of the call: shapes are kept per batch
             # size, the dtypes as objects, and the three C-wide code stages share one array.
             shapes = self._shapes.get(n) or self._stage_shapes(n)
-            codes = np.empty(shapes[0], _U8)
-            stages = {"tile_sums": np.empty(shapes[1], _I64), "pooled": codes[0],
-                      "hidden": np.empty(shapes[2], _U8), "excite": codes[1],
-                      "gate": codes[2], "output": np.empty(x.shape, _U8)}
-            self._fast(x, *stages.values())
-            stages["saturated"] = {"tile_sums": 0, "hidden": 0, "excite": 0}
-            return stages
+            sums, codes = np.empty(shapes[1], _I64), np.empty(shapes[0], _U8)
+            hidden, out = np.empty(shapes[2], _U8), np.empty(x.shape, _U8)
+            call = self._fast.calls.get(x.flags.writeable)
+            if call is None:
+                call = self._fast.bind(x, sums, codes, hidden, out)
+            call(x, sums, codes, hidden, out)
+            return {"tile_sums": sums, "pooled": codes[0], "hidden": hidden,
+                    "excite": codes[1], "gate": codes[2], "output": out,
+                    "saturated": {"tile_sums": 0, "hidden": 0, "excite": 0}}
         ty, tx = self._tile_shape
         c, hid = self.params.channels, self.params.hidden
         sums = np.zeros((n, ty, tx, c), np.int64)
