@@ -7,23 +7,28 @@ casts: numba widens integer arithmetic to 64 bits, which halves the SIMD lanes o
 
   - line accumulator: each strip's rows are added, two at a time, into one row of column
     sums (W*C long, contiguous; uint16 while 255 * tile rows fits); the columns of each
-    tile are then folded in blocks of whole pixels (about BLOCK elements, int32 while a tile
-    sum fits) and the block reduced to the tile's C sums; the zero point is subtracted once
-    per tile (sum(x - zx) = sum(x) - n*zx).
+    tile are then folded onto the first by halving, in place while the uint16 entries
+    cannot overflow, then in int32 (int64 for tiles too large for it), down to the tile's
+    C sums; the zero point is subtracted once per tile (sum(x - zx) = sum(x) - n*zx).
   - excite MAC: per tile, the squeeze and sigmoid of ref_model.numerics; the two 1x1 convs
     as dot products of int16 operands into int32 (exact: |sum| <= C * 255 * 128 < 2**31
-    for C < 65536), fc1 over the rows of w1, fc2 as a sum of the rows of w2 transposed,
-    scaled (both loops run C long); each neuron's requantization: the torch profile's own
-    function, the hw profile's in float64 with an exact fallback near ties (_requant_hw).
+    for C < 65536), fc1 over the rows of w1, fc2 over the rows of w2 from FC2_DOT_MIN
+    hidden channels, else as a sum of the rows of w2 transposed, scaled (loops as long as
+    the output); each neuron's requantization: the torch profile's own function, the hw
+    profile's in float64 with an exact fallback near ties (_requant_hw).
   - tile broadcaster: output = table[gate, x], where table is the 256 x 256 table of
     numerics.scale (the profile's own final multiply, clamp included) for every gate code
-    and input code. Computed, per parameter set, by one of two methods:
-      LINE:  q = clamp((x * a[g] + o[g]) >> t, 0, 255), one int32 product per element, when
-             every row of the table is such a clamped line with int32 arithmetic (fit_lines
-             finds a, o and t, and the result is exact on all 65,536 entries by construction;
-             tests check it). A line cannot follow half_even's ties (0.5 -> 0, 1.5 -> 2, ...),
-             so tables with ties get:
-      TABLE: a lookup, one gather per element: exact for anything, about 9x slower.
+    and input code. Computed, per parameter set, by the first of three methods that is
+    exact for every entry (fit_scales and fit_lines find their coefficients so that it is,
+    by construction; tests check all 65,536 entries):
+      SCALE: q = min((x * a[g] + 2**(t-1)) >> t, 255): every row a rounded scaling through
+             the origin (zero points that map x = 0 to q = 0, the usual case). One product
+             and one coefficient load per element.
+      LINE:  q = clamp((x * a[g] + o[g]) >> t, 0, 255): every row a clamped line in int32.
+             One product, two coefficient loads per element (the loop is load-bound: about
+             two thirds of SCALE's speed).
+      TABLE: a lookup, one gather per element: exact for anything, about 9x slower than
+             LINE. Needed for half_even ties no line follows (0.5 -> 0, 1.5 -> 2, ...).
     Per strip, each tile's per-gate coefficients are laid out for one block of whole pixels
     (BLOCK elements at most), and each row of the tile is walked block by block.
 Serial only. Not used for the hw profile with saturating accumulators, whose result depends
@@ -40,8 +45,7 @@ from numba.extending import intrinsic
 from . import numerics as nm
 
 BLOCK = 4096
-"""Elements (whole pixels) per inner loop of the line accumulator's fold and the tile
-broadcaster: long enough for SIMD loops to run at speed, short enough that a tile's
+"""Elements (whole pixels) per inner loop of the tile broadcaster: long enough for SIMD loops to run at speed, short enough that a tile's
 broadcaster coefficients stay in L1."""
 
 SCALE, LINE, TABLE = 0, 1, 2
@@ -366,9 +370,10 @@ def _repeat_pixel(a, k, c):
 @njit(cache=True)
 def _broadcast(x, b, i, th, tw, gate, method, t, coef, table, ca, co, out):
     """Tile broadcaster for strip i of frame b: out = table[gate, x] (module docstring).
-    gate: [tiles, C] codes of the strip. LINE: clamp((x * a + o) >> t) with a, o =
-    coef[:, g]; TABLE: the flat table at g * 256 + x. ca, co: [tiles, BLOCK] scratch for
-    each tile's per-element coefficients over one block of whole pixels."""
+    gate: [tiles, C] codes of the strip. SCALE: min((x * a + 2**(t-1)) >> t, 255) and
+    LINE: clamp((x * a + o) >> t, 0, 255), with a, o = coef[:, g]; TABLE: the flat table at
+    g * 256 + x. ca, co: [tiles, >= BLOCK] scratch for each tile's per-element coefficients
+    over one block of whole pixels (co: LINE only)."""
     n, h, w, c = x.shape
     xf = x.reshape(n, h, w * c)
     of = out.reshape(n, h, w * c)

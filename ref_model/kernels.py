@@ -116,9 +116,11 @@ class Kernel:
         """Every stage on frames x (uint8 [N, H, W, C], channels last): a dict of stage
         arrays (numerics.STAGES) plus "saturated": per-stage counts of accumulators that
         saturated (hw with hw.saturate; zeros otherwise). Bad input raises InputError."""
-        if not (type(x) is np.ndarray and x.dtype is _U8 and x.shape[1:] == self._frame_shape
-                and x.shape[0] > 0 and x.flags.c_contiguous):
+        flags = (x.flags if type(x) is np.ndarray and x.dtype is _U8
+                 and x.shape[1:] == self._frame_shape and x.shape[0] > 0 else None)
+        if flags is None or not flags.c_contiguous:
             x = nm.check_frames(self.cfg, x)       # converts, or names what is wrong
+            flags = x.flags
         n = x.shape[0]
         if self._fast:
             # Every element of every stage is written, so nothing needs clearing. For small
@@ -127,7 +129,7 @@ class Kernel:
             shapes = self._shapes.get(n) or self._stage_shapes(n)
             sums, codes = np.empty(shapes[1], _I64), np.empty(shapes[0], _U8)
             hidden, out = np.empty(shapes[2], _U8), np.empty(x.shape, _U8)
-            call = self._fast.calls.get(x.flags.writeable)
+            call = self._fast.calls.get(flags.writeable)
             if call is None:
                 call = self._fast.bind(x, sums, codes, hidden, out)
             call(x, sums, codes, hidden, out)
