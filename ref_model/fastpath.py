@@ -45,8 +45,8 @@ from numba.extending import intrinsic
 from . import numerics as nm
 
 BLOCK = 4096
-"""Elements (whole pixels) per inner loop of the tile broadcaster: long enough for SIMD loops to run at speed, short enough that a tile's
-broadcaster coefficients stay in L1."""
+"""Elements (whole pixels) per inner loop of the tile broadcaster: long enough for SIMD loops
+to run at speed, short enough that a tile's coefficients stay in L1."""
 
 SCALE, LINE, TABLE = 0, 1, 2
 """Tile broadcaster methods (module docstring), the first that is exact for a parameter set."""
@@ -570,11 +570,10 @@ def _frames(th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, table, x,
 def _flush():
     from .kernels import _flush_stale_cache
     _flush_stale_cache([_frames, _frames_with, _strip_sums, _fold_pixels, _pixels_per_block,
-                        _dot_rows, _repeat_pixel,
-                        _scaled_rows, _requant_hw, _requant_hw_exact, _mean_f32,
+                        _dot_rows, _scaled_rows, _requant_hw, _requant_hw_exact, _mean_f32,
                         _requant_torch, _lookup, broadcast_table, _offsets, _fit_line,
-                        fit_lines, fit_scales, _repeat_pixel, _broadcast, _hw_params, _torch_params,
-                        _mean_hw], "fastpath")
+                        fit_lines, fit_scales, _repeat_pixel, _broadcast, _hw_params,
+                        _torch_params, _mean_hw], "fastpath")
 
 
 _flush()
