@@ -11,11 +11,10 @@ casts: numba widens integer arithmetic to 64 bits, which halves the SIMD lanes o
     cannot overflow, then in int32 (int64 for tiles too large for it), down to the tile's
     C sums; the zero point is subtracted once per tile (sum(x - zx) = sum(x) - n*zx).
   - excite MAC: per tile, the squeeze and sigmoid of ref_model.numerics; the two 1x1 convs
-    as dot products of int16 operands into int32 (exact: |sum| <= C * 255 * 128 < 2**31
-    for C < 65536), fc1 over the rows of w1, fc2 over the rows of w2 from FC2_DOT_MIN
-    hidden channels, else as a sum of the rows of w2 transposed, scaled (loops as long as
-    the output); each neuron's requantization: the torch profile's own function, the hw
-    profile's in float64 with an exact fallback near ties (_requant_hw).
+    as int16 products summed in int32 (exact: |sum| <= C * 255 * 128 < 2**31 for
+    C < 65536) by simd.madd_pairs, 16 outputs per vector, on weights laid out once by
+    simd.pair_layout; each neuron's requantization: the torch profile's own function, the
+    hw profile's in float64 with an exact fallback near ties (_requant_hw).
   - tile broadcaster: output = table[gate, x], where table is the 256 x 256 table of
     numerics.scale (the profile's own final multiply, clamp included) for every gate code
     and input code. Computed, per parameter set, by the first of three methods that is
@@ -40,9 +39,10 @@ import functools
 
 import numpy as np
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.experimental import structref
 
 from . import numerics as nm
+from .simd import VARIANT, _ashr32, _lshr32, aligned_copy, madd_pairs, pair_layout
 
 BLOCK = 4096
 """Elements (whole pixels) per inner loop of the tile broadcaster: long enough for SIMD loops
@@ -51,32 +51,9 @@ to run at speed, short enough that a tile's coefficients stay in L1."""
 SCALE, LINE, TABLE = 0, 1, 2
 """Tile broadcaster methods (module docstring), the first that is exact for a parameter set."""
 
-FC2_DOT_MIN = 64
-"""Hidden channels from which the excite MAC computes fc2 as dot products over the rows of w2
-(C x hidden; vpmaddwd) rather than as a sum of the rows of w2 transposed, scaled (narrow
-layers: the dot products would be too short)."""
-
 MAX_LINE_SHIFT = 23
 """Largest shift t fit_lines tries: x * a stays inside int32 for slopes up to 1 output code per
 input code; steeper tables fit at a smaller t."""
-
-
-@intrinsic
-def _ashr32(typingctx, a, k):
-    """a >> k on int32 lanes (numba would widen the shift to 64 bits). 0 <= k < 32."""
-    def codegen(context, builder, signature, args):
-        import llvmlite.ir as ir
-        return builder.ashr(args[0], builder.trunc(args[1], ir.IntType(32)))
-    return types.int32(types.int32, types.int64), codegen
-
-
-@intrinsic
-def _lshr32(typingctx, a, k):
-    """a >> k on uint32 lanes (logical; numba would widen the shift to 64 bits). 0 <= k < 32."""
-    def codegen(context, builder, signature, args):
-        import llvmlite.ir as ir
-        return builder.lshr(args[0], builder.trunc(args[1], ir.IntType(32)))
-    return types.uint32(types.uint32, types.int64), codegen
 
 
 @njit(cache=True)
@@ -156,41 +133,16 @@ def _strip_sums(x, b, i, th, tw, zx, cap, acc, blk, sums):
 # ----------------------------------------------------------------------------------------
 
 @njit(cache=True, inline='always')
-def _dot_rows(x, zx, w, u, acc):
-    """acc[j] = sum_c (x[c] - zx) * w[j, c] over contiguous rows of w: int16 operands
-    (|x - zx| <= 255, |w| <= 128), int32 products and sums (u: int16 scratch)."""
-    for c in range(x.shape[0]):
-        u[c] = np.int16(np.int32(x[c]) - np.int32(zx))
-    for j in range(w.shape[0]):
-        row = w[j]
-        a = np.int32(0)
-        for c in range(row.shape[0]):
-            a += np.int32(np.int32(u[c]) * np.int32(row[c]))
-        acc[j] = a
-
-
-@njit(cache=True, inline='always')
-def _scaled_rows(x, zx, wt, acc):
-    """acc[j] = sum_c (x[c] - zx) * wt[c, j]: the same sums as _dot_rows with w = wt.T, as
-    a sum of rows of wt scaled by x - zx (loops as long as the output, not the input), four
-    rows per pass over acc."""
-    for j in range(acc.shape[0]):
-        acc[j] = 0
+def _pairs(x, zx, pairs):
+    """pairs[k] = the int16 pair (x[2k] - zx, x[2k + 1] - zx) in an int32, low half first (a
+    missing x[2k + 1] is 0): simd.madd_pairs' inputs. Entries past them are left alone
+    (zeros: the padding of the weights' layout)."""
     z = np.int32(zx)
-    c = 0
-    while c + 4 <= x.shape[0]:
-        u0, u1 = np.int32(x[c]) - z, np.int32(x[c + 1]) - z
-        u2, u3 = np.int32(x[c + 2]) - z, np.int32(x[c + 3]) - z
-        r0, r1, r2, r3 = wt[c], wt[c + 1], wt[c + 2], wt[c + 3]
-        for j in range(acc.shape[0]):
-            acc[j] += (np.int32(u0 * np.int32(r0[j])) + np.int32(u1 * np.int32(r1[j]))) + (
-                np.int32(u2 * np.int32(r2[j])) + np.int32(u3 * np.int32(r3[j])))
-        c += 4
-    while c < x.shape[0]:
-        u, row = np.int32(x[c]) - z, wt[c]
-        for j in range(acc.shape[0]):
-            acc[j] += np.int32(u * np.int32(row[j]))
-        c += 1
+    n = x.shape[0]
+    for k in range(n // 2):
+        pairs[k] = ((np.int32(x[2 * k]) - z) & 0xFFFF) | ((np.int32(x[2 * k + 1]) - z) << 16)
+    if n % 2:
+        pairs[n // 2] = (np.int32(x[n - 1]) - z) & 0xFFFF
 
 
 @njit(cache=True, inline='always')
@@ -383,15 +335,18 @@ def _broadcast(x, b, i, th, tw, gate, method, t, coef, table, ca, co, out):
     tiles = gate.shape[0]
     for j in range(tiles):
         k = _pixels_per_block(c, min(w, (j + 1) * tw) - j * tw)
-        for ch in range(c):
-            g = gate[j, ch]
-            if method != TABLE:
-                ca[j, ch], co[j, ch] = coef[0, g], coef[1, g]
-            else:
-                ca[j, ch] = np.int32(g) << 8
-        _repeat_pixel(ca[j], k, c)
+        codes, slopes, offsets = gate[j], ca[j], co[j]
+        if method == TABLE:
+            for ch in range(c):
+                slopes[ch] = np.int32(codes[ch]) << 8
+        else:
+            for ch in range(c):
+                slopes[ch] = coef[0, codes[ch]]
+        _repeat_pixel(slopes, k, c)
         if method == LINE:
-            _repeat_pixel(co[j], k, c)
+            for ch in range(c):
+                offsets[ch] = coef[1, codes[ch]]
+            _repeat_pixel(offsets, k, c)
     for r in range(i * th, min(h, (i + 1) * th)):
         row = xf[b, r]
         orow = of[b, r]
@@ -491,23 +446,51 @@ def _mean_hw(sums, recip, shift, zx, rounding, pooled):
         pooled[c] = nm.mean_hw(sums[c], recip, shift, zx, rounding)
 
 
+@structref.register
+class _StateType(types.StructRef):
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(t)) for name, t in fields)
+
+
+class _State(structref.StructRefProxy):
+    """What the compiled kernel reads besides the frames and the stage arrays, as one
+    argument (numba unboxes a structref in ~0.1 us, each array in ~30 ns): the parameters
+    and the scratch of the stages, allocated once (allocating them per call cost ~0.7 us)."""
+
+
+_STATE_FIELDS = (
+    # parameters: tile shape, profile, the packed arrays, the weights (simd.pair_layout),
+    # the broadcaster's method, shift, coefficients and table
+    "th", "tw", "profile", "ints", "f64", "f32", "wp1", "wp2", "method", "t", "coef", "table",
+    # line accumulator: pixels a column sum may hold, one strip row of column sums (uint16
+    # while 255 * th fits), the wider fold; excite MAC: sums and input pairs of fc1 and
+    # fc2, near-tie flags; tile broadcaster: per-element coefficients of each tile
+    "cap", "acc", "blk", "macs", "pairs", "near", "coefs")
+structref.define_proxy(_State, _StateType, list(_STATE_FIELDS))
+
+
 @njit(cache=True)
-def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, table, sums,
-                 pooled, hidden, excite, gate, out, cap, acc, blk):
+def _frames(s, x, sums, codes, hidden, out):
+    """Every stage of frames x (codes: pooled, excite and gate, [3, N, ty, tx, C]) with the
+    parameters and scratch of s (a _State)."""
     n, h, w, c = x.shape
-    hid = w1.shape[0]
+    hid = hidden.shape[3]
     ty, tx = sums.shape[1], sums.shape[2]
+    pooled, excite, gate = codes[0], codes[1], codes[2]
+    th, tw, profile, ints, f64, f32 = s.th, s.tw, s.profile, s.ints, s.f64, s.f32
+    wp1, wp2, method, t, coef, table = s.wp1, s.wp2, s.method, s.t, s.coef, s.table
+    cap, acc, blk, near, coefs = s.cap, s.acc, s.blk, s.near, s.coefs
     zx, zh, ze, frac = ints[ZX], ints[ZH], ints[ZE], ints[FRAC_BITS]
     r_mean, r_fc1, r_fc2 = ints[R_MEAN], ints[R_FC1], ints[R_FC2]
     # Both layouts are sliced; only the profile's own views are read.
     b1, M1, s1, b2, M2, s2, h_lut, h_recip, h_shift, m1, m2 = _hw_params(ints, f64, hid, c)
     t_b1i, t_b2i, t_lut, t_recip, t_b1f, t_b1m, t_m1, t_b2f, t_b2m, t_m2 = _torch_params(
         ints, f32, hid, c)
-    macs = np.empty(hid + c, np.int32)
-    acc1, acc2 = macs[:hid], macs[hid:]
-    scratch = np.empty(c, np.int16)
-    near = np.empty(c, np.bool_)
-    coefs = np.empty((2, tx, max(BLOCK, c)), np.int32)
+    # fc1 and fc2 on padded outputs and input pairs (simd.pair_layout).
+    n1, k1 = wp1.shape[1] // 2, wp1.shape[0]
+    acc1, acc2 = s.macs[:n1], s.macs[n1:]
+    sums1, sums2 = acc1[:hid], acc2[:c]
+    pairs1, pairs2 = s.pairs[:k1], s.pairs[k1:]
     ca, co = coefs[0], coefs[1]
     bottom_short = h % th != 0
     right_short = w % tw != 0
@@ -526,54 +509,35 @@ def _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, t
                         _mean_f32(s_, f32[kind], zx, p_)
                     else:
                         _mean_hw(s_, h_recip[kind], h_shift[kind], zx, r_mean, p_)
-                    _dot_rows(p_, zx, w1, scratch, acc1)
-                    if _requant_hw(acc1, b1, frac, m1, zh, zh, near, h_):
-                        _requant_hw_exact(acc1, b1, frac, M1, s1, zh, zh, r_fc1, near, h_)
-                    if hid >= FC2_DOT_MIN:
-                        _dot_rows(h_, zh, w2k, scratch, acc2)
-                    else:
-                        _scaled_rows(h_, zh, w2k, acc2)
-                    if _requant_hw(acc2, b2, frac, m2, ze, 0, near, e_):
-                        _requant_hw_exact(acc2, b2, frac, M2, s2, ze, 0, r_fc2, near, e_)
+                    _pairs(p_, zx, pairs1)
+                    madd_pairs(wp1, pairs1, acc1, VARIANT)
+                    if _requant_hw(sums1, b1, frac, m1, zh, zh, near, h_):
+                        _requant_hw_exact(sums1, b1, frac, M1, s1, zh, zh, r_fc1, near, h_)
+                    _pairs(h_, zh, pairs2)
+                    madd_pairs(wp2, pairs2, acc2, VARIANT)
+                    if _requant_hw(sums2, b2, frac, m2, ze, 0, near, e_):
+                        _requant_hw_exact(sums2, b2, frac, M2, s2, ze, 0, r_fc2, near, e_)
                     _lookup(e_, h_lut, g_)      # numerics.sigmoid, hw.gate_bits kept
                 else:
                     _mean_f32(s_, t_recip[kind], zx, p_)
-                    _dot_rows(p_, zx, w1, scratch, acc1)
-                    _requant_torch(acc1, t_b1i, t_b1f, t_b1m, t_m1, zh, zh, h_)
-                    if hid >= FC2_DOT_MIN:
-                        _dot_rows(h_, zh, w2k, scratch, acc2)
-                    else:
-                        _scaled_rows(h_, zh, w2k, acc2)
-                    _requant_torch(acc2, t_b2i, t_b2f, t_b2m, t_m2, ze, 0, e_)
+                    _pairs(p_, zx, pairs1)
+                    madd_pairs(wp1, pairs1, acc1, VARIANT)
+                    _requant_torch(sums1, t_b1i, t_b1f, t_b1m, t_m1, zh, zh, h_)
+                    _pairs(h_, zh, pairs2)
+                    madd_pairs(wp2, pairs2, acc2, VARIANT)
+                    _requant_torch(sums2, t_b2i, t_b2f, t_b2m, t_m2, ze, 0, e_)
                     _lookup(e_, t_lut, g_)      # numerics.sigmoid
             _broadcast(x, b, i, th, tw, gate[b, i], method, t, coef, table, ca, co, out)
 
 
-@njit(cache=True)
-def _frames(th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, table, x, sums, codes,
-            hidden, out):
-    """Every stage of frames x (codes: pooled, excite and gate, [3, N, ty, tx, C]); the
-    line accumulator's registers as narrow as the tile allows (uint16 column sums and int32
-    tile sums for tiles up to 257 rows). The parameters come first: Frames binds them."""
-    w, c = x.shape[2], x.shape[3]
-    pooled, excite, gate = codes[0], codes[1], codes[2]
-    if th <= 257 and 255 * th * tw < 2 ** 31:
-        _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, table, sums,
-                     pooled, hidden, excite, gate, out, 65535 // (255 * th),
-                     np.empty(w * c, np.uint16), np.empty(w * c, np.int32))
-    else:
-        _frames_with(x, th, tw, profile, ints, f64, f32, w1, w2k, method, t, coef, table, sums,
-                     pooled, hidden, excite, gate, out, 1 << 62, np.empty(w * c, np.int64),
-                     np.empty(w * c, np.int64))
-
-
 def _flush():
+    from . import simd
     from .kernels import _flush_stale_cache
-    _flush_stale_cache([_frames, _frames_with, _strip_sums, _fold_pixels, _pixels_per_block,
-                        _dot_rows, _scaled_rows, _requant_hw, _requant_hw_exact, _mean_f32,
+    _flush_stale_cache([_frames, _strip_sums, _fold_pixels, _pixels_per_block,
+                        _pairs, _requant_hw, _requant_hw_exact, _mean_f32,
                         _requant_torch, _lookup, broadcast_table, _offsets, _fit_line,
                         fit_lines, fit_scales, _repeat_pixel, _broadcast, _hw_params,
-                        _torch_params, _mean_hw], "fastpath")
+                        _torch_params, _mean_hw], "fastpath", (nm, simd))
 
 
 _flush()
@@ -588,9 +552,11 @@ class Frames:
     """The fast path for one configuration, parameter set and profile.
 
     Everything that does not depend on the frames is done here, once: the packed parameters,
-    the int16 weights (w2 transposed), the broadcaster's table and method, and the compiled
-    kernel for these argument types, whose entry point is then called directly (numba's
-    dispatcher would re-derive the argument types on every call)."""
+    the weights in simd.pair_layout, the broadcaster's table and method, the stages' scratch
+    (all in one _State), and the compiled kernel for these argument types, whose entry point
+    is then called directly (numba's dispatcher would re-derive the argument types on every
+    call). The scratch makes one call at a time: the kernel holds the GIL, so Python
+    threads sharing a Frames take turns."""
 
     def __init__(self, cfg, ip, profile_code: int):
         self.table = broadcast_table(ip.tables(), profile_code)
@@ -601,20 +567,28 @@ class Frames:
             t, coef = fit_lines(self.table)
             self.method = LINE if t >= 0 else TABLE
         self.shift = max(t, 0)
-        self._head = (cfg.tile_rows, cfg.tile_cols, profile_code, *_pack(ip, profile_code),
-                      ip.w1.astype(np.int16),
-                      np.ascontiguousarray((ip.w2 if ip.hidden >= FC2_DOT_MIN else ip.w2.T)
-                                           .astype(np.int16)),
-                      self.method, self.shift, coef, self.table)
+        th, tw, w, c = cfg.tile_rows, cfg.tile_cols, cfg.width, cfg.channels
+        wp1, wp2 = pair_layout(ip.w1), pair_layout(ip.w2)
+        if th <= 257 and 255 * th * tw < 2 ** 31:  # column sums in uint16, tile sums in int32
+            cap, narrow, wide = 65535 // (255 * th), np.uint16, np.int32
+        else:
+            cap, narrow, wide = 1 << 62, np.int64, np.int64
+        acc, blk = np.empty(w * c, narrow), np.empty(w * c, wide)
+        macs = aligned_copy(np.zeros((wp1.shape[1] + wp2.shape[1]) // 2, np.int32))
+        pairs = np.zeros(wp1.shape[0] + wp2.shape[0], np.int32)
+        coefs = np.empty((2, cfg.tiles_x, max(BLOCK, c)), np.int32)
+        self._state = _State(th, tw, profile_code, *_pack(ip, profile_code), wp1, wp2,
+                             self.method, self.shift, coef, self.table,
+                             cap, acc, blk, macs, pairs, np.empty(c, np.bool_), coefs)
         self.calls = {}
         """x.flags.writeable -> call(x, sums, codes, hidden, out): the compiled kernel for
-        such frames, its parameters bound (bind)."""
+        such frames, its state bound (bind)."""
 
     def bind(self, x, sums, codes, hidden, out):
         """The compiled kernel for frames like x and these stage arrays (Kernel's), with the
-        parameters bound, kept in self.calls."""
+        state bound, kept in self.calls."""
         from numba import typeof
-        args = (*self._head, x, sums, codes, hidden, out)
+        args = (self._state, x, sums, codes, hidden, out)
         entry = _frames.compile(tuple(typeof(a) for a in args))
-        call = self.calls[x.flags.writeable] = functools.partial(entry, *self._head)
+        call = self.calls[x.flags.writeable] = functools.partial(entry, self._state)
         return call

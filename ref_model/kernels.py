@@ -61,14 +61,17 @@ _U8, _I64 = np.dtype(np.uint8), np.dtype(np.int64)
 _parallel = njit(cache=True, parallel=True)(_impl)
 
 
-def _flush_stale_cache(dispatchers, name: str = "kernels") -> None:
+def _flush_stale_cache(dispatchers, name: str = "kernels", sources=(nm,)) -> None:
     """numba's on-disk cache (cache=True) is keyed by the source of the file that defines a
-    function, not of the functions it calls: after an edit of numerics.py the kernels here
-    would load stale machine code. Keep numerics.py's hash beside the cache and flush the
-    kernels' entries when it changes."""
+    function, not of the functions it calls: after an edit of numerics.py (or of another
+    module in `sources`) the kernels here would load stale machine code. Keep the sources'
+    hash beside the cache and flush the kernels' entries when it changes."""
     try:
-        stamp = hashlib.sha256(Path(nm.__file__).read_bytes()).hexdigest()
-        stamp_file = Path(dispatchers[0]._cache._cache_path) / f"{name}.numerics.sha256"
+        digest = hashlib.sha256()
+        for module in sources:
+            digest.update(Path(module.__file__).read_bytes())
+        stamp = digest.hexdigest()
+        stamp_file = Path(dispatchers[0]._cache._cache_path) / f"{name}.sources.sha256"
         if not stamp_file.is_file() or stamp_file.read_text() != stamp:
             for d in dispatchers:
                 d._cache.flush()

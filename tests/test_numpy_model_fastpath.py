@@ -24,7 +24,7 @@ CASES = [
     (TSEConfig(channels=5, height=15, width=56, tile="7xW", reduction=5, lanes=5), {}),
     (TSEConfig(channels=3, height=150, width=41, tile="HxW", reduction=3, lanes=3), {}),
     (TSEConfig(channels=2, height=260, width=9, tile="Hx5", reduction=2, lanes=2), {}),
-    # excite MAC: fc2 as dot products over rows of w2 (hidden >= fastpath.FC2_DOT_MIN)
+    # excite MAC: C = 130 and hidden = 65 pad to 9 and 5 vectors of 16 outputs (simd.madd_pairs)
     (TSEConfig(channels=130, height=5, width=3, tile="2xW", reduction=2, lanes=5), NARROW),
 ]
 
