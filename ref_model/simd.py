@@ -5,7 +5,9 @@
     step multiplies one pair of inputs, broadcast, by the matching pair of weights of 16
     outputs and adds both products into those outputs' int32 sums (x86 vpmaddwd). Written
     as a scalar loop, LLVM makes either horizontal dot products (one vector reduction per
-    output: ~4x slower for 64 x 256) or 32-bit multiplies of unpaired lanes.
+    output: ~4x slower for 64 x 256) or 32-bit multiplies of unpaired lanes. The weights
+    are stored as int8 (they are int8 codes) and widened as they are loaded: fc1 and fc2 of
+    C = 256 then fit L1 together (64 KB as int16 did not: ~2x slower).
 
 The product is exact integer arithmetic, the same on every path: ISA picks only the
 instruction. VARIANT is the best the compile target supports (numba's, so that it agrees
@@ -31,8 +33,9 @@ LANES = 16
 PAIR_STEP = 8
 """Input pairs per unrolled step: madd_pairs needs the pair count padded to a multiple of it."""
 
-_I16, _I32 = ir.IntType(16), ir.IntType(32)
+_I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 _W = ir.VectorType(_I16, 2 * LANES)     # 16 weight pairs
+_W8 = ir.VectorType(_I8, 2 * LANES)     # the same, as stored (int8)
 _ACC = ir.VectorType(_I32, LANES)       # 16 int32 sums
 
 
@@ -102,15 +105,15 @@ def madd_pairs(typingctx, wp, pairs, acc, variant):
     """acc[j] = sum over k of lo(pairs[k]) * wp[k, 2j] + hi(pairs[k]) * wp[k, 2j + 1], where
     lo and hi are the int16 halves of an int32 (low half first), for every j < acc.shape[0].
 
-    wp: int16 [K, 2 * acc.shape[0]], C-contiguous; pairs: int32 [K]; acc: int32. The caller
+    wp: int8 [K, 2 * acc.shape[0]], C-contiguous; pairs: int32 [K]; acc: int32. The caller
     guarantees K % PAIR_STEP == 0 and acc.shape[0] % LANES == 0 (pair_layout pads them) and
     that no sum leaves int32 (wraps otherwise). variant: a compile-time constant (VARIANT).
     Accumulators: four outputs vectors at a time, two pairs each (eight independent sums
     hide the multiply-add latency); then two vectors and one, for the rest."""
-    want = ((types.int16, 2), (types.int32, 1), (types.int32, 1))
+    want = ((types.int8, 2), (types.int32, 1), (types.int32, 1))
     got = tuple((getattr(a, "dtype", a), getattr(a, "ndim", 0)) for a in (wp, pairs, acc))
     if got != want or any(getattr(a, "layout", "") != "C" for a in (wp, pairs, acc)):
-        raise TypingError(f"madd_pairs takes C-contiguous int16 [K, 2N], int32 [K], int32 [N], "
+        raise TypingError(f"madd_pairs takes C-contiguous int8 [K, 2N], int32 [K], int32 [N], "
                         f"got {(wp, pairs, acc)}")
     if not isinstance(variant, types.IntegerLiteral):
         raise RequireLiteralValue(variant)
@@ -140,8 +143,8 @@ def madd_pairs(typingctx, wp, pairs, acc, variant):
                     for v in range(n_vec):
                         vec = builder.add(first, c(v))
                         at = builder.add(base, builder.mul(vec, c(2 * LANES)))
-                        w = builder.load(builder.bitcast(builder.gep(W.data, [at]),
-                                                         _W.as_pointer()), align=2)
+                        w = builder.sext(builder.load(builder.bitcast(
+                            builder.gep(W.data, [at]), _W8.as_pointer()), align=1), _W)
                         s = sums[v][u]
                         builder.store(builder.add(builder.load(s), _pmadd(builder, w, x, kind)), s)
             for v in range(n_vec):
@@ -166,15 +169,16 @@ def madd_pairs(typingctx, wp, pairs, acc, variant):
 
 
 def pair_layout(w: np.ndarray) -> np.ndarray:
-    """wp for madd_pairs from weights w [N, C] (|w| < 2**15): wp[k, 2j + e] = w[j, 2k + e],
+    """wp for madd_pairs from int8 weights w [N, C]: wp[k, 2j + e] = w[j, 2k + e],
     zeros where N or C are padded (N to LANES, C to 2 * PAIR_STEP), the array 64-byte aligned
-    (every row then is: a row is a multiple of 64 bytes)."""
+    (a row is a multiple of 32 bytes, so no 32-byte load of 16 weight pairs crosses a cache
+    line)."""
     n, c = w.shape
-    if w.size and (w.min() < -2 ** 15 or w.max() >= 2 ** 15):
-        raise ValueError(f"pair_layout: weights must fit int16, got {w.min()}..{w.max()}")
+    if w.size and (w.min() < -2 ** 7 or w.max() >= 2 ** 7):
+        raise ValueError(f"pair_layout: weights must fit int8, got {w.min()}..{w.max()}")
     n_pad = -(-n // LANES) * LANES
     k_pad = -(-c // (2 * PAIR_STEP)) * PAIR_STEP
-    padded = np.zeros((n_pad, 2 * k_pad), np.int16)
+    padded = np.zeros((n_pad, 2 * k_pad), np.int8)
     padded[:n, :c] = w
     layout = padded.reshape(n_pad, k_pad, 2).transpose(1, 0, 2).reshape(k_pad, 2 * n_pad)
     return aligned_copy(layout)

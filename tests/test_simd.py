@@ -56,16 +56,17 @@ def test_madd_pairs_keeps_the_largest_sums(variant):
 def test_pair_layout_pads_and_aligns():
     w = np.arange(5 * 3).reshape(5, 3) - 7
     wp = simd.pair_layout(w)
-    assert wp.dtype == np.int16 and wp.flags.c_contiguous
+    assert wp.dtype == np.int8 and wp.flags.c_contiguous
     assert wp.shape == (simd.PAIR_STEP, 2 * simd.LANES)
     assert wp.ctypes.data % 64 == 0
     assert wp[0, 2 * 4] == w[4, 0] and wp[0, 2 * 4 + 1] == w[4, 1] and wp[1, 2 * 4] == w[4, 2]
     assert not wp[1, 2 * 4 + 1] and not wp[:, 2 * 5:].any()
 
 
-def test_pair_layout_rejects_weights_beyond_int16():
-    with pytest.raises(ValueError, match="int16"):
-        simd.pair_layout(np.array([[40000]]))
+@pytest.mark.parametrize("bad", [128, -129])
+def test_pair_layout_rejects_weights_beyond_int8(bad):
+    with pytest.raises(ValueError, match="int8"):
+        simd.pair_layout(np.array([[0, bad]]))
 
 
 def test_madd_pairs_names_what_it_takes():
@@ -73,7 +74,7 @@ def test_madd_pairs_names_what_it_takes():
     def wrong(wp, pairs, acc):
         simd.madd_pairs(wp, pairs, acc, simd.GENERIC)
     with pytest.raises(TypingError, match="madd_pairs takes"):
-        wrong(np.zeros((8, 32), np.float32), np.zeros(8, np.int32), np.zeros(16, np.int32))
+        wrong(np.zeros((8, 32), np.int16), np.zeros(8, np.int32), np.zeros(16, np.int32))
 
 
 def test_the_variant_is_one_the_target_supports():
