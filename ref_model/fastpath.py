@@ -83,13 +83,13 @@ def _fold_pixels(a, k, c, limit):
 
 
 @njit(cache=True)
-def _strip_sums(x, b, i, th, tw, zx, cap, acc, blk, sums):
-    """Line accumulator for strip i of frame b: sums[j, c] = sum over tile j of (x - zx).
+def _strip_sums(xf, c, b, i, th, tw, zx, cap, acc, blk, sums):
+    """Line accumulator for strip i of frame b: sums[j, c] = sum over tile j of (x - zx), x
+    given as xf [N, H, W * C] (C channels).
     acc: one strip row of column sums (uint16 when 255 * th fits, else wider), whose entries
     can each hold the sums of cap pixels; each tile's columns are folded there while that
     holds, and the rest in blk (int32 when 255 * th * tw fits, else int64; W * C long)."""
-    n, h, w, c = x.shape
-    xf = x.reshape(n, h, w * c)
+    h, w = xf.shape[1], xf.shape[2] // c
     r0 = i * th
     r1 = min(h, r0 + th)
     r = r0 + 1
@@ -320,16 +320,14 @@ def _repeat_pixel(a, k, c):
 
 
 @njit(cache=True)
-def _broadcast(x, b, i, th, tw, gate, method, t, coef, table, ca, co, out):
-    """Tile broadcaster for strip i of frame b: out = table[gate, x] (module docstring).
+def _broadcast(xf, c, b, i, th, tw, gate, method, t, coef, flat, ca, co, of):
+    """Tile broadcaster for strip i of frame b: out = table[gate, x] (module docstring), x
+    and out given as xf and of [N, H, W * C] (C channels), the table as flat [256 * 256].
     gate: [tiles, C] codes of the strip. SCALE: min((x * a + 2**(t-1)) >> t, 255) and
     LINE: clamp((x * a + o) >> t, 0, 255), with a, o = coef[:, g]; TABLE: the flat table at
     g * 256 + x. ca, co: [tiles, >= BLOCK] scratch for each tile's per-element coefficients
     over one block of whole pixels (co: LINE only)."""
-    n, h, w, c = x.shape
-    xf = x.reshape(n, h, w * c)
-    of = out.reshape(n, h, w * c)
-    flat = table.reshape(256 * 256)
+    h, w = xf.shape[1], xf.shape[2] // c
     lo, hi = np.int32(0), np.int32(255)
     half = np.uint32(1 << max(t - 1, 0))
     tiles = gate.shape[0]
@@ -492,11 +490,13 @@ def _frames(s, x, sums, codes, hidden, out):
     sums1, sums2 = acc1[:hid], acc2[:c]
     pairs1, pairs2 = s.pairs[:k1], s.pairs[k1:]
     ca, co = coefs[0], coefs[1]
+    xf, of = x.reshape(n, h, w * c), out.reshape(n, h, w * c)
+    flat = table.reshape(256 * 256)
     bottom_short = h % th != 0
     right_short = w % tw != 0
     for b in range(n):
         for i in range(ty):
-            _strip_sums(x, b, i, th, tw, zx, cap, acc, blk, sums[b, i])
+            _strip_sums(xf, c, b, i, th, tw, zx, cap, acc, blk, sums[b, i])
             for j in range(tx):
                 kind = (2 * (1 if (i == ty - 1 and bottom_short) else 0)
                         + (1 if (j == tx - 1 and right_short) else 0))
@@ -527,7 +527,7 @@ def _frames(s, x, sums, codes, hidden, out):
                     madd_pairs(wp2, pairs2, acc2, VARIANT)
                     _requant_torch(sums2, t_b2i, t_b2f, t_b2m, t_m2, ze, 0, e_)
                     _lookup(e_, t_lut, g_)      # numerics.sigmoid
-            _broadcast(x, b, i, th, tw, gate[b, i], method, t, coef, table, ca, co, out)
+            _broadcast(xf, c, b, i, th, tw, gate[b, i], method, t, coef, flat, ca, co, of)
 
 
 def _flush():

@@ -116,7 +116,8 @@ def _broadcast_every_pair(table, method, t, coef):
     out = np.zeros_like(x)
     scratch = [np.zeros((1, fastpath.BLOCK), np.int32) for _ in range(2)]
     for g in range(256):
-        fastpath._broadcast(x, 0, g, 1, 256, gate[0, g], method, t, coef, table, *scratch, out)
+        fastpath._broadcast(x.reshape(1, 256, 256), 1, 0, g, 1, 256, gate[0, g], method, t,
+                            coef, table.reshape(-1), *scratch, out.reshape(1, 256, 256))
     return out[0, :, :, 0]
 
 
