@@ -373,9 +373,9 @@ def _broadcast(xf, c, b, i, th, tw, gate, method, t, coef, flat, ca, co, of):
 # ----------------------------------------------------------------------------------------
 # parameters: three flat arrays
 # ----------------------------------------------------------------------------------------
-# numba unboxes each array argument in ~50 ns and the 41-field parameter tuple in ~1 us, more
-# than a small tile's work; so Frames packs what the excite MAC reads into one int64, one
-# float64 and one float32 array, in this order, and _hw_params / _torch_params slice it back.
+# What the excite MAC reads, packed into one int64, one float64 and one float32 array (fields
+# of _State), in this order; _hw_params / _torch_params slice it back once per call. (Passed
+# as the 41-field tuple of numerics, the parameters cost ~1 us per call to unbox.)
 #   ints: zx, zh, ze, frac_bits, mean rounding, fc1 rounding, fc2 rounding (N_SCALARS), then
 #         hw:    fc1 bias, multiplier, shift [hidden]; fc2 bias, multiplier, shift [C];
 #                sigmoid table [256]; mean reciprocal, its shift [4 tile kinds]
