@@ -512,6 +512,11 @@ class IntParams:
     _tables: list = field(default_factory=list, repr=False, compare=False)
     _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # kernels.run's
 
+    def __getstate__(self):
+        """Pickled without the compiled kernels kernels.run keeps here (machine code and
+        scratch of this process: a worker compiles its own)."""
+        return {**self.__dict__, "_kernels": {}}
+
     @property
     def channels(self) -> int:
         return self.w1.shape[1]

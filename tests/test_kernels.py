@@ -480,3 +480,19 @@ def test_stale_cache_is_flushed_when_a_source_changes(tmp_path):
     source.write_text("A = 2\n")
     kernels._flush_stale_cache(dispatchers, "t", (module,))
     assert len(flushed) == 2
+
+
+def test_int_params_pickle_without_their_compiled_kernels():
+    """kernels.run keeps a compiled Kernel with the IntParams; a pickled copy (a worker
+    process's) leaves it behind and compiles its own, with the same codes."""
+    import pickle
+
+    cfg = TSEConfig(channels=12, height=9, width=7, tile="4xW", reduction=3, lanes=4)
+    ip = nm.derive(build(cfg).params, cfg)
+    x = np.random.default_rng(5).integers(0, 256, (2, 9, 7, 12), dtype=np.uint8)
+    first = kernels.run(cfg, ip, x)
+    assert ip._kernels
+    copy = pickle.loads(pickle.dumps(ip))
+    assert not copy._kernels and np.array_equal(copy.hw_fc1_mult, ip.hw_fc1_mult)
+    again = kernels.run(cfg, copy, x)
+    assert all(np.array_equal(first[s], again[s]) for s in nm.STAGES)
