@@ -4,8 +4,12 @@ A vectors directory is an artifact directory (ref_model.artifacts) that a hardwa
 use without Python:
   - stages (channels last): input, output [N, H, W, C]; tile_sums, pooled, hidden, excite,
     gate [N, tiles_y, tiles_x, C'], each as <stage>.npy and hex/<stage>.hex;
-  - the hw unit's ROM images (hex/rom_<name>.hex): weights, fixed-point biases, requantization
-    multipliers and shifts, reciprocal table, sigmoid table;
+  - the unit's ROM images, hex/rom_<name>.hex for w1, w2, fc1, fc2, sigmoid: the words the
+    unit's ROMs hold (ref_model.roms: address order, packed fields), which the exported
+    tse_unit.v loads with $readmemh;
+  - the hw constants built into the unit's logic, one value per word, for reference
+    (hex/param_<name>.hex: the mean's reciprocals and shifts by tile kind, the output
+    multiplier and shift);
   - manifest.json: configuration, quantization parameters, profile, engine, versions, seed,
     the hex layouts ("hex": per image its path, bits, lanes, signed, order), the axes of each
     stage, and how the vectors compare with quantized PyTorch.
@@ -21,31 +25,20 @@ import platform
 
 import numpy as np
 
-from . import artifacts, hexfmt, kernels, numerics
+from . import artifacts, hexfmt, kernels, numerics, roms
 from .config import TSEConfig
 from .params import QuantParams
 
 STREAM_AXES = ["frame", "row", "column", "channel"]
 TILE_AXES = ["frame", "tile_row", "tile_column", "channel"]
 
-# ROM images: name -> (IntParams attribute or function of it, bits from the hw profile, signed)
-ROMS = {
-    "w1": ("w1", lambda hw: 8, True),
-    "w2": ("w2", lambda hw: 8, True),
-    "fc1_bias": ("hw_fc1_bias", lambda hw: hw.fc1_acc_bits + hw.bias_frac_bits, True),
-    "fc1_multiplier": ("hw_fc1_mult", lambda hw: hw.fc1_multiplier_bits, False),
-    "fc1_shift": ("hw_fc1_shift", lambda hw: 8, False),
-    "fc2_bias": ("hw_fc2_bias", lambda hw: hw.fc2_acc_bits + hw.bias_frac_bits, True),
-    "fc2_multiplier": ("hw_fc2_mult", lambda hw: hw.fc2_multiplier_bits, False),
-    "fc2_shift": ("hw_fc2_shift", lambda hw: 8, False),
+# The hw constants the unit builds into its logic rather than a ROM, one value per word
+# (hex/param_<name>.hex, for reference): name -> (IntParams attribute, bits, signed)
+PARAMS = {
     "reciprocal": ("hw_recip", lambda hw: hw.reciprocal_bits + 1, False),
     "reciprocal_shift": ("hw_recip_shift", lambda hw: 8, False),
     "mul_multiplier": ("hw_mul_mult", lambda hw: hw.mul_multiplier_bits, False),
     "mul_shift": ("hw_mul_shift", lambda hw: 8, False),
-    # The gate_bits-wide gate of every excite code; the broadcaster multiplies by
-    # gate << (8 - gate_bits), so at the default 8 bits this is the 8-bit sigmoid table.
-    "sigmoid": (lambda ip: ip.hw_gate_table() >> (8 - ip.hw.gate_bits),
-                lambda hw: hw.gate_bits, False),
 }
 
 
@@ -80,14 +73,18 @@ def write(out_dir, cfg: TSEConfig, params: QuantParams, result: dict, profile: s
         hex_layout[s] = layout
         extra[layout["path"]] = (f"{s}_hex", hexfmt.to_text(arrays[s], layout["bits"],
                                                            layout["lanes"]))
-    for name, (attr, bits_of, signed) in ROMS.items():
-        values = attr(ip) if callable(attr) else getattr(ip, attr)
-        layout = {"path": f"hex/rom_{name}.hex", "bits": bits_of(cfg.hw), "lanes": 1,
-                  "signed": signed, "order": "address order: [out][in] for weights, by "
-                  "output channel for per-channel tables, by tile kind for reciprocals",
-                  "shape": list(values.shape)}
+    for name, rom in roms.images(cfg, ip).items():
+        layout = rom.describe()
         hex_layout[f"rom_{name}"] = layout
-        extra[layout["path"]] = (f"rom_{name}", hexfmt.to_text(values, layout["bits"], 1))
+        extra[layout["path"]] = (f"rom_{name}", rom.hex_text())
+    for name, (attr, bits_of, signed) in PARAMS.items():
+        values = getattr(ip, attr)
+        layout = {"path": f"hex/param_{name}.hex", "bits": bits_of(cfg.hw), "lanes": 1,
+                  "signed": signed, "order": "by tile kind (2 * cut by the bottom edge + cut "
+                  "by the right edge) for reciprocals; one value for the output multiplier",
+                  "shape": list(values.shape)}
+        hex_layout[f"param_{name}"] = layout
+        extra[layout["path"]] = (f"param_{name}", hexfmt.to_text(values, layout["bits"], 1))
     manifest = {
         "kind": "golden-vectors",
         "config": cfg.to_dict(),

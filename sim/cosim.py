@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+from ref_model import roms
 from ref_model.config import TSEConfig
 
 from . import harness, runner
@@ -102,6 +103,8 @@ def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str 
     t0 = time.perf_counter()
     runner.check_simulator(sim)
     vectors_dir = Path(vectors_dir).resolve()
+    # the unit's ROMs load this directory's images (rtl.export), whatever the run directory
+    plusargs = [f"+{roms.ROM_DIR_PLUSARG}={vectors_dir / roms.ROM_DIR}", *(plusargs or [])]
     manifest = json.loads((vectors_dir / "manifest.json").read_text())
     cfg = TSEConfig.from_dict(manifest["config"])
     unit = Path(unit_verilog or vectors_dir / "tse_unit.v").resolve()

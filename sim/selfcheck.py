@@ -11,7 +11,9 @@ every output beat and TLAST with the expected codes, and ends with one line:
 
 and exit status 0 on PASS, 1 on FAIL ($fatal). Plusargs: +vectors=DIR (where hex/ is,
 default .), +pause=PCT (both sides), +pause_in=PCT, +pause_out=PCT, +seed=N,
-+max_cycles=N. One command per simulator, run in the vectors directory:
++max_cycles=N, and the unit's +tse_rom_dir=DIR (where its ROM images rom_*.hex are, default
+hex; rtl.export). One command per simulator, run in the vectors directory (so the unit finds
+hex/rom_*.hex):
 
     iverilog -g2012 -o tb_tse_unit.vvp tb_tse_unit.v tse_unit.v && vvp -n tb_tse_unit.vvp
     verilator --binary -Wno-fatal -CFLAGS -std=c++20 -MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include \\
@@ -61,6 +63,7 @@ def testbench(manifest: dict, unit_verilog: str | None = None) -> str:
 //   (Icarus)    {ICARUS_COMMAND}
 //   (Verilator) {VERILATOR_COMMAND}
 // Plusargs: +vectors=DIR +pause=PCT +pause_in=PCT +pause_out=PCT +seed=N +max_cycles=N
+// and the unit's +tse_rom_dir=DIR (its ROM images, default hex/ of the working directory).
 `timescale 1ns/1ps
 module {TB};
     localparam P = {p};
@@ -275,10 +278,14 @@ def build(vectors_dir, sim: str, build_dir) -> Path:
 def run(vectors_dir, sim: str, build_dir, *, pause: int = 0, seed: int = 1,
         hex_dir=None, timeout: float = 600) -> dict:
     """Build (cached) and run the self-checking testbench of a vectors directory; hex_dir:
-    read the hex images of another directory (+vectors=), with the same build."""
+    read the hex images (stages and the unit's ROMs) of another directory, with the same
+    build."""
+    from ref_model import roms
+
     program = build(vectors_dir, sim, build_dir)
+    images = Path(hex_dir or vectors_dir).resolve()
     cmd = ([] if sim == "verilator" else ["vvp", "-n"]) + [
-        str(program), f"+vectors={Path(hex_dir or vectors_dir).resolve()}",
+        str(program), f"+vectors={images}", f"+{roms.ROM_DIR_PLUSARG}={images / roms.ROM_DIR}",
         f"+pause={pause}", f"+seed={seed}"]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

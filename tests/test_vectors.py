@@ -50,8 +50,9 @@ def test_every_hex_image_decodes_to_its_array(vectors_dir):
     x = arrays["input"]
     assert int(first, 16) == sum(int(x[0, 0, 0, c]) << (8 * c) for c in range(4))
     assert len((out / "hex/output.hex").read_text().splitlines()) == 2 * 9 * 10 * 12 // 4
-    for rom in ("w1", "w2", "fc1_bias", "fc1_multiplier", "reciprocal", "sigmoid"):
-        lay = m["hex"][f"rom_{rom}"]
+    for image in ("rom_w1", "rom_w2", "rom_fc1", "rom_fc2", "rom_sigmoid", "param_reciprocal",
+                  "param_mul_multiplier"):      # ROM contents: tests/test_rom_images.py
+        lay = m["hex"][image]
         assert (out / lay["path"]).is_file()
     sig = hexfmt.read(out / "hex/rom_sigmoid.hex", 8, 1, False)
     assert sig.size == 256 and np.all(np.diff(sig) >= 0)   # a sigmoid table is monotone
