@@ -140,11 +140,14 @@ class StreamLoop:
         self.error_cycle = None      # first cycle `error` was seen high
         self.error = False           # `error` at the last sampled edge
         self.unknown_reads = 0       # samples of `mon` holding X or Z bits
+        self.in_pauses = 0           # cycles the source held back a queued beat (a pause)
+        self.out_pauses = 0          # cycles the sink's pause refused a valid output beat
         self.busy_s = 0.0            # wall time spent in run()
         self.busy_cycles = 0
         self._valid = False          # a beat is presented (TVALID high)
         self._word = 0
         self._ready = 0
+        self._held = False           # TREADY is low by the sink's pause (not by drive_idle)
         self._drv = None
         self._pin, self._pi = source.pause.block(), 0
         self._pout, self._po = sink.pause.block(), 0
@@ -158,15 +161,18 @@ class StreamLoop:
         return raw
 
     def set_pauses(self, pause_in: PauseGenerator, pause_out: PauseGenerator) -> None:
-        """Use new pause patterns from the next cycle on (a new scenario)."""
+        """Use new pause patterns from the next cycle on (a new scenario); the counts of
+        pauses applied start again from zero."""
         self.source.pause, self.sink.pause = pause_in, pause_out
         self._pin, self._pi = pause_in.block(), 0
         self._pout, self._po = pause_out.block(), 0
+        self.in_pauses = self.out_pauses = 0
 
     def drive_idle(self) -> None:
         """TVALID low, TREADY low (reset, or between phases)."""
         self._valid = False
         self._ready = 0
+        self._held = False
         self._write(0)
 
     def _write(self, word: int) -> None:
@@ -201,7 +207,7 @@ class StreamLoop:
                   max_cycles: int = 1_000_000) -> str:
         """Clock the drivers until a condition holds; returns which one:
 
-        "beats"    the sink holds until_beats beats;
+        "beats"    the sink holds until_beats beats (or more);
         "drained"  (until_drained) the source's queue is empty and its last beat accepted;
         "quiet"    the source is drained and no output beat came for `quiet` cycles;
         "cycles"   `cycles` edges have passed;
@@ -210,6 +216,7 @@ class StreamLoop:
         queue, out, gates = src.queue, sink.raw, probe.raw
         read, edge = self._read, self._edge
         valid, word, ready = self._valid, self._word, self._ready
+        held = self._held
         pin, pi, pout, po = self._pin, self._pi, self._pout, self._po
         cyc = self.cycle
         stop_at = cyc + (cycles if cycles is not None else max_cycles)
@@ -219,6 +226,7 @@ class StreamLoop:
         nout = len(out)
         idle = 0
         unknown = 0
+        in_p, out_p = self.in_pauses, self.out_pauses
         err_cycle = self.error_cycle
         drv_h = self.dut.drv
         last_drv = self._drv
@@ -243,7 +251,7 @@ class StreamLoop:
                     valid = False
                 else:
                     stalls += 1
-            if ready and m & 2:
+            if m & 2 and ready:
                 out.append(m)
                 nout += 1
                 if first_out is None:
@@ -251,6 +259,8 @@ class StreamLoop:
                 last_out = cyc
                 idle = 0
             else:
+                if m & 2 and held:
+                    out_p += 1       # this edge's TREADY was low by a pause, TVALID high
                 idle += 1
             if m & 16:
                 gates.append(m)
@@ -259,14 +269,15 @@ class StreamLoop:
             # what the drivers present for the next edge
             if not valid and queue:
                 if pin[pi]:
-                    pass
+                    in_p += 1
                 else:
                     word = queue.popleft()
                     valid = True
                 pi += 1
                 if pi == len(pin):
                     pin, pi = src.pause.block(), 0
-            ready = 0 if pout[po] else 1
+            held = pout[po]
+            ready = 0 if held else 1
             po += 1
             if po == len(pout):
                 pout, po = sink.pause.block(), 0
@@ -275,7 +286,7 @@ class StreamLoop:
                 drv_h.value = new
                 last_drv = new
             # stop?
-            if nout == target:
+            if target >= 0 and nout >= target:
                 reason = "beats"
                 break
             drained = not valid and not queue
@@ -293,9 +304,11 @@ class StreamLoop:
         self.busy_cycles += cyc - c0
         self.cycle = cyc
         self._valid, self._word, self._ready, self._drv = valid, word, ready, last_drv
+        self._held = held
         self._pin, self._pi, self._pout, self._po = pin, pi, pout, po
         src.beats, src.stall_cycles, src.first_cycle = beats, stalls, first_in
         sink.first_cycle, sink.last_cycle = first_out, last_out
         self.error_cycle, self.error = err_cycle, err
         self.unknown_reads += unknown
+        self.in_pauses, self.out_pauses = in_p, out_p
         return reason

@@ -3,7 +3,7 @@
     prepare(cfg, frames)        -> a vectors directory (as `tse vectors` writes it) holding
                                    tse_unit.v from rtl.export and tb_tse_unit.v; cached by
                                    the configuration, the frame count and the source of
-                                   ref_model/, quant/ and rtl/
+                                   ref_model/, quant/, rtl/ and sim/
     cosimulate(dir, sim, scs)   -> builds tse_cosim_top (sim/harness.py) around the unit
                                    (cached per simulator and Verilog), runs sim/tb_tse.py's
                                    scenarios in one simulation, returns a summary
@@ -35,12 +35,19 @@ def rtl_available() -> bool:
     return importlib.util.find_spec("rtl.export") is not None
 
 
-def source_digest() -> str:
-    """Hash of the code that decides the vectors and the Verilog (stale caches never match)."""
+SOURCE_PACKAGES = ("ref_model", "quant", "rtl", "sim")
+"""What generates a design and its testbenches: the vectors, the unit's Verilog, the
+self-checking testbench, the cocotb harness and test module (sim/)."""
+
+
+def source_digest(root=None) -> str:
+    """Hash of the code that decides the vectors, the Verilog and the testbenches (stale
+    caches never match); root: the source tree (default the project's)."""
+    root = Path(root) if root else runner.ROOT
     h = hashlib.sha256()
-    for pkg in ("ref_model", "quant", "rtl"):
-        for path in sorted((runner.ROOT / pkg).rglob("*.py")):
-            h.update(str(path.relative_to(runner.ROOT)).encode() + b"\0" + path.read_bytes())
+    for pkg in SOURCE_PACKAGES:
+        for path in sorted((root / pkg).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -127,11 +134,19 @@ def _digest(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _first_wrong(s: dict) -> tuple[dict | None, str | None]:
+    """A scenario's first mismatch and stage: a broken frame's (it came first), else the
+    checked frames'."""
+    if s.get("bad_frame_stage"):
+        return s["bad_frame_first_mismatch"], s["bad_frame_stage"]
+    return s["first_mismatch"], s["stage"]
+
+
 def summarize(res: dict, sim: str, cfg: TSEConfig, build_info: dict, wall_s: float) -> dict:
     scs = res["scenarios"]
     stream = next((s for s in scs if s["kind"] == "stream"), scs[0] if scs else {})
     bad = [s for s in scs if not s["ok"]]
-    first = next((s for s in scs if s["first_mismatch"] or s["stage"]), None)
+    first = next((_first_wrong(s) for s in scs if _first_wrong(s)[1]), (None, None))
     return {
         "sim": sim,
         "config": {k: getattr(cfg, k) for k in ("channels", "height", "width", "tile",
@@ -150,8 +165,8 @@ def summarize(res: dict, sim: str, cfg: TSEConfig, build_info: dict, wall_s: flo
         "build": build_info,
         "ok": not bad and bool(scs),
         "problems": [f"{s['kind']}: {p}" for s in bad for p in s["problems"]],
-        "first_mismatch": first["first_mismatch"] if first else None,
-        "stage": first["stage"] if first else None,
+        "first_mismatch": first[0],
+        "stage": first[1],
         "expected_full_throughput_depth": cfg.full_throughput_depth,
         "scenarios": scs,
         "log": res["log"],

@@ -7,11 +7,15 @@ first differs:
 
   - line_accumulator  the input stopped being accepted before the frame was in;
   - excite_mac        a gate written to the gate memory (probe_gate_*) differs from the
-                      vectors' gate stage, or was never written (the gate is the excite MAC's
-                      output; the line accumulator's tile sums feed it and are not probed, so
-                      a wrong tile sum shows here too);
-  - tile_broadcaster  every gate is right but an output beat (or its TLAST) is wrong, missing
-                      or extra.
+                      vectors' gate stage, or was never written, in the strip of the first
+                      wrong output beat or before it (the gate is the excite MAC's output;
+                      the line accumulator's tile sums feed it and are not probed, so a wrong
+                      tile sum shows here too);
+  - tile_broadcaster  every gate up to the first wrong output beat's strip is right, but that
+                      beat (or its TLAST) is wrong, missing or extra.
+
+For a frame broken by a wrong TLAST (`defined_beats`) only the beats the contract defines
+are compared (docs/cosim.md); every beat's count and TLAST still are.
 
 Pure numpy: the cocotb test and the unit tests of this module share it.
 """
@@ -62,6 +66,21 @@ class Shape:
     def tile_of(self, row: int, col: int) -> tuple[int, int]:
         return row // self.tile_rows, col // self.tile_cols
 
+    def tiles_complete_within(self, n: int) -> np.ndarray:
+        """bool [tiles_y, tiles_x]: tiles whose every input beat is among a frame's first n."""
+        g = self.channels // self.lanes
+        last_row = np.minimum(np.arange(1, self.tiles_y + 1) * self.tile_rows, self.height) - 1
+        last_col = np.minimum(np.arange(1, self.tiles_x + 1) * self.tile_cols, self.width) - 1
+        last_beat = (last_row[:, None] * self.width + last_col[None, :]) * g + g - 1
+        return last_beat < n
+
+    def beats_of_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """bool [beats_per_frame]: the beats of a frame that lie in the given tiles."""
+        g = self.channels // self.lanes
+        rows = np.arange(self.height) // self.tile_rows
+        cols = np.arange(self.width) // self.tile_cols
+        return np.repeat(tiles[rows][:, cols].reshape(-1), g)
+
 
 def split_gate_frames(pulses, shape: Shape) -> list[dict]:
     """Group probe pulses (tile, channel, code) into frames: a frame ends when a (tile,
@@ -77,20 +96,29 @@ def split_gate_frames(pulses, shape: Shape) -> list[dict]:
     return frames
 
 
-def compare_gates(pulses, expected_gates: np.ndarray, frames: list[int], shape: Shape) -> dict:
-    """Probed gates against the vectors' gate stage [N, tiles_y, tiles_x, C] of `frames`."""
+def compare_gates(pulses, expected_gates: np.ndarray, frames: list[int], shape: Shape,
+                  defined_tiles: np.ndarray | None = None) -> dict:
+    """Probed gates against the vectors' gate stage [N, tiles_y, tiles_x, C] of `frames`.
+
+    defined_tiles: bool [tiles_y, tiles_x], the tiles whose value is checked (every tile's
+    gates must still be written once). The report's "bad_strips" holds (frame index, strip)
+    of every wrong, missing or extra gate, for the stage verdict."""
     got = split_gate_frames(pulses, shape)
     ty, tx, c = shape.tiles_y, shape.tiles_x, shape.channels
-    report = {"pulses": len(pulses), "mismatches": 0, "missing": 0, "extra": 0, "first": None}
+    report = {"pulses": len(pulses), "mismatches": 0, "missing": 0, "extra": 0, "first": None,
+              "bad_strips": []}
+    bad = set()
     for k, f in enumerate(frames):
         held = got[k] if k < len(got) else {}
         exp = expected_gates[f]
         for t in range(ty * tx):
+            check = defined_tiles is None or bool(defined_tiles[t // tx, t % tx])
             for ch in range(c):
                 code = held.pop((t, ch), None)
                 want = int(exp[t // tx, t % tx, ch])
-                if code == want:
+                if code == want or (code is not None and not check):
                     continue
+                bad.add((k, t // tx))
                 if code is None:
                     report["missing"] += 1
                 else:
@@ -99,22 +127,30 @@ def compare_gates(pulses, expected_gates: np.ndarray, frames: list[int], shape: 
                     report["first"] = {"frame": int(f), "tile_row": t // tx,
                                        "tile_column": t % tx, "channel": ch,
                                        "expected": want, "got": code}
-        report["extra"] += len(held)   # pulses for tiles or channels that do not exist
-    report["extra"] += sum(len(g) for g in got[len(frames):])
+        if held:                       # pulses for tiles or channels that do not exist
+            report["extra"] += len(held)
+            bad.add((k, 0))
+    later = sum(len(g) for g in got[len(frames):])
+    if later:                          # more gate frames than frames sent
+        report["extra"] += later
+        bad.add((len(frames), 0))
+    report["bad_strips"] = sorted(bad)
     return report
 
 
 def compare(shape: Shape, expected: np.ndarray, frames: list[int], got_data: np.ndarray,
             got_last: np.ndarray, *, inputs: np.ndarray | None = None,
             gate_pulses=None, expected_gates: np.ndarray | None = None,
-            beats_accepted: int | None = None) -> dict:
+            beats_accepted: int | None = None, defined_tiles: np.ndarray | None = None) -> dict:
     """Compare received beats with expected frames.
 
     expected: uint8 [N, H, W, C] (the vectors' output, or the input for a pass-through);
     frames: which of its frames were sent, in order; got_data uint8 [n, P], got_last bool [n];
     inputs: the vectors' input (for the report); gate_pulses: (tile, channel, code) in probe
     order, with expected_gates [N, tiles_y, tiles_x, C]; beats_accepted: input beats the unit
-    took (to tell a stalled input from a lost output)."""
+    took (to tell a stalled input from a lost output); defined_tiles: bool [tiles_y, tiles_x],
+    for a broken frame the tiles whose output and gates the contract defines (others: only
+    the beat count and TLAST are checked)."""
     bpf, p = shape.beats_per_frame, shape.lanes
     want = np.asarray(expected)[frames].reshape(len(frames) * bpf, p)
     want_last = np.zeros(len(want), bool)
@@ -122,17 +158,21 @@ def compare(shape: Shape, expected: np.ndarray, frames: list[int], got_data: np.
     n = min(len(want), len(got_data))
     got_data = np.asarray(got_data, np.uint8).reshape(-1, p)
     got_last = np.asarray(got_last, bool)
-    bad = np.any(want[:n] != got_data[:n], axis=1) | (want_last[:n] != got_last[:n])
+    data_bad = np.any(want[:n] != got_data[:n], axis=1)
+    if defined_tiles is not None:
+        data_bad &= np.tile(shape.beats_of_tiles(defined_tiles), len(frames))[:n]
+    bad = data_bad | (want_last[:n] != got_last[:n])
     report = {"beats_expected": int(len(want)), "beats_received": int(len(got_data)),
               "mismatches": int(bad.sum()) + abs(len(want) - len(got_data)),
               "first": None, "stage": None, "gates": None}
     if gate_pulses is not None and expected_gates is not None:
-        report["gates"] = compare_gates(gate_pulses, expected_gates, frames, shape)
+        report["gates"] = compare_gates(gate_pulses, expected_gates, frames, shape,
+                                        defined_tiles)
     first_bad = int(np.argmax(bad)) if bad.any() else (n if len(want) != len(got_data) else None)
     if first_bad is not None:
         report["first"] = _describe(shape, frames, first_bad, want, want_last, got_data,
                                     got_last, inputs)
-    report["stage"] = _stage(report, len(want), beats_accepted)
+    report["stage"] = _stage(report, shape, len(want), beats_accepted)
     report["message"] = message(report)
     return report
 
@@ -162,7 +202,10 @@ def _describe(shape, frames, i, want, want_last, got_data, got_last, inputs) -> 
     return d
 
 
-def _stage(report, expected_beats, beats_accepted) -> str | None:
+def _stage(report, shape: Shape, expected_beats, beats_accepted) -> str | None:
+    """The stage that differs first in the unit's own order: a strip's gates are written
+    before its beats leave, so a wrong gate in the first wrong beat's strip or before it is
+    the excite MAC's; a wrong beat under right gates is the broadcaster's."""
     gates = report["gates"]
     gate_bad = gates is not None and (gates["mismatches"] or gates["missing"] or gates["extra"])
     if not report["mismatches"] and not gate_bad:
@@ -171,10 +214,15 @@ def _stage(report, expected_beats, beats_accepted) -> str | None:
     if first and first["kind"] == "missing beat" and beats_accepted is not None \
             and beats_accepted < expected_beats:
         return "line_accumulator"
-    if gate_bad:
-        return "excite_mac"
-    if gates is None and report["mismatches"]:
+    if gates is None:
         return "tile_broadcaster (no gate probe to rule out excite_mac)"
+    if first is None:
+        return "excite_mac"               # every beat right, a gate wrong
+    bpf = shape.beats_per_frame
+    k, beat = divmod(first["beat"], bpf)
+    strip = shape.locate(beat)["row"] // shape.tile_rows
+    if any((gk, gs) <= (k, strip) for gk, gs in gates["bad_strips"]):
+        return "excite_mac"
     return "tile_broadcaster"
 
 

@@ -14,9 +14,16 @@ job says. Scenarios:
                a correct frame.
 
 After a wrong TLAST the error output must rise and stay high, and the next frame must come
-out bit-exact; in the other scenarios error must stay low. The beats the unit emits for a
-broken frame are not checked (the contract leaves them open): the test waits until the output
-is quiet, then sends the correct frame and expects exactly its beats.
+out bit-exact; in the other scenarios error must stay low. A broken frame is checked against
+the contract (docs/cosim.md): the unit emits exactly one whole frame for it, TLAST on its last
+beat only, equal to the vectors' frame wherever the input defines it (every tile before an
+early TLAST; the whole frame when TLAST comes late). The correct frame is sent only on a
+positive signal that the broken one is done: all of its beats emitted, every beat sent
+accepted, and then a quiet window (excite latency + a strip + slack) with no further beat, so
+a late beat of the broken frame is charged to it, never to the next frame.
+
+Every scenario reports the pauses actually applied: input_pause_cycles (the source held back
+a queued beat) and output_pause_cycles (the sink refused a valid beat by a pause).
 """
 from __future__ import annotations
 
@@ -74,6 +81,11 @@ class Bench:
         await self.loop.clear_peak()
         self.fresh_phase()
 
+    def pauses(self) -> dict:
+        """Pauses applied since the scenario started."""
+        return {"input_pause_cycles": self.loop.in_pauses,
+                "output_pause_cycles": self.loop.out_pauses}
+
     def fresh_phase(self) -> None:
         """Forget what was received so far (a new frame to check from here on)."""
         self.sink.clear()
@@ -116,7 +128,7 @@ class Bench:
 
 
 def problems_of(r: dict, error_expected: bool) -> list[str]:
-    out = []
+    out = list(r.get("bad_frame_problems", []))
     if r["timed_out"]:
         out.append(f"timeout: {r['beats_out']} of {r['beats']} output beats")
     if r["mismatches"] or r["stage"]:
@@ -134,7 +146,7 @@ async def run_stream(bench: Bench, sc: dict) -> dict:
     await bench.start(sc)
     frames = sc.get("frames") or list(range(bench.inputs.shape[0]))
     r = await bench.expect_frames(frames, sc)
-    return {**r, **error_state(bench)}
+    return {**r, **error_state(bench), **bench.pauses()}
 
 
 async def run_reset(bench: Bench, sc: dict) -> dict:
@@ -150,34 +162,75 @@ async def run_reset(bench: Bench, sc: dict) -> dict:
     bench.fresh_phase()
     frame = min(1, bench.inputs.shape[0] - 1)
     r = await bench.expect_frames([frame], sc)
-    return {**r, **error_state(bench), "cut_at_beat": cut, "partial_output_beats": partial_out}
+    return {**r, **error_state(bench), **bench.pauses(), "cut_at_beat": cut,
+            "partial_output_beats": partial_out}
 
 
 async def run_tlast(bench: Bench, sc: dict, early: bool) -> dict:
-    """A frame with a wrong TLAST, the output drained, then a correct frame."""
+    """A frame with a wrong TLAST, checked against the contract until it is positively done,
+    then a correct frame."""
     await bench.start(sc)
     bpf = bench.shape.beats_per_frame
     beats = bench.frame_beats(0)
     if early:
         n = int(sc.get("cut", max(1, bpf // 2)))
-        last = np.zeros(n, bool)
-        last[-1] = True
-        bench.source.send(beats[:n], last=last)
+        data = beats[:n]
+        defined = bench.shape.tiles_complete_within(n)
     else:
         extra = int(sc.get("extra", max(1, bpf // 3)))
         data = np.concatenate([beats, beats[:extra]])
-        last = np.zeros(len(data), bool)
-        last[-1] = True
-        bench.source.send(data, last=last)
-    await bench.loop.run(quiet=bench.quiet, max_cycles=bench.budget(2 * bpf, sc))
+        defined = None                 # the first bpf beats are the whole frame
+    last = np.zeros(len(data), bool)
+    last[-1] = True
+    bench.source.send(data, last=last)
+    broken = await finish_broken(bench, data, last, defined, sc)
     error_after_bad = bench.loop.error_cycle is not None
-    bad_out = len(bench.sink)
     bench.fresh_phase()
     frame = min(1, bench.inputs.shape[0] - 1)
     r = await bench.expect_frames([frame], sc)
-    state = error_state(bench)
-    return {**r, **state, "error_seen": error_after_bad,
-            "bad_frame_output_beats": bad_out}
+    return {**r, **error_state(bench), **bench.pauses(), "error_seen": error_after_bad,
+            **broken}
+
+
+async def finish_broken(bench: Bench, data, last, defined, sc: dict) -> dict:
+    """Wait until the broken frame is done (the beats the contract promises are out and every
+    beat sent was taken), then `quiet` cycles in which no beat may follow; check it."""
+    bpf = bench.shape.beats_per_frame
+    stub = bench.gates is None         # the pass-through stub echoes what it was sent
+    promised = len(data) if stub else bpf
+    budget = bench.budget(promised + len(data), sc)
+    in0, out0 = bench.loop.in_pauses, bench.loop.out_pauses
+    reason = await bench.loop.run(until_beats=promised, max_cycles=budget)
+    if reason != "timeout":
+        reason = await bench.loop.run(until_drained=True, max_cycles=budget)
+    if reason != "timeout":
+        await bench.loop.run(cycles=bench.quiet)
+    got, got_last = bench.sink.beats()
+    out = {"bad_frame_output_beats": len(got), "bad_frame_beats_sent": len(data),
+           "bad_frame_beats_in": bench.source.beats,
+           "bad_frame_input_pause_cycles": bench.loop.in_pauses - in0,
+           "bad_frame_output_pause_cycles": bench.loop.out_pauses - out0}
+    if stub:
+        ok = len(got) == len(data) and np.array_equal(got, np.asarray(data, np.uint8)) \
+            and np.array_equal(got_last, last)
+        report = {"mismatches": 0 if ok else 1, "stage": None, "first": None,
+                  "message": f"pass-through: {len(got)} beats, {'as' if ok else 'not as'} sent"}
+    else:
+        report = sb.compare(bench.shape, bench.expected, [0], got, got_last,
+                            inputs=bench.inputs, gate_pulses=bench.probe.pulses(),
+                            expected_gates=bench.gates, defined_tiles=defined)
+        if bench.source.beats < len(data):
+            report["stage"] = "line_accumulator"
+    problems = []
+    if reason == "timeout":
+        problems.append(f"timeout: {len(got)} of {promised} output beats, "
+                        f"{bench.source.beats} of {len(data)} input beats taken")
+    if report["mismatches"] or report["stage"]:
+        problems.append(report["message"])
+    out["bad_frame_problems"] = [f"broken frame: {p}" for p in problems]
+    out["bad_frame_stage"] = report["stage"]
+    out["bad_frame_first_mismatch"] = report["first"]
+    return out
 
 
 def error_state(bench: Bench) -> dict:
