@@ -46,6 +46,14 @@ def load_se_state_dict(block, sd: dict) -> None:
             if b is None or tuple(b.shape) != (shape[0],):
                 got = "no bias" if b is None else f"shape {list(b.shape)}"
                 raise InputError(f"weights: {prefix}bias has {got}; allowed: shape [{shape[0]}]")
+            for name, t in ((prefix + "weight", w), (prefix + "bias", b)):
+                if not t.is_floating_point():
+                    raise InputError(f"weights: {name} has dtype {t.dtype}; allowed: a "
+                                     "floating-point tensor")
+                bad = int((~torch.isfinite(t)).sum())
+                if bad:
+                    raise InputError(f"weights: {name} holds {bad} NaN or infinite "
+                                     "value(s); allowed: finite values only")
             conv.weight.copy_(w.reshape(shape + (1, 1)).float())
             conv.bias.copy_(b.float())
 

@@ -8,6 +8,11 @@ path (relative to the directory), shape, dtype and sha256.
 A directory is written whole or not at all: everything goes to a fresh temporary directory
 beside the target, which then replaces the target in one rename (the old contents are moved
 aside first and removed only after the new directory is in place).
+
+Nothing the project did not write is ever replaced: a target directory must be absent, empty,
+or hold a manifest.json of this format (check_replaceable). Outputs that grow in place (a
+sweep, a `tse run` directory) claim their directory with such a manifest (claim_dir) so a
+later run may reuse or replace it.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .errors import InputError
 
 MANIFEST = "manifest.json"
 FORMAT = "tse-artifacts/1"
@@ -35,9 +42,12 @@ def sha256_of(path: Path) -> str:
 def write_artifacts(out_dir, arrays: dict, manifest: dict, extra_files: dict | None = None) -> Path:
     """Write arrays (role -> ndarray) as <role>.npy, extra_files (relative path -> bytes)
     as given, and manifest.json listing every file; replace out_dir atomically."""
-    out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    out_dir = check_replaceable(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as e:
+        raise InputError(f"out: cannot write {str(out_dir)!r} ({e.strerror})") from None
     try:
         entries = []
         for role, arr in arrays.items():
@@ -52,7 +62,11 @@ def write_artifacts(out_dir, arrays: dict, manifest: dict, extra_files: dict | N
             entries.append({"role": role, "path": rel, "sha256": sha256_of(tmp / rel)})
         body = {"format": FORMAT, **manifest, "files": entries}
         (tmp / MANIFEST).write_text(json.dumps(body, indent=2) + "\n")
+        check_replaceable(out_dir)        # again: the target may have changed meanwhile
         _swap_into_place(tmp, out_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"out: cannot write {str(out_dir)!r} ({e.strerror or e})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -69,11 +83,157 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# ---- what may be replaced ---------------------------------------------------------------
+
+ALLOWED_TARGET = ("allowed: a new path, an empty directory, or a directory an earlier tse "
+                  f"command wrote (its {MANIFEST} has \"format\": \"{FORMAT}\")")
+
+
+def _manifest_of(directory: Path) -> dict | None:
+    """The directory's manifest if it is one of ours, else None (never raises)."""
+    try:
+        body = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) and body.get("format") == FORMAT else None
+
+
+def _owned(directory: Path, legacy_names=()) -> bool:
+    """Empty, ours by its manifest, or (written before manifests marked every output)
+    holding nothing but names the command itself writes."""
+    try:
+        names = {e.name for e in os.scandir(directory)}
+    except OSError:
+        return False
+    return (not names or _manifest_of(directory) is not None
+            or (bool(legacy_names) and names <= set(legacy_names)))
+
+
+def _check_target(out_dir, what: str, legacy_names) -> Path:
+    given = str(out_dir)
+    path = Path(out_dir).expanduser().absolute()
+    resolved = path.resolve()
+    if resolved.parent == resolved:
+        raise InputError(f"{what}: {given!r} is the filesystem root; {ALLOWED_TARGET}")
+    if resolved.exists() or path.is_symlink():
+        if not resolved.is_dir():
+            raise InputError(f"{what}: {given!r} exists and is not a directory; "
+                             f"{ALLOWED_TARGET}")
+        if not _owned(resolved, legacy_names):
+            raise InputError(f"{what}: {given!r} is a non-empty directory tse did not write "
+                             f"(no {MANIFEST} of format {FORMAT}); nothing was changed; "
+                             f"{ALLOWED_TARGET}")
+    ancestor = resolved if resolved.is_dir() else resolved.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{what}: cannot write {given!r} ({str(ancestor)!r} is not a "
+                         "writable directory)")
+    return resolved
+
+
+def check_replaceable(out_dir, what: str = "out", legacy_names=()) -> Path:
+    """The resolved target of a whole-directory write, or an InputError naming it when the
+    write could destroy something tse did not write (a file, a foreign non-empty directory,
+    the root, the current directory or one above it) or cannot happen (not writable)."""
+    resolved = _check_target(out_dir, what, legacy_names)
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise InputError(f"{what}: {str(out_dir)!r} is the current directory or contains it "
+                         "and would be replaced whole; allowed: a directory below it, e.g. "
+                         f"{str(Path(out_dir) / 'out')!r}")
+    parent = resolved.parent
+    if resolved.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what}: cannot replace {str(out_dir)!r} ({str(parent)!r} is not "
+                         "writable)")
+    return resolved
+
+
+def claim_dir(out_dir, kind: str, what: str = "out", legacy_names=()) -> Path:
+    """Create or reuse a directory that a command fills in place (a resumable sweep, the
+    directories of `tse run`): allowed when absent, empty, or an earlier output of the same
+    kind; marks it with a manifest of that kind (no files yet) so a later run knows it."""
+    path = _check_target(out_dir, what, legacy_names)
+    existing = _manifest_of(path) if path.is_dir() else None
+    if existing is not None and existing.get("kind") != kind:
+        raise InputError(f"{what}: {str(out_dir)!r} holds another tse output (kind "
+                         f"{existing.get('kind')!r}), not a {kind} directory; allowed: a new "
+                         f"path, an empty directory or an earlier {kind} directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if existing is None:
+            write_manifest(path, {"kind": kind})
+    except OSError as e:
+        raise InputError(f"{what}: cannot write {str(out_dir)!r} ({e.strerror})") from None
+    return path
+
+
+def write_file(path, write, marker: bytes, what: str = "out") -> Path:
+    """Write one output file whole: write(tmp_path) fills a temporary file beside path,
+    which then replaces it. An existing file is replaced only if its first 64 KiB hold
+    marker (it is a file tse wrote, e.g. a PNG whose text chunk names tse); a directory,
+    the root or a foreign file is refused with an InputError and left alone."""
+    given = str(path)
+    path = Path(path).expanduser().absolute()
+    if path.is_dir() or path.resolve().parent == path.resolve():
+        raise InputError(f"{what}: {given!r} is a directory; allowed: a file path")
+    if path.exists() or path.is_symlink():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 16)
+        except OSError as e:
+            raise InputError(f"{what}: cannot read {given!r} ({e.strerror})") from None
+        if marker not in head:
+            raise InputError(f"{what}: {given!r} exists and tse did not write it; nothing was "
+                             "changed; allowed: a new path or a file an earlier tse run wrote")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except OSError as e:
+        raise InputError(f"{what}: cannot write {given!r} ({e.strerror})") from None
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{what}: cannot write {given!r} ({e.strerror or e})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_manifest(directory, manifest: dict, files: dict | None = None) -> None:
+    """(Re)write the manifest of a claimed directory, checksumming files (role -> path
+    relative to it); written beside and renamed, so a reader never sees half of it."""
+    directory = Path(directory)
+    entries = [{"role": role, "path": str(rel), "sha256": sha256_of(directory / rel)}
+               for role, rel in (files or {}).items()]
+    body = {"format": FORMAT, **manifest, "files": entries}
+    tmp = directory / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    os.replace(tmp, directory / MANIFEST)
+
+
 def read_manifest(directory) -> dict:
+    """The manifest of an artifact directory; an InputError if absent or not ours."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no {MANIFEST}; not an artifact directory")
-    return json.loads(path.read_text())
+        raise InputError(f"directory: {str(directory)!r} has no {MANIFEST}; allowed: a "
+                         "directory written by tse reference or tse vectors")
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"directory: {str(path)!r} is not readable JSON ({e}); allowed: a "
+                         f"manifest written by tse (format {FORMAT})") from None
+    files = body.get("files") if isinstance(body, dict) else None
+    if (not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) and "role" in f
+            and isinstance(f.get("sha256"), str) for f in files)):
+        raise InputError(f"directory: {str(path)!r} is not a tse manifest (a \"files\" list "
+                         "of {role, path, sha256}); allowed: a manifest written by tse "
+                         f"(format {FORMAT})")
+    return body
 
 
 def load_arrays(directory, roles=None) -> dict:

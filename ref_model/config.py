@@ -24,6 +24,7 @@ from .errors import ConfigError
 from .hw_profile import DEFAULT_HW, HwProfile, tile_counts
 
 PROFILES = ("torch", "hw")
+MAX_SEED = 2**64 - 3
 ENGINES = ("fbgemm", "qnnpack")
 
 
@@ -52,9 +53,11 @@ class TSEConfig:
         for name in ("channels", "height", "width", "reduction", "lanes",
                      "excite_multipliers"):
             _require_positive_int(name, getattr(self, name))
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed: {self.seed!r} is not allowed; "
-                              "allowed: a non-negative integer")
+        if (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                or not 0 <= self.seed <= MAX_SEED):
+            raise ConfigError(f"seed: {self.seed!r} is not allowed; allowed: a non-negative "
+                              f"integer up to {MAX_SEED} (2**64 - 3: the data are seeded with "
+                              "64-bit seeds seed + 1 and seed + 2)")
         if self.profile not in PROFILES:
             raise ConfigError(f"profile: {self.profile!r} is not allowed; "
                               f"allowed: {', '.join(PROFILES)}")
@@ -83,6 +86,13 @@ class TSEConfig:
                 f"full-throughput depth, {self.full_throughput_depth} beats) or an integer "
                 f">= {self.strip_beats} (one strip of {self.tile_rows} rows; a smaller buffer "
                 "deadlocks)")
+        if self.profile == "hw":
+            self.check_hw()
+
+    def check_hw(self) -> None:
+        """Reject hw widths that can overflow or round the mean inexactly for this shape.
+        Only the hw profile uses them; a command that runs the hw numerics whatever the
+        profile (the RTL, co-simulation, tse run, a sweep) calls this itself."""
         th, tw = parse_tile(self.tile, self.height, self.width)
         self.hw.check(self.channels, self.channels // self.reduction,
                       tile_counts(self.height, self.width, th, tw))
@@ -139,6 +149,13 @@ class TSEConfig:
         return plan.full_throughput_depth(self.tile_rows, self.width, self.channels,
                                           self.hidden, self.tiles_x, self.lanes,
                                           self.excite_multipliers)
+
+    @property
+    def excite_multipliers_built(self) -> int:
+        """Multipliers the unit builds: excite_multipliers, but no more than the widest
+        excite layer's inputs, max(C, hidden) (more would multiply zeros on the same
+        schedule; rtl.params uses this)."""
+        return min(self.excite_multipliers, max(self.channels, self.hidden))
 
     @property
     def strip_buffer_depth(self) -> int:

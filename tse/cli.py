@@ -2,8 +2,9 @@
 
 Each module in SUBCOMMANDS has register(subparsers), which adds its parser with a `run`
 function; registering imports nothing heavy (torch, numba, amaranth load only when a
-subcommand runs), so `tse --help` is instant. A ConfigError or an InputError becomes one
-`tse: error: ...` line and exit status 2.
+subcommand runs), so `tse --help` is instant. A ConfigError or an InputError (and, as a last
+resort, an OSError naming a file or a MemoryError) becomes one `tse: error: ...` line and exit
+status 2.
 """
 from __future__ import annotations
 
@@ -46,4 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except (ConfigError, InputError) as e:
         print(f"tse: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # a file the command could not read or write that no check above caught
+        print(f"tse: error: {e.filename!s}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("tse: error: memory: the configuration did not fit in memory (the estimate "
+              "allowed it; quant/memory.py); allowed: a smaller frame or fewer frames",
+              file=sys.stderr)
         return 2

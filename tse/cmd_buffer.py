@@ -17,6 +17,9 @@ import re
 from ref_model.errors import ConfigError, InputError
 
 DEFAULT_INPUT_SIZE = (3, 224, 224)
+PLOT_SOURCE = "tse buffer"
+PLOT_MARKER = b"tEXtSource\x00" + PLOT_SOURCE.encode()
+"""The PNG text chunk that marks a plot as tse's own (so a later run may replace it)."""
 
 
 def register(sub):
@@ -171,6 +174,8 @@ def write_plot(result, nets, path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from ref_model.artifacts import write_file
+
     series = (("SE: H·W·C (paper)", "se_buffer", "tab:red"),
               (f"TSE {result.tile}: th·tw·C (paper)", "tse_buffer", "tab:blue"),
               ("SE on the row-streaming unit", "se_stream_buffer", "lightsalmon"),
@@ -198,8 +203,8 @@ def write_plot(result, nets, path) -> None:
     ax_net.legend(fontsize=8)
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise InputError(f"plot: cannot write {str(path)!r}: {e}") from None
+        write_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png",
+                                                 metadata={"Source": PLOT_SOURCE}),
+                   PLOT_MARKER, "plot")
     finally:
         plt.close(fig)

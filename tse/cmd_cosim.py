@@ -14,8 +14,15 @@ from __future__ import annotations
 import json
 import sys
 
+from pathlib import Path
+
 from ref_model.cli_args import add_config_arguments, config_from_args
 from ref_model.errors import InputError
+
+from . import preflight
+
+RUN_DIR_FILES = ("job.json", "result.json", "results.xml", "sim.log")
+"""What a co-simulation writes in its run directory (sim.runner)."""
 
 
 def register(sub):
@@ -45,6 +52,7 @@ def register(sub):
 
 
 def run(args):
+    from ref_model.artifacts import claim_dir
     from sim import cosim, runner
 
     pause_in = args.pause if args.pause_in is None else args.pause_in
@@ -57,6 +65,16 @@ def run(args):
     kinds = cosim.KINDS if args.scenarios == "all" else \
         tuple(k.strip() for k in args.scenarios.split(",") if k.strip())
     cfg = config_from_args(args)
+    if args.run_dir:
+        claim_dir(args.run_dir, "cosim-run", "run-dir", legacy_names=RUN_DIR_FILES)
+    if args.vectors:
+        _check_vectors_dir(args.vectors)
+    else:
+        cfg.check_hw()                   # the unit computes the hw numerics
+        preflight.memory(cfg, args.frames, "tse cosim")
+        note = preflight.excite_multipliers_note(cfg)
+        if note and not args.json:
+            print(f"note: {note}")
     try:
         if args.vectors:
             vectors_dir = args.vectors
@@ -74,6 +92,20 @@ def run(args):
     else:
         print(format_report(report))
     return 0 if report["ok"] else 1
+
+
+def _check_vectors_dir(directory) -> None:
+    """--vectors must be a `tse vectors` directory with the unit's Verilog."""
+    from ref_model.artifacts import read_manifest
+
+    manifest = read_manifest(directory)           # a one-line error when there is none
+    if manifest.get("kind") != "golden-vectors" or not isinstance(manifest.get("config"), dict):
+        raise InputError(f"vectors: {str(directory)!r} is a {manifest.get('kind')!r} directory; "
+                         "allowed: a directory written by tse vectors")
+    if not (Path(directory) / "tse_unit.v").is_file():
+        raise InputError(f"vectors: {str(directory)!r} has no tse_unit.v (rtl/ was not "
+                         "available when it was written); allowed: a tse vectors directory "
+                         "with the unit's Verilog")
 
 
 def format_report(r: dict) -> str:

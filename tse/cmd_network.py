@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def register(sub):
@@ -38,6 +39,9 @@ def run(args):
     from quant import network, sweep
 
     grid = sweep.load_grid(args.grid)
+    if args.out:
+        from ref_model.artifacts import claim_dir
+        claim_dir(args.out, "network", legacy_names=("network.json", "network.csv"))
     tiles = [t.strip() for t in args.float_tiles.split(",") if t.strip()]
 
     def log(msg):
@@ -49,7 +53,10 @@ def run(args):
                              weights=args.weights or network.WEIGHTS, retrain=args.retrain,
                              quick=args.quick, progress=not args.json, log=log)
     if args.out:
+        from ref_model.artifacts import write_manifest
         rep["files"] = network.write_report(rep, args.out)
+        write_manifest(args.out, {"kind": "network"},
+                       {k: Path(v).name for k, v in rep["files"].items()})
     if args.json:
         print(json.dumps(rep, default=str))
     else:

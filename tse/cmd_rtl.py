@@ -11,6 +11,7 @@ a technology synthesis. docs/rtl.md explains the unit and the report.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from ref_model.cli_args import add_config_arguments, config_from_args
@@ -22,7 +23,8 @@ def register(sub):
                        description=__doc__)
     add_config_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="output directory for tse_unit.v and resources.json")
+                   help="output directory for tse_unit.v, its ROM images and resources.json "
+                        "(replaced whole; refused if it holds files tse did not write)")
     p.add_argument("--params", metavar="DIR",
                    help="integer parameters (a directory written by IntParams.save); "
                         "default: derived from the seeded quantized reference")
@@ -48,26 +50,48 @@ def _int_params(cfg, params_dir):
 
 def run(args):
     cfg = config_from_args(args)
+    cfg.check_hw()                       # the unit computes the hw numerics whatever --profile
     if args.synth_timeout <= 0:
         raise InputError(f"synth-timeout: {args.synth_timeout} is not allowed; allowed: a "
                          "positive number of seconds")
+    from ref_model.artifacts import write_artifacts
     from rtl import resources
-    from rtl.export import write_verilog
+    from rtl.export import FILENAME, write_verilog
     from rtl.params import rtl_params
 
+    from . import preflight
+
+    preflight.replaceable_out(args.out)
+    if not args.params:
+        preflight.memory(cfg, 1, "tse rtl")
     p = rtl_params(cfg, _int_params(cfg, args.params))
     out = Path(args.out)
-    try:
-        path = write_verilog(cfg, p, out)
-    except OSError as e:
-        raise InputError(f"out: cannot write {str(out)!r}: {e.strerror}") from None
-    report = resources.report(cfg, p, synth=None if args.synth == "none" else args.synth,
-                              verilog_path=path, timeout=args.synth_timeout)
-    report["verilog"] = str(path)
-    (out / "resources.json").write_text(json.dumps(report, indent=1) + "\n")
+    # Elaborated once into a scratch directory (synthesis reads the files there), then the
+    # directory is written whole, with a manifest, so a later run may replace it.
+    with tempfile.TemporaryDirectory(prefix="tse-rtl-") as tmp:
+        path = write_verilog(cfg, p, tmp)
+        report = resources.report(cfg, p, synth=None if args.synth == "none" else args.synth,
+                                  verilog_path=path, timeout=args.synth_timeout)
+        files = {f.relative_to(tmp).as_posix(): f.read_bytes()
+                 for f in sorted(Path(tmp).rglob("*")) if f.is_file()}
+    report["verilog"] = str(out / FILENAME)
+    report["excite_multipliers_built"] = cfg.excite_multipliers_built
+    files["resources.json"] = (json.dumps(report, indent=1) + "\n").encode()
+    write_artifacts(out, {}, {"kind": "rtl", "config": cfg.to_dict()},
+                    extra_files={rel: (_role(rel), data) for rel, data in files.items()})
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{path} (top module tse_unit)")
+        print(f"{out / FILENAME} (top module tse_unit)")
+        note = preflight.excite_multipliers_note(cfg)
+        if note:
+            print(f"note: {note}")
         print(resources.format_report(report))
     return 0
+
+
+def _role(rel: str) -> str:
+    """A file's role in the manifest: verilog, resources, or rom_<name> for an image."""
+    name = Path(rel).name
+    return {"tse_unit.v": "verilog", "resources.json": "resources"}.get(
+        name, name.removesuffix(".hex"))

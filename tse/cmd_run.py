@@ -7,9 +7,13 @@ strip buffer against plain SE's whole-frame buffer. Exit status 1 if co-simulati
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import sys
 
 from ref_model.cli_args import add_config_arguments, config_from_args
+
+
+RUN_PARTS = ("reference", "vectors", "cosim")
+"""What a run writes in its directory (a directory of only these is an earlier run's)."""
 
 
 def register(sub):
@@ -29,13 +33,25 @@ def register(sub):
 def run(args):
     import torch
 
-    from quant import reference
+    from quant import calibration_check, reference
     from ref_model import kernels, vectors
-    from sim import cosim, selfcheck
+    from ref_model.artifacts import claim_dir
+    from ref_model.errors import InputError
+    from sim import cosim, runner, selfcheck
+
+    from . import preflight
 
     cfg = config_from_args(args)
-    out = Path(args.out)
+    cfg.check_hw()                       # the chain runs the hw numerics whatever --profile
+    if args.frames < 1:
+        raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
+    preflight.memory(cfg, args.frames, "tse run")
+    out = claim_dir(args.out, "run", legacy_names=RUN_PARTS)
+    for part in ("reference", "vectors"):
+        preflight.replaceable_out(out / part)
     ref = reference.build(cfg, frames=args.frames)
+    calib = preflight.calibration_fit(ref.input_float, ref.params)
+    calibration_check.check(calib)            # synthetic calibration: a guard, never expected
     reference.write(ref, out / "reference")
     x = kernels.nhwc(ref.codes["input"])
     result = vectors.build(cfg, ref.params, x, "hw")
@@ -44,7 +60,8 @@ def run(args):
                   {"versions": {"torch": torch.__version__}, "sources": ref.sources,
                    "vs_quantized_pytorch": vs_torch},
                   extra_files=selfcheck.bundle(cfg, result["int_params"], args.frames))
-    summary = {"config": cfg.to_dict(),
+    summary = {"config": cfg.to_dict(), "calibration": calib,
+               "excite_multipliers_built": cfg.excite_multipliers_built,
                "reference": reference.summary(ref, out / "reference"),
                "vectors": {"out": str(out / "vectors"), "profile": "hw",
                            "hw_vs_quantized_pytorch": vs_torch},
@@ -57,9 +74,14 @@ def run(args):
         if not args.json:
             print(f"co-simulating {out / 'vectors' / selfcheck.UNIT_FILE} on {args.sim} ...",
                   flush=True)
-        report = cosim.cosimulate(out / "vectors", args.sim,
-                                  cosim.scenarios(("stream",), args.frames, 0.0, 0.0, cfg.seed),
-                                  run_dir=out / "cosim")
+        try:
+            report = cosim.cosimulate(
+                out / "vectors", args.sim,
+                cosim.scenarios(("stream",), args.frames, 0.0, 0.0, cfg.seed),
+                run_dir=out / "cosim")
+        except runner.SimulationError as e:
+            print(f"tse: error: co-simulation failed: {e}", file=sys.stderr)
+            return 1
         summary["cosim"] = {k: report[k] for k in (
             "sim", "frames", "beats", "mismatches", "cycles", "throughput", "latency_cycles",
             "max_buffer_occupancy", "input_stall_cycles", "cycles_per_s", "wall_s", "ok",
@@ -69,6 +91,9 @@ def run(args):
         print(json.dumps(summary))
         return 0 if ok else 1
     print(reference.format_summary(summary["reference"]))
+    note = preflight.excite_multipliers_note(cfg)
+    if note:
+        print(f"  note: {note}")
     print(f"golden vectors (hw profile) -> {out / 'vectors'}")
     for stage, d in vs_torch.items():
         print(f"  hw vs quantized PyTorch, {stage:7s}: {d['mismatches']} of {d['values']} codes "

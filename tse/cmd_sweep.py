@@ -9,9 +9,15 @@ an interrupted sweep resumes there and skips finished points. docs/sweeps.md rea
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ref_model.cli_args import add_config_arguments, config_from_args
 from ref_model.errors import ConfigError
+
+
+SWEEP_FILES = ("points.jsonl", "sweep.csv", "sweep.json", "error_vs_width.png",
+               "sqnr_vs_width.png", "cost_vs_error.png")
+"""What a sweep writes in its directory (a directory of only these is an earlier sweep's)."""
 
 
 def register(sub):
@@ -21,7 +27,8 @@ def register(sub):
     p.add_argument("--grid", metavar="FILE",
                    help="grid TOML (axes and values); default: quant/sweep_grid_default.toml")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="output directory (resumes from DIR/points.jsonl)")
+                   help="output directory (resumes from DIR/points.jsonl; refused if it "
+                        "holds files tse did not write)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="local worker processes (default: the number of cores); with "
                         "--scheduler local, Dask workers")
@@ -51,12 +58,18 @@ def run(args):
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"workers (--workers): {args.workers} is not allowed; allowed: a "
                           "positive integer")
+    from ref_model.artifacts import claim_dir, write_manifest
+
+    cfg.check_hw()                       # the sweep varies the hw profile around cfg.hw
     grid = sweep.load_grid(args.grid)
+    out = claim_dir(args.out, "sweep", legacy_names=SWEEP_FILES)
     frames = args.frames or (sweep.QUICK_FRAMES if args.quick else None)
     yosys = [s.strip() for s in args.yosys.split(",") if s.strip()] if args.yosys else ()
     summary = sweep.run_sweep(cfg, grid, args.out, frames=frames, workers=args.workers,
                               scheduler=args.scheduler, progress=not args.json,
                               plots=not args.no_plots, yosys=yosys)
+    write_manifest(out, {"kind": "sweep", "config": cfg.to_dict()},
+                   {k: Path(v).name for k, v in summary["files"].items()})
     if args.json:
         print(json.dumps(summary, default=str))
     else:

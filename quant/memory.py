@@ -1,0 +1,87 @@
+"""How much memory a configuration needs, estimated before any work starts, and the check
+that turns "too large for this machine" into a one-line error instead of an allocator
+traceback or the kernel's OOM killer.
+
+estimate_bytes() is the one place that models the peak; it is deliberately conservative
+(about twice the peaks measured below). When a command's memory use changes (e.g. the
+reference and the writers working one strip at a time), update the model here and only here.
+
+Measured peaks (tse vectors, C=16, tile 8xW, 16 lanes; RSS from /usr/bin/time):
+  8x8, 1 frame            0.44 GB   (the interpreter, torch and numba)
+  256x512, 1 or 4 frames  1.09 GB   (calibration on 8 synthetic frames dominates)
+  256x512, 16 frames      2.16 GB   (~51 B per element of the input frames)
+  512x1024, 1 frame       3.46 GB   (~45 B per element of the 8 calibration frames)
+"""
+from __future__ import annotations
+
+import os
+
+from ref_model.config import TSEConfig
+from ref_model.errors import ConfigError
+
+from . import calibration
+
+GB = 1e9
+BASE_BYTES = 768 * 2**20
+"""The interpreter with torch, numpy and numba loaded (measured 0.44 GB)."""
+CALIBRATION_BYTES_PER_ELEMENT = 80
+"""Peak bytes per element of the calibration frames (observers, float copies; measured 39-45)."""
+FRAME_BYTES_PER_ELEMENT = 100
+"""Peak bytes per element of the input frames (float input, every stage's codes, float
+output, the vectors and their hex text; measured ~51)."""
+
+
+def calibration_elements(cfg: TSEConfig) -> int:
+    """Values in the synthetic calibration set of cfg (quant.calibration decides its shape)."""
+    shape = getattr(calibration, "calibration_shape", None)
+    frames, rows = shape(cfg) if shape else (8, cfg.height)
+    return frames * rows * cfg.width * cfg.channels
+
+
+def estimate_bytes(cfg: TSEConfig, frames: int, calibration_values: int | None = None) -> int:
+    """Conservative peak memory of building the reference and the vectors of cfg on
+    `frames` frames (tse reference, vectors, run, cosim, rtl); calibration_values: the
+    values of a user's calibration set (default: the synthetic one)."""
+    calib = calibration_elements(cfg) if calibration_values is None else calibration_values
+    frame_values = frames * cfg.channels * cfg.height * cfg.width
+    return int(BASE_BYTES + max(calib * CALIBRATION_BYTES_PER_ELEMENT,
+                                frame_values * FRAME_BYTES_PER_ELEMENT))
+
+
+def available_bytes() -> int | None:
+    """Memory this process may still take: the system's MemAvailable, capped by a cgroup
+    limit when there is one; None where neither can be read (then nothing is refused)."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            cap = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if cap != "max":
+            limits.append(int(cap) - used)
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_fits(cfg: TSEConfig, frames: int, what: str, available: int | None = None,
+               calibration_values: int | None = None) -> int:
+    """Refuse (ConfigError) a configuration whose estimate exceeds the available memory;
+    returns the estimate. TSE_MEMORY_CHECK=0 in the environment skips the refusal (for a
+    machine whose swap or overcommit the estimate does not know about)."""
+    need = estimate_bytes(cfg, frames, calibration_values)
+    have = available_bytes() if available is None else available
+    if have is not None and need > have and os.environ.get("TSE_MEMORY_CHECK", "1") != "0":
+        raise ConfigError(
+            f"memory: {what} of C={cfg.channels} {cfg.height}x{cfg.width} on {frames} "
+            f"frame(s) needs about {need / GB:.1f} GB (estimate) but {have / GB:.1f} GB is "
+            f"available; allowed: a configuration that fits (fewer frames, a smaller frame), "
+            "or TSE_MEMORY_CHECK=0 to try anyway")
+    return need
