@@ -28,7 +28,8 @@ from . import harness, runner
 
 KINDS = ("stream", "reset", "tlast_early", "tlast_late")
 QUIET_SLACK = 64
-"""Cycles beyond the excite latency and one strip that count as 'the output is quiet'."""
+"""Cycles beyond the excite latency and one strip in the window after a broken frame's last
+promised beat in which no further beat may come (tb_tse.finish_broken)."""
 
 
 def rtl_available() -> bool:
@@ -100,7 +101,8 @@ def scenarios(kinds=("stream",), frames: int | None = None, pause_in: float = 0.
 
 
 def quiet_cycles(cfg: TSEConfig) -> int:
-    """Cycles without output after which a drained unit is considered idle."""
+    """The window after a broken frame is out in which any further beat is charged to it
+    (not a guess that the unit is idle: the testbench first waits for the frame's beats)."""
     return cfg.excite_latency_cycles + cfg.strip_beats + QUIET_SLACK
 
 

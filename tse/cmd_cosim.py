@@ -120,7 +120,10 @@ def format_report(r: dict) -> str:
             f"{s['beats_out']}/{s['beats']} beats, {s['mismatches']} mismatches, throughput "
             f"{s['throughput']:.4f}, latency {lat if lat is not None else '-'} cycles, "
             f"peak buffer {s['max_buffer_occupancy']} beats, input stalls "
-            f"{s['input_stall_cycles']}, {s['cycles_per_s'] or 0} cycles/s"
+            f"{s['input_stall_cycles']}, pauses applied in/out {s['input_pause_cycles']}/"
+            f"{s['output_pause_cycles']} cycles, {s['cycles_per_s'] or 0} cycles/s"
+            + (f", broken frame: {s['bad_frame_beats_in']} beats in, "
+               f"{s['bad_frame_output_beats']} out" if "bad_frame_output_beats" in s else "")
             + ("" if s["ok"] else f"\n    FAIL: {'; '.join(s['problems'])}"))
     build = "cached" if r["build"]["cached"] else f"{r['build']['build_s']} s"
     lines.append(f"  {r['cycles']} cycles simulated at {r['cycles_per_s']} cycles/s; wall "
