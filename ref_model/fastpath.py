@@ -376,7 +376,8 @@ def _broadcast(xf, c, b, i, th, tw, gate, method, t, coef, flat, ca, co, of):
 # What the excite MAC reads, packed into one int64, one float64 and one float32 array (fields
 # of _State), in this order; _hw_params / _torch_params slice it back once per call. (Passed
 # as the 41-field tuple of numerics, the parameters cost ~1 us per call to unbox.)
-#   ints: zx, zh, ze, frac_bits, mean rounding, fc1 rounding, fc2 rounding (N_SCALARS), then
+#   ints: zx, zh, ze, frac_bits, mean rounding, fc1 rounding, fc2 rounding, torch int16 pair
+#         saturation (N_SCALARS), then
 #         hw:    fc1 bias, multiplier, shift [hidden]; fc2 bias, multiplier, shift [C];
 #                sigmoid table [256]; mean reciprocal, its shift [4 tile kinds]
 #         torch: fc1 integer bias [hidden]; fc2 integer bias [C]; sigmoid table [256]
@@ -384,14 +385,14 @@ def _broadcast(xf, c, b, i, th, tw, gate, method, t, coef, flat, ca, co, of):
 #   f32:  hw: mean reciprocal R 2**-shift [4]
 #         torch: f32(1/n) [4]; fc1 float bias, bias multiplier, multiplier [hidden] each;
 #                the same for fc2 [C] each
-N_SCALARS = 7
-ZX, ZH, ZE, FRAC_BITS, R_MEAN, R_FC1, R_FC2 = range(N_SCALARS)
+N_SCALARS = 8
+ZX, ZH, ZE, FRAC_BITS, R_MEAN, R_FC1, R_FC2, PAIR_SAT = range(N_SCALARS)
 
 
 def _pack(ip, profile_code: int):
     """(ints, f64, f32): the parameters of one profile in the layout above."""
     T = ip.tables()
-    scalars = [T.zx, T.zh, T.ze, T.frac_bits, T.r_mean, T.r_fc1, T.r_fc2]
+    scalars = [T.zx, T.zh, T.ze, T.frac_bits, T.r_mean, T.r_fc1, T.r_fc2, int(T.t_pair_sat)]
     if profile_code == nm.HW:
         ints = [scalars, T.h_b1, T.h_m1, T.h_s1, T.h_b2, T.h_m2, T.h_s2, T.h_lut, T.h_recip,
                 T.h_recip_shift]
@@ -420,6 +421,15 @@ def _hw_params(ints, f64, hid, c):
             ints[o2:o2 + c], ints[o2 + c:o2 + 2 * c], ints[o2 + 2 * c:o3],
             ints[o3:o3 + 256], ints[o3 + 256:o3 + 260], ints[o3 + 260:o3 + 264],
             f64[:hid], f64[hid:hid + c])
+
+
+@njit(cache=True)
+def _add_pair_saturation(x, w, sums):
+    """sums[j] += numerics.pair_saturation_excess(x, w[j]) when a code of x exceeds 127
+    (below that no int16 pair can saturate: 2 * 127 * 128 < 2**15)."""
+    if x.max() > 127:
+        for j in range(sums.shape[0]):
+            sums[j] += nm.pair_saturation_excess(x, w[j])
 
 
 @njit(cache=True)
@@ -459,7 +469,9 @@ class _State(structref.StructRefProxy):
 _STATE_FIELDS = (
     # parameters: tile shape, profile, the packed arrays, the weights (simd.pair_layout),
     # the broadcaster's method, shift, coefficients and table
-    "th", "tw", "profile", "ints", "f64", "f32", "wp1", "wp2", "method", "t", "coef", "table",
+    # and as [out, in] int64 (w1, w2: the torch profile's int16 pair saturation reads them)
+    "th", "tw", "profile", "ints", "f64", "f32", "wp1", "wp2", "w1", "w2", "method", "t",
+    "coef", "table",
     # line accumulator: pixels a column sum may hold, one strip row of column sums (uint16
     # while 255 * th fits), the wider fold; excite MAC: sums and input pairs of fc1 and
     # fc2, near-tie flags; tile broadcaster: per-element coefficients of each tile
@@ -480,6 +492,7 @@ def _frames(s, x, sums, codes, hidden, out):
     cap, acc, blk, near, coefs = s.cap, s.acc, s.blk, s.near, s.coefs
     zx, zh, ze, frac = ints[ZX], ints[ZH], ints[ZE], ints[FRAC_BITS]
     r_mean, r_fc1, r_fc2 = ints[R_MEAN], ints[R_FC1], ints[R_FC2]
+    pair_sat = ints[PAIR_SAT] != 0
     # Both layouts are sliced; only the profile's own views are read.
     b1, M1, s1, b2, M2, s2, h_lut, h_recip, h_shift, m1, m2 = _hw_params(ints, f64, hid, c)
     t_b1i, t_b2i, t_lut, t_recip, t_b1f, t_b1m, t_m1, t_b2f, t_b2m, t_m2 = _torch_params(
@@ -522,9 +535,13 @@ def _frames(s, x, sums, codes, hidden, out):
                     _mean_f32(s_, t_recip[kind], zx, p_)
                     _pairs(p_, zx, pairs1)
                     madd_pairs(wp1, pairs1, acc1, VARIANT)
+                    if pair_sat:
+                        _add_pair_saturation(p_, s.w1, sums1)
                     _requant_torch(sums1, t_b1i, t_b1f, t_b1m, t_m1, zh, zh, h_)
                     _pairs(h_, zh, pairs2)
                     madd_pairs(wp2, pairs2, acc2, VARIANT)
+                    if pair_sat:
+                        _add_pair_saturation(h_, s.w2, sums2)
                     _requant_torch(sums2, t_b2i, t_b2f, t_b2m, t_m2, ze, 0, e_)
                     _lookup(e_, t_lut, g_)      # numerics.sigmoid
             _broadcast(xf, c, b, i, th, tw, gate[b, i], method, t, coef, flat, ca, co, of)
@@ -537,7 +554,7 @@ def _flush():
                         _pairs, _requant_hw, _requant_hw_exact, _mean_f32,
                         _requant_torch, _lookup, broadcast_table, _offsets, _fit_line,
                         fit_lines, fit_scales, _repeat_pixel, _broadcast, _hw_params,
-                        _torch_params, _mean_hw], "fastpath", (nm, simd))
+                        _torch_params, _mean_hw, _add_pair_saturation], "fastpath", (nm, simd))
 
 
 _flush()
@@ -577,8 +594,9 @@ class Frames:
         macs = aligned_copy(np.zeros((wp1.shape[1] + wp2.shape[1]) // 2, np.int32))
         pairs = np.zeros(wp1.shape[0] + wp2.shape[0], np.int32)
         coefs = np.empty((2, cfg.tiles_x, max(BLOCK, c)), np.int32)
+        T = ip.tables()
         self._state = _State(th, tw, profile_code, *_pack(ip, profile_code), wp1, wp2,
-                             self.method, self.shift, coef, self.table,
+                             T.w1, T.w2, self.method, self.shift, coef, self.table,
                              cap, acc, blk, macs, pairs, np.empty(c, np.bool_), coefs)
         self.calls = {}
         """x.flags.writeable -> call(x, sums, codes, hidden, out): the compiled kernel for

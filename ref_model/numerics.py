@@ -334,6 +334,7 @@ Tables = namedtuple("Tables", [
     "t_b1i", "t_b1f", "t_b1m", "t_m1",   # int64, float32, float32, float32 [hidden]
     "t_b2i", "t_b2f", "t_b2m", "t_m2",   # [C]
     "t_mm",                         # float32: the final mul's multiplier
+    "t_pair_sat",                   # bool: fc products summed in saturating int16 pairs
     # hw profile
     "h_recip", "h_recip_shift",     # int64 [4]
     "h_recip_f32",                  # float32 [4]: R / 2**shift (f32(1/n) when >= 24 bits)
@@ -374,10 +375,29 @@ def squeeze(sums, kind, T, profile, pooled):
 
 
 @njit(cache=True)
+def pair_saturation_excess(x, w_row):
+    """What int16 pair saturation adds to an fc accumulator: sum over k of
+    sat16(p_k) - p_k, p_k = x[2k] w[2k] + x[2k+1] w[2k+1] on the raw codes (fbgemm's
+    vpmaddubsw; QuantParams.pair_saturation). 0 while every code is at most 127."""
+    excess = np.int64(0)
+    n = x.shape[0]
+    for k in range(0, n, 2):
+        p = np.int64(x[k]) * w_row[k]
+        if k + 1 < n:
+            p += np.int64(x[k + 1]) * w_row[k + 1]
+        if p > 32767:
+            excess += 32767 - p
+        elif p < -32768:
+            excess += -32768 - p
+    return excess
+
+
+@njit(cache=True)
 def _fc(x, zx, w, t_bi, t_bf, t_bm, t_m, h_b, h_m, h_s, zo, lo, acc_lo, acc_hi, rounding,
         T, profile, out):
     """A 1x1 conv on one tile: out[j] = requant(sum_c (x[c] - zx) w[j, c] + b[j]).
-    torch: exact int accumulation, float requantization (requant_torch).
+    torch: exact int accumulation (with fbgemm's int16 pair saturation when T.t_pair_sat),
+    float requantization (requant_torch).
     hw: the accumulator is loaded with the fixed-point bias and adds each product shifted
     left by frac_bits, channel 0 first, saturating at [acc_lo, acc_hi] when hw.saturate;
     then requant_hw. Returns the number of saturated accumulators."""
@@ -387,6 +407,8 @@ def _fc(x, zx, w, t_bi, t_bf, t_bm, t_m, h_b, h_m, h_s, zo, lo, acc_lo, acc_hi, 
             acc = np.int64(0)
             for c in range(w.shape[1]):
                 acc += (np.int64(x[c]) - zx) * w[j, c]
+            if T.t_pair_sat:
+                acc += pair_saturation_excess(x, w[j])
             out[j] = requant_torch(acc, t_bi[j], t_bf[j], t_bm[j], t_m[j], zo, lo)
         else:
             acc = h_b[j]
@@ -509,6 +531,7 @@ class IntParams:
     hw_fc2_shift: np.ndarray
     hw_mul_mult: np.ndarray        # int64 [1]
     hw_mul_shift: np.ndarray       # int64 [1]
+    pair_saturation: bool = False  # QuantParams.pair_saturation (torch profile, fbgemm)
     _tables: list = field(default_factory=list, repr=False, compare=False)
     _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # kernels.run's
 
@@ -539,7 +562,8 @@ class IntParams:
 
     def manifest(self) -> dict:
         return {"kind": "int-params", "engine": self.engine, "hw": self.hw.to_dict(),
-                "zero_points": dict(self.zero_points)}
+                "zero_points": dict(self.zero_points),
+                "int16_pair_saturation": self.pair_saturation}
 
     def save(self, out_dir) -> Path:
         return artifacts.write_artifacts(out_dir, self.arrays(), self.manifest())
@@ -561,6 +585,7 @@ class IntParams:
                 raise InputError(f"{where} lacks {', '.join(missing)}")
             return cls(engine=manifest["engine"], hw=HwProfile.from_dict(manifest["hw"]),
                        zero_points={k: int(v) for k, v in manifest["zero_points"].items()},
+                       pair_saturation=bool(manifest.get("int16_pair_saturation", False)),
                        **arrays)
         except (FileNotFoundError, KeyError, ValueError, json.JSONDecodeError) as e:
             if isinstance(e, InputError):
@@ -575,6 +600,7 @@ class IntParams:
     def equals(self, other: "IntParams") -> bool:
         return (self.engine == other.engine and self.hw == other.hw
                 and self.zero_points == other.zero_points
+                and self.pair_saturation == other.pair_saturation
                 and all(np.array_equal(a, b) and a.dtype == b.dtype
                         for a, b in zip(self.arrays().values(), other.arrays().values())))
 
@@ -606,6 +632,7 @@ def _make_tables(ip: IntParams) -> Tables:
         t_b2i=i64(ip.torch_fc2_bias_int), t_b2f=ip.torch_fc2_bias_f32.astype(np.float32),
         t_b2m=ip.torch_fc2_bias_mul.astype(np.float32), t_m2=ip.torch_fc2_mult.astype(np.float32),
         t_mm=np.float32(ip.torch_mul_mult[0]),
+        t_pair_sat=bool(ip.pair_saturation and ip.engine == "fbgemm"),
         h_recip=i64(ip.hw_recip), h_recip_shift=i64(ip.hw_recip_shift),
         h_recip_f32=np.ldexp(ip.hw_recip.astype(np.float64),
                              -ip.hw_recip_shift.astype(np.int64)).astype(np.float32),
@@ -770,6 +797,7 @@ def derive(params: QuantParams, cfg: TSEConfig) -> IntParams:
                     "or hw.saturate = true to saturate and count")
     return IntParams(
         engine=params.engine, hw=hw, zero_points=dict(zp), tile_counts=counts,
+        pair_saturation=params.pair_saturation,
         w1=params.w1.copy(), w2=params.w2.copy(),
         sigmoid_lut=sigmoid_table(sc["excite"], zp["excite"]),
         torch_recip=np.array([f32_of(1.0 / int(n)) for n in counts], np.float32),

@@ -31,6 +31,12 @@ class QuantParams:
     w2_scale: np.ndarray  # float64 [C]
     b2: np.ndarray        # float32 [C]
     per_channel: bool
+    pair_saturation: bool = False
+    """The engine's u8 x s8 kernel adds the products of input channels 2k and 2k+1 (raw
+    codes, zero point applied afterwards) in int16 with saturation before widening: fbgemm
+    on CPUs without AVX512-VNNI (vpmaddubsw). Codes above 127 can then change an fc's
+    accumulator; a reduce_range calibration keeps them below. quant.engine_probe measures
+    it on the machine that runs PyTorch; the torch profile reproduces it when set."""
 
     def __post_init__(self):
         hidden, channels = self.w1.shape
@@ -75,6 +81,7 @@ class QuantParams:
             s = getattr(self, name)
             section[name] = [float(v) for v in s] if self.per_channel else float(s[0])
         section["per_channel_weights"] = self.per_channel
+        section["int16_pair_saturation"] = self.pair_saturation
         return section
 
     @classmethod
@@ -91,11 +98,13 @@ class QuantParams:
                    zero_points={r: int(quant[f"{r}_zero_point"]) for r in ACTIVATIONS},
                    w1=w1, w1_scale=weight_scale("w1_scale", w1.shape[0]), b1=arrays["b1"],
                    w2=w2, w2_scale=weight_scale("w2_scale", w2.shape[0]), b2=arrays["b2"],
-                   per_channel=bool(quant["per_channel_weights"]))
+                   per_channel=bool(quant["per_channel_weights"]),
+                   pair_saturation=bool(quant.get("int16_pair_saturation", False)))
 
     def equals(self, other: "QuantParams") -> bool:
         """Bit-for-bit equality (codes, float bit patterns, qparams, engine)."""
         return (self.engine == other.engine and self.per_channel == other.per_channel
+                and self.pair_saturation == other.pair_saturation
                 and self.scales == other.scales and self.zero_points == other.zero_points
                 and all(np.array_equal(a, b) and a.dtype == b.dtype
                         for a, b in zip(self._all_arrays(), other._all_arrays())))

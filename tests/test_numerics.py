@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.quantized as nnq
+from quant import engine_probe
 from quant.float_block import broadcast_gate
 from ref_model import numerics as nm
 from ref_model.config import TSEConfig
@@ -103,7 +104,8 @@ def random_quant_params(seed: int, channels: int, hidden: int, engine: str,
     zps = {"input": z_in, "pooled": z_in, "hidden": z_h, "excite": z_e, "gate": 0,
            "output": z_o}
     return QuantParams(engine=engine, scales=scales, zero_points=zps, w1=w1, w1_scale=sw1,
-                       b1=b1, w2=w2, w2_scale=sw2, b2=b2, per_channel=per_channel)
+                       b1=b1, w2=w2, w2_scale=sw2, b2=b2, per_channel=per_channel,
+                       pair_saturation=engine_probe.pair_saturation(engine))
 
 
 def _qtensor(codes, scale, zp):
@@ -302,6 +304,40 @@ def test_fc_torch_matches_quantized_conv(c, r, engine, per_channel, zp_mode, mod
     got_e = _tile_codes(lambda v, o: nm.fc2(v, T, nm.TORCH, o),
                         nhwc(hid).reshape(-1, qp.hidden), out_len=c)
     np.testing.assert_array_equal(got_e, nhwc(ref_e).reshape(-1, c))
+
+
+def test_pair_saturation_excess_known_answer():
+    """fbgemm's vpmaddubsw: p = 217 * -109 + 163 * -124 = -43865 saturates at -32768."""
+    x, w = np.array([217, 163, 255], np.uint8), np.array([-109, -124, -128], np.int64)
+    assert nm.pair_saturation_excess(x, w) == -32768 + 43865   # the lone last code: no pair
+    assert nm.pair_saturation_excess(np.array([127, 127], np.uint8),
+                                     np.array([-128, -128], np.int64)) == 0
+
+
+@pytest.mark.parametrize("engine", ["fbgemm", "qnnpack"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fc_torch_profile_follows_engine_pair_saturation(engine, per_channel):
+    """Codes above 127 against large same-sign weights: the torch profile with the probed
+    pair_saturation equals the engine on this CPU, and with the flag flipped it does not
+    (fbgemm without VNNI saturates; qnnpack never does)."""
+    c = 6
+    qp = random_quant_params(7, c, 3, engine, per_channel)
+    qp.w1[:] = -128
+    pooled = np.full((1, c, 2, 2), 250, np.uint8)
+    pooled[0, 0, 0, 0] = 3
+    ref = torch_conv(qp, 1, pooled)
+    results = {}
+    for flag in (False, True):
+        q = dataclasses.replace(qp, pair_saturation=flag)
+        T = nm.derive(q, _cfg_for(q)).tables()
+        results[flag] = _tile_codes(lambda v, o: nm.fc1(v, T, nm.TORCH, o),
+                                    nhwc(pooled).reshape(-1, c), out_len=q.hidden)
+    probed = engine_probe.pair_saturation(engine)
+    np.testing.assert_array_equal(results[probed], nhwc(ref).reshape(-1, qp.hidden))
+    if engine == "fbgemm":
+        assert not np.array_equal(results[False], results[True])
+    else:
+        assert not probed
 
 
 @settings(max_examples=examples(200), **SETTINGS)
