@@ -40,7 +40,7 @@ from ref_model.errors import ConfigError, InputError
 from ref_model.hw_profile import DEFAULT_HW, HwProfile
 from ref_model.params import ACTIVATIONS, QuantParams
 
-from . import sweep
+from . import engine_probe, sweep
 from .float_block import TSE
 from .quantized_block import QuantSE
 from .quantized_block import engine as use_engine
@@ -338,7 +338,8 @@ def extract_blocks(q: QuantDigitsSENet, probe: torch.Tensor) -> list[Block]:
         w2, s2, b2, pc2 = weight(mod.conv2)
         params = QuantParams(engine=q.engine, scales=scales, zero_points=zps, w1=w1,
                              w1_scale=s1, b1=b1, w2=w2, w2_scale=s2, b2=b2,
-                             per_channel=pc1 and pc2)
+                             per_channel=pc1 and pc2,
+                             pair_saturation=engine_probe.pair_saturation(q.engine))
         lanes = 8 if c % 8 == 0 else 1
         cfg = TSEConfig(channels=c, height=h, width=w, tile=_tile_text(mod.kernel, h, w),
                         reduction=REDUCTION, lanes=lanes, engine=q.engine, hw=DEFAULT_HW)

@@ -21,6 +21,7 @@ from torch.ao.nn.quantized import FloatFunctional
 from ref_model.config import TSEConfig
 from ref_model.params import ACTIVATIONS, QuantParams
 
+from . import engine_probe
 from .float_block import TSE, broadcast_gate
 
 
@@ -140,7 +141,8 @@ def extract_params(model: QuantTSE) -> QuantParams:
     w2, s2, b2, pc2 = weight(model.conv2)
     return QuantParams(engine=model.engine, scales=scales, zero_points=zero_points,
                        w1=w1, w1_scale=s1, b1=b1, w2=w2, w2_scale=s2, b2=b2,
-                       per_channel=pc1 and pc2)
+                       per_channel=pc1 and pc2,
+                       pair_saturation=engine_probe.pair_saturation(model.engine))
 
 
 def seeded_weights(block: TSE, seed: int) -> TSE:
