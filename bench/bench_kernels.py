@@ -50,14 +50,16 @@ def measure(fn, elements: int, repeats: int) -> float:
 
 
 def setup(shape, seed: int = 0):
-    """The configuration, parameters and input codes of a shape (7xW tiles, r=4, 8 lanes)."""
+    """The configuration, the calibrated block (quant.reference.prepare: .model, .params) and
+    input codes of a shape (7xW tiles, r=4, 8 lanes)."""
     from quant import reference
     from ref_model.config import TSEConfig
 
     h, w, c, n = shape
     cfg = TSEConfig(channels=c, height=h, width=w, tile=f"{min(7, h)}xW", reduction=4,
                     lanes=8, seed=seed)
-    ref = reference.build(cfg, frames=1)
+    ref = reference.prepare(cfg, frames=1)
+    ref.x = None        # the benchmark runs on random codes, not the float frame
     rng = np.random.default_rng(seed)
     x_nhwc = rng.integers(0, 256, size=(n, h, w, c), dtype=np.uint8)
     return cfg, ref, x_nhwc

@@ -39,9 +39,13 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_artifacts(out_dir, arrays: dict, manifest: dict, extra_files: dict | None = None) -> Path:
-    """Write arrays (role -> ndarray) as <role>.npy, extra_files (relative path -> bytes)
-    as given, and manifest.json listing every file; replace out_dir atomically."""
+def write_artifacts(out_dir, arrays: dict, manifest: dict, extra_files: dict | None = None,
+                    fill=None) -> Path:
+    """Write arrays (role -> ndarray) as <role>.npy, extra_files (relative path -> (role,
+    bytes or a function that writes them to a binary file, for files written piece by
+    piece)) and manifest.json listing every file; replace out_dir atomically. fill: a
+    function of a Staging (files written in one pass, e.g. strip by strip) returning entries
+    for the manifest (written after it ran)."""
     out_dir = check_replaceable(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -58,8 +62,19 @@ def write_artifacts(out_dir, arrays: dict, manifest: dict, extra_files: dict | N
                             "dtype": str(arr.dtype), "sha256": sha256_of(tmp / rel)})
         for rel, (role, data) in (extra_files or {}).items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_bytes(data)
+            if callable(data):
+                with open(tmp / rel, "wb") as f:
+                    data(f)
+            else:
+                (tmp / rel).write_bytes(data)
             entries.append({"role": role, "path": rel, "sha256": sha256_of(tmp / rel)})
+        if fill is not None:
+            staging = Staging(tmp)
+            try:
+                manifest = {**manifest, **(fill(staging) or {})}
+            finally:
+                staging.close_files()
+            entries += staging.entries()
         body = {"format": FORMAT, **manifest, "files": entries}
         (tmp / MANIFEST).write_text(json.dumps(body, indent=2) + "\n")
         check_replaceable(out_dir)        # again: the target may have changed meanwhile
@@ -71,6 +86,77 @@ def write_artifacts(out_dir, arrays: dict, manifest: dict, extra_files: dict | N
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+class NpyFile:
+    """A .npy file of known shape and dtype, filled block by block (the header np.save
+    writes; the data written in place with pwrite, so no copy of the whole array is held)."""
+
+    def __init__(self, path, shape, dtype):
+        self.path, self.shape, self.dtype = Path(path), tuple(int(n) for n in shape), np.dtype(dtype)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": self.shape}
+        with open(self.path, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            self.data_offset = f.tell()
+            f.truncate(self.data_offset + int(np.prod(self.shape)) * self.dtype.itemsize)
+        self.strides = tuple(int(np.prod(self.shape[i + 1:])) * self.dtype.itemsize
+                             for i in range(len(self.shape)))
+        self._fd = os.open(self.path, os.O_WRONLY)
+
+    def write(self, start, block) -> None:
+        """Put block at index start (one start per leading axis; later axes start at 0)."""
+        block = np.asarray(block, self.dtype)
+        start = tuple(start) + (0,) * (len(self.shape) - len(start))
+        if block.ndim != len(self.shape) or any(
+                s + n > total for s, n, total in zip(start, block.shape, self.shape)):
+            raise ValueError(f"block {block.shape} at {start} exceeds {self.shape}")
+        # The block's rows along the first axis from which every later axis is whole are
+        # contiguous in the file: one write each.
+        k = next(i for i in range(block.ndim + 1) if block.shape[i + 1:] == self.shape[i + 1:])
+        for idx in np.ndindex(block.shape[:k]):
+            piece = memoryview(np.ascontiguousarray(block[idx])).cast("B")
+            at = self.data_offset + sum(
+                (s + j) * st for s, j, st in zip(start, idx + (0,) * (block.ndim - k),
+                                                 self.strides))
+            while len(piece):
+                n = os.pwrite(self._fd, piece, at)
+                piece, at = piece[n:], at + n
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Staging:
+    """The temporary directory of a write_artifacts(fill=...) call: .npy files filled piece by
+    piece and whole arrays, listed in the manifest in the order they were opened."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self._files = []            # (role, NpyFile or None, rel, shape, dtype)
+
+    def npy(self, role: str, shape, dtype) -> NpyFile:
+        f = NpyFile(self.directory / f"{role}.npy", shape, dtype)
+        self._files.append((role, f, f"{role}.npy", list(f.shape), str(f.dtype)))
+        return f
+
+    def save(self, role: str, arr) -> None:
+        arr = np.ascontiguousarray(arr)
+        np.save(self.directory / f"{role}.npy", arr, allow_pickle=False)
+        self._files.append((role, None, f"{role}.npy", list(arr.shape), str(arr.dtype)))
+
+    def close_files(self) -> None:
+        for _, f, *_ in self._files:
+            if f is not None:
+                f.close()
+
+    def entries(self) -> list[dict]:
+        """The manifest entries of every file (closed)."""
+        return [{"role": role, "path": rel, "shape": shape, "dtype": dtype,
+                 "sha256": sha256_of(self.directory / rel)}
+                for role, _, rel, shape, dtype in self._files]
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -126,9 +212,11 @@ def _check_target(out_dir, what: str, legacy_names) -> Path:
     ancestor = resolved if resolved.is_dir() else resolved.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"{what}: cannot write {given!r} ({str(ancestor)!r} is not a "
-                         "writable directory)")
+    try:   # a probe, removed at once: permissions alone miss read-only file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".tse-probe-", dir=ancestor))
+    except OSError as e:
+        raise InputError(f"{what}: cannot write {given!r} ({str(ancestor)!r}: "
+                         f"{e.strerror})") from None
     return resolved
 
 

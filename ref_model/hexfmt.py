@@ -18,7 +18,7 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 # Values encoded per step: the temporaries stay a few MB and the time linear in the size.
-_CHUNK_VALUES = 1 << 18
+CHUNK_VALUES = 1 << 18
 
 
 def to_text(values: np.ndarray, bits: int, lanes: int) -> bytes:
@@ -50,7 +50,7 @@ def _checked(values, bits: int, lanes: int) -> np.ndarray:
 
 def _encoded(flat: np.ndarray, bits: int, lanes: int):
     """Yield the image's bytes, a whole number of words at a time."""
-    step = max(1, _CHUNK_VALUES // lanes) * lanes
+    step = max(1, CHUNK_VALUES // lanes) * lanes
     for i in range(0, flat.size, step):
         unsigned = flat[i:i + step].astype(np.int64) & ((1 << bits) - 1)
         yield _lines(unsigned.reshape(-1, lanes), bits)

@@ -71,8 +71,9 @@ def write(out_dir, cfg: TSEConfig, params: QuantParams, result: dict, profile: s
     for s in stages:
         layout = stage_layout(cfg, s, arrays[s].shape[-1])
         hex_layout[s] = layout
-        extra[layout["path"]] = (f"{s}_hex", hexfmt.to_text(arrays[s], layout["bits"],
-                                                           layout["lanes"]))
+        # streamed into the file a chunk at a time (whole frames would make big temporaries)
+        extra[layout["path"]] = (f"{s}_hex", hexfmt.writer(arrays[s], layout["bits"],
+                                                          layout["lanes"]))
     for name, rom in roms.images(cfg, ip).items():
         layout = rom.describe()
         hex_layout[f"rom_{name}"] = layout
@@ -104,8 +105,15 @@ def write(out_dir, cfg: TSEConfig, params: QuantParams, result: dict, profile: s
                                                                      **(extra_files or {})})
 
 
+COMPARED = ("pooled", "hidden", "excite", "gate", "output")
+
+
 def compare_with_reference(result: dict, reference_codes: dict) -> dict:
     """Per stage, how the vectors differ from quantized PyTorch's codes (NCHW arrays)."""
-    ours = {s: result[s] for s in ("pooled", "hidden", "excite", "gate", "output")}
-    theirs = {s: kernels.nhwc(reference_codes[s]) for s in ours}
-    return kernels.distance(ours, theirs, stages=tuple(ours))
+    return compare(result, {s: kernels.nhwc(reference_codes[s]) for s in COMPARED})
+
+
+def compare(result: dict, torch_codes: dict) -> dict:
+    """Per stage, how the vectors differ from quantized PyTorch's codes (channels last, as
+    quant.reference.channels_last_codes gives them)."""
+    return kernels.distance({s: result[s] for s in COMPARED}, torch_codes, stages=COMPARED)

@@ -4,6 +4,10 @@ One JSON object per line with --json: {"shape", "impl", "melem_s"} per shape and
 implementation (million input elements per second, median of repeats after a warm-up), then
 one {"target": ...} line per speed target with the ratio measured in this run and whether it
 is met. Kernels run serially unless --parallel (a busy second core makes parallel numba slow).
+
+--memory instead runs `tse vectors`, `tse reference` and `tse bench` on the paper's 1024x2048
+frames, one subprocess at a time, and reports each one's peak RSS and bytes per input element
+against the memory targets (bench/bench_memory.py; --shape chooses other frames).
 """
 from __future__ import annotations
 
@@ -18,6 +22,10 @@ def register(sub):
     p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed repeats (default 5)")
     p.add_argument("--quick", action="store_true", help="two small shapes only")
     p.add_argument("--parallel", action="store_true", help="parallel numba kernels")
+    p.add_argument("--shape", action="append", metavar="HxWxC",
+                   help="frames to measure instead of the default shapes (repeatable)")
+    p.add_argument("--memory", action="store_true",
+                   help="peak memory of tse vectors/reference/bench per shape (subprocesses)")
     p.set_defaults(run=run)
 
 
@@ -30,7 +38,10 @@ def run(args):
 
     if args.repeats < 1:
         raise InputError(f"repeats: {args.repeats} is not allowed; allowed: a positive integer")
-    shapes = bk.QUICK_SHAPES if args.quick else bk.SHAPES
+    chosen = [parse_shape(s) for s in args.shape or ()]
+    if args.memory:
+        return run_memory(args, chosen)
+    shapes = [s + (1,) for s in chosen] or (bk.QUICK_SHAPES if args.quick else bk.SHAPES)
     results = []
     progress = (lambda m: print(f"  measuring {m}", file=sys.stderr, flush=True))
     for r in bk.run(shapes, repeats=args.repeats, progress=progress, parallel=args.parallel):
@@ -51,3 +62,28 @@ def run(args):
         print(f"  {t['impl']} / {t['baseline']} on {t['shape']}: {t['ratio']:.2f} "
               f"(target >= {t['target']}) {'met' if t['met'] else 'NOT MET'}")
     return 0
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """"HxWxC" as (H, W, C), or an InputError naming the value."""
+    from ref_model.errors import InputError
+
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise InputError(f"shape: {text!r} is not allowed; allowed: HxWxC with positive "
+                         "integers, e.g. 1024x2048x16")
+    return tuple(int(p) for p in parts)
+
+
+def run_memory(args, shapes) -> int:
+    from bench import bench_memory as bm
+
+    progress = (lambda m: print(f"  measuring {m}", file=sys.stderr, flush=True))
+    results = []
+    for r in bm.run(tuple(shapes) or bm.SHAPES, progress=progress):
+        results.append(r)
+        if args.json:
+            print(json.dumps(r), flush=True)
+    if not args.json:
+        print(bm.table(results))
+    return 0 if all(r["exit_status"] == 0 for r in results) else 1

@@ -35,19 +35,19 @@ def add_source_arguments(p):
 
 
 def build_reference(args):
-    """The configuration and its quantized PyTorch reference, from the common flags."""
+    """The configuration and its calibrated quantized PyTorch block with the input frames
+    (quant.reference.prepare; run piece by piece by the callers), from the common flags."""
     cfg = config_from_args(args)
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
     from quant import reference
 
-    return cfg, reference.build(cfg, args.frames, args.weights, args.calibration, args.input)
+    return cfg, reference.prepare(cfg, args.frames, args.weights, args.calibration, args.input)
 
 
 def run(args):
     from quant import reference
 
-    cfg, ref = build_reference(args)
-    reference.write(ref, args.out)
-    summary = reference.summary(ref, args.out)
+    cfg, prepared = build_reference(args)
+    summary = reference.write_streaming(prepared, args.out)
     print(json.dumps(summary) if args.json else reference.format_summary(summary))

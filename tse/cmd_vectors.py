@@ -30,13 +30,15 @@ def register(sub):
 def run(args):
     import torch
 
-    from quant.quantized_block import engine
-    from ref_model import kernels, vectors
+    from quant import reference
+    from ref_model import vectors
 
     cfg, ref = build_reference(args)
-    x = kernels.nhwc(ref.codes["input"])
+    # quantized PyTorch's codes piece by piece, channels last: no float stage of the frames
+    torch_codes = reference.channels_last_codes(ref)
+    x = torch_codes["input"]
     result = vectors.build(cfg, ref.params, x, cfg.profile)
-    vs_torch = vectors.compare_with_reference(result, ref.codes)
+    vs_torch = vectors.compare(result, torch_codes)
     from sim import selfcheck   # the unit's Verilog (when rtl/ exists) and tb_tse_unit.v
     files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]))
     vectors.write(args.out, cfg, ref.params, result, cfg.profile,
