@@ -242,3 +242,20 @@ def test_cocotb_cosimulation_runs_on_the_vectors_roms(tiny):
     r = cosim.cosimulate(bad["w1_transposed"], "icarus", scs)
     assert not r["ok"] and r["mismatches"] > 0, json.dumps(r)[:2000]
     assert r["build"]["cached"]            # the same build: only the images differ
+
+
+def test_export_refuses_init_values_that_are_not_the_image():
+    from ref_model.roms import Field, Rom
+    from rtl.export import ExportError, load_roms_from_files
+
+    rom = Rom("w1", (0x12, 0xff), (Field("w", 8, True),), "test")
+    text = ("  reg [7:0] w1_rom [1:0];\n  initial begin\n    w1_rom[0] = 8'h12;\n"
+            "    w1_rom[1] = 8'd255;\n  end\n")
+    out = load_roms_from_files(text, {"w1": rom})
+    assert "$readmemh(path, w1_rom, 0, 1);" in out and "w1_rom[0] =" not in out
+    with pytest.raises(ExportError, match="differ from its image"):
+        load_roms_from_files(text.replace("8'd255", "8'd254"), {"w1": rom})
+    with pytest.raises(ExportError, match="found 0"):
+        load_roms_from_files(text.replace("w1_rom", "w9_rom"), {"w1": rom})
+    with pytest.raises(ExportError, match="is 8 x 2, its image rom_w1 8 x 3"):
+        load_roms_from_files(text, {"w1": Rom("w1", (1, 2, 3), rom.fields, "test")})
