@@ -88,7 +88,10 @@ def round_shift(m, v, shift, half_up, max_shift: int | None = None) -> Value:
         bits = _extend(v, max_shift + 1)
         half = (bits & Cat(*[shift == i + 1 for i in range(len(bits))])).any()
         sticky = (bits & Cat(*[shift > i + 1 for i in range(len(bits))])).any()
-    floor = wire(m, v >> shift, "rs_floor")
+    # a constant shift as a slice (shift_right): `>>` keeps the width and exports the sign
+    # as one concatenation input per shifted-out bit, which Icarus re-sends bit by bit
+    narrow = isinstance(shift, int) and shift < len(v)
+    floor = wire(m, v.shift_right(shift) if narrow else v >> shift, "rs_floor")
     return floor + (half & (sticky | half_up | floor[0]))
 
 

@@ -92,26 +92,32 @@ class ExciteMac(wiring.Component):
         strip_done = accept & s_in.strip_end
 
         a_valid = Signal()
-        a_sums = [Signal(signed(p.sum_bits), name=f"a_sum{lane}") for lane in range(P)]
+        # registers that hold many fields are one Signal each, sliced: Icarus runs one
+        # process per register on every clock edge, and 381 of them were most of its work
+        a_word = Signal(P * p.sum_bits)
+        a_sums = [a_word[lane * p.sum_bits:(lane + 1) * p.sum_bits].as_signed()
+                  for lane in range(P)]
         a_kind, a_tile, a_group, a_bank = (Signal(2), Signal(field(tx)), Signal(field(p.G)),
                                            Signal())
         m.d.sync += a_valid.eq(accept)
         with m.If(accept):
             m.d.sync += [a_kind.eq(s_in.kind), a_tile.eq(s_in.tile), a_group.eq(s_in.group),
                          a_bank.eq(wbank)]
-            m.d.sync += [a_sums[lane].eq(s_in.sums[lane]) for lane in range(P)]
+            m.d.sync += a_word.eq(s_in.sums)
         with m.If(strip_done):
             m.d.sync += [wbank.eq(~wbank), bank_strip[wbank].eq(s_in.strip)]
         means = [arith.wire(m, arith.mean(m, s[:p.sum_value_bits].as_signed(), a_kind, p),
                             f"mean{lane}") for lane, s in enumerate(a_sums)]
-        pooled = [[[Signal(8, name=f"pooled_b{b}_t{t}_c{c}") for c in range(C)]
-                   for t in range(tx)] for b in range(2)]
+        pooled_words = [[Signal(8 * C, name=f"pooled_b{b}_t{t}") for t in range(tx)]
+                        for b in range(2)]
+        pooled = [[[word[8 * c:8 * c + 8] for c in range(C)] for word in bank]
+                  for bank in pooled_words]
         for b in range(2):
             for t in range(tx):
                 for g in range(p.G):
                     with m.If(a_valid & (a_bank == b) & (a_tile == t) & (a_group == g)):
-                        m.d.sync += [pooled[b][t][g * P + lane].eq(means[lane])
-                                     for lane in range(P)]
+                        m.d.sync += pooled_words[b][t][8 * P * g:8 * P * (g + 1)].eq(
+                            Cat(*means))
 
         # ================= strip control: exactly B cycles per tile ====================
         B = p.tile_cycles
@@ -179,7 +185,8 @@ class ExciteMac(wiring.Component):
         m.d.comb += [w1r.addr.eq(a1_next), w2r.addr.eq(a2_next)]
 
         # activations: Q pooled codes of chunk k of this tile, or Q hidden codes
-        hidden = [Signal(8, name=f"hidden{i}") for i in range(hid)]
+        hidden_word = Signal(8 * hid)
+        hidden = [hidden_word[8 * i:8 * i + 8] for i in range(hid)]
         pooled_chunks = Array(
             Cat(*[pooled[b][t][kk * Q + q] if kk * Q + q < C else Const(0, 8)
                   for q in range(Q)])
@@ -193,14 +200,17 @@ class ExciteMac(wiring.Component):
         # stage 1: Q products
         v1, l1, first1, last1 = Signal(), Signal(), Signal(), Signal()
         o1, t1, g1, n1 = Signal.like(o), Signal.like(tile), Signal.like(c_grp), Signal.like(c_lane)
-        prods = [Signal(signed(17), name=f"prod{q}") for q in range(Q)]
+        prods_word = Signal(17 * Q)
+        prods = [prods_word[17 * q:17 * q + 17].as_signed() for q in range(Q)]
+        products = []
         m.d.sync += [v1.eq(in_fc1 | in_fc2), l1.eq(in_fc2), first1.eq(k == 0),
                      last1.eq(k == kmax), o1.eq(o), t1.eq(tile), g1.eq(c_grp), n1.eq(c_lane)]
         for q in range(Q):
             act = Mux(in_fc2, arith.minus_zp(hw_[8 * q:8 * q + 8], p.zh),
                       arith.minus_zp(pw[8 * q:8 * q + 8], p.zx))
             wgt = Mux(in_fc2, w2r.data[8 * q:8 * q + 8], w1r.data[8 * q:8 * q + 8]).as_signed()
-            m.d.sync += prods[q].eq(act * wgt)
+            products.append((act * wgt)[:17])
+        m.d.sync += prods_word.eq(Cat(*products))
 
         # stage 2: chunk sum into the accumulator (loaded with the bias on chunk 0)
         fc_roms = []

@@ -59,9 +59,10 @@ class GateMemory(wiring.Component):
             wr.en.eq(Cat(self.w_en & (self.w_lane == lane) for lane in range(p.P))),
             rd.addr.eq((self.r_bank * p.tx + self.r_tile) * p.G + self.r_group),
             self.r_data.eq(rd.data),
+            # every lane gets the gate (the lane enable picks one); driven whole with one
+            # Cat, not lane by lane (Icarus's .concat8 trees, see params.whole)
+            wr.data.eq(Cat(*[self.w_data] * p.P)),
         ]
-        for lane in range(p.P):
-            m.d.comb += wr.data[lane].eq(self.w_data)
 
         full = Signal(BANKS)
         m.d.comb += self.full.eq(full)

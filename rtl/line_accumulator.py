@@ -26,7 +26,7 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import arith
-from .params import RtlParams, advance_raster, beat_layout, field, sums_layout
+from .params import RtlParams, advance_raster, beat_layout, field, sums_layout, whole
 
 
 class Mode(enum.Enum, shape=2):
@@ -93,26 +93,29 @@ class LineAccumulator(wiring.Component):
             base = Mux(st_first, 0, rd.data[lane])
             x = arith.minus_zp(st_data[8 * lane:8 * lane + 8], p.zx)
             total = arith.sat_add(m, base, x, lo, hi) if p.saturate else base + x
-            s = arith.wire(m, total, f"sum{lane}")
-            new.append(s)
-            m.d.comb += wr.data[lane].eq(s)
+            new.append(arith.wire(m, total[:p.sum_bits], f"sum{lane}"))
+        # Wide payloads are driven whole, with one Cat, never field by field: Amaranth
+        # exports per-field drives as part-select assigns to one net, which Icarus builds as
+        # .concat8 trees that re-send the whole vector on every change (most of its run
+        # time before; tests/test_rtl_speed.py guards it).
+        sums_word = arith.wire(m, Cat(*new), "sums_word")
+        m.d.comb += wr.data.eq(sums_word)
 
         sums_ok = ~st_complete | self.o_sums.ready
         fire = st_valid & self.o_beat.ready & sums_ok
+        sums_valid = st_valid & st_complete & self.o_beat.ready
+        # the payload is zero unless valid (AXI leaves it undefined then): the sums change
+        # on every beat, and the excite MAC's logic need not follow them
         m.d.comb += [
             self.o_beat.valid.eq(st_valid & sums_ok),
             self.o_beat.payload.eq(st_data),
-            self.o_sums.valid.eq(st_valid & st_complete & self.o_beat.ready),
-            self.o_sums.payload.tile.eq(st_tile),
-            self.o_sums.payload.group.eq(st_grp),
-            self.o_sums.payload.kind.eq(st_kind),
-            self.o_sums.payload.strip.eq(st_strip),
-            self.o_sums.payload.strip_end.eq(st_strip_end),
+            self.o_sums.valid.eq(sums_valid),
+            self.o_sums.payload.eq(Mux(sums_valid, whole(
+                sums_layout(p), sums=sums_word, tile=st_tile, group=st_grp, kind=st_kind,
+                strip=st_strip, strip_end=st_strip_end), 0)),
             wr.en.eq(fire),
             self.holding.eq(st_valid),
         ]
-        for lane in range(P):
-            m.d.comb += self.o_sums.payload.sums[lane].eq(new[lane])
 
         # ---- input: normal, padding or dropping ---------------------------------------
         mode = Signal(Mode)

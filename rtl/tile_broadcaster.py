@@ -16,7 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import arith
-from .params import RtlParams, advance_raster, beat_layout, field
+from .params import RtlParams, advance_raster, beat_layout, field, whole
 
 
 class TileBroadcaster(wiring.Component):
@@ -52,8 +52,7 @@ class TileBroadcaster(wiring.Component):
             self.i_beat.ready.eq(can_pop),
             self.gate_bank.eq(bank), self.gate_tile.eq(tile), self.gate_group.eq(grp),
             self.o_beat.valid.eq(o_valid),
-            self.o_beat.payload.data.eq(o_data),
-            self.o_beat.payload.last.eq(o_last),
+            self.o_beat.payload.eq(whole(beat_layout(p), data=o_data, last=o_last)),
             self.release.eq(pop & strip_end), self.release_bank.eq(bank),
         ]
         lanes = Cat(*[arith.scale(m, self.i_beat.payload[8 * i:8 * i + 8], self.gate_data[i], p)

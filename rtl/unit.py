@@ -25,7 +25,7 @@ from ref_model.config import TSEConfig
 from .excite_mac import ExciteMac
 from .gate_memory import GateMemory
 from .line_accumulator import LineAccumulator
-from .params import RtlParams, field, rtl_params
+from .params import RtlParams, beat_layout, field, rtl_params, whole
 from .strip_buffer import StripBuffer
 from .tile_broadcaster import TileBroadcaster
 
@@ -59,8 +59,8 @@ class TSEUnit(wiring.Component):
         wiring.connect(m, acc.o_sums, mac.i_sums)
         wiring.connect(m, buf.o_beat, bc.i_beat)
         m.d.comb += [
-            acc.i_beat.payload.data.eq(self.s_axis_tdata),
-            acc.i_beat.payload.last.eq(self.s_axis_tlast),
+            acc.i_beat.payload.eq(whole(beat_layout(p), data=self.s_axis_tdata,
+                                        last=self.s_axis_tlast)),
             acc.i_beat.valid.eq(self.s_axis_tvalid),
             self.s_axis_tready.eq(acc.i_beat.ready),
             self.m_axis_tdata.eq(bc.o_beat.payload.data),
