@@ -258,10 +258,12 @@ def whole(layout, **fields):
     from amaranth import Cat, Value
     parts = []
     for name, fld in sorted(layout, key=lambda item: item[1].offset):
+        if name not in fields:
+            raise ValueError(f"field {name}: not given (the layout's fields: "
+                             f"{', '.join(n for n, _ in layout)})")
         v = Value.cast(fields.pop(name))
-        width = fld.width
-        if len(v) != width:
-            raise ValueError(f"field {name}: {len(v)} bits given, the layout has {width}")
+        if len(v) != fld.width:
+            raise ValueError(f"field {name}: {len(v)} bits given, the layout has {fld.width}")
         parts.append(v)
     if fields:
         raise ValueError(f"fields not in the layout: {', '.join(sorted(fields))}")
