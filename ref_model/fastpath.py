@@ -42,6 +42,8 @@ from numba import njit, types
 from numba.experimental import structref
 
 from . import numerics as nm
+from . import simd
+from .jit_cache import flush_stale_cache
 from .simd import VARIANT, _ashr32, _lshr32, aligned_copy, madd_pairs, pair_layout
 
 BLOCK = 4096
@@ -548,13 +550,12 @@ def _frames(s, x, sums, codes, hidden, out):
 
 
 def _flush():
-    from . import simd
-    from .kernels import _flush_stale_cache
-    _flush_stale_cache([_frames, _strip_sums, _fold_pixels, _pixels_per_block,
-                        _pairs, _requant_hw, _requant_hw_exact, _mean_f32,
-                        _requant_torch, _lookup, broadcast_table, _offsets, _fit_line,
-                        fit_lines, fit_scales, _repeat_pixel, _broadcast, _hw_params,
-                        _torch_params, _mean_hw, _add_pair_saturation], "fastpath", (nm, simd))
+    flush_stale_cache([_frames, _strip_sums, _fold_pixels, _pixels_per_block,
+                       _pairs, _requant_hw, _requant_hw_exact, _mean_f32,
+                       _requant_torch, _lookup, broadcast_table, _offsets, _fit_line,
+                       fit_lines, fit_scales, _repeat_pixel, _broadcast, _hw_params,
+                       _torch_params, _mean_hw, _add_pair_saturation], "fastpath",
+                      (*nm.JIT_SOURCES, simd))
 
 
 _flush()

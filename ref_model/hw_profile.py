@@ -224,11 +224,8 @@ def reciprocal(n: int, bits: int, f32: bool = False) -> tuple[int, int]:
     sig = int(np.ldexp(frac, F32_BITS))                       # 24-bit significand
     if bits >= F32_BITS:
         return sig << (bits - F32_BITS), bits - int(exp)
-    drop = F32_BITS - bits
-    r, rem = divmod(sig, 1 << drop)
-    half = 1 << (drop - 1)
-    if rem > half or (rem == half and r & 1):
-        r += 1                                                # may reach 2**bits: allowed
+    from .rounding import round_half_even_shift     # here: it loads numba, configs do not
+    r = round_half_even_shift(sig, F32_BITS - bits)           # may reach 2**bits: allowed
     return r, bits - int(exp)
 
 

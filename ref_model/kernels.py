@@ -11,14 +11,12 @@ spreads strips, tiles and rows over numba's threads (same results).
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 from numba import njit, prange
 
 from . import numerics as nm
 from .config import TSEConfig
+from .jit_cache import flush_stale_cache
 from .numerics import IntParams
 
 
@@ -59,25 +57,6 @@ def _impl(x, th, tw, T, profile, sums, sum_sat, pooled, hidden, excite, gate, ou
 _serial = njit(cache=True)(_impl)
 _U8, _I64 = np.dtype(np.uint8), np.dtype(np.int64)
 _parallel = njit(cache=True, parallel=True)(_impl)
-
-
-def _flush_stale_cache(dispatchers, name: str = "kernels", sources=(nm,)) -> None:
-    """numba's on-disk cache (cache=True) is keyed by the source of the file that defines a
-    function, not of the functions it calls: after an edit of numerics.py (or of another
-    module in `sources`) the kernels here would load stale machine code. Keep the sources'
-    hash beside the cache and flush the kernels' entries when it changes."""
-    try:
-        digest = hashlib.sha256()
-        for module in sources:
-            digest.update(Path(module.__file__).read_bytes())
-        stamp = digest.hexdigest()
-        stamp_file = Path(dispatchers[0]._cache._cache_path) / f"{name}.sources.sha256"
-        if not stamp_file.is_file() or stamp_file.read_text() != stamp:
-            for d in dispatchers:
-                d._cache.flush()
-            stamp_file.write_text(stamp)
-    except (AttributeError, OSError):      # another numba, or a read-only cache
-        pass
 
 
 class Kernel:
@@ -254,4 +233,4 @@ def local_stages(cfg: TSEConfig, ip: IntParams, x, torch_out: dict) -> dict:
     return res
 
 
-_flush_stale_cache([_serial, _parallel, _local])
+flush_stale_cache([_serial, _parallel, _local], "kernels", nm.JIT_SOURCES)

@@ -463,25 +463,6 @@ def test_bad_params_and_profile(small):
         kernels.run(cfg, "params", x)
 
 
-def test_stale_cache_is_flushed_when_a_source_changes(tmp_path):
-    """numba keys its cache by the defining file only: a kernel calling into an edited module
-    must be recompiled (kernels._flush_stale_cache keeps the sources' hash)."""
-    from types import SimpleNamespace
-
-    flushed = []
-    cache = SimpleNamespace(_cache_path=str(tmp_path), flush=lambda: flushed.append(1))
-    dispatchers = [SimpleNamespace(_cache=cache)]
-    source = tmp_path / "dep.py"
-    source.write_text("A = 1\n")
-    module = SimpleNamespace(__file__=str(source))
-    kernels._flush_stale_cache(dispatchers, "t", (module,))
-    kernels._flush_stale_cache(dispatchers, "t", (module,))
-    assert len(flushed) == 1                # first sight, then unchanged
-    source.write_text("A = 2\n")
-    kernels._flush_stale_cache(dispatchers, "t", (module,))
-    assert len(flushed) == 2
-
-
 def test_int_params_pickle_without_their_compiled_kernels():
     """kernels.run keeps a compiled Kernel with the IntParams; a pickled copy (a worker
     process's) leaves it behind and compiles its own, with the same codes."""
