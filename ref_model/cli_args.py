@@ -38,7 +38,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TSEConfig:
-    base = TSEConfig.from_toml(args.config) if getattr(args, "config", None) else DEFAULT
     changes = {}
     for flag, name, convert, _ in _FLAGS:
         raw = getattr(args, f"cfg_{name}", None)
@@ -49,4 +48,6 @@ def config_from_args(args: argparse.Namespace) -> TSEConfig:
         except ValueError:
             raise ConfigError(f"{name} ({flag}): {raw!r} is not allowed; "
                               f"allowed: {'an integer' if convert is int else 'a string'}") from None
-    return base.replace(**changes)
+    if getattr(args, "config", None):      # flags override the file before validation
+        return TSEConfig.from_toml(args.config, overrides=changes)
+    return DEFAULT.replace(**changes)

@@ -180,7 +180,11 @@ class TSEConfig:
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "configuration") -> "TSEConfig":
+    def from_dict(cls, data: dict, source: str = "configuration",
+                  overrides: dict | None = None) -> "TSEConfig":
+        """The configuration of data with overrides (e.g. command-line flags) applied
+        before it is validated, so a field checked only for some values (the hw widths, for
+        the hw profile) is judged with the values really used."""
         known = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in known:
@@ -190,10 +194,10 @@ class TSEConfig:
                                   f"allowed: {', '.join(known)}")
         if "hw" in data:
             data = {**data, "hw": HwProfile.from_dict(data["hw"], source)}
-        return cls(**data)
+        return cls(**{**data, **(overrides or {})})
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "TSEConfig":
+    def from_toml(cls, path: str | Path, overrides: dict | None = None) -> "TSEConfig":
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())
@@ -201,7 +205,7 @@ class TSEConfig:
             raise ConfigError(f"config: file {str(path)!r} does not exist") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config: {str(path)!r} is not valid TOML: {e}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path), overrides=overrides)
 
 
 @functools.lru_cache(maxsize=1024)   # hot: every derived property of a config resolves it

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 
-from ref_model.errors import ConfigError, InputError
+from ref_model.errors import ConfigError
 
 DEFAULT_INPUT_SIZE = (3, 224, 224)
 PLOT_SOURCE = "tse buffer"

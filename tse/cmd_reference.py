@@ -32,6 +32,9 @@ def add_source_arguments(p):
                    help="float activations .npy [N,C,H,W] to calibrate on; default: synthetic")
     p.add_argument("--input", metavar="FILE",
                    help="float activations .npy [N,C,H,W] to run; default: synthetic frames")
+    p.add_argument("--allow-bad-calibration", action="store_true",
+                   help="write the outputs even when the calibration clips more than 5 %% of "
+                        "the input or spreads it over fewer than 4 codes (refused otherwise)")
 
 
 def build_reference(args):
@@ -42,7 +45,12 @@ def build_reference(args):
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
     from quant import reference
 
-    return cfg, reference.prepare(cfg, args.frames, args.weights, args.calibration, args.input)
+    from . import preflight
+    preflight.replaceable_out(args.out)
+    preflight.memory(cfg, args.frames, f"tse {args.command}", args.calibration, args.input)
+    prepared = reference.prepare(cfg, args.frames, args.weights, args.calibration, args.input)
+    preflight.calibration(prepared, args.allow_bad_calibration)
+    return cfg, prepared
 
 
 def run(args):

@@ -41,8 +41,8 @@ def run(args):
 
     from . import preflight
 
-    cfg = config_from_args(args)
-    cfg.check_hw()                       # the chain runs the hw numerics whatever --profile
+    # the chain runs the hw numerics whatever --profile: its widths are checked as such
+    cfg = config_from_args(args).replace(profile="hw")
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
     preflight.memory(cfg, args.frames, "tse run")

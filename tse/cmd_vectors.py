@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ref_model.cli_args import add_config_arguments
 
+from . import preflight
 from .cmd_reference import add_source_arguments, build_reference
 
 
@@ -52,12 +53,14 @@ def run(args):
     summary = {"out": args.out, "profile": cfg.profile, "engine": cfg.engine,
                "frames": int(x.shape[0]), "beats": int(x.size // cfg.lanes),
                "vs_quantized_pytorch": vs_torch, "saturated": result["saturated"],
-               "selfcheck": bundle}
+               "selfcheck": bundle,
+               "calibration": preflight.calibration_fit(ref.x, ref.params)}
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"golden vectors ({cfg.profile} profile, engine {cfg.engine}) -> {args.out}: "
               f"{summary['frames']} frame(s), {summary['beats']} input beats of {cfg.lanes} lanes")
+        print(f"  {preflight.format_fit(summary['calibration'])}")
         for stage, d in vs_torch.items():
             print(f"  {stage:7s} vs quantized PyTorch: {d['mismatches']} of {d['values']} codes "
                   f"differ ({100 * d['mismatch_rate']:.4f} %), largest {d['max_err_lsb']} LSB")

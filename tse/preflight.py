@@ -20,13 +20,18 @@ def memory(cfg, frames: int, what: str, calibration_file=None, input_file=None) 
     the user's files when given."""
     from quant import memory as mem
 
+    from ref_model.errors import InputError
+
     calib_values = None
-    if calibration_file:
-        shape = _npy_shape(calibration_file)
-        calib_values = _prod(shape) if shape else None
-    if input_file:
-        shape = _npy_shape(input_file)
-        frames = (shape[0] if len(shape) == 4 else 1) if shape else frames
+    for what_file, path in (("calibration", calibration_file), ("input", input_file)):
+        shape = _npy_shape(path) if path else None
+        if shape and (len(shape) == 4 and shape[0] == 0 or _prod(shape) == 0):
+            raise InputError(f"{what_file}: {str(path)!r} holds no frames (shape "
+                             f"{list(shape)}); allowed: [N, C, H, W] with N >= 1")
+        if shape and what_file == "calibration":
+            calib_values = _prod(shape)
+        if shape and what_file == "input":
+            frames = shape[0] if len(shape) == 4 else 1
     return mem.check_fits(cfg, max(1, frames), what, calibration_values=calib_values)
 
 
