@@ -33,8 +33,7 @@ output, the vectors and their hex text; measured ~51)."""
 
 def calibration_elements(cfg: TSEConfig) -> int:
     """Values in the synthetic calibration set of cfg (quant.calibration decides its shape)."""
-    shape = getattr(calibration, "calibration_shape", None)
-    frames, rows = shape(cfg) if shape else (8, cfg.height)
+    frames, rows = calibration.calibration_shape(cfg)
     return frames * rows * cfg.width * cfg.channels
 
 
