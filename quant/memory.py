@@ -6,11 +6,15 @@ estimate_bytes() is the one place that models the peak; it is deliberately conse
 (about twice the peaks measured below). When a command's memory use changes (e.g. the
 reference and the writers working one strip at a time), update the model here and only here.
 
-Measured peaks (tse vectors, C=16, tile 8xW, 16 lanes; RSS from /usr/bin/time):
-  8x8, 1 frame            0.44 GB   (the interpreter, torch and numba)
-  256x512, 1 or 4 frames  1.09 GB   (calibration on 8 synthetic frames dominates)
-  256x512, 16 frames      2.16 GB   (~51 B per element of the input frames)
-  512x1024, 1 frame       3.46 GB   (~45 B per element of the 8 calibration frames)
+Measured peaks (tse bench --memory --json, tile 7xW, 16 lanes, 1 frame, RSS of the command
+alone; the reference and the vectors work one piece at a time, quant.reference.pieces):
+  interpreter with torch and numba     0.44 GB
+  tse vectors   1024x2048x16           0.93 GB  (~15 B per input element above the baseline)
+  tse reference 1024x2048x16           0.56 GB  (~4 B)
+  tse vectors   1024x2048x64           2.41 GB  (~15 B)
+  tse reference 1024x2048x64           1.36 GB  (~7 B)
+A piece is whole strips of tile rows, or whole frames when the tile spans the frame height:
+then the float block holds that frame (plain SE, column strips).
 """
 from __future__ import annotations
 
@@ -19,16 +23,19 @@ import os
 from ref_model.config import TSEConfig
 from ref_model.errors import ConfigError
 
-from . import calibration
+from . import calibration, reference
 
 GB = 1e9
 BASE_BYTES = 768 * 2**20
 """The interpreter with torch, numpy and numba loaded (measured 0.44 GB)."""
 CALIBRATION_BYTES_PER_ELEMENT = 80
 """Peak bytes per element of the calibration frames (observers, float copies; measured 39-45)."""
-FRAME_BYTES_PER_ELEMENT = 100
-"""Peak bytes per element of the input frames (float input, every stage's codes, float
-output, the vectors and their hex text; measured ~51)."""
+FRAME_BYTES_PER_ELEMENT = 32
+"""Peak bytes per element of the frames held whole (the input and output codes, PyTorch's
+codes for the comparison, the stage arrays; measured ~15 above the baseline)."""
+PIECE_BYTES_PER_ELEMENT = 100
+"""Peak bytes per element of the piece the float block runs on (float input, float copies
+inside the quantized block, its float output)."""
 
 
 def calibration_elements(cfg: TSEConfig) -> int:
@@ -43,8 +50,11 @@ def estimate_bytes(cfg: TSEConfig, frames: int, calibration_values: int | None =
     values of a user's calibration set (default: the synthetic one)."""
     calib = calibration_elements(cfg) if calibration_values is None else calibration_values
     frame_values = frames * cfg.channels * cfg.height * cfg.width
+    piece = max((f.stop - f.start) * (r.stop - r.start) * cfg.width * cfg.channels
+                for f, r in reference.pieces(cfg, frames))
     return int(BASE_BYTES + max(calib * CALIBRATION_BYTES_PER_ELEMENT,
-                                frame_values * FRAME_BYTES_PER_ELEMENT))
+                                piece * PIECE_BYTES_PER_ELEMENT)
+               + frame_values * FRAME_BYTES_PER_ELEMENT)
 
 
 def available_bytes() -> int | None:

@@ -93,7 +93,7 @@ def pieces(cfg: TSEConfig, frames: int, budget: int | None = None) -> list[tuple
     rows (several per piece). TSE is strip-local and a piece holds whole tiles (a partial
     last strip only at the frame's bottom edge, where it also is in the whole frame), so
     every stage of a piece equals that part of the whole frame's stage
-    (tests/test_memory.py checks it code for code)."""
+    (tests/test_strips_memory.py checks it code for code)."""
     budget = PIECE_ELEMENTS if budget is None else budget
     c, h, w, th = cfg.channels, cfg.height, cfg.width, cfg.tile_rows
     if c * h * w <= budget:
