@@ -4,11 +4,13 @@ Three layers, cheapest first:
   - the scoreboard and pause generators, in plain Python;
   - the stream drivers on sim/stub.py's pass-through (a development aid with the unit's
     ports; it never stands in for the unit in a bit-exact test);
-  - the TSE unit from rtl.export against golden vectors: a matrix of tiny configurations
+  - the TSE unit from rtl.export against golden vectors: a matrix of small configurations
     (SE, row strips with a shorter last strip, column strips and patches with partial edge
-    tiles, P=1) on both simulators, with pauses, reset mid-frame and wrong TLASTs, throughput
-    with no pauses; and the self-checking testbench on both simulators, passing as written
-    and failing when one expected value is altered.
+    tiles, P=1, C=64 row strips; four of them the shapes where tlast_early once failed under
+    input pauses) on both simulators, with pauses on both sides (and the pauses checked to
+    have happened), reset mid-frame and wrong TLASTs, throughput with no pauses; and the
+    self-checking testbench on both simulators, passing as written and failing when one
+    expected value is altered.
 
 Builds are cached (build/cosim/) by the Verilog's contents, so each design is compiled once per
 simulator; every scenario of a configuration runs in one simulation.
@@ -82,16 +84,26 @@ def test_scoreboard_names_first_mismatch_by_coordinates():
 def test_scoreboard_blames_excite_mac_on_a_wrong_gate():
     exp = _frames()
     gates = np.random.default_rng(1).integers(0, 256, (2, SHAPE.tiles_y, SHAPE.tiles_x, 8))
-    data, last = _received(exp, [0, 1])
-    data[3, 0] ^= 1
     pulses = _gate_pulses(gates, [0, 1])
     t, c, g = pulses[len(pulses) // 2 + 9]           # frame 1, tile 1, channel 1
     pulses[len(pulses) // 2 + 9] = (t, c, g ^ 4)
+    data, last = _received(exp, [0, 1])
+    data[SHAPE.beats_per_frame + 3, 0] ^= 1         # frame 1, strip 0: under the wrong gate
     r = scoreboard.compare(SHAPE, exp, [0, 1], data, last, gate_pulses=pulses,
                            expected_gates=gates)
     assert r["stage"] == "excite_mac"
     g0 = r["gates"]["first"]
     assert (g0["frame"], g0["tile_row"], g0["tile_column"], g0["channel"]) == (1, 0, 1, 1)
+    # a wrong beat in frame 0, whose gates are all right, went wrong before that gate did
+    data, last = _received(exp, [0, 1])
+    data[3, 0] ^= 1
+    r = scoreboard.compare(SHAPE, exp, [0, 1], data, last, gate_pulses=pulses,
+                           expected_gates=gates)
+    assert r["stage"] == "tile_broadcaster" and r["gates"]["mismatches"] == 1
+    # gates of a later frame (a previous frame's late pulses charged to this one) are extra
+    r = scoreboard.compare(SHAPE, exp, [0], data[:70], last[:70], gate_pulses=pulses,
+                           expected_gates=gates)
+    assert r["gates"]["extra"] > 0 and r["stage"] == "tile_broadcaster"
 
 
 def test_scoreboard_tlast_missing_and_stalled_input():
@@ -108,6 +120,38 @@ def test_scoreboard_tlast_missing_and_stalled_input():
     assert r["first"]["kind"] == "extra beat" and r["mismatches"] == 10
 
 
+def test_tiles_complete_within_a_cut_frame():
+    # 2x3 tiles on 5x7, 2 beats a pixel: tile (0, 0) ends at pixel (1, 2), beat 2*(7+2)+1
+    done = SHAPE.tiles_complete_within(2 * (7 + 2) + 2)
+    assert done.tolist() == [[True, False, False], [False] * 3, [False] * 3]
+    assert not SHAPE.tiles_complete_within(2 * (7 + 2) + 1).any()
+    assert SHAPE.tiles_complete_within(SHAPE.beats_per_frame).all()
+    beats = SHAPE.beats_of_tiles(done)
+    assert beats.sum() == 2 * 3 * 2 and beats[:6].all() and not beats[6:14].any()
+
+
+def test_scoreboard_checks_a_broken_frame_where_the_input_defines_it():
+    exp = _frames()
+    gates = np.random.default_rng(1).integers(0, 256, (2, SHAPE.tiles_y, SHAPE.tiles_x, 8))
+    defined = SHAPE.tiles_complete_within(2 * (7 + 2) + 2)     # tile (0, 0) only
+    data, last = _received(exp, [0])
+    pulses = _gate_pulses(gates, [0])
+    data[20, 1] ^= 1                                   # pixel (1, 3): tile (0, 1), open
+    pulses[10] = (pulses[10][0], pulses[10][1], pulses[10][2] ^ 1)   # tile 1: open
+    r = scoreboard.compare(SHAPE, exp, [0], data, last, gate_pulses=pulses,
+                           expected_gates=gates, defined_tiles=defined)
+    assert r["mismatches"] == 0 and r["stage"] is None, r["message"]
+    data[15, 0] ^= 1                                   # pixel (1, 0): tile (0, 0), defined
+    r = scoreboard.compare(SHAPE, exp, [0], data, last, gate_pulses=pulses,
+                           expected_gates=gates, defined_tiles=defined)
+    assert r["mismatches"] == 1 and r["first"]["beat"] == 15
+    data, last = _received(exp, [0])
+    last[-1] = False                                   # TLAST is checked everywhere
+    r = scoreboard.compare(SHAPE, exp, [0], data, last, gate_pulses=pulses[:-1],
+                           expected_gates=gates, defined_tiles=defined)
+    assert r["mismatches"] == 1 and r["gates"]["missing"] == 1   # every gate still written
+
+
 def test_pause_generator_is_seeded_and_fair():
     a, b = PauseGenerator(0.3, 7).block(), PauseGenerator(0.3, 7).block()
     assert a == b and a != PauseGenerator(0.3, 8).block()
@@ -122,6 +166,31 @@ def test_beats_pack_lane0_in_low_byte():
     words = pack_beats(data)
     assert words == [0x04030201, 0x800000FF]
     assert np.array_equal(unpack_beats(words, 4), data)
+
+
+def test_design_cache_key_covers_the_testbench(tmp_path):
+    """Changing a source under sim/ (the harness, the cocotb test, the self-checking
+    testbench's generator) changes the design key; a file outside the packages does not."""
+    root = cosim.runner.ROOT
+    for pkg in cosim.SOURCE_PACKAGES:
+        for path in (root / pkg).rglob("*.py"):
+            dst = tmp_path / path.relative_to(root)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(path.read_bytes())
+    assert set(cosim.SOURCE_PACKAGES) >= {"ref_model", "quant", "rtl", "sim"}
+    base = cosim.source_digest(tmp_path)
+    assert base == cosim.source_digest(root)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text("# not a source of the design\n")
+    assert cosim.source_digest(tmp_path) == base
+    keys = {base}
+    for name in ("sim/tb_tse.py", "sim/axis.py", "sim/selfcheck.py", "rtl/unit.py"):
+        path = tmp_path / name
+        text = path.read_text()
+        path.write_text(text + "\n# changed\n")
+        keys.add(cosim.source_digest(tmp_path))
+        path.write_text(text)
+    assert len(keys) == 5 and cosim.source_digest(tmp_path) == base
 
 
 def test_harness_reads_probe_widths_from_the_unit():
@@ -155,10 +224,13 @@ def test_drivers_on_stub_with_pauses_and_every_scenario(stub_dir, sim):
     nopause, paused = r["scenarios"][0], r["scenarios"][1]
     assert nopause["throughput"] == 1.0 and nopause["input_stall_cycles"] == 0
     assert nopause["latency_cycles"] == 1 and nopause["max_buffer_occupancy"] == 1
+    assert nopause["input_pause_cycles"] == 0 and nopause["output_pause_cycles"] == 0
     assert paused["throughput"] < 0.8 and paused["input_stall_cycles"] > 0
     assert paused["max_buffer_occupancy"] == 2
+    assert_pauses_applied(r["scenarios"][1:])
     for s in r["scenarios"][3:]:
         assert s["error_seen"] and s["error_final"]
+        assert s["bad_frame_output_beats"] == s["bad_frame_beats_sent"]   # echoed
     assert r["cycles_per_s"] > 1000
 
 
@@ -175,20 +247,44 @@ def test_drivers_catch_and_locate_a_corrupted_beat(stub_dir):
 
 # ---- the TSE unit ------------------------------------------------------------------------
 
+TINY = dict(height=5, width=7, reduction=2)
+ISSUE14 = dict(reduction=6, lanes=1, excite_multipliers=2, seed=6799)
 MATRIX = {
     # row strips of 2 rows: the frame's last strip has 1 row (28 beats), still longer than
     # the excite latency (19 cycles), so the MAC keeps up at one beat per clock
-    "row_strip_short_last": dict(channels=8, tile="2xW", lanes=2, excite_multipliers=8),
-    "se": dict(channels=8, tile="HxW", lanes=4, excite_multipliers=2),
-    # column strips 3 wide on W=7: a 1-column edge strip; one channel per beat
-    "column_strip_p1": dict(channels=4, tile="Hx3", lanes=1, excite_multipliers=1),
+    "row_strip_short_last": dict(TINY, channels=8, tile="2xW", lanes=2, excite_multipliers=8),
     # 3x3 patches on 5x7: partial edge tiles in both directions (rows 3+2, columns 3+3+1)
-    "patch_partial": dict(channels=8, tile="3x3", lanes=2, excite_multipliers=8),
+    "patch_partial": dict(TINY, channels=8, tile="3x3", lanes=2, excite_multipliers=8),
+    # The four shapes where tlast_early failed under input pauses (issue 14: the harness
+    # called the unit quiet while it still padded the cut frame). Column strips 2 wide on
+    # W=9, a 1-column edge strip, one channel per beat:
+    "column_strip_p1": dict(ISSUE14, channels=7, height=10, width=9, tile="Hx2"),
+    # SE, one channel per beat
+    "se_p1": dict(ISSUE14, channels=16, height=12, width=2, tile="HxW"),
+    # column strips 11 wide on W=16 (a 5-column edge strip), qnnpack's quantization
+    "column_strip_qnnpack": dict(ISSUE14, channels=9, height=4, width=16, tile="Hx11",
+                                 engine="qnnpack"),
+    # C=64 row strips, 8 lanes
+    "c64_row_strips": dict(channels=64, height=14, width=14, tile="7xW", lanes=8,
+                           excite_multipliers=8),
 }
 
 
 def matrix_config(name: str) -> TSEConfig:
-    return TSEConfig(height=5, width=7, reduction=2, **MATRIX[name])
+    return TSEConfig(**MATRIX[name])
+
+
+def assert_pauses_applied(scenarios) -> None:
+    """Every scenario that asked for pauses got them on both sides, a broken frame too."""
+    for s in scenarios:
+        where = f"{s['kind']} (pauses in/out {s['pause_in']}/{s['pause_out']})"
+        if s["pause_in"]:
+            assert s["input_pause_cycles"] > 0, f"{where}: the source never paused"
+        if s["pause_out"]:
+            assert s["output_pause_cycles"] > 0, f"{where}: the sink never refused a beat"
+        if s["kind"].startswith("tlast"):
+            assert s["bad_frame_input_pause_cycles"] > 0 or not s["pause_in"], where
+            assert s["bad_frame_output_pause_cycles"] > 0 or not s["pause_out"], where
 
 
 @pytest.fixture(scope="module")
@@ -217,14 +313,20 @@ def matrix_run(designs, name: str, sim: str) -> dict:
 @pytest.mark.parametrize("sim", SIMS)
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_unit_matrix_bit_exact(designs, name, sim):
-    """Every scenario, with and without pauses: zero mismatches, error only on a bad TLAST."""
+    """Every scenario, with and without pauses (both sides, checked to have happened): zero
+    mismatches, error only on a bad TLAST, a broken frame emitted as one whole frame."""
     r = matrix_run(designs, name, sim)
     assert r["ok"], f"{name} on {sim}: {r['problems']}"
     assert r["mismatches"] == 0 and r["beats"] > 0
     kinds = [s["kind"] for s in r["scenarios"]]
     assert kinds == ["stream", *cosim.KINDS]
     assert all(s["beats_out"] == s["beats"] for s in r["scenarios"])
-    assert r["scenarios"][1]["cycles"] > r["scenarios"][0]["cycles"]   # the pauses did bite
+    nopause = r["scenarios"][0]
+    assert nopause["input_pause_cycles"] == 0 and nopause["output_pause_cycles"] == 0
+    assert_pauses_applied(r["scenarios"][1:])
+    bpf = matrix_config(name).beats_per_frame
+    for s in r["scenarios"][3:]:
+        assert s["bad_frame_output_beats"] == bpf and not s["bad_frame_problems"], s
 
 
 @pytest.mark.parametrize("sim", SIMS)
@@ -287,11 +389,11 @@ def test_tse_cosim_cli_json(designs):
 def test_tse_cosim_cli_fails_on_one_wrong_expected_value(designs, tmp_path):
     """The same unit against vectors with one output code changed: exit status 1, and the
     report names that beat and the tile_broadcaster (every gate still matches)."""
-    src = designs["se"]
+    src = designs["row_strip_short_last"]
     dst = tmp_path / "vectors"
     shutil.copytree(src, dst)
     out = np.load(dst / "output.npy")
-    out[1, 3, 5, 6] ^= 0x40                      # frame 1, row 3, column 5, channel 6
+    out[1, 3, 5, 5] ^= 0x40                      # frame 1, row 3, column 5, channel 5
     np.save(dst / "output.npy", out)
     cmd = [sys.executable, "-m", "tse", "cosim", "--vectors", str(dst), "--sim", "icarus",
            "--json"]
@@ -300,7 +402,7 @@ def test_tse_cosim_cli_fails_on_one_wrong_expected_value(designs, tmp_path):
     r = json.loads(p.stdout)
     assert r["mismatches"] == 1 and not r["ok"]
     f = r["first_mismatch"]
-    assert (f["frame"], f["row"], f["column"], f["channel"], f["lane"]) == (1, 3, 5, 4, 2)
+    assert (f["frame"], f["row"], f["column"], f["channel"], f["lane"]) == (1, 3, 5, 4, 1)
     assert r["stage"] == "tile_broadcaster"
 
 
