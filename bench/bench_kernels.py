@@ -9,6 +9,7 @@ Run: `tse bench [--json] [--repeats N] [--quick]` or `python -m bench.bench_kern
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 
@@ -23,6 +24,8 @@ SHAPES = (  # (H, W, C, frames)
 )
 QUICK_SHAPES = ((56, 56, 64, 1), (28, 28, 128, 4))
 IMPLS = ("copy", "numba_hw", "numba_torch", "numpy", "torch_quantized")
+NUMPY_PIECE_ELEMENTS = 1 << 20
+"""Elements of one frame the numpy baseline runs on per call (whole strips)."""
 
 TARGETS = (
     # (impl, baseline, minimum ratio of melem_s, shapes it applies to or None for all)
@@ -97,8 +100,23 @@ def impl_fn(impl: str, cfg, ref, x_nhwc, parallel: bool = False):
         kernel = kernels.Kernel(cfg, ip, impl.removeprefix("numba_"), parallel=parallel)
         return lambda: kernel(x_nhwc)
     if impl == "numpy":
-        return lambda: numpy_model.run(cfg, ip, x_nhwc)
+        # Whole strips at a time, as the block allows: the numpy model's whole-frame int64
+        # temporaries (~46 B per element) would dominate the peak on 1024x2048 frames.
+        parts = []
+        for rows in _strip_pieces(cfg, NUMPY_PIECE_ELEMENTS):
+            part = dataclasses.replace(cfg, height=rows.stop - rows.start)
+            parts.append((part, numerics.derive(ref.params, part),
+                          np.ascontiguousarray(x_nhwc[:, rows])))
+        return lambda: [numpy_model.run(c, p, x) for c, p, x in parts]
     raise ValueError(f"unknown impl {impl!r}")
+
+
+def _strip_pieces(cfg, budget: int) -> list[slice]:
+    """Row slices of whole strips (tile_rows rows; the frame's short last strip last),
+    about budget elements of one frame each."""
+    th = cfg.tile_rows
+    rows = max(1, budget // (th * cfg.width * cfg.channels)) * th
+    return [slice(r, min(cfg.height, r + rows)) for r in range(0, cfg.height, rows)]
 
 
 def run(shapes=SHAPES, impls=IMPLS, repeats: int = 5, progress=None, parallel: bool = False):

@@ -185,3 +185,20 @@ def test_memory_per_element_is_bounded(tmp_path):
     assert small["exit_status"] == 0 and big["exit_status"] == 0, (small, big)
     grown = (big["peak_rss_bytes"] - small["peak_rss_bytes"]) / (big["elements"] - small["elements"])
     assert grown <= BOUND_BYTES_PER_ELEMENT, (grown, small, big)
+
+
+def test_bench_numpy_baseline_runs_strips_that_join_to_the_whole_frame(monkeypatch):
+    """tse bench's numpy row works a few strips at a time (its int64 temporaries would
+    otherwise set the peak on 1024x2048 frames); joined, the strips are the whole-frame
+    model's output, a short last strip included."""
+    from bench import bench_kernels
+    from ref_model import numerics, numpy_model
+
+    cfg = TSEConfig(channels=16, height=23, width=9, tile="7xW", lanes=8)
+    ref = reference.prepare(cfg, frames=1)
+    x = np.random.default_rng(3).integers(0, 256, (2, 23, 9, 16), dtype=np.uint8)
+    whole = numpy_model.run(cfg, numerics.derive(ref.params, cfg), x)["output"]
+    monkeypatch.setattr(bench_kernels, "NUMPY_PIECE_ELEMENTS", 2 * 7 * 9 * 16)  # 2 strips
+    parts = bench_kernels.impl_fn("numpy", cfg, ref, x)()
+    assert [p["output"].shape[1] for p in parts] == [14, 9]
+    np.testing.assert_array_equal(np.concatenate([p["output"] for p in parts], axis=1), whole)
