@@ -25,7 +25,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from . import plan
-from .config import parse_tile
+from .config import parse_tile, tiling_kind
 from .errors import ConfigError
 from .networks import Network, SELayer
 
@@ -77,7 +77,7 @@ class LayerPlan:
     tiles_y: int
     tiles_x: int
     tiles: int
-    tile_kind: str
+    tiling: str
     se_buffer: int
     """Paper's minimum for SE: H*W*C."""
     tse_buffer: int
@@ -107,15 +107,6 @@ class LayerPlan:
         return {**asdict(self), "excite_macs_added": self.excite_macs_added}
 
 
-def tile_kind(tile_rows: int, tile_cols: int, height: int, width: int) -> str:
-    if (tile_rows, tile_cols) == (height, width):
-        return "se"
-    if tile_cols == width:
-        return "row strip"
-    if tile_rows == height:
-        return "column strip"
-    return "patch"
-
 
 def plan_layer(layer: SELayer, tile: PlannerTile, lanes: int = 8,
                multipliers: int | None = None) -> LayerPlan:
@@ -135,7 +126,7 @@ def plan_layer(layer: SELayer, tile: PlannerTile, lanes: int = 8,
     return LayerPlan(
         name=layer.name, channels=layer.channels, height=layer.height, width=width,
         hidden=hidden, tile_rows=th, tile_cols=tw, tiles_y=tiles_y, tiles_x=tiles_x,
-        tiles=tiles_y * tiles_x, tile_kind=tile_kind(th, tw, layer.height, width),
+        tiles=tiles_y * tiles_x, tiling=tiling_kind(th, tw, layer.height, width),
         se_buffer=layer.height * width * layer.channels,
         tse_buffer=th * tw * layer.channels,
         excite_multipliers=q, full_throughput_multipliers=needed,

@@ -28,6 +28,18 @@ MAX_SEED = 2**64 - 3
 ENGINES = ("fbgemm", "qnnpack")
 
 
+def tiling_kind(tile_rows: int, tile_cols: int, height: int, width: int) -> str:
+    """How a frame is cut into tiles: "se" (one tile), "row strip", "column strip" or
+    "patch". (Not the edge-tile kind of one tile: ref_model.edge_tiles.)"""
+    if (tile_rows, tile_cols) == (height, width):
+        return "se"
+    if tile_cols == width:
+        return "row strip"
+    if tile_rows == height:
+        return "column strip"
+    return "patch"
+
+
 @dataclass(frozen=True)
 class TSEConfig:
     """A TSE layer (shape, tile, excite) and the streaming unit that computes it."""
@@ -123,15 +135,9 @@ class TSEConfig:
         return self.height * self.width * self.channels // self.lanes
 
     @property
-    def tile_kind(self) -> str:
-        th, tw = self.tile_rows, self.tile_cols
-        if th == self.height and tw == self.width:
-            return "se"
-        if tw == self.width:
-            return "row strip"
-        if th == self.height:
-            return "column strip"
-        return "patch"
+    def tiling(self) -> str:
+        """How the frame is cut (tiling_kind): "se", "row strip", "column strip" or "patch"."""
+        return tiling_kind(self.tile_rows, self.tile_cols, self.height, self.width)
 
     # ---- streaming unit (formulas in ref_model.plan) -------------------------------------
     @property

@@ -41,8 +41,10 @@ import numpy as np
 from numba import njit, types
 from numba.experimental import structref
 
+from . import edge_tiles
 from . import numerics as nm
 from . import simd
+from .edge_tiles import edge_tile_kind
 from .jit_cache import flush_stale_cache
 from .simd import VARIANT, _ashr32, _lshr32, aligned_copy, madd_pairs, pair_layout
 
@@ -513,8 +515,7 @@ def _frames(s, x, sums, codes, hidden, out):
         for i in range(ty):
             _strip_sums(xf, c, b, i, th, tw, zx, cap, acc, blk, sums[b, i])
             for j in range(tx):
-                kind = (2 * (1 if (i == ty - 1 and bottom_short) else 0)
-                        + (1 if (j == tx - 1 and right_short) else 0))
+                kind = edge_tile_kind(i, j, ty, tx, bottom_short, right_short)
                 # The excite MAC, written out here: a call per tile passing the parameter
                 # views costs more (reference counting) than a small tile's arithmetic.
                 s_, p_, h_, e_, g_ = (sums[b, i, j], pooled[b, i, j], hidden[b, i, j],
@@ -555,7 +556,7 @@ def _flush():
                        _requant_torch, _lookup, broadcast_table, _offsets, _fit_line,
                        fit_lines, fit_scales, _repeat_pixel, _broadcast, _hw_params,
                        _torch_params, _mean_hw, _add_pair_saturation], "fastpath",
-                      (*nm.JIT_SOURCES, simd))
+                      (*nm.JIT_SOURCES, simd, edge_tiles))
 
 
 _flush()

@@ -14,8 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import edge_tiles
 from . import numerics as nm
 from .config import TSEConfig
+from .edge_tiles import edge_tile_kind, kind_table
 from .jit_cache import flush_stale_cache
 from .numerics import IntParams
 
@@ -38,8 +40,7 @@ def _impl(x, th, tw, T, profile, sums, sum_sat, pooled, hidden, excite, gate, ou
     # excite MAC: every tile on its own
     for k in prange(n_frames * ty * tx):
         n, i, j = k // (ty * tx), (k // tx) % ty, k % tx
-        kind = 2 * (1 if (i == ty - 1 and h_partial) else 0) + \
-            (1 if (j == tx - 1 and w_partial) else 0)
+        kind = edge_tile_kind(i, j, ty, tx, h_partial, w_partial)
         s1, s2 = nm.excite_tile(sums[n, i, j], kind, T, profile, pooled[n, i, j],
                                 hidden[n, i, j], excite[n, i, j], gate[n, i, j])
         sat1[k] = s1
@@ -222,8 +223,7 @@ def local_stages(cfg: TSEConfig, ip: IntParams, x, torch_out: dict) -> dict:
     """hw stages computed from the torch profile's inputs to each stage."""
     x = nm.check_frames(cfg, x)
     ty, tx = cfg.tiles_y, cfg.tiles_x
-    kinds = np.array([[nm.tile_kind(i, j, cfg) for j in range(tx)] for i in range(ty)],
-                     np.int64)
+    kinds = kind_table(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
     res = {k: np.zeros_like(torch_out[k]) for k in ("pooled", "hidden", "excite", "gate",
                                                     "output")}
     _local(x, cfg.tile_rows, cfg.tile_cols, ip.tables(), torch_out["tile_sums"],
@@ -233,4 +233,4 @@ def local_stages(cfg: TSEConfig, ip: IntParams, x, torch_out: dict) -> dict:
     return res
 
 
-flush_stale_cache([_serial, _parallel, _local], "kernels", nm.JIT_SOURCES)
+flush_stale_cache([_serial, _parallel, _local], "kernels", (*nm.JIT_SOURCES, edge_tiles))

@@ -37,6 +37,7 @@ from numba import njit
 
 from . import hw_numerics, int_params, torch_numerics
 from .config import TSEConfig
+from .edge_tiles import edge_tile_kind
 from .errors import ConfigError, InputError
 from .jit_cache import flush_module
 # Re-exported: the public names of the split-out modules, as numerics.X.
@@ -216,9 +217,9 @@ def check_frames(cfg: TSEConfig, x) -> np.ndarray:
 
 
 def tile_kind(i: int, j: int, cfg: TSEConfig) -> int:
-    """Kind of tile (i, j): 2 * (bottom edge, cut short) + (right edge, cut short)."""
-    return (2 * int(i == cfg.tiles_y - 1 and cfg.height % cfg.tile_rows != 0)
-            + int(j == cfg.tiles_x - 1 and cfg.width % cfg.tile_cols != 0))
+    """Edge-tile kind of tile (i, j) of cfg's frame (ref_model.edge_tiles)."""
+    return int(edge_tile_kind(i, j, cfg.tiles_y, cfg.tiles_x,
+                              cfg.height % cfg.tile_rows != 0, cfg.width % cfg.tile_cols != 0))
 
 
 JIT_SOURCES = tuple(dict.fromkeys((*torch_numerics.JIT_SOURCES, *hw_numerics.JIT_SOURCES,

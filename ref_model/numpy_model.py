@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import TSEConfig
+from .edge_tiles import kind_table
 from .errors import ConfigError
 from .numerics import IntParams, check_frames, gate_table
 
@@ -38,12 +39,8 @@ def tile_sums(x: np.ndarray, cfg: TSEConfig, zx: int) -> np.ndarray:
 
 
 def tile_kinds(cfg: TSEConfig) -> np.ndarray:
-    """Kind of every tile: 2 * (bottom edge cut short) + (right edge cut short)."""
-    bottom = np.zeros(cfg.tiles_y, np.int64)
-    right = np.zeros(cfg.tiles_x, np.int64)
-    bottom[-1] = cfg.height % cfg.tile_rows != 0
-    right[-1] = cfg.width % cfg.tile_cols != 0
-    return 2 * bottom[:, None] + right[None, :]
+    """Edge-tile kind of every tile [tiles_y, tiles_x] (ref_model.edge_tiles)."""
+    return kind_table(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
 
 
 def mean(sums: np.ndarray, kinds: np.ndarray, ip: IntParams, zp: int) -> np.ndarray:

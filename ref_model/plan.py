@@ -4,12 +4,21 @@ These formulas are the single source for every place that sizes the unit: the co
 default buffer depth, the RTL's FIFO, the testbench's expectations and the buffer planner.
 They take plain integers so a planner can apply them to any layer of any network.
 
-Timing model of the excite MAC (the RTL implements exactly this schedule):
-  - squeeze: the C means of a tile, Q at a time            -> ceil(C / Q) cycles
-  - fc1: Q hidden neurons in parallel, one input a cycle   -> C * ceil(hidden / Q) cycles
-  - fc2: Q output neurons in parallel, one input a cycle   -> hidden * ceil(C / Q) cycles
-  - a fixed pipeline overhead per tile (ROM reads, requantization, sigmoid lookup, gate write)
-A strip's tiles are excited one after another once the strip's last beat has arrived.
+Timing model of the excite MAC, the schedule rtl/excite_mac.py runs (K1 = ceil(C / Q),
+K2 = ceil(hidden / Q); the schedule part of
+ref_model.unit_plan.UnitPlan holds it for one unit):
+  - squeeze: P mean units take each tile's means as its last beat's sums arrive, so the
+    means cost no MAC cycles (2 cycles at the tile's start for the last beat's)
+  - fc1: one hidden neuron at a time, Q of its C inputs a cycle -> hidden * K1 cycles
+  - fc2: one output channel at a time, Q of its hidden inputs a cycle -> C * K2 cycles
+  - a fixed budget per tile of K1 + EXCITE_PIPELINE_CYCLES cycles: the means, the pipeline
+    (weight ROM read, adder tree, requantizer, sigmoid, gate write) draining after fc1 and
+    after fc2, and idle cycles; the budget keeps every tile the same length, so
+    per tile: hidden * K1 + C * K2 + K1 + EXCITE_PIPELINE_CYCLES cycles.
+A strip's tiles are excited one after another once the strip's last beat has arrived; its
+gates go to one of three gate banks (strip number mod 3) and commit once the broadcaster has
+released the strip two before. (The streaming model, ref_model.streaming, holds two gate
+banks; rtl/gate_memory.py says why the RTL keeps a third.)
 
 At one beat per clock the input of strip i+1 keeps arriving while strip i waits for its gates,
 so the strip buffer must hold a whole strip plus the excite latency in beats; a shallower one
@@ -21,7 +30,8 @@ from __future__ import annotations
 import math
 
 EXCITE_PIPELINE_CYCLES = 8
-"""Fixed cycles per tile around the MAC loops (ROM latency, requantizers, sigmoid, write)."""
+"""Fixed cycles per tile besides the MAC loops and K1 (ROM latency, requantizer, sigmoid,
+write)."""
 
 
 def strip_beats(tile_rows: int, width: int, channels: int, lanes: int) -> int:
@@ -30,10 +40,12 @@ def strip_beats(tile_rows: int, width: int, channels: int, lanes: int) -> int:
 
 
 def excite_cycles_per_tile(channels: int, hidden: int, multipliers: int) -> int:
-    squeeze = math.ceil(channels / multipliers)
-    fc1 = channels * math.ceil(hidden / multipliers)
-    fc2 = hidden * math.ceil(channels / multipliers)
-    return squeeze + fc1 + fc2 + EXCITE_PIPELINE_CYCLES
+    """Cycles the excite MAC spends on one tile (the module docstring's schedule)."""
+    k1 = math.ceil(channels / multipliers)
+    k2 = math.ceil(hidden / multipliers)
+    fc1 = hidden * k1
+    fc2 = channels * k2
+    return fc1 + fc2 + k1 + EXCITE_PIPELINE_CYCLES
 
 
 def excite_latency_cycles(channels: int, hidden: int, tiles_per_strip: int,

@@ -46,6 +46,7 @@ import numpy as np
 from . import numerics as nm
 from . import plan
 from .config import TSEConfig
+from .edge_tiles import kind_table
 from .errors import ConfigError, InputError
 
 
@@ -184,11 +185,11 @@ def line_accumulator(cfg: TSEConfig, T, profile: int, clock: Clock, source,
 
 
 def excite_mac(cfg: TSEConfig, T, profile: int, clock: Clock, from_accumulator: Fifo,
-               gates: GateMemory, latency: int, tile_counts, results: dict):
+               gates: GateMemory, latency: int, results: dict):
     """Squeeze and excite every tile of a strip; write the strip's gates after `latency`."""
     C, hid, tx = cfg.channels, cfg.hidden, cfg.tiles_x
-    # the reciprocal tables are indexed by tile kind; find the kind from the element count
-    kinds = {int(n): k for k, n in reversed(list(enumerate(tile_counts)))}
+    # the reciprocal tables are indexed by the edge-tile kind
+    kinds = kind_table(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
     seq = 0
     while True:
         while not from_accumulator.can_pop():
@@ -201,7 +202,7 @@ def excite_mac(cfg: TSEConfig, T, profile: int, clock: Clock, from_accumulator: 
         gate = np.zeros((tx, C), np.uint8)
         sat1 = sat2 = 0
         for j in range(tx):
-            kind = kinds[int(msg.counts[j])]
+            kind = int(kinds[msg.strip, j])
             s1, s2 = nm.excite_tile(msg.sums[j], kind, T, profile, pooled[j], hidden[j],
                                     excite[j], gate[j])
             sat1, sat2 = sat1 + s1, sat2 + s2
@@ -288,7 +289,7 @@ def run(cfg: TSEConfig, params, x, depth: int | None = None,
     total = x.shape[0] * cfg.beats_per_frame
     processes = [  # downstream first: see the module docstring
         tile_broadcaster(cfg, T, code, clock, strip_buffer, gates, out_beats),
-        excite_mac(cfg, T, code, clock, sums_fifo, gates, latency, ip.tile_counts, results),
+        excite_mac(cfg, T, code, clock, sums_fifo, gates, latency, results),
         line_accumulator(cfg, T, code, clock, beats_of(cfg, x), strip_buffer, sums_fifo,
                          stats),
     ]

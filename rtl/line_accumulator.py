@@ -67,6 +67,8 @@ class LineAccumulator(wiring.Component):
         at_complete = last_row & last_col
         at_strip_end = last_row & (col == W - 1) & (grp == G - 1)
         at_frame_last = (row == H - 1) & (col == W - 1) & (grp == G - 1)
+        # the edge-tile kind (ref_model.edge_tiles) as two comparisons, not a table of
+        # tiles_y x tiles_x entries; test_unit_plan checks it against the plan's table
         at_kind = Cat(Const(int(p.partial_cols), 1) & (tile == tx - 1),
                       Const(int(p.partial_rows), 1) & (strip == ty - 1))
 

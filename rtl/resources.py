@@ -1,9 +1,9 @@
 """The resource report of the TSE unit: what its buffers, ROMs and multipliers cost.
 
-Counted from the same RtlParams the components are built from (so the report is the design,
-not an estimate of it):
-  - memory bits per buffer: the strip buffer (depth x 8P; TLAST is not stored), the two-bank
-    gate memory, the tile-sum accumulators, the excite MAC's pooled and hidden registers, and
+Read from the unit's plan (ref_model.unit_plan.UnitPlan), the object the components are
+built from (so the report is the design, not an estimate of it):
+  - memory bits per buffer: the strip buffer (depth x 8P; TLAST is not stored), the gate
+    memory (three banks of tiles_x x C gates), the tile-sum accumulators, the excite MAC's pooled and hidden registers, and
     the ROMs (weights, bias/multiplier/shift words, reciprocals, sigmoid);
   - the multipliers with their operand widths;
   - next to them the paper's minimum for the tile (th x tw x C bytes: 7 x 28 x 128 for the
@@ -26,7 +26,7 @@ from pathlib import Path
 from ref_model import plan
 from ref_model.config import TSEConfig
 
-from .params import RtlParams, bits_for, rtl_params
+from .params import RtlParams, rtl_params
 
 FAMILIES = {"ice40": "synth_ice40 -dsp -top tse_unit", "xilinx": "synth_xilinx -top tse_unit"}
 CELL_CLASSES = {
@@ -40,22 +40,8 @@ CELL_CLASSES = {
 
 
 def multipliers(p: RtlParams) -> list[dict]:
-    """Every multiplier of the unit: where, how many, operand widths (a signed, b unsigned
-    unless noted)."""
-    _, left = p.mul_shift
-    return [
-        {"unit": "excite_mac", "what": "MAC product (code - zp) x int8 weight", "count": p.Q,
-         "a_bits": 9, "b_bits": 8, "signed": "both"},
-        {"unit": "excite_mac", "what": "mean: tile sum x reciprocal R[n]", "count": p.P,
-         "a_bits": p.sum_value_bits, "b_bits": p.recip_bits, "signed": "a"},
-        {"unit": "excite_mac", "what": "requantizer: fc accumulator x multiplier M",
-         "count": 1, "a_bits": p.acc_bits, "b_bits": p.mult_bits, "signed": "a"},
-        {"unit": "tile_broadcaster", "what": "(x - zx) x gate", "count": p.P,
-         "a_bits": 9, "b_bits": p.gate_bits, "signed": "a"},
-        {"unit": "tile_broadcaster", "what": "product x constant output multiplier",
-         "count": p.P, "a_bits": 9 + p.gate_bits + left, "b_bits": bits_for(p.mul_mult),
-         "signed": "a"},
-    ]
+    """Every multiplier of the unit with its operand widths: the plan's (UnitPlan.multipliers)."""
+    return p.multipliers()
 
 
 def tradeoff(cfg: TSEConfig, extra=()) -> list[dict]:
@@ -100,7 +86,7 @@ def report(cfg: TSEConfig, ip, synth: str | None = None, verilog_path=None,
     mults = multipliers(p)
     out = {
         "config": {"channels": cfg.channels, "height": cfg.height, "width": cfg.width,
-                   "tile": f"{cfg.tile_rows}x{cfg.tile_cols}", "tile_kind": cfg.tile_kind,
+                   "tile": f"{cfg.tile_rows}x{cfg.tile_cols}", "tiling": cfg.tiling,
                    "hidden": cfg.hidden, "lanes": cfg.lanes,
                    "excite_multipliers": cfg.excite_multipliers},
         "strip_beats": cfg.strip_beats,
@@ -203,7 +189,7 @@ def format_report(r: dict) -> str:
     """The report as text (tse rtl without --json)."""
     c = r["config"]
     lines = [f"TSE unit: C={c['channels']} {c['height']}x{c['width']}, tile {c['tile']} "
-             f"({c['tile_kind']}), hidden {c['hidden']}, P={c['lanes']}, "
+             f"({c['tiling']}), hidden {c['hidden']}, P={c['lanes']}, "
              f"Q={c['excite_multipliers']}",
              f"  excite: {r['excite_cycles_per_tile']} cycles a tile, "
              f"{r['excite_latency_cycles']} a strip of {r['strip_beats']} beats",

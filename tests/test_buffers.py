@@ -123,16 +123,16 @@ def test_tiles_are_clamped_to_the_layer():
     layer = SELayer("tiny", 16, 4, 4, 4)
     for tile in ("7xW", "Hx7", "13x13", "HxW"):
         row = plan_layer(layer, parse_planner_tile(tile))
-        assert (row.tile_rows, row.tile_cols, row.tiles, row.tile_kind) == (4, 4, 1, "se")
+        assert (row.tile_rows, row.tile_cols, row.tiles, row.tiling) == (4, 4, 1, "se")
         assert row.tse_buffer == row.se_buffer == 4 * 4 * 16
         assert row.excite_macs_added == 0
     wide = SELayer("wide", 8, 10, 20, 2)
     row = plan_layer(wide, parse_planner_tile("3x7"))
     assert (row.tile_rows, row.tile_cols, row.tiles_y, row.tiles_x) == (3, 7, 4, 3)
-    assert row.tile_kind == "patch" and row.tse_buffer == 3 * 7 * 8
+    assert row.tiling == "patch" and row.tse_buffer == 3 * 7 * 8
     assert row.tse_excite_macs == 12 * 2 * 8 * 2                # tiles x (C*hidden + hidden*C)
-    assert plan_layer(wide, parse_planner_tile("Hx5")).tile_kind == "column strip"
-    assert plan_layer(wide, parse_planner_tile("2xW")).tile_kind == "row strip"
+    assert plan_layer(wide, parse_planner_tile("Hx5")).tiling == "column strip"
+    assert plan_layer(wide, parse_planner_tile("2xW")).tiling == "row strip"
 
 
 @pytest.mark.parametrize("tile, q", [("7xW", 32), ("7xW", 5), ("Hx7", 16), ("4x4", 64), ("HxW", 3)])

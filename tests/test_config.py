@@ -13,7 +13,7 @@ def test_default_is_regnety_800mf_stage2():
     c = DEFAULT
     assert (c.channels, c.height, c.width, c.hidden, c.lanes) == (128, 28, 28, 32, 8)
     assert (c.tile_rows, c.tile_cols, c.tiles_y, c.tiles_x) == (7, 28, 4, 1)
-    assert c.tile_kind == "row strip"
+    assert c.tiling == "row strip"
 
 
 @pytest.mark.parametrize("spec, h, w, expect, kind", [
@@ -26,7 +26,7 @@ def test_default_is_regnety_800mf_stage2():
 ])
 def test_tile_forms(spec, h, w, expect, kind):
     assert parse_tile(spec, h, w) == expect
-    assert TSEConfig(channels=4, height=h, width=w, tile=spec, reduction=1, lanes=1).tile_kind == kind
+    assert TSEConfig(channels=4, height=h, width=w, tile=spec, reduction=1, lanes=1).tiling == kind
 
 
 @pytest.mark.parametrize("changes, names", [

@@ -18,7 +18,7 @@ def run(args):
     cfg = config_from_args(args)
     if args.json:
         derived = {"hidden": cfg.hidden, "tile_rows": cfg.tile_rows, "tile_cols": cfg.tile_cols,
-                   "tiles_y": cfg.tiles_y, "tiles_x": cfg.tiles_x, "tile_kind": cfg.tile_kind,
+                   "tiles_y": cfg.tiles_y, "tiles_x": cfg.tiles_x, "tiling": cfg.tiling,
                    "beats_per_frame": cfg.beats_per_frame, "strip_beats": cfg.strip_beats,
                    "excite_latency_cycles": cfg.excite_latency_cycles,
                    "full_throughput_depth": cfg.full_throughput_depth}
