@@ -30,7 +30,7 @@ from . import plan, roms
 from .config import TSEConfig
 from .edge_tiles import kind_table
 from .errors import ConfigError, InputError
-from .hw_profile import CODE_SPAN, HwProfile
+from .hw_profile import CODE_SPAN, HwProfile, tile_counts
 from .roms import bits_for, pack  # noqa: F401  (part of the plan's vocabulary)
 
 ROUNDING = {"half_up": nm.HALF_UP, "half_even": nm.HALF_EVEN, "f32": nm.F32}
@@ -325,13 +325,7 @@ class UnitPlan:
     def facts(self) -> dict:
         """The derived facts (JSON-able), as readers without the model take them."""
         return {
-            "geometry": {"height": self.H, "width": self.W, "channels": self.C,
-                         "lanes": self.P, "tile_rows": self.th, "tile_cols": self.tw,
-                         "tiles_y": self.ty, "tiles_x": self.tx,
-                         "beats_per_frame": self.beats_per_frame,
-                         "strip_beats": self.strip_beats,
-                         "tile_kinds": self.tile_kinds.tolist(),
-                         "tile_counts": [int(n) for n in self.ip.tile_counts]},
+            "geometry": geometry(self.cfg),
             "schedule": {"excite_multipliers": self.Q, "K1": self.K1, "K2": self.K2,
                          "tile_cycles": self.tile_cycles,
                          "strip_latency_cycles": self.strip_latency,
@@ -375,6 +369,20 @@ class UnitPlan:
             raise InputError(f"unit plan: {', '.join(stale)} differ from what this code "
                              "derives; write the vectors again")
         return p
+
+
+def geometry(cfg: TSEConfig) -> dict:
+    """The geometry part of a plan (JSON-able), which needs no parameters: frame, tiles, beats
+    per frame and strip, the edge-tile-kind table and each kind's element count."""
+    return {"height": cfg.height, "width": cfg.width, "channels": cfg.channels,
+            "lanes": cfg.lanes, "tile_rows": cfg.tile_rows, "tile_cols": cfg.tile_cols,
+            "tiles_y": cfg.tiles_y, "tiles_x": cfg.tiles_x,
+            "beats_per_frame": cfg.height * cfg.width * cfg.channels // cfg.lanes,
+            "strip_beats": cfg.strip_beats,
+            "tile_kinds": kind_table(cfg.height, cfg.width, cfg.tile_rows,
+                                     cfg.tile_cols).tolist(),
+            "tile_counts": [int(n) for n in tile_counts(cfg.height, cfg.width, cfg.tile_rows,
+                                                        cfg.tile_cols)]}
 
 
 def plan_unit(cfg: TSEConfig, ip) -> UnitPlan:

@@ -10,7 +10,8 @@ use without Python:
   - the hw constants built into the unit's logic, one value per word, for reference
     (hex/param_<name>.hex: the mean's reciprocals and shifts by tile kind, the output
     multiplier and shift);
-  - manifest.json: configuration, quantization parameters, profile, engine, versions, seed,
+  - manifest.json: the unit's plan ("unit": ref_model.unit_plan.UnitPlan.to_dict(), which the
+    testbenches read their geometry, beat counts and port widths from), configuration, quantization parameters, profile, engine, versions, seed,
     the hex layouts ("hex": per image its path, bits, lanes, signed, order), the axes of each
     stage, and how the vectors compare with quantized PyTorch.
 
@@ -28,6 +29,7 @@ import numpy as np
 from . import artifacts, hexfmt, kernels, numerics, roms
 from .config import TSEConfig
 from .params import QuantParams
+from .unit_plan import plan_unit
 
 STREAM_AXES = ["frame", "row", "column", "channel"]
 TILE_AXES = ["frame", "tile_row", "tile_column", "channel"]
@@ -97,6 +99,7 @@ def write(out_dir, cfg: TSEConfig, params: QuantParams, result: dict, profile: s
         "axes": {s: STREAM_AXES if s in ("input", "output") else TILE_AXES for s in stages},
         "hex": hex_layout,
         "saturated": result["saturated"],
+        "unit": plan_unit(cfg, ip).to_dict(),
         "versions": {"numpy": np.__version__, "python": platform.python_version(),
                      **meta.pop("versions", {})},
         **meta,

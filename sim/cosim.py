@@ -116,12 +116,17 @@ def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str 
     plusargs = [f"+{roms.ROM_DIR_PLUSARG}={vectors_dir / roms.ROM_DIR}", *(plusargs or [])]
     manifest = json.loads((vectors_dir / "manifest.json").read_text())
     cfg = TSEConfig.from_dict(manifest["config"])
+    if "unit" not in manifest:
+        raise runner.SimulationError(f"{vectors_dir}: the manifest has no unit plan (\"unit\"); "
+                                     "write the vectors again with this version")
+    plan = manifest["unit"]
     unit = Path(unit_verilog or vectors_dir / "tse_unit.v").resolve()
-    top_v, layout = harness.write(runner.cache_root() / "harness" /
-                                  _digest(harness.layout_of(unit.read_text(), cfg.lanes)),
-                                  unit, cfg.lanes)
+    layout = harness.Layout.from_ports(plan["ports"])
+    top_v, layout = harness.write(runner.cache_root() / "harness" / _digest(layout),
+                                  unit, layout)
     build_dir, build_info = runner.build(sim, [unit, top_v], harness.TOP)
     job = {"vectors": str(vectors_dir), "expect": expect, "config": cfg.to_dict(),
+           "geometry": plan["geometry"],
            "layout": layout.to_dict(), "quiet_cycles": quiet_cycles(cfg),
            "scenarios": scenario_list}
     run_dir = Path(run_dir) if run_dir else (runner.cache_root() / "runs" /

@@ -14,7 +14,8 @@ the last `peak_clear` pulse (the strip buffer's peak occupancy without a per-cyc
 Only these ports are public to Verilator (metacomments), so sim/runner.py builds without
 --public-flat-rw and Verilator optimizes the unit as it would without cocotb.
 
-The probe widths are read from the unit's Verilog, so the harness follows the RTL. For
+The probe widths are the unit plan's (manifest["unit"]["ports"], ref_model.unit_plan), so the
+harness follows the RTL without reading its Verilog. For
 Icarus the harness also starts yosys's combinational blocks at time zero (time_zero_kick).
 """
 from __future__ import annotations
@@ -58,27 +59,37 @@ class Layout:
                 (v >> 8) & ((1 << self.channel_bits) - 1),
                 v & 0xFF)
 
+    @classmethod
+    def from_ports(cls, ports: dict) -> "Layout":
+        """From the unit's port widths (the plan's, manifest["unit"]["ports"])."""
+        return cls(lanes=ports["m_axis_tdata"] // 8, tile_bits=ports["probe_gate_tile"],
+                   channel_bits=ports["probe_gate_channel"],
+                   level_bits=ports["probe_strip_level"])
+
     def to_dict(self) -> dict:
         return {"lanes": self.lanes, "tile_bits": self.tile_bits,
                 "channel_bits": self.channel_bits, "level_bits": self.level_bits}
 
 
-def port_width(verilog_text: str, name: str, default: int) -> int:
-    """Width of a port declared `input|output [wire|reg] [[hi:lo]] name` (default if absent)."""
+def port_width(verilog_text: str, name: str) -> int:
+    """Width of a port declared `input|output [wire|reg] [[hi:lo]] name`; a Verilog file
+    without the port is an error (ValueError), never a guessed width."""
     m = re.search(r"\b(?:input|output)\s+(?:wire\s+|reg\s+|logic\s+)?(?:signed\s+)?"
                   r"(?:\[\s*(\d+)\s*:\s*(\d+)\s*\]\s*)?" + re.escape(name) + r"\b", verilog_text)
     if not m:
-        return default
+        raise ValueError(f"port {name}: not declared in the unit's Verilog; a tse_unit has "
+                         "it (rtl/unit.py)")
     if m.group(1) is None:
         return 1
     return abs(int(m.group(1)) - int(m.group(2))) + 1
 
 
 def layout_of(unit_verilog: str, lanes: int) -> Layout:
+    """The layout of a unit known only by its Verilog (every probe port must be there)."""
     return Layout(lanes=lanes,
-                  tile_bits=port_width(unit_verilog, "probe_gate_tile", 16),
-                  channel_bits=port_width(unit_verilog, "probe_gate_channel", 16),
-                  level_bits=port_width(unit_verilog, "probe_strip_level", 32))
+                  tile_bits=port_width(unit_verilog, "probe_gate_tile"),
+                  channel_bits=port_width(unit_verilog, "probe_gate_channel"),
+                  level_bits=port_width(unit_verilog, "probe_strip_level"))
 
 
 _MODULE = re.compile(r"^module\s+(\\\S+|\w+)\s*\((.*?)^endmodule", re.M | re.S)
@@ -161,10 +172,10 @@ module {TOP} (
 """
 
 
-def write(out_dir, unit_verilog_path, lanes: int) -> tuple[Path, Layout]:
-    """Write out_dir/tse_cosim_top.v for the unit's Verilog; return its path and layout."""
+def write(out_dir, unit_verilog_path, layout: Layout) -> tuple[Path, Layout]:
+    """Write out_dir/tse_cosim_top.v for the unit's Verilog and its port layout (the plan's,
+    Layout.from_ports); return its path and layout."""
     unit_text = Path(unit_verilog_path).read_text()
-    layout = layout_of(unit_text, lanes)
     path = Path(out_dir) / f"{TOP}.v"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = verilog(layout, time_zero_kick(unit_text))

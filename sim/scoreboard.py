@@ -21,7 +21,6 @@ Pure numpy: the cocotb test and the unit tests of this module share it.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,32 +28,29 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Shape:
-    """The stream's geometry: frame, tile and lanes."""
+    """The stream's geometry: frame, tile and lanes, as the unit's plan gives it (the
+    "geometry" part of ref_model.unit_plan, in a vectors manifest's "unit")."""
     height: int
     width: int
     channels: int
     lanes: int
     tile_rows: int
     tile_cols: int
+    tiles_y: int
+    tiles_x: int
+    beats_per_frame: int
+
+    @classmethod
+    def from_geometry(cls, geo: dict) -> "Shape":
+        """From a plan's geometry dict (manifest["unit"]["geometry"])."""
+        return cls(**{f: int(geo[f]) for f in cls.__dataclass_fields__})
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Shape":
-        """From a TSEConfig.to_dict() (as in a vectors manifest)."""
-        from ref_model.config import parse_tile
-        th, tw = parse_tile(cfg["tile"], cfg["height"], cfg["width"])
-        return cls(cfg["height"], cfg["width"], cfg["channels"], cfg["lanes"], th, tw)
-
-    @property
-    def beats_per_frame(self) -> int:
-        return self.height * self.width * self.channels // self.lanes
-
-    @property
-    def tiles_y(self) -> int:
-        return math.ceil(self.height / self.tile_rows)
-
-    @property
-    def tiles_x(self) -> int:
-        return math.ceil(self.width / self.tile_cols)
+        """From a TSEConfig.to_dict(), through the plan's geometry (ref_model.unit_plan)."""
+        from ref_model.config import TSEConfig
+        from ref_model.unit_plan import geometry
+        return cls.from_geometry(geometry(TSEConfig.from_dict(cfg)))
 
     def locate(self, beat: int) -> dict:
         """Position of a beat of a frame: row, column and the channels of its lanes."""

@@ -20,6 +20,12 @@ from pathlib import Path
 import numpy as np
 
 
+def ports(lanes: int) -> dict:
+    """The stub's port widths (those of verilog() below), in the plan's "ports" form."""
+    return {"s_axis_tdata": 8 * lanes, "m_axis_tdata": 8 * lanes, "probe_gate_tile": 4,
+            "probe_gate_channel": 4, "probe_gate_data": 8, "probe_strip_level": 2}
+
+
 def verilog(lanes: int, beats_per_frame: int) -> str:
     """Verilog text of the stub `tse_unit` for P=lanes and a frame of beats_per_frame."""
     w = 8 * lanes
@@ -98,13 +104,16 @@ def random_frames(frames: int, height: int, width: int, channels: int, seed: int
 
 def prepare(cfg, frames: int, out_dir, seed: int = 0) -> Path:
     """A vectors-like directory for the stub: input.npy (random), manifest.json (config,
-    frames) and the stub as tse_unit.v. Co-simulate it with expect="input"."""
+    frames, the stub's geometry and port widths as "unit") and the stub as tse_unit.v. Co-simulate it with expect="input"."""
     import json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "input.npy", random_frames(frames, cfg.height, cfg.width, cfg.channels, seed))
+    from ref_model.unit_plan import geometry
+    unit = {"geometry": geometry(cfg), "ports": ports(cfg.lanes)}
     (out / "manifest.json").write_text(json.dumps({"kind": "stub-vectors",
-                                                   "config": cfg.to_dict(), "frames": frames}))
+                                                   "config": cfg.to_dict(), "frames": frames,
+                                                   "unit": unit}))
     write(out, cfg.lanes, cfg.beats_per_frame)
     return out

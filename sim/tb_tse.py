@@ -49,7 +49,7 @@ class Bench:
 
     def __init__(self, dut, job: dict):
         self.job = job
-        self.shape = sb.Shape.from_config(job["config"])
+        self.shape = sb.Shape.from_geometry(job["geometry"])
         self.layout = hz.Layout(**job["layout"])
         vdir = Path(job["vectors"])
         self.inputs = np.load(vdir / "input.npy")

@@ -36,7 +36,8 @@ FRAMES = 3
 
 # ---- scoreboard and drivers, no simulator --------------------------------------------------
 
-SHAPE = scoreboard.Shape(height=5, width=7, channels=8, lanes=4, tile_rows=2, tile_cols=3)
+SHAPE = scoreboard.Shape.from_config(TSEConfig(channels=8, height=5, width=7, tile="2x3",
+                                                reduction=4, lanes=4).to_dict())
 
 
 def _frames(n=2, seed=0):
@@ -198,8 +199,10 @@ def test_harness_reads_probe_widths_from_the_unit():
     lay = harness.layout_of(text, 4)
     assert (lay.tile_bits, lay.channel_bits, lay.level_bits) == (4, 4, 2)
     amaranth_style = "  output [11:0] probe_gate_tile;\n  wire [11:0] probe_gate_tile;\n"
-    assert harness.port_width(amaranth_style, "probe_gate_tile", 16) == 12
-    assert harness.port_width("input clk;", "probe_gate_tile", 16) == 16
+    assert harness.port_width(amaranth_style, "probe_gate_tile") == 12
+    with pytest.raises(ValueError, match="probe_gate_tile"):
+        harness.port_width("input clk;", "probe_gate_tile")
+    assert harness.Layout.from_ports(stub.ports(4)) == lay
     word = ((5 << (8 + 4)) | (3 << 8) | 200) << lay.gate_shift
     assert lay.decode_gate(word) == (5, 3, 200)
 
