@@ -40,7 +40,7 @@ from ref_model.errors import ConfigError, InputError
 from ref_model.hw_profile import DEFAULT_HW, HwProfile
 from ref_model.params import ACTIVATIONS, QuantParams
 
-from . import engine_probe, sweep
+from . import engine_probe, sweep, sweep_grid
 from .float_block import TSE
 from .quantized_block import QuantSE
 from .quantized_block import engine as use_engine
@@ -395,10 +395,10 @@ def network_points(grid: sweep.Grid, quick: bool = False) -> list[tuple[str, str
     each block sets saturate and exact_mean for its own shape, sweep.legalize); quick: base
     and widest only."""
     out, seen = [], set()
-    for label, changes in sweep._raw_points(grid, DEFAULT_HW):
+    for label, changes in sweep_grid.raw_points(grid, DEFAULT_HW):
         if quick and label not in ("base", "widest"):
             continue
-        hw = sweep._profile(DEFAULT_HW, changes, f"{grid.source}: {label}")
+        hw = sweep_grid.profile_with(DEFAULT_HW, changes, f"{grid.source}: {label}")
         key = json.dumps(hw.to_dict(), sort_keys=True)
         if key in seen:
             continue
@@ -483,7 +483,7 @@ def _narrowest(hw_rows, reference_acc) -> dict:
             axes.setdefault(r["axis"], {})[r["value"]] = r
     out = {}
     for axis, by_value in axes.items():
-        fields = sweep._fields_of(axis)
+        fields = sweep_grid.fields_of(axis)
         if base is not None:
             by_value.setdefault(base[fields[0]], base)
         res = {}

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .sweep_grid import COST_KEY, ERROR_KEY, fields_of
+
 LINTHRESH = 1e-6
 
 
@@ -41,7 +43,6 @@ def _xs(values):
 
 def sweep_plots(cfg, grid, rows, summary, out_dir, slices) -> dict:
     """Write the three PNGs; returns {"error_plot", "sqnr_plot", "pareto_plot"} -> path."""
-    from .sweep import COST_KEY, ERROR_KEY, _fields_of
     plt = _plt()
     out_dir = Path(out_dir)
     files = {}
@@ -80,7 +81,7 @@ def sweep_plots(cfg, grid, rows, summary, out_dir, slices) -> dict:
             else:
                 ax.axhline(torch_sqnr, color="grey", lw=0.8, label="torch profile")
                 ax.ticklabel_format(axis="y", useOffset=False)
-            first = _fields_of(name)[0]
+            first = fields_of(name)[0]
             if base.get(first) in values:
                 bx = xs[values.index(base[first])]
                 ax.axvline(bx, color="k", ls="--", lw=0.8, label="base")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant import reference, sweep
+from quant import reference, sweep, sweep_run
 from ref_model import kernels, numerics, numpy_model
 from ref_model.config import DEFAULT, TSEConfig
 from ref_model.errors import ConfigError
@@ -331,11 +331,11 @@ def test_local_processes_and_dask_give_the_same_rows(tmp_path, small_ctx):
 
 
 def test_unreachable_scheduler_is_a_clear_error(small_ctx, monkeypatch):
-    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr(sweep_run, "CONNECT_TIMEOUT", "1s")
     from ref_model.errors import InputError
     grid = sweep.parse_grid({"axes": {"gate_bits": [5]}})
     with pytest.raises(InputError, match="scheduler: cannot connect"):
-        sweep._run_dask(small_ctx, sweep.make_points(SMALL, grid, 4), "tcp://127.0.0.1:1", 1,
+        sweep_run.run_dask(small_ctx, sweep.make_points(SMALL, grid, 4), "tcp://127.0.0.1:1", 1,
                         lambda row: None)
 
 
