@@ -70,7 +70,12 @@ def test_streaming_matches_kernels_and_pytorch_random(case, data):
     assert stats["peak_strip_buffer_occupancy"] <= depth
     assert stats["excite_latency_cycles"] == cfg.excite_latency_cycles
     assert stats["stalls"] == (stats["input_stall_cycles"] > 0)
-    if depth >= cfg.full_throughput_depth and cfg.excite_latency_cycles <= strip:
+    # The depth formula's stated limit (README): every strip, the frame's short last strip
+    # included, must last at least the excite latency, or the excite MAC lags and the input
+    # stalls (e.g. C=11 7x5 tile 6xW P=11 Q=4: a 5-beat last strip, latency 28).
+    last_rows = cfg.height - (cfg.tiles_y - 1) * cfg.tile_rows
+    shortest = min(strip, last_rows * cfg.width * cfg.channels // cfg.lanes)
+    if depth >= cfg.full_throughput_depth and cfg.excite_latency_cycles <= shortest:
         assert not stats["stalls"]        # the excite MAC keeps up and the buffer suffices
 
 
@@ -158,6 +163,23 @@ def test_slow_excite_mac_backs_up_into_the_input():
     got = streaming.run(cfg, ip, x)
     assert got["stats"]["stalls"]
     _assert_same(got, kernels.run(cfg, ip, x, cfg.profile))
+
+
+def test_a_short_last_strip_shorter_than_the_latency_stalls_at_full_depth():
+    """The depth formula's stated limit: a 1-row last strip (5 beats) shorter than the
+    excite latency (28 cycles) lets the excite MAC lag at the full-throughput depth; 12 rows
+    (two whole strips) of the same layer do not stall."""
+    stalls = {}
+    for h in (7, 12):
+        cfg = TSEConfig(channels=11, height=h, width=5, tile="6xW", reduction=4, lanes=11,
+                        excite_multipliers=4)
+        assert cfg.excite_latency_cycles == 28 and cfg.strip_beats == 30
+        ip = nm.derive(random_quant_params(4, 11, cfg.hidden, "fbgemm", True), cfg)
+        x = np.random.default_rng(2).integers(0, 256, (2, h, 5, 11)).astype(np.uint8)
+        got = streaming.run(cfg, ip, x)
+        _assert_same(got, kernels.run(cfg, ip, x, cfg.profile))
+        stalls[h] = got["stats"]["input_stall_cycles"]
+    assert stalls[7] > 0 and stalls[12] == 0, stalls
 
 
 # =========================================================================================
