@@ -6,7 +6,7 @@ cocotb 2.x's Python runner (cocotb_tools.runner.get_runner) does the work. What 
     `verilator` script needs them; cocotb's Makefile flow rejects its version string, the
     Python runner does not check it);
   - a build cache: a build directory per (simulator and its version, cocotb's version,
-    toplevel, sources' contents, flags) under build/cosim/ (or $TSE_COSIM_CACHE), reused as
+    toplevel, sources' contents, flags) under ~/.cache/tse/cosim/ (runner.cache_root), reused as
     long as the Verilog is unchanged, so a Verilator build happens once per design and every
     run reuses it; runtime parameters travel in the job file, never as Verilog parameters;
   - Verilator builds in parallel (verilation and make on every core) and through ccache when
@@ -42,7 +42,13 @@ class SimulationError(RuntimeError):
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("TSE_COSIM_CACHE", ROOT / "build" / "cosim"))
+    """$TSE_COSIM_CACHE, else the user's cache directory ($XDG_CACHE_HOME or ~/.cache)/tse/
+    cosim: never the source tree. Entries are keyed by their sources' contents, so clones
+    and versions of the project share it safely."""
+    if os.environ.get("TSE_COSIM_CACHE"):
+        return Path(os.environ["TSE_COSIM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tse" / "cosim"
 
 
 def check_simulator(sim: str) -> None:

@@ -12,7 +12,7 @@ Three layers, cheapest first:
     self-checking testbench on both simulators, passing as written and failing when one
     expected value is altered.
 
-Builds are cached (build/cosim/) by the Verilog's contents, so each design is compiled once per
+Builds are cached (~/.cache/tse/cosim/, sim.runner.cache_root) by the Verilog's contents, so each design is compiled once per
 simulator; every scenario of a configuration runs in one simulation.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`tse cosim`: the unit's Verilog driven with golden vectors under cocotb, checked beat by beat.
 
 Builds the golden vectors and the unit's Verilog of the configuration (cached under
-build/cosim/), wraps the unit in the cocotb harness, and runs the scenarios on Icarus or
+~/.cache/tse/cosim/), wraps the unit in the cocotb harness, and runs the scenarios on Icarus or
 Verilator: AXI4-Stream source and sink with seeded random pauses, every output beat and TLAST
 compared bit-exactly. Reports throughput (output beats over the cycles from the first to the
 last output beat), latency (first input beat to first output beat), peak strip-buffer
@@ -46,7 +46,7 @@ def register(sub):
     g.add_argument("--vectors", metavar="DIR", help="use this `tse vectors` directory (with "
                    "its tse_unit.v) instead of generating vectors for the configuration")
     g.add_argument("--run-dir", metavar="DIR", help="where the job, results and simulator "
-                   "log go (default under build/cosim/runs)")
+                   "log go (default under ~/.cache/tse/cosim/runs)")
     g.add_argument("--json", action="store_true", help="print one JSON object on one line")
     p.set_defaults(run=run)
 
