@@ -8,9 +8,9 @@ widths and roundings of the configuration's [hw] table and measures, per point:
                               absolute error in output LSB, per-stage mismatch rates
   against the float block     SQNR (dB) and cosine similarity of the dequantized output
   saturation                  registers that saturated, per stage (narrow accumulators)
-  hardware cost               storage bits and multiplier input widths from the widths and
-                              the configuration (hardware_cost); Yosys cells where rtl/ has
-                              a resource estimate (rtl_cost, the hook) and the user asks
+  hardware cost               memory bits and multipliers of the unit the RTL builds for the
+                              point (hardware_cost: ref_model.unit_plan, as `tse rtl`
+                              reports them); Yosys cells when the user asks (rtl_cost)
 
     grid = load_grid(path)                      # TOML; None: quant/sweep_grid_default.toml
     summary = run_sweep(cfg, grid, out_dir, workers=2)            # local processes
@@ -46,7 +46,7 @@ from ref_model.config import TSEConfig
 from ref_model.errors import ConfigError, InputError
 from ref_model.hw_profile import HwProfile
 
-from .sweep_cost import SHIFT_BITS, hardware_cost, rtl_cost
+from .sweep_cost import hardware_cost, rtl_cost
 from .sweep_eval import Context, build_context, evaluate
 from .sweep_grid import (ALIASES, AXES, CHOICE_AXES, COST_KEY, DEFAULT_GRID, ERROR_KEY,
                          HW_FIELDS, INT_AXES, MAX_POINTS, MODES, STAGE_NAMES, Grid, Point,
@@ -58,8 +58,8 @@ from .sweep_run import Progress, evaluate_points, read_log
 
 __all__ = [
     "ALIASES", "AXES", "CHOICE_AXES", "COLUMNS", "COST_KEY", "DEFAULT_GRID", "ERROR_KEY",
-    "HW_FIELDS", "INT_AXES", "MAX_POINTS", "MODES", "QUICK_FRAMES", "SHIFT_BITS",
-    "STAGE_NAMES", "Context", "Grid", "Point", "Progress", "axis_slices", "beyond_points",
+    "HW_FIELDS", "INT_AXES", "MAX_POINTS", "MODES", "QUICK_FRAMES", "STAGE_NAMES",
+    "Context", "Grid", "Point", "Progress", "axis_slices", "beyond_points",
     "build_context", "evaluate", "format_summary", "greedy_narrowest", "hardware_cost",
     "legalize", "load_grid", "lossless_widths", "make_points", "narrowing_candidates",
     "pareto", "parse_grid", "point_id", "read_log", "rtl_cost", "run_sweep", "safe_widths",
@@ -125,7 +125,7 @@ def run_sweep(cfg: TSEConfig, grid: Grid | None, out_dir, *, frames: int | None 
 
         if grid.mode == "axes":
             best = greedy_narrowest(cfg, grid, [rows[p.id] for p in points], frames,
-                                    evaluate_one)
+                                    evaluate_one, ctx.params)
             if best is not None:
                 rows[best.id]["label"] = "narrowest"
                 labels[best.id] = dataclasses.replace(best, label="narrowest")

@@ -1,67 +1,47 @@
-"""The sweep's hardware cost of one point: storage bits and multiplier cells from the widths
-and the configuration (hardware_cost, no RTL needed), and Yosys cells where rtl/ and Yosys
-are installed (rtl_cost). COST_KEY (quant.sweep_grid) names the one-number cost column.
+"""The sweep's hardware cost of one point: the cost of the unit the RTL builds for that
+point's widths (ref_model.unit_plan: the same plan rtl/ elaborates and `tse rtl` reports),
+and Yosys cells where rtl/ and Yosys are installed (rtl_cost). COST_KEY (quant.sweep_grid)
+names the one-number cost column.
 """
 from __future__ import annotations
 
 from ref_model.config import TSEConfig
+from ref_model.unit_plan import plan_unit
 
 from .sweep_grid import COST_KEY
 
+FIXED_MEMORIES = ("strip_buffer_bits", "pooled_buffer_bits", "hidden_buffer_bits")
+FIXED_ROMS = ("w1", "w2")
+"""Storage that does not depend on the hw widths: the strip buffer, the 8-bit pooled and
+hidden codes, the weight ROMs (fixed_storage_bits)."""
 
 
-SHIFT_BITS = 7
-"""Width of a stored requantizer shift (shifts stay below 128)."""
-
-
-def hardware_cost(cfg: TSEConfig) -> dict:
-    """Hardware cost of the configuration's widths without RTL: storage bits and multiplier
-    input widths (docs/sweeps.md). Width-dependent storage:
-      reciprocal ROM   4 tile kinds x (reciprocal_bits + 1)   (R[n] <= 2**bits)
-      bias ROMs        hidden x (fc1_acc_bits + f) + C x (fc2_acc_bits + f)
-      multiplier ROMs  hidden x (fc1_multiplier_bits + 7) + C x (fc2_multiplier_bits + 7)
-                       + mul_multiplier_bits + 7            (multiplier and shift)
-      sigmoid ROM      256 x gate_bits
-      tile sums        tiles_x x C x sum_bits               (line accumulator registers)
-      accumulators     Q x (max(fc1_acc_bits, fc2_acc_bits) + f)   (excite MAC, Q MACs)
-      gate memory      2 banks x tiles_x x C x gate_bits
-    Multipliers (a x b input bits, instances): mean sum_bits x (reciprocal_bits + 1);
-    fc1/fc2 requantizers (acc + f) x multiplier_bits; broadcaster, per lane, 9 x gate_bits
-    and (9 + gate_bits) x mul_multiplier_bits; the excite MAC's Q 9 x 8 (fixed).
-    cost_bits = storage_bits + multiplier_cells (sum of a x b over instances: the cells of
-    array multipliers), a one-number area proxy: a flip-flop and a full adder are of
-    similar size in standard cells. The weights and the strip buffer do not depend on the
-    widths and are reported apart (fixed_storage_bits)."""
-    hw, f = cfg.hw, cfg.hw.bias_frac_bits
-    c, hid, p, q, tx = cfg.channels, cfg.hidden, cfg.lanes, cfg.excite_multipliers, cfg.tiles_x
-    g = hw.gate_bits
-    storage = {
-        "reciprocal_rom_bits": 4 * (hw.reciprocal_bits + 1),
-        "bias_rom_bits": hid * (hw.fc1_acc_bits + f) + c * (hw.fc2_acc_bits + f),
-        "multiplier_rom_bits": (hid * (hw.fc1_multiplier_bits + SHIFT_BITS)
-                                + c * (hw.fc2_multiplier_bits + SHIFT_BITS)
-                                + hw.mul_multiplier_bits + SHIFT_BITS),
-        "sigmoid_rom_bits": 256 * g,
-        "tile_sum_bits": tx * c * hw.sum_bits,
-        "accumulator_bits": q * (max(hw.fc1_acc_bits, hw.fc2_acc_bits) + f),
-        "gate_memory_bits": 2 * tx * c * g,
-    }
-    mults = {   # name: (a, b, instances)
-        "mean": (hw.sum_bits, hw.reciprocal_bits + 1, 1),
-        "fc1_requant": (hw.fc1_acc_bits + f, hw.fc1_multiplier_bits, 1),
-        "fc2_requant": (hw.fc2_acc_bits + f, hw.fc2_multiplier_bits, 1),
-        "gate_mul": (9, g, p),
-        "out_requant": (9 + g, hw.mul_multiplier_bits, p),
-    }
-    cells = sum(a * b * n for a, b, n in mults.values())
-    storage_bits = sum(storage.values())
-    fixed = 8 * 2 * c * hid + 8 * cfg.lanes * cfg.full_throughput_depth
-    out = {"storage_bits": storage_bits, "multiplier_cells": cells,
-           COST_KEY: storage_bits + cells, "fixed_storage_bits": fixed,
-           "mac_multiplier_cells": 9 * 8 * q}
-    out.update(storage)
-    for name, (a, b, n) in mults.items():
-        out[f"{name}_multiplier"] = f"{a}x{b}" + (f" x{n}" if n > 1 else "")
+def hardware_cost(cfg: TSEConfig, params) -> dict:
+    """Hardware cost of the unit for cfg (its [hw] widths) and params (QuantParams, or the
+    IntParams already derived for cfg), from its UnitPlan:
+      storage_bits       every buffer and ROM the RTL builds (UnitPlan.memory_bits), the
+                         breakdown in the *_bits and *_rom_bits columns
+      multiplier_cells   sum of count x a_bits x b_bits over the RTL's multipliers
+                         (UnitPlan.multipliers; multiplier_widths lists them)
+      cost_bits          storage_bits + multiplier_cells: a one-number area proxy (a
+                         flip-flop and a full adder are of similar size in standard cells)
+      fixed_storage_bits the part of storage_bits no width changes (FIXED_MEMORIES,
+                         FIXED_ROMS)."""
+    plan = plan_unit(cfg, params)
+    memory = plan.memory_bits()
+    rom_bits = memory.pop("rom_bits")
+    cost = plan.cost()
+    mults = plan.multipliers()
+    out = {"storage_bits": cost["memory_bits"], "multiplier_cells": cost["multiplier_bits"],
+           COST_KEY: cost["memory_bits"] + cost["multiplier_bits"],
+           "fixed_storage_bits": (sum(memory[k] for k in FIXED_MEMORIES)
+                                  + sum(rom_bits[k] for k in FIXED_ROMS)),
+           "multipliers": cost["multipliers"],
+           "multiplier_widths": "; ".join(f"{m['unit']} {m['a_bits']}x{m['b_bits']}"
+                                          + (f" x{m['count']}" if m["count"] > 1 else "")
+                                          for m in mults)}
+    out.update(memory)
+    out.update({f"{name}_rom_bits": bits for name, bits in rom_bits.items()})
     return out
 
 

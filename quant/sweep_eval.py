@@ -108,7 +108,7 @@ def evaluate(ctx: Context, point: Point) -> dict:
         row[f"{s}_mismatch_rate"] = float(np.count_nonzero(a != b) / a.size)
     for s, n in out["saturated"].items():
         row[f"saturated_{s}"] = int(n)
-    row.update(hardware_cost(cfg))
+    row.update(hardware_cost(cfg, ip))
     row["yosys_cells"] = ""
     row["seconds"] = round(time.perf_counter() - t0, 4)
     return row

@@ -7,6 +7,7 @@ quant.sweep_cost) and beyond_points (the Pareto front's region past the narrowes
 from __future__ import annotations
 
 from ref_model.config import TSEConfig
+from ref_model.errors import ConfigError
 from ref_model.hw_profile import required_bits, tile_counts
 
 from .sweep_cost import hardware_cost
@@ -41,21 +42,23 @@ def narrowing_candidates(cfg: TSEConfig, grid: Grid, rows: list) -> dict:
     return out
 
 
-def greedy_narrowest(cfg: TSEConfig, grid: Grid, rows: list, frames: int, evaluate_one):
+def greedy_narrowest(cfg: TSEConfig, grid: Grid, rows: list, frames: int, evaluate_one,
+                     params):
     """The narrowest combination found greedily: axes in order of the cost they save on
     their own, each narrowed to the narrowest of its candidates (narrowing_candidates) that
     keeps the output equal to the torch profile together with the axes already narrowed,
     and (unless the base saturates) keeps every accumulator from saturating, its block's
-    biases included. evaluate_one(point) -> row. Returns the chosen point (None if nothing
+    biases included. evaluate_one(point) -> row; params: the block's QuantParams (the
+    cost). Returns the chosen point (None if nothing
     narrows)."""
     cands = narrowing_candidates(cfg, grid, rows)
     if not cands:
         return None
-    base_cost = hardware_cost(cfg)[COST_KEY]
+    base_cost = cost_of(cfg, params)
 
     def saved(name):
         hw = legalize(cfg, profile_with(cfg.hw, {name: cands[name][0]}, grid.source))
-        return base_cost - hardware_cost(cfg.replace(hw=hw))[COST_KEY]
+        return base_cost - cost_of(cfg.replace(hw=hw), params)
 
     current, chosen = {}, None
     for name in sorted(cands, key=saved, reverse=True):
@@ -69,6 +72,17 @@ def greedy_narrowest(cfg: TSEConfig, grid: Grid, rows: list, frames: int, evalua
                 current, chosen = changes, p
                 break
     return chosen
+
+
+def cost_of(cfg: TSEConfig, params) -> int:
+    """cost_bits of cfg's widths, saturating when a bias does not fit the accumulator (as
+    quant.sweep_eval.evaluate measures such a point)."""
+    try:
+        return hardware_cost(cfg, params)[COST_KEY]
+    except ConfigError:
+        if cfg.hw.saturate:
+            raise
+        return hardware_cost(cfg.replace(hw=cfg.hw.replace(saturate=True)), params)[COST_KEY]
 
 
 def beyond_points(cfg: TSEConfig, grid: Grid, best: Point, frames: int) -> list[Point]:

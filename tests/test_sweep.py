@@ -225,17 +225,38 @@ def test_narrowing_a_saturating_tile_sum_never_lowers_the_mean_error(small_ctx):
     assert prev.max() > 0 and out["saturated"]["tile_sums"] > 0
 
 
-def test_hardware_cost_never_grows_as_a_width_narrows():
-    base = sweep.hardware_cost(DEFAULT)
-    for name, (lo, _) in sweep.INT_AXES.items():
-        v = getattr(DEFAULT.hw, name)
-        narrower = DEFAULT.replace(hw=sweep.legalize(
-            DEFAULT, DEFAULT.hw.replace(**{name: max(lo, v - 4)}, saturate=True,
-                                        exact_mean=False)))
-        cost = sweep.hardware_cost(narrower)
-        assert cost[sweep.COST_KEY] < base[sweep.COST_KEY], name
+def test_hardware_cost_is_the_rtls(tmp_path):
+    """The sweep prices the unit `tse rtl` builds (ref_model.unit_plan): the same memory bits
+    and multipliers, at the base and at a narrowed, saturating point; three gate banks and
+    P mean units; narrowing a width the RTL stores per field lowers the cost."""
+    params = reference.build(SMALL, frames=4).params
+    narrow = SMALL.replace(hw=sweep.legalize(SMALL, SMALL.hw.replace(
+        gate_bits=4, sum_bits=10, reciprocal_bits=12, saturate=True, exact_mean=False)))
+    for k, cfg in enumerate((SMALL, narrow)):
+        ip = numerics.derive(params, cfg)
+        cost = sweep.hardware_cost(cfg, ip)
+        (tmp_path / f"c{k}.toml").write_text(cfg.to_toml())
+        ip.save(tmp_path / f"ip{k}")
+        r = tse("rtl", "--config", str(tmp_path / f"c{k}.toml"), "--params",
+                str(tmp_path / f"ip{k}"), "--out", str(tmp_path / f"rtl{k}"), "--json")
+        assert r.returncode == 0, r.stderr[-2000:]
+        rep = json.loads(r.stdout)
+        assert cost["storage_bits"] == rep["total_memory_bits"]
+        assert cost["multipliers"] == rep["multiplier_count"]
+        assert cost["multiplier_cells"] == sum(m["count"] * m["a_bits"] * m["b_bits"]
+                                               for m in rep["multipliers"])
+        assert cost[sweep.COST_KEY] == cost["storage_bits"] + cost["multiplier_cells"]
+        g = cfg.hw.gate_bits
+        assert cost["gate_memory_bits"] == 3 * SMALL.tiles_x * SMALL.channels * g
+        assert cost["sigmoid_rom_bits"] == 256 * g
+        q = min(SMALL.excite_multipliers, max(SMALL.channels, SMALL.hidden))
+        assert cost["multipliers"] == q + 3 * SMALL.lanes + 1   # MACs, P mean, 1 requant, 2P
+    base = sweep.hardware_cost(SMALL, params)
+    for change in ({"gate_bits": 6}, {"reciprocal_bits": 20}, {"sum_bits": 24}):
+        c = SMALL.replace(hw=sweep.legalize(SMALL, SMALL.hw.replace(**change, exact_mean=False)))
+        cost = sweep.hardware_cost(c, params)
+        assert cost[sweep.COST_KEY] < base[sweep.COST_KEY], change
         assert cost["fixed_storage_bits"] == base["fixed_storage_bits"]
-    assert base["sigmoid_rom_bits"] == 256 * 8 and base["mean_multiplier"] == "32x27"
 
 
 def test_yosys_cells_of_a_point_come_from_synthesizing_the_rtl():
@@ -249,8 +270,12 @@ def test_yosys_cells_of_a_point_come_from_synthesizing_the_rtl():
     cfg = TSEConfig(channels=4, height=3, width=4, tile="2xW", reduction=2, lanes=4,
                     excite_multipliers=2)
     params = reference.build(cfg).params
-    wide = sweep.rtl_cost(cfg, params)["yosys_cells"]
-    narrow = sweep.rtl_cost(cfg.replace(hw=cfg.hw.replace(gate_bits=2)), params)["yosys_cells"]
+    # the two syntheses (~80 s each, mostly ABC) side by side: one Yosys process per core
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        wide, narrow = (r["yosys_cells"] for r in pool.map(
+            lambda c: sweep.rtl_cost(c, params),
+            [cfg, cfg.replace(hw=cfg.hw.replace(gate_bits=2))]))
     assert wide > 0 and narrow > 0 and narrow < wide
 
 
