@@ -46,7 +46,7 @@ from . import numerics as nm
 from . import simd
 from .edge_tiles import edge_tile_kind
 from .jit_cache import flush_stale_cache
-from .simd import VARIANT, _ashr32, _lshr32, aligned_copy, madd_pairs, pair_layout
+from .simd import VARIANT, ashr32, lshr32, aligned_copy, madd_pairs, pair_layout
 
 BLOCK = 4096
 """Elements (whole pixels) per inner loop of the tile broadcaster: long enough for SIMD loops
@@ -364,11 +364,11 @@ def _broadcast(xf, c, b, i, th, tw, gate, method, t, coef, flat, ca, co, of):
                 if method == SCALE:
                     for e in range(src.shape[0]):
                         v = np.uint32(np.uint32(np.uint32(src[e]) * np.uint32(a[e])) + half)
-                        dst[e] = np.uint8(min(_lshr32(v, t), np.uint32(255)))
+                        dst[e] = np.uint8(min(lshr32(v, t), np.uint32(255)))
                 elif method == LINE:
                     for e in range(src.shape[0]):
                         v = np.int32(np.int32(np.int32(src[e]) * a[e]) + o[e])
-                        dst[e] = np.uint8(min(max(_ashr32(v, t), lo), hi))
+                        dst[e] = np.uint8(min(max(ashr32(v, t), lo), hi))
                 else:
                     for e in range(src.shape[0]):
                         dst[e] = flat[a[e] + np.int32(src[e])]

@@ -35,7 +35,7 @@ import sys
 import numpy as np
 from numba import njit
 
-from . import hw_numerics, int_params, torch_numerics
+from . import edge_tiles, hw_numerics, int_params, torch_numerics
 from .config import TSEConfig
 from .edge_tiles import edge_tile_kind
 from .errors import ConfigError, InputError
@@ -223,7 +223,8 @@ def tile_kind(i: int, j: int, cfg: TSEConfig) -> int:
 
 
 JIT_SOURCES = tuple(dict.fromkeys((*torch_numerics.JIT_SOURCES, *hw_numerics.JIT_SOURCES,
-                                   int_params, sys.modules[__name__])))
+                                   *edge_tiles.JIT_SOURCES, int_params,
+                                   sys.modules[__name__])))
 """The modules the jitted stage functions are compiled from (int_params for Tables, whose
 fields type every call). A kernel calling them passes these to jit_cache.flush_stale_cache."""
 flush_module(globals(), JIT_SOURCES)

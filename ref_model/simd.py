@@ -1,6 +1,6 @@
 """LLVM IR the fast path emits itself, where numba's loops do not become the SIMD code wanted.
 
-  - _ashr32, _lshr32: shifts on 32-bit lanes (numba widens every shift to 64 bits).
+  - ashr32, lshr32: shifts on 32-bit lanes (numba widens every shift to 64 bits).
   - madd_pairs: the excite MAC's matrix-vector product on int16 pairs, vertically: each
     step multiplies one pair of inputs, broadcast, by the matching pair of weights of 16
     outputs and adds both products into those outputs' int32 sums (x86 vpmaddwd). Written
@@ -53,7 +53,7 @@ VARIANT = supported()[-1]
 
 
 @intrinsic
-def _ashr32(typingctx, a, k):
+def ashr32(typingctx, a, k):
     """a >> k on int32 lanes (numba would widen the shift to 64 bits). 0 <= k < 32."""
     def codegen(context, builder, signature, args):
         return builder.ashr(args[0], builder.trunc(args[1], _I32))
@@ -61,7 +61,7 @@ def _ashr32(typingctx, a, k):
 
 
 @intrinsic
-def _lshr32(typingctx, a, k):
+def lshr32(typingctx, a, k):
     """a >> k on uint32 lanes (logical; numba would widen the shift to 64 bits). 0 <= k < 32."""
     def codegen(context, builder, signature, args):
         return builder.lshr(args[0], builder.trunc(args[1], _I32))

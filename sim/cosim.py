@@ -76,7 +76,7 @@ def prepare(cfg: TSEConfig, frames: int = 3, root=None) -> Path:
                                     sort_keys=True).encode()).hexdigest()[:20]
     root = Path(root) if root else runner.cache_root() / "designs"
     out = root / key
-    with runner._locked(root / f".{key}.lock"):
+    with runner.locked(root / f".{key}.lock"):
         if not (out / "tse_unit.v").is_file():
             write_vectors(cfg, frames, out)
             if not (out / "tse_unit.v").is_file():

@@ -157,7 +157,7 @@ def build_key(sim: str, toplevel: str, sources) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -202,7 +202,7 @@ def build(sim: str, sources, toplevel: str, private_ok: bool = True) -> tuple[Pa
     key = build_key(sim, toplevel, sources)
     build_dir = cache_root() / f"{sim}-{toplevel}-{key}"
     stamp = build_dir / "tse-build.ok"
-    with _locked(cache_root() / f".{build_dir.name}.lock"):
+    with locked(cache_root() / f".{build_dir.name}.lock"):
         if stamp.is_file():
             return build_dir, {"cached": True, "build_s": 0.0}
         t0 = time.perf_counter()
@@ -238,11 +238,11 @@ def run(sim: str, build_dir: Path, toplevel: str, job: dict, run_dir,
     before the first scenario); failing scenarios come back as results with ok false."""
     prepare_environment(sim)
     run_dir = Path(run_dir).resolve()
-    with _locked(run_dir.parent / f".{run_dir.name}.lock"):   # one run per directory
-        return _run_locked(sim, build_dir, toplevel, job, run_dir, plusargs)
+    with locked(run_dir.parent / f".{run_dir.name}.lock"):   # one run per directory
+        return _run_held(sim, build_dir, toplevel, job, run_dir, plusargs)
 
 
-def _run_locked(sim, build_dir, toplevel, job, run_dir, plusargs) -> dict:
+def _run_held(sim, build_dir, toplevel, job, run_dir, plusargs) -> dict:
     from cocotb_tools.runner import get_runner
 
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -260,7 +260,7 @@ def build(vectors_dir, sim: str, build_dir) -> Path:
     key = runner.build_key(f"selfcheck-{sim}", TB, sources)
     out = build_dir / f"{sim}-{TB}-{key}"
     program = out / (f"{TB}.vvp" if sim == "icarus" else f"obj_dir/V{TB}")
-    with runner._locked(build_dir / f".{out.name}.lock"):
+    with runner.locked(build_dir / f".{out.name}.lock"):
         if program.is_file():
             return program
         out.mkdir(parents=True, exist_ok=True)
