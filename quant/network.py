@@ -20,6 +20,10 @@ ReLU, every SE with reduction 4 (quant.float_block.TSE with the whole frame as i
 Training is seeded (CPU, a few seconds); the trained weights are cached in
 quant/data/digits_se_cnn.pt with the recipe they came from, so tests and reports do not
 retrain (load_or_train).
+
+Long: data, network, training, quantization, extraction of every block's parameters and the
+report are one experiment read top to bottom; the per-dialect networks of issue 17 will split it
+(data set and training apart from the evaluation).
 """
 from __future__ import annotations
 

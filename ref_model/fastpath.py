@@ -32,6 +32,10 @@ casts: numba widens integer arithmetic to 64 bits, which halves the SIMD lanes o
     (BLOCK elements at most), and each row of the tile is walked block by block.
 Serial only. Not used for the hw profile with saturating accumulators, whose result depends
 on the order of the additions (the per-element kernel models that order).
+
+Long: the three stages, their packed parameters and scratch (_State) and the broadcaster's
+fitting are one compiled kernel whose layout the pieces share (N_SCALARS, the packed arrays'
+offsets); split the broadcaster's fitting (fit_scales, fit_lines) out when it grows.
 """
 from __future__ import annotations
 
