@@ -79,6 +79,12 @@ def test_tse_rtl_reports_the_plans_memory_and_multipliers(name, tmp_path):
     cost = p.cost()
     assert rep["total_memory_bits"] == cost["memory_bits"]
     assert rep["multiplier_count"] == cost["multipliers"]
+    # the width sweep prices the same unit
+    from quant.sweep_cost import hardware_cost
+    swept = hardware_cost(p.cfg, p.ip)
+    assert swept["storage_bits"] == rep["total_memory_bits"]
+    assert swept["multipliers"] == rep["multiplier_count"]
+    assert swept["gate_memory_bits"] == rep["gate_memory_bits"]
     # the gate memory has three banks, and P mean units
     assert mem["gate_memory_bits"] == 3 * p.tx * p.C * p.gate_bits
     assert [m["count"] for m in p.multipliers()][:3] == [p.Q, p.P, 1]
