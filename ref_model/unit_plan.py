@@ -30,10 +30,11 @@ from . import plan, roms
 from .config import TSEConfig
 from .edge_tiles import kind_table
 from .errors import ConfigError, InputError
-from .hw_profile import CODE_SPAN, HwProfile, tile_counts
+from .geometry import Geometry, describe
+from .hw_profile import CODE_SPAN, HwProfile
 from .roms import bits_for, pack  # noqa: F401  (part of the plan's vocabulary)
 
-ROUNDING = {"half_up": nm.HALF_UP, "half_even": nm.HALF_EVEN, "f32": nm.F32}
+ROUNDING = nm.ROUNDING_CODES
 GATE_BANKS = 3
 """Gate memory banks: the strip being excited, the strip being broadcast, and the one
 between (rtl/gate_memory.py); a strip's gates commit once the strip two before is released."""
@@ -100,13 +101,15 @@ class UnitPlan:
         """int64 [tiles_y, tiles_x]: the edge-tile kind of every tile (ref_model.edge_tiles)."""
         return kind_table(self.H, self.W, self.th, self.tw)
 
+    @cached_property
+    def geometry(self) -> Geometry:
+        """Positions in the stream (ref_model.geometry)."""
+        return Geometry.of(self.cfg)
+
     def locate(self, beat: int) -> dict:
         """Where beat number `beat` of the stream lies: frame, row, column, and the channel of
         its lane 0 (beats in raster order, channels innermost, P lanes a beat)."""
-        frame, b = divmod(int(beat), self.beats_per_frame)
-        pixel, group = divmod(b, self.G)
-        row, col = divmod(pixel, self.W)
-        return {"frame": frame, "row": row, "column": col, "channel": group * self.P}
+        return self.geometry.locate(beat)
 
     # ================= schedule (the excite MAC, rtl/excite_mac.py) ==================
     @property
@@ -372,17 +375,9 @@ class UnitPlan:
 
 
 def geometry(cfg: TSEConfig) -> dict:
-    """The geometry part of a plan (JSON-able), which needs no parameters: frame, tiles, beats
-    per frame and strip, the edge-tile-kind table and each kind's element count."""
-    return {"height": cfg.height, "width": cfg.width, "channels": cfg.channels,
-            "lanes": cfg.lanes, "tile_rows": cfg.tile_rows, "tile_cols": cfg.tile_cols,
-            "tiles_y": cfg.tiles_y, "tiles_x": cfg.tiles_x,
-            "beats_per_frame": cfg.height * cfg.width * cfg.channels // cfg.lanes,
-            "strip_beats": cfg.strip_beats,
-            "tile_kinds": kind_table(cfg.height, cfg.width, cfg.tile_rows,
-                                     cfg.tile_cols).tolist(),
-            "tile_counts": [int(n) for n in tile_counts(cfg.height, cfg.width, cfg.tile_rows,
-                                                        cfg.tile_cols)]}
+    """The geometry part of a plan (JSON-able), which needs no parameters
+    (ref_model.geometry.describe)."""
+    return describe(cfg)
 
 
 def plan_unit(cfg: TSEConfig, ip) -> UnitPlan:

@@ -21,61 +21,15 @@ Pure numpy: the cocotb test and the unit tests of this module share it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
+from ref_model.geometry import Geometry
 
-@dataclass(frozen=True)
-class Shape:
-    """The stream's geometry: frame, tile and lanes, as the unit's plan gives it (the
-    "geometry" part of ref_model.unit_plan, in a vectors manifest's "unit")."""
-    height: int
-    width: int
-    channels: int
-    lanes: int
-    tile_rows: int
-    tile_cols: int
-    tiles_y: int
-    tiles_x: int
-    beats_per_frame: int
 
-    @classmethod
-    def from_geometry(cls, geo: dict) -> "Shape":
-        """From a plan's geometry dict (manifest["unit"]["geometry"])."""
-        return cls(**{f: int(geo[f]) for f in cls.__dataclass_fields__})
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "Shape":
-        """From a TSEConfig.to_dict(), through the plan's geometry (ref_model.unit_plan)."""
-        from ref_model.config import TSEConfig
-        from ref_model.unit_plan import geometry
-        return cls.from_geometry(geometry(TSEConfig.from_dict(cfg)))
-
-    def locate(self, beat: int) -> dict:
-        """Position of a beat of a frame: row, column and the channels of its lanes."""
-        groups = self.channels // self.lanes
-        pixel, group = divmod(beat, groups)
-        row, col = divmod(pixel, self.width)
-        return {"row": int(row), "column": int(col), "channel": int(group * self.lanes)}
-
-    def tile_of(self, row: int, col: int) -> tuple[int, int]:
-        return row // self.tile_rows, col // self.tile_cols
-
-    def tiles_complete_within(self, n: int) -> np.ndarray:
-        """bool [tiles_y, tiles_x]: tiles whose every input beat is among a frame's first n."""
-        g = self.channels // self.lanes
-        last_row = np.minimum(np.arange(1, self.tiles_y + 1) * self.tile_rows, self.height) - 1
-        last_col = np.minimum(np.arange(1, self.tiles_x + 1) * self.tile_cols, self.width) - 1
-        last_beat = (last_row[:, None] * self.width + last_col[None, :]) * g + g - 1
-        return last_beat < n
-
-    def beats_of_tiles(self, tiles: np.ndarray) -> np.ndarray:
-        """bool [beats_per_frame]: the beats of a frame that lie in the given tiles."""
-        g = self.channels // self.lanes
-        rows = np.arange(self.height) // self.tile_rows
-        cols = np.arange(self.width) // self.tile_cols
-        return np.repeat(tiles[rows][:, cols].reshape(-1), g)
+Shape = Geometry
+"""The stream's geometry as the unit's plan gives it (ref_model.geometry; a vectors
+manifest's ["unit"]["geometry"])."""
 
 
 def split_gate_frames(pulses, shape: Shape) -> list[dict]:
@@ -176,8 +130,8 @@ def compare(shape: Shape, expected: np.ndarray, frames: list[int], got_data: np.
 def _describe(shape, frames, i, want, want_last, got_data, got_last, inputs) -> dict:
     bpf = shape.beats_per_frame
     k, beat = divmod(i, bpf)
-    where = {"frame": int(frames[k]) if k < len(frames) else None, "beat": int(i),
-             **shape.locate(beat)}
+    where = {**shape.locate(beat), "frame": int(frames[k]) if k < len(frames) else None,
+             "beat": int(i)}
     if i >= len(want):
         return {**where, "frame": None, "kind": "extra beat",
                 "got": got_data[i].tolist(), "got_last": bool(got_last[i])}
