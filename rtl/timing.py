@@ -259,6 +259,16 @@ def _arc_delay(cell_type: str, src: str, dst: str) -> float:
     return CELL_DELAY_NS.get(cell_type, CELL_DELAY_NS["LUT4"])
 
 
+def _driven_inputs(cell: dict, drivers: dict):
+    """(input port, driver) for every input bit of a netlist cell that some cell drives."""
+    for iport, bits in cell["connections"].items():
+        if cell["port_directions"].get(iport) != "input":
+            continue
+        for b in bits:
+            if isinstance(b, int) and b in drivers:
+                yield iport, drivers[b]
+
+
 def logic_path(netlist: dict, top: str = "tse_unit") -> dict:
     """The longest register-to-register chain of cell delays in a synth_ecp5 JSON netlist
     (no routing): {"delay_ns", "from", "to", "stage_from", "stage_to", "cells"}. Paths
@@ -291,15 +301,11 @@ def logic_path(netlist: dict, top: str = "tse_unit") -> dict:
             return (0.0, name, 0)
         state[key] = "open"
         best = (0.0, name, 0)
-        for iport, bits in c["connections"].items():
-            if c["port_directions"].get(iport) != "input":
-                continue
-            for b in bits:
-                if isinstance(b, int) and b in drivers:
-                    t, s, n = out_arrival(*drivers[b])
-                    t += _arc_delay(c["type"], iport, port)
-                    if t > best[0]:
-                        best = (t, s, n + 1)
+        for iport, driver in _driven_inputs(c, drivers):
+            t, s, n = out_arrival(*driver)
+            t += _arc_delay(c["type"], iport, port)
+            if t > best[0]:
+                best = (t, s, n + 1)
         arrival[key] = best
         state[key] = "done"
         return best
@@ -311,14 +317,10 @@ def logic_path(netlist: dict, top: str = "tse_unit") -> dict:
         for name, c in cells.items():
             if c["type"] not in SEQUENTIAL:
                 continue
-            for iport, bits in c["connections"].items():
-                if c["port_directions"].get(iport) != "input":
-                    continue
-                for b in bits:
-                    if isinstance(b, int) and b in drivers:
-                        t, s, n = out_arrival(*drivers[b])
-                        if t > worst[0]:
-                            worst = (t, s, n, name)
+            for _, driver in _driven_inputs(c, drivers):
+                t, s, n = out_arrival(*driver)
+                if t > worst[0]:
+                    worst = (t, s, n, name)
     finally:
         sys.setrecursionlimit(limit)
     t, start, n, end = worst
