@@ -432,12 +432,20 @@ def _hw_params(ints, f64, hid, c):
 
 
 @njit(cache=True)
-def _add_pair_saturation(x, w, sums):
-    """sums[j] += numerics.pair_saturation_excess(x, w[j]) when a code of x exceeds 127
-    (below that no int16 pair can saturate: 2 * 127 * 128 < 2**15)."""
-    if x.max() > 127:
+def _add_pair_saturation(x, wt, sums):
+    """sums[j] += numerics.pair_saturation_excess(x, w[j]) for every neuron j, with the
+    weights transposed (wt = w.T, int32 [in, out]) so each pair runs down the neurons as one
+    vector loop. A pair with x[2k] + x[2k+1] <= 255 is skipped: |p| <= 128 * 255 < 2**15."""
+    n = x.shape[0]
+    for k in range(0, n, 2):
+        x0 = np.int32(x[k])
+        x1 = np.int32(x[k + 1]) if k + 1 < n else np.int32(0)
+        if x0 + x1 <= 255:
+            continue
+        w0, w1 = wt[k], wt[k + 1 if k + 1 < n else k]
         for j in range(sums.shape[0]):
-            sums[j] += nm.pair_saturation_excess(x, w[j])
+            p = x0 * w0[j] + x1 * w1[j]
+            sums[j] += min(max(p, np.int32(-32768)), np.int32(32767)) - p
 
 
 @njit(cache=True)
@@ -477,7 +485,7 @@ class _State(structref.StructRefProxy):
 _STATE_FIELDS = (
     # parameters: tile shape, profile, the packed arrays, the weights (simd.pair_layout),
     # the broadcaster's method, shift, coefficients and table
-    # and as [out, in] int64 (w1, w2: the torch profile's int16 pair saturation reads them)
+    # and transposed, int32 [in, out] (w1, w2: the torch profile's int16 pair saturation)
     "th", "tw", "profile", "ints", "f64", "f32", "wp1", "wp2", "w1", "w2", "method", "t",
     "coef", "table",
     # line accumulator: pixels a column sum may hold, one strip row of column sums (uint16
@@ -600,9 +608,9 @@ class Frames:
         macs = aligned_copy(np.zeros((wp1.shape[1] + wp2.shape[1]) // 2, np.int32))
         pairs = np.zeros(wp1.shape[0] + wp2.shape[0], np.int32)
         coefs = np.empty((2, cfg.tiles_x, max(BLOCK, c)), np.int32)
-        T = ip.tables()
+        wt1, wt2 = (np.ascontiguousarray(w.T, np.int32) for w in (ip.w1, ip.w2))
         self._state = _State(th, tw, profile_code, *_pack(ip, profile_code), wp1, wp2,
-                             T.w1, T.w2, self.method, self.shift, coef, self.table,
+                             wt1, wt2, self.method, self.shift, coef, self.table,
                              cap, acc, blk, macs, pairs, np.empty(c, np.bool_), coefs)
         self.calls = {}
         """x.flags.writeable -> call(x, sums, codes, hidden, out): the compiled kernel for
