@@ -39,6 +39,13 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_artifacts(out_dir, arrays: dict, manifest: dict, extra_files: dict | None = None,
                     fill=None) -> Path:
     """Write arrays (role -> ndarray) as <role>.npy, extra_files (relative path -> (role,
@@ -50,6 +57,7 @@ def write_artifacts(out_dir, arrays: dict, manifest: dict, extra_files: dict | N
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        os.chmod(tmp, 0o777 & ~_umask())    # mkdtemp's 0700 would become the directory's
     except OSError as e:
         raise InputError(f"out: cannot write {str(out_dir)!r} ({e.strerror})") from None
     try:

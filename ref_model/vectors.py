@@ -44,8 +44,16 @@ PARAMS = {
 }
 
 
-def stage_layout(cfg: TSEConfig, stage: str, channels: int) -> dict:
-    bits, signed = (cfg.hw.sum_bits, True) if stage == "tile_sums" else (8, False)
+def stage_layout(cfg: TSEConfig, stage: str, channels: int, profile: str = "hw") -> dict:
+    """Hex layout of a stage. Tile sums are signed: hw.sum_bits wide for the hw profile (its
+    register), and for the torch profile, whose sums are exact, at least as wide as the
+    largest tile's sum can be (+-255 n), which narrowed hw widths need not cover."""
+    if stage == "tile_sums":
+        signed = True
+        exact = (255 * cfg.tile_rows * cfg.tile_cols).bit_length() + 1
+        bits = cfg.hw.sum_bits if profile == "hw" else max(cfg.hw.sum_bits, exact)
+    else:
+        bits, signed = 8, False
     lanes = cfg.lanes if channels % cfg.lanes == 0 else 1
     order = ("beats: raster order, channels innermost" if stage in ("input", "output")
              else "tiles in raster order, channels innermost")
@@ -71,7 +79,7 @@ def write(out_dir, cfg: TSEConfig, params: QuantParams, result: dict, profile: s
     arrays = {s: result[s] for s in stages}
     hex_layout, extra = {}, {}
     for s in stages:
-        layout = stage_layout(cfg, s, arrays[s].shape[-1])
+        layout = stage_layout(cfg, s, arrays[s].shape[-1], profile)
         hex_layout[s] = layout
         # streamed into the file a chunk at a time (whole frames would make big temporaries)
         extra[layout["path"]] = (f"{s}_hex", hexfmt.writer(arrays[s], layout["bits"],

@@ -125,3 +125,18 @@ def test_run_directory_is_claimed_and_rerun(workdir, capsys):
     assert artifacts.read_manifest(workdir / "o")["kind"] == "run"
     assert main(["run", *SMALL, "--sim", "none", "--frames", "1", "--out", "o"]) == 0
     assert "golden vectors (hw profile)" in capsys.readouterr().out
+
+
+def test_written_directory_has_the_umask_permissions(tmp_path):
+    """An artifact directory gets the usual 0777 & ~umask, not mkdtemp's private 0700."""
+    import stat
+
+    import numpy as np
+
+    old = os.umask(0o022)
+    try:
+        out = artifacts.write_artifacts(tmp_path / "a", {"x": np.zeros(3, np.uint8)},
+                                        {"kind": "test"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755

@@ -88,3 +88,19 @@ def test_bench_prints_one_json_object_per_line():
     assert all(set(r) == {"shape", "impl", "melem_s"} and r["melem_s"] > 0 for r in rows)
     targets = [l["target"] for l in lines if "target" in l]
     assert targets and all({"ratio", "target", "met"} <= set(t) for t in targets)
+
+
+def test_torch_profile_tile_sums_fit_their_hex_whatever_the_hw_sum_width(tmp_path):
+    """The torch profile's sums are exact: with a narrowed (saturating) hw sum register of 12
+    bits, a 7x14 tile's sums (up to 255 * 98 = 24990) still round-trip through their hex."""
+    (tmp_path / "narrow.toml").write_text("[hw]\nsum_bits = 12\nsaturate = true\n")
+    out = tmp_path / "v"
+    r = tse("vectors", "--config", str(tmp_path / "narrow.toml"), "--channels", "8",
+            "--height", "14", "--width", "14", "--tile", "7xW", "--lanes", "4",
+            "--profile", "torch", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    sums = np.load(out / "tile_sums.npy")
+    assert np.abs(sums).max() >= 2 ** 11                      # beyond the hw register
+    lay = json.loads((out / "manifest.json").read_text())["hex"]["tile_sums"]
+    got = hexfmt.read(out / lay["path"], lay["bits"], lay["lanes"], lay["signed"])
+    np.testing.assert_array_equal(got.reshape(-1), sums.reshape(-1))
