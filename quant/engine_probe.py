@@ -43,10 +43,4 @@ def pair_saturation(engine: str) -> bool:
     return code == 127
 
 
-def describe(engine: str) -> str:
-    """One line for reports."""
-    return ("int16 pair saturation (vpmaddubsw)" if pair_saturation(engine)
-            else "exact int32 accumulation")
-
-
-__all__ = ["pair_saturation", "describe"]
+__all__ = ["pair_saturation"]

@@ -32,7 +32,7 @@ from .edge_tiles import kind_table
 from .errors import ConfigError, InputError
 from .geometry import Geometry, describe
 from .hw_profile import CODE_SPAN, HwProfile
-from .roms import bits_for, pack  # noqa: F401  (part of the plan's vocabulary)
+from .roms import bits_for
 
 ROUNDING = nm.ROUNDING_CODES
 GATE_BANKS = 3
