@@ -102,17 +102,29 @@ def load_activations(path, cfg: TSEConfig, what: str) -> torch.Tensor:
         raise InputError(f"{what}: file {str(path)!r} does not exist") from None
     except ValueError as e:
         raise InputError(f"{what}: {str(path)!r} is not a readable .npy array ({e})") from None
+    return check_activations(arr, cfg, what, repr(str(path)))
+
+
+def check_activations(arr, cfg: TSEConfig, what: str, name: str = "the array") -> torch.Tensor:
+    """Float activations held in memory (a numpy array or a tensor), checked as
+    load_activations checks a file's: [N, C, H, W] or [C, H, W], finite; float32 [N, C, H, W]."""
+    if isinstance(arr, torch.Tensor):
+        arr = arr.detach().cpu().numpy()
+    arr = np.asarray(arr)
     if arr.ndim == 3:
         arr = arr[None]
     expect = (cfg.channels, cfg.height, cfg.width)
     if arr.ndim != 4 or arr.shape[1:] != expect:
-        raise InputError(f"{what}: {str(path)!r} has shape {list(arr.shape)}; allowed: "
+        raise InputError(f"{what}: {name} has shape {list(arr.shape)}; allowed: "
                          f"[N, {expect[0]}, {expect[1]}, {expect[2]}] or {list(expect)} "
                          "(NCHW, matching the configuration)")
+    if arr.shape[0] < 1:
+        raise InputError(f"{what}: {name} has shape {list(arr.shape)} (no frame); allowed: "
+                         "at least one frame")
     if not np.issubdtype(arr.dtype, np.floating):
-        raise InputError(f"{what}: {str(path)!r} has dtype {arr.dtype}; allowed: float16, "
+        raise InputError(f"{what}: {name} has dtype {arr.dtype}; allowed: float16, "
                          "float32 or float64")
     if not np.isfinite(arr).all():
-        raise InputError(f"{what}: {str(path)!r} holds {int((~np.isfinite(arr)).sum())} "
+        raise InputError(f"{what}: {name} holds {int((~np.isfinite(arr)).sum())} "
                          "NaN or infinite values; allowed: finite values only")
     return torch.from_numpy(arr.astype(np.float32)).contiguous()

@@ -9,6 +9,8 @@ the seed and where the weights and calibration data came from.
 The block runs a piece at a time (pieces(): whole strips of tile rows, or whole frames), so
 `tse reference` (write_streaming) holds only the float input frames and one piece's stages,
 writing every stage into its .npy in place; build() assembles the same pieces in memory.
+prepare() reads the user's files (the CLI); prepare_arrays() takes the same inputs held in
+memory (tse.api).
 """
 from __future__ import annotations
 
@@ -87,6 +89,18 @@ def prepare(cfg: TSEConfig, frames: int = 1, weights: str | None = None,
     return Prepared(cfg, float_block, model, extract_params(model), x, sources)
 
 
+def prepare_arrays(cfg: TSEConfig, state_dict: dict | None, calib, x, sources: dict) -> Prepared:
+    """prepare() on objects held in memory (tse.api): an SE state_dict (None: seeded
+    weights), float calibration and input activations (numpy arrays or tensors, [N, C, H, W]
+    or [C, H, W], checked as a file's are)."""
+    float_block = float_block_for(cfg, state_dict)
+    calib = calibration.check_activations(calib, cfg, "calibration")
+    model = quantize(float_block, calib, cfg.engine)
+    del calib
+    x = calibration.check_activations(x, cfg, "input")
+    return Prepared(cfg, float_block, model, extract_params(model), x, sources)
+
+
 def pieces(cfg: TSEConfig, frames: int, budget: int | None = None) -> list[tuple]:
     """(frame slice, row slice) pieces covering the input in order, each about budget
     elements or less: whole frames (several when they fit), else whole strips of tile_rows
@@ -124,8 +138,13 @@ def build(cfg: TSEConfig, frames: int = 1, weights: str | None = None,
           calibration_file: str | None = None, input_file: str | None = None) -> Reference:
     """Quantize the block of cfg and run it on the input frames, every stage held in memory
     (for the chain's smaller users; `tse reference` streams with write_streaming)."""
-    p = prepare(cfg, frames, weights, calibration_file, input_file)
-    n = p.frames
+    return run(prepare(cfg, frames, weights, calibration_file, input_file))
+
+
+def run(p: Prepared) -> Reference:
+    """Run a prepared block on its input frames piece by piece, every stage assembled in
+    memory (activations NCHW, per-tile stages [N, C', tiles_y, tiles_x])."""
+    cfg, n = p.cfg, p.frames
     codes = {}
     for fs, rs in pieces(cfg, n):
         piece = run_piece(p, fs, rs)

@@ -58,6 +58,22 @@ def load_se_state_dict(block, sd: dict) -> None:
             conv.bias.copy_(b.float())
 
 
+def excite_shape(sd: dict) -> tuple[int, int]:
+    """(channels, hidden) of an SE module's state_dict, read from its first excite layer's
+    weight ([hidden, C] or [hidden, C, 1, 1]); the second layer must be [C, hidden]."""
+    first, second = _find_layers(sd)
+    w1, w2 = sd[first + "weight"], sd[second + "weight"]
+    if w1.dim() not in (2, 4) or tuple(w1.shape[2:]) not in ((), (1, 1)):
+        raise InputError(f"weights: {first}weight has shape {list(w1.shape)}; allowed: "
+                         "[hidden, C] (Linear) or [hidden, C, 1, 1] (1x1 convolution)")
+    hidden, channels = int(w1.shape[0]), int(w1.shape[1])
+    if tuple(w2.shape) not in ((channels, hidden), (channels, hidden, 1, 1)):
+        raise InputError(f"weights: {second}weight has shape {list(w2.shape)}; allowed: "
+                         f"[{channels}, {hidden}] or [{channels}, {hidden}, 1, 1] (the "
+                         f"transpose of {first}weight's {list(w1.shape[:2])})")
+    return channels, hidden
+
+
 def _find_layers(sd: dict) -> tuple[str, str]:
     for a, b in NAMINGS:
         firsts = [k[: -len("weight")] for k in sd if k.endswith(f"{a}.weight")

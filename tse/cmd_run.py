@@ -31,7 +31,6 @@ def register(sub):
 
 
 def run(args):
-    import torch
 
     from quant import calibration_check, reference
     from ref_model import kernels, vectors
@@ -39,7 +38,7 @@ def run(args):
     from ref_model.errors import InputError
     from sim import cosim, runner, selfcheck
 
-    from . import preflight
+    from . import golden, preflight
 
     # the chain runs the hw numerics whatever --profile: its widths are checked as such
     cfg = config_from_args(args).replace(profile="hw")
@@ -53,13 +52,10 @@ def run(args):
     calib = preflight.calibration_fit(ref.input_float, ref.params)
     calibration_check.check(calib)            # synthetic calibration: a guard, never expected
     reference.write(ref, out / "reference")
-    x = kernels.nhwc(ref.codes["input"])
-    result = vectors.build(cfg, ref.params, x, "hw")
-    vs_torch = vectors.compare_with_reference(result, ref.codes)
-    vectors.write(out / "vectors", cfg, ref.params, result, "hw",
-                  {"versions": {"torch": torch.__version__}, "sources": ref.sources,
-                   "vs_quantized_pytorch": vs_torch},
-                  extra_files=selfcheck.bundle(cfg, result["int_params"], args.frames))
+    torch_codes = {s: kernels.nhwc(ref.codes[s]) for s in vectors.COMPARED}
+    v = golden.build(cfg, ref.params, kernels.nhwc(ref.codes["input"]), torch_codes, "hw",
+                     ref.sources)
+    vs_torch = golden.write(v, out / "vectors").vs_quantized_pytorch
     summary = {"config": cfg.to_dict(), "calibration": calib,
                "excite_multipliers_built": cfg.excite_multipliers_built,
                "reference": reference.summary(ref, out / "reference"),

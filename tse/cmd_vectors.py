@@ -2,7 +2,8 @@
 
 Builds the quantized PyTorch reference (for its parameters and input codes), runs the integer
 model of the chosen profile over the frames, and writes every stage as .npy and $readmemh hex
-plus the unit's ROM images and a manifest (docs/vectors.md), and beside them the unit's
+plus the unit's ROM images and a manifest (docs/formats.md, "Vectors directories"),
+and beside them the unit's
 Verilog (tse_unit.v, when rtl/ is available) and a self-checking testbench (tb_tse_unit.v)
 that runs under Icarus or Verilator with one command (docs/cosim.md). The torch profile must
 equal quantized PyTorch on every stage; any mismatch is reported and the exit status is 1.
@@ -29,22 +30,18 @@ def register(sub):
 
 
 def run(args):
-    import torch
-
     from quant import reference
-    from ref_model import vectors
+    from sim import selfcheck
+
+    from . import golden
 
     cfg, ref = build_reference(args)
     # quantized PyTorch's codes piece by piece, channels last: no float stage of the frames
     torch_codes = reference.channels_last_codes(ref)
     x = torch_codes["input"]
-    result = vectors.build(cfg, ref.params, x, cfg.profile)
-    vs_torch = vectors.compare(result, torch_codes)
-    from sim import selfcheck   # the unit's Verilog (when rtl/ exists) and tb_tse_unit.v
-    files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]))
-    vectors.write(args.out, cfg, ref.params, result, cfg.profile,
-                  {"versions": {"torch": torch.__version__}, "sources": ref.sources,
-                   "vs_quantized_pytorch": vs_torch}, extra_files=files)
+    v = golden.write(golden.build(cfg, ref.params, x, torch_codes, cfg.profile, ref.sources),
+                     args.out)
+    result, vs_torch, files = v.result, v.vs_quantized_pytorch, v.files
     out = Path(args.out)
     bundle = {"testbench": str(out / selfcheck.TB_FILE),
               "unit": str(out / selfcheck.UNIT_FILE) if selfcheck.UNIT_FILE in files else None,
