@@ -31,7 +31,6 @@ def register(sub):
 
 
 def run(args):
-
     from quant import calibration_check, reference
     from ref_model import kernels, vectors
     from ref_model.artifacts import claim_dir
