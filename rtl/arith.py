@@ -62,7 +62,7 @@ def minus_zp(x, zp: int) -> Value:
     return Value.cast(x).as_unsigned() - sconst(zp)
 
 
-def _extend(v: Value, width: int) -> Value:
+def extend(v: Value, width: int) -> Value:
     """The bits of v sign- (or zero-) extended to at least `width` bits."""
     if len(v) >= width:
         return v
@@ -80,12 +80,12 @@ def round_shift(m, v, shift, half_up, max_shift: int | None = None) -> Value:
     if isinstance(shift, int):
         if shift == 0:
             return v
-        bits = _extend(v, shift + 1)
+        bits = extend(v, shift + 1)
         half = bits[shift - 1]
         sticky = bits[:shift - 1].any() if shift > 1 else Const(0)
     else:
         shift = wire(m, shift, "rs_shift")
-        bits = _extend(v, max_shift + 1)
+        bits = extend(v, max_shift + 1)
         half = (bits & Cat(*[shift == i + 1 for i in range(len(bits))])).any()
         sticky = (bits & Cat(*[shift > i + 1 for i in range(len(bits))])).any()
     # a constant shift as a slice (shift_right): `>>` keeps the width and exports the sign
@@ -187,5 +187,5 @@ def scale(m, x, g, p) -> Value:
     return clamp(wire(m, q + p.zo, "scale_q"), 0, 255)[:8]
 
 
-__all__ = ["wire", "tree_sum", "const_table", "clamp", "sat_add", "sconst", "minus_zp",
+__all__ = ["wire", "extend", "tree_sum", "const_table", "clamp", "sat_add", "sconst", "minus_zp",
            "round_shift", "bit_length", "round_significant", "mean", "requant", "scale"]
