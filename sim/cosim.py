@@ -52,8 +52,10 @@ def source_digest(root=None) -> str:
     return h.hexdigest()[:16]
 
 
-def write_vectors(cfg: TSEConfig, frames: int, out_dir, ref=None) -> dict:
-    """What `tse vectors` writes (vectors, tse_unit.v, tb_tse_unit.v) for seeded data."""
+def write_vectors(cfg: TSEConfig, frames: int, out_dir, ref=None, name: str = "tse_unit",
+                  probes: bool = False) -> dict:
+    """What `tse vectors` writes (vectors, NAME.v, tb_tse_unit.v, files.f, NAME.core, the run
+    scripts) for seeded data."""
     from quant import reference
     from ref_model import kernels, vectors
 
@@ -63,25 +65,42 @@ def write_vectors(cfg: TSEConfig, frames: int, out_dir, ref=None) -> dict:
     x = kernels.nhwc(ref.codes["input"])
     result = vectors.build(cfg, ref.params, x, cfg.profile)
     import torch
-    files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]))
+    files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]), name=name,
+                             probes=probes)
     vectors.write(out_dir, cfg, ref.params, result, cfg.profile,
                   {"versions": {"torch": torch.__version__}, "sources": ref.sources},
                   extra_files=files)
     return {"files": sorted(files), "commands": selfcheck.COMMANDS}
 
 
-def prepare(cfg: TSEConfig, frames: int = 3, root=None) -> Path:
-    """A cached vectors directory with the unit's Verilog for cfg and `frames` frames."""
-    key = hashlib.sha256(json.dumps([cfg.to_dict(), frames, source_digest()],
+def prepare(cfg: TSEConfig, frames: int = 3, root=None, probes: bool = True,
+            name: str = "tse_unit") -> Path:
+    """A cached vectors directory with the unit's Verilog (NAME.v) for cfg and `frames`
+    frames; with the probe ports by default (the measurements read the strip level)."""
+    key = hashlib.sha256(json.dumps([cfg.to_dict(), frames, source_digest(), probes, name],
                                     sort_keys=True).encode()).hexdigest()[:20]
     root = Path(root) if root else runner.cache_root() / "designs"
     out = root / key
     with runner.locked(root / f".{key}.lock"):
-        if not (out / "tse_unit.v").is_file():
-            write_vectors(cfg, frames, out)
-            if not (out / "tse_unit.v").is_file():
-                raise runner.SimulationError("rtl.export is not available: no tse_unit.v")
+        if not (out / f"{name}.v").is_file():
+            write_vectors(cfg, frames, out, name=name, probes=probes)
+            if not (out / f"{name}.v").is_file():
+                raise runner.SimulationError(f"rtl.export is not available: no {name}.v")
     return out
+
+
+def unit_verilog_of(vectors_dir) -> Path:
+    """The unit's Verilog in a vectors directory: the manifest's unit_verilog file, else the
+    one .v file that is not the testbench."""
+    vectors_dir = Path(vectors_dir)
+    manifest = json.loads((vectors_dir / "manifest.json").read_text())
+    for f in manifest.get("files", []):
+        if f.get("role") == "unit_verilog":
+            return vectors_dir / f["path"]
+    found = [p for p in sorted(vectors_dir.glob("*.v")) if not p.name.startswith("tb_")]
+    if len(found) != 1:
+        raise runner.SimulationError(f"{vectors_dir}: no unit Verilog (expected one NAME.v)")
+    return found[0]
 
 
 def scenarios(kinds=("stream",), frames: int | None = None, pause_in: float = 0.0,
@@ -120,9 +139,11 @@ def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str 
         raise runner.SimulationError(f"{vectors_dir}: the manifest has no unit plan (\"unit\"); "
                                      "write the vectors again with this version")
     plan = manifest["unit"]
-    unit = Path(unit_verilog or vectors_dir / "tse_unit.v").resolve()
+    unit = Path(unit_verilog or unit_verilog_of(vectors_dir)).resolve()
     layout = harness.Layout.from_ports(plan["ports"])
-    top_v, layout = harness.write(runner.cache_root() / "harness" / _digest(layout),
+    top_v, layout = harness.write(runner.cache_root() / "harness" /
+                                  _digest([layout.to_dict(), unit.name,
+                                           hashlib.sha256(unit.read_bytes()).hexdigest()]),
                                   unit, layout)
     build_dir, build_info = runner.build(sim, [unit, top_v], harness.TOP)
     job = {"vectors": str(vectors_dir), "expect": expect, "config": cfg.to_dict(),
@@ -164,7 +185,8 @@ def summarize(res: dict, sim: str, cfg: TSEConfig, build_info: dict, wall_s: flo
         "cycles": res["cycles"],
         "throughput": stream.get("throughput"),
         "latency_cycles": stream.get("latency_cycles"),
-        "max_buffer_occupancy": max((s["max_buffer_occupancy"] for s in scs), default=None),
+        "max_buffer_occupancy": max((s["max_buffer_occupancy"] for s in scs
+                                     if s["max_buffer_occupancy"] is not None), default=None),
         "input_stall_cycles": stream.get("input_stall_cycles"),
         "cycles_per_s": round(res["busy_cycles"] / res["busy_s"]) if res["busy_s"] else None,
         "wall_s": round(wall_s, 3),

