@@ -175,17 +175,71 @@ def tree_sum(m, values) -> Value:
     return values[0]
 
 
+SCALE_CHUNK_BITS = 17
+"""Bits of the broadcaster's output multiplier M per multiply: a zero-extended chunk is an
+18-bit signed operand, so (x - zx) * g (at most 17 bits, signed) times a chunk is one
+MULT18X18D (M is at most 31 bits: two chunks)."""
+
+
+def scale_offset(x, p) -> Value:
+    """Step 1 of scale (an add): x - zx."""
+    return minus_zp(x, p.zx)
+
+
+def scale_gate(xz, g) -> Value:
+    """Step 2 of scale (a multiply): (x - zx) * g with the stored gate g (unsigned)."""
+    return Value.cast(xz) * Value.cast(g).as_unsigned()
+
+
+def scale_chunks(t, p) -> list:
+    """Step 3 of scale (multiplies side by side): t times each SCALE_CHUNK_BITS chunk of M,
+    least significant first."""
+    mult, chunks = p.mul_mult, []
+    while True:
+        c = mult & ((1 << SCALE_CHUNK_BITS) - 1)
+        chunks.append(Value.cast(t) * Const(c, unsigned(max(1, c.bit_length()))))
+        mult >>= SCALE_CHUNK_BITS
+        if not mult:
+            return chunks
+
+
+def scale_sum(chunks) -> Value:
+    """Step 4 of scale (an add): t * M from scale_chunks' products."""
+    total = Value.cast(chunks[0])
+    for i, c in enumerate(chunks[1:], 1):
+        total = total + (Value.cast(c) << (SCALE_CHUNK_BITS * i))
+    return total
+
+
+def scale_round(m, tm, p) -> Value:
+    """Step 5 of scale (a rounding add): round(t * M * 2**left / 2**right) by the mul
+    rounding (the left shift, when the stored gate is narrower than the shift, is wiring)."""
+    right, left = p.mul_shift
+    tm = Value.cast(tm)
+    return round_shift(m, tm << left if left else tm, right,
+                       p.rounding("mul") == nm.HALF_UP)
+
+
+def scale_zero_point(q, p) -> Value:
+    """Step 6 of scale (an add): + zo."""
+    return Value.cast(q) + p.zo
+
+
+def scale_clamp(m, q) -> Value:
+    """Step 7 of scale (a clamp): to the output code, 0..255."""
+    return clamp(wire(m, q, "scale_q"), 0, 255)[:8]
+
+
 def scale(m, x, g, p) -> Value:
     """The tile broadcaster's product of one lane: clamp(round((x - zx) * g * M / 2**s) + zo,
-    0, 255) with the stored gate g (gate_bits wide, numerics.scale / mul_hw)."""
-    right, left = p.mul_shift
-    t = minus_zp(x, p.zx) * Value.cast(g).as_unsigned()
-    if left:
-        t = t << left
-    q = round_shift(m, t * Const(p.mul_mult, unsigned(max(1, p.mul_mult.bit_length()))),
-                    right, p.rounding("mul") == nm.HALF_UP)
-    return clamp(wire(m, q + p.zo, "scale_q"), 0, 255)[:8]
+    0, 255) with the stored gate g (gate_bits wide, numerics.scale / mul_hw): the steps
+    above chained without registers (the broadcaster registers each one)."""
+    t = wire(m, scale_gate(scale_offset(x, p), g), "scale_t")
+    tm = scale_sum([wire(m, c, "scale_tm") for c in scale_chunks(t, p)])
+    return scale_clamp(m, scale_zero_point(scale_round(m, tm, p), p))
 
 
 __all__ = ["wire", "extend", "tree_sum", "const_table", "clamp", "sat_add", "sconst", "minus_zp",
-           "round_shift", "bit_length", "round_significant", "mean", "requant", "scale"]
+           "round_shift", "bit_length", "round_significant", "mean", "requant", "scale",
+           "SCALE_CHUNK_BITS", "scale_offset", "scale_gate", "scale_chunks", "scale_sum",
+           "scale_round", "scale_zero_point", "scale_clamp"]

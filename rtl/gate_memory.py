@@ -9,8 +9,12 @@ held strip, which lets the RTL write gates as it computes them and still keep th
 timing (a two-bank unit stalls after a short last strip of a frame).
 
 Storage: 3 * tiles_x * C/P words of P gates (gate_bits each), written one gate per cycle (a
-lane-enabled write) and read one word per cycle (the P gates of one beat, asynchronously,
-so the broadcaster multiplies in the cycle it pops the beat).
+lane-enabled write) and read one word per cycle (the P gates of one beat): a synchronous
+read (block RAM with its output register), enabled by r_en; the word of the address given in
+cycle t is r_data from cycle t + 1 and held while r_en is low. The read is not transparent:
+a write to the word in the same cycle is seen by the next read only. The broadcaster reads
+a beat's gates in the cycle it pops the beat, so a strip's gates are all read by the end of
+the cycle that releases its bank, before the excite MAC can write the bank again.
 
 Bank state: `full[b]` is set when the MAC commits a strip to bank b (all its gates written)
 and cleared when the broadcaster releases it (the strip's last beat popped). The broadcaster
@@ -40,7 +44,7 @@ class GateMemory(wiring.Component):
             "w_group": In(field(p.G)), "w_lane": In(field(p.P)), "w_data": In(p.gate_bits),
             "commit": In(1), "commit_bank": In(2),
             # read side: the tile broadcaster, one beat's P gates a cycle
-            "r_bank": In(2), "r_tile": In(field(p.tx)), "r_group": In(field(p.G)),
+            "r_en": In(1), "r_bank": In(2), "r_tile": In(field(p.tx)), "r_group": In(field(p.G)),
             "r_data": Out(data.ArrayLayout(p.gate_bits, p.P)),
             "release": In(1), "release_bank": In(2),
             "full": Out(BANKS),
@@ -53,10 +57,11 @@ class GateMemory(wiring.Component):
         mem = m.submodules.gates = memory.Memory(
             shape=data.ArrayLayout(p.gate_bits, p.P), depth=BANKS * p.tx * p.G, init=[])
         wr = mem.write_port(granularity=1)
-        rd = mem.read_port(domain="comb")
+        rd = mem.read_port(domain="sync")
         m.d.comb += [
             wr.addr.eq((self.w_bank * p.tx + self.w_tile) * p.G + self.w_group),
             wr.en.eq(Cat(self.w_en & (self.w_lane == lane) for lane in range(p.P))),
+            rd.en.eq(self.r_en),
             rd.addr.eq((self.r_bank * p.tx + self.r_tile) * p.G + self.r_group),
             self.r_data.eq(rd.data),
             # every lane gets the gate (the lane enable picks one); driven whole with one

@@ -1,22 +1,44 @@
 """tile_broadcaster: the output stage of the TSE unit (ref_model.streaming.tile_broadcaster).
 
 Owns the output side's position counters (it regenerates TLAST from them), the reading of
-the gate memory and the P lane multipliers. It pops a beat from the strip buffer once the
-gates of the beat's strip are in the gate memory (bank strip number mod 3 is full),
-reads the P gates of the beat's tile and channel group, multiplies and requantizes each lane
-(numerics.scale) into the output register, and releases the bank after the strip's last
-beat. The output register follows AXI4-Stream: it holds its beat until m_axis_tready, and a
-new beat is popped in the same cycle the old one leaves, so backpressure neither loses nor
-duplicates a beat and an unstalled output moves one beat per clock.
+the gate memory, the P lanes' scale pipelines and the output's skid buffer. It pops a beat
+from the strip buffer once the gates of the beat's strip are in the gate memory (bank strip
+number mod 3 is full), reads the P gates of the beat's tile and channel group in the same
+cycle (the gate memory's synchronous read), and releases the bank with the strip's last
+beat: every gate of the strip has been read by then.
+
+Each lane computes numerics.scale in register stages of one multiply or one add, round or
+clamp each (rtl.arith's scale steps): (x - zx) and the gates, (x - zx) * g, its products
+with the chunks of M, their sum, the rounding shift, + zo; the clamp feeds the output
+register. A popped beat is on m_axis plan.BROADCAST_LATENCY_CYCLES cycles later.
+
+The pipeline advances as a whole while the skid slot is empty: a registered condition, so
+m_axis_tready reaches only the output register, the skid slot and their flags, not the pop
+or the pipeline's enables. When the output register holds a beat that is not taken, the beat
+leaving the pipeline goes to the skid slot and the pipeline stops the cycle after; the output
+register takes the skid slot's beat first. So backpressure neither loses nor duplicates a
+beat (AXI4-Stream: valid and data held until ready), and with m_axis_tready high the unit
+moves one beat per clock and pops exactly when the model's broadcaster does.
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal
+from amaranth import Array, Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ref_model.plan import BROADCAST_LATENCY_CYCLES
+
 from . import arith
 from .params import RtlParams, advance_raster, beat_layout, field, whole
+
+
+def stage(m, value, en, name: str) -> Signal:
+    """A pipeline register of value, loaded when en (no reset: its valid flag has one)."""
+    value = Value.cast(value)
+    reg = Signal(value.shape(), name=name, reset_less=True)
+    with m.If(en):
+        m.d.sync += reg.eq(value)
+    return reg
 
 
 class TileBroadcaster(wiring.Component):
@@ -27,6 +49,7 @@ class TileBroadcaster(wiring.Component):
         super().__init__({
             "i_beat": In(stream.Signature(p.beat_bits)),
             "o_beat": Out(stream.Signature(beat_layout(p))),
+            "gate_en": Out(1),
             "gate_bank": Out(2), "gate_tile": Out(field(p.tx)), "gate_group": Out(field(p.G)),
             "gate_data": In(data.ArrayLayout(p.gate_bits, p.P)),
             "bank_full": In(3),
@@ -44,24 +67,61 @@ class TileBroadcaster(wiring.Component):
         strip_end = last_row & (col == p.W - 1) & (grp == p.G - 1)
         frame_last = (row == p.H - 1) & (col == p.W - 1) & (grp == p.G - 1)
 
-        o_valid, o_data, o_last = Signal(), Signal(p.beat_bits), Signal()
+        o_valid, o_data, o_last = Signal(), Signal(p.beat_bits, reset_less=True), Signal()
+        s_valid, s_data, s_last = Signal(), Signal(p.beat_bits, reset_less=True), Signal()
+        advance = ~s_valid
         ready_gates = Array(self.bank_full[b] for b in range(3))[bank]
-        can_pop = ready_gates & (~o_valid | self.o_beat.ready)
+        can_pop = ready_gates & advance
         pop = can_pop & self.i_beat.valid
         m.d.comb += [
             self.i_beat.ready.eq(can_pop),
+            # the gates of the beat popped now; held with the beat while the pipeline waits
+            self.gate_en.eq(advance),
             self.gate_bank.eq(bank), self.gate_tile.eq(tile), self.gate_group.eq(grp),
             self.o_beat.valid.eq(o_valid),
             self.o_beat.payload.eq(whole(beat_layout(p), data=o_data, last=o_last)),
             self.release.eq(pop & strip_end), self.release_bank.eq(bank),
         ]
-        lanes = Cat(*[arith.scale(m, self.i_beat.payload[8 * i:8 * i + 8], self.gate_data[i], p)
-                      for i in range(p.P)])
         with m.If(pop):
-            m.d.sync += [o_valid.eq(1), o_data.eq(lanes), o_last.eq(frame_last)]
             advance_raster(m, p, grp, col, tcol, tile, row, rin)
             with m.If(strip_end):
                 m.d.sync += bank.eq(Mux(bank == 2, 0, bank + 1))
-        with m.Elif(self.o_beat.ready):
-            m.d.sync += o_valid.eq(0)
+
+        # ---- the lanes' scale pipelines: one register stage per step ------------------
+        valid, last = pop, frame_last
+        steps = 0
+
+        def step(values, name):
+            nonlocal valid, last, steps
+            steps += 1
+            v, t = Signal(name=f"v{steps}"), Signal(name=f"last{steps}")
+            with m.If(advance):
+                m.d.sync += [v.eq(valid), t.eq(last)]
+            valid, last = v, t
+            return [stage(m, x, advance, f"{name}{i}") for i, x in enumerate(values)]
+
+        xz = step([arith.scale_offset(self.i_beat.payload[8 * i:8 * i + 8], p)
+                   for i in range(p.P)], "xz")
+        t = step([arith.scale_gate(xz[i], self.gate_data[i]) for i in range(p.P)], "t")
+        n = len(arith.scale_chunks(t[0], p))
+        chunks = step([c for i in range(p.P) for c in arith.scale_chunks(t[i], p)], "tm")
+        tm = step([arith.scale_sum(chunks[n * i:n * i + n]) for i in range(p.P)], "tmsum")
+        r = step([arith.scale_round(m, tm[i], p) for i in range(p.P)], "round")
+        q = step([arith.scale_zero_point(r[i], p) for i in range(p.P)], "q")
+        if steps + 1 != BROADCAST_LATENCY_CYCLES:
+            raise AssertionError(f"tile_broadcaster: {steps} stages + the output register, "
+                                 f"but plan.BROADCAST_LATENCY_CYCLES is "
+                                 f"{BROADCAST_LATENCY_CYCLES}")
+        lanes = arith.wire(m, Cat(*[arith.scale_clamp(m, q[i]) for i in range(p.P)]), "lanes")
+
+        # ---- output register and skid slot -------------------------------------------
+        arrive = valid & advance            # a beat leaves the pipeline
+        with m.If(~o_valid | self.o_beat.ready):
+            with m.If(s_valid):
+                m.d.sync += [o_valid.eq(1), o_data.eq(s_data), o_last.eq(s_last),
+                             s_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [o_valid.eq(arrive), o_data.eq(lanes), o_last.eq(last)]
+        with m.Elif(arrive):
+            m.d.sync += [s_valid.eq(1), s_data.eq(lanes), s_last.eq(last)]
         return m

@@ -87,6 +87,7 @@ class TSEUnit(wiring.Component):
             gates.commit.eq(mac.commit), gates.commit_bank.eq(mac.commit_bank),
             mac.bank_free.eq(gates.free),
             # gate memory -> tile broadcaster
+            gates.r_en.eq(bc.gate_en),
             gates.r_bank.eq(bc.gate_bank), gates.r_tile.eq(bc.gate_tile),
             gates.r_group.eq(bc.gate_group), bc.gate_data.eq(gates.r_data),
             bc.bank_full.eq(gates.full),

@@ -10,7 +10,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from ref_model import numerics as nm
-from ref_model import streaming
+from ref_model import plan, streaming
 from ref_model.config import TSEConfig
 from ref_model.hw_profile import DEFAULT_HW
 from rtl.excite_mac import ExciteMac
@@ -227,8 +227,13 @@ def test_excite_mac_matches_model_and_its_latency():
     assert any(c == released[s - 2] for s, c in enumerate(commits) if s >= 2)
 
 
+@pytest.mark.parametrize("stalls", [True, False], ids=["stalled", "unstalled"])
 @pytest.mark.parametrize("cfg", [PATCH, COLUMN], ids=["patch", "column"])
-def test_tile_broadcaster_matches_model(cfg):
+def test_tile_broadcaster_matches_model(cfg, stalls):
+    """Output beats, TLAST and bank releases against the model, with the gate memory's
+    synchronous read emulated (the word addressed in a cycle with gate_en arrives the next
+    and is held while gate_en is low); unstalled, every beat leaves exactly
+    plan.BROADCAST_LATENCY_CYCLES after its pop, one beat per clock."""
     cfg, ip, x = small_case(cfg, seed=11, frames=2, zp_mode="natural")
     p = rtl_params(cfg, ip)
     model = streaming.run(cfg, ip, x, profile="hw")
@@ -237,14 +242,15 @@ def test_tile_broadcaster_matches_model(cfg):
     dut = TileBroadcaster(p)
     beats = frame_beats(x, cfg.lanes)
     rng = np.random.default_rng(3)
-    stall = rng.random((2, 40 * len(beats))) < 0.35
-    out, releases = [], []
+    stall = (rng.random((2, 40 * len(beats))) < 0.35) & stalls
+    out, releases, pops, out_cycles = [], [], [], []
 
     async def tb(ctx):
         full, bank_strip = [False] * 3, [None] * 3
         i = cycle = committed = 0
         while len(out) < len(beats):
-            if committed < strips and not full[committed % 3] and rng.random() < 0.05:
+            if committed < strips and not full[committed % 3] and \
+                    (rng.random() < 0.05 or not stalls):
                 full[committed % 3], bank_strip[committed % 3] = True, committed
                 committed += 1
             ctx.set(dut.bank_full, sum(f << b for b, f in enumerate(full)))
@@ -253,23 +259,26 @@ def test_tile_broadcaster_matches_model(cfg):
             if offer:
                 ctx.set(dut.i_beat.payload, beats[i][0])
             ctx.set(dut.o_beat.ready, not stall[1, cycle])
-            b = ctx.get(dut.gate_bank)                     # the gate memory's async read
-            if bank_strip[b] is not None:
+            b, read = ctx.get(dut.gate_bank), None        # the gate memory's sync read
+            if ctx.get(dut.gate_en) and bank_strip[b] is not None:
                 f, si = divmod(bank_strip[b], cfg.tiles_y)
                 g0 = ctx.get(dut.gate_group) * cfg.lanes
-                row = gates[f, si, ctx.get(dut.gate_tile), g0:g0 + cfg.lanes]
-                for lane in range(cfg.lanes):
-                    ctx.set(dut.gate_data[lane], int(row[lane]))
+                read = gates[f, si, ctx.get(dut.gate_tile), g0:g0 + cfg.lanes]
             if offer and ctx.get(dut.i_beat.ready):
                 assert full[b]
+                pops.append(cycle)
                 i += 1
             if ctx.get(dut.o_beat.valid) and ctx.get(dut.o_beat.ready):
                 out.append((ctx.get(dut.o_beat.payload.data), ctx.get(dut.o_beat.payload.last)))
+                out_cycles.append(cycle)
             if ctx.get(dut.release):
                 rb = ctx.get(dut.release_bank)
                 releases.append(bank_strip[rb])
                 full[rb], bank_strip[rb] = False, None
             await ctx.tick()
+            if read is not None:
+                for lane in range(cfg.lanes):
+                    ctx.set(dut.gate_data[lane], int(read[lane]))
             cycle += 1
 
     simulate(dut, tb)
@@ -278,6 +287,10 @@ def test_tile_broadcaster_matches_model(cfg):
     assert [k for k, (_, last) in enumerate(out) if last] == \
         [cfg.beats_per_frame * (n + 1) - 1 for n in range(x.shape[0])]
     assert releases == list(range(strips))
+    if not stalls:
+        assert [c - q for c, q in zip(out_cycles, pops)] == \
+            [plan.BROADCAST_LATENCY_CYCLES] * len(beats)
+        assert np.all(np.diff(pops)[:cfg.strip_beats - 1] == 1)   # gates there: no bubble
 
 
 def test_strip_buffer_is_the_models_fifo():
@@ -350,9 +363,14 @@ def test_gate_memory_banks():
         for bank in range(3):                # read back every word of every bank
             for t in range(p.tx):
                 for g in range(p.G):
+                    ctx.set(dut.r_en, 1)
                     ctx.set(dut.r_bank, bank)
                     ctx.set(dut.r_tile, t)
                     ctx.set(dut.r_group, g)
+                    await ctx.tick()             # a synchronous read: the word a cycle later
+                    ctx.set(dut.r_en, 0)         # and held while r_en is low
+                    ctx.set(dut.r_bank, (bank + 1) % 3)
+                    await ctx.tick()
                     got = [ctx.get(dut.r_data[lane]) for lane in range(p.P)]
                     assert got == [int(v) for v in expect[bank][t][g * p.P:(g + 1) * p.P]]
         ctx.set(dut.release, 1)              # strip 0 released: strip 2 may commit
