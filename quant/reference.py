@@ -94,10 +94,9 @@ def prepare_arrays(cfg: TSEConfig, state_dict: dict | None, calib, x, sources: d
     weights), float calibration and input activations (numpy arrays or tensors, [N, C, H, W]
     or [C, H, W], checked as a file's are)."""
     float_block = float_block_for(cfg, state_dict)
-    calib = calibration.check_activations(calib, cfg, "calibration")
-    model = quantize(float_block, calib, cfg.engine)
-    del calib
-    x = calibration.check_activations(x, cfg, "input")
+    x = calibration.check_activations(x, cfg, "input")   # first: calibration defaults to x
+    model = quantize(float_block, calibration.check_activations(calib, cfg, "calibration"),
+                     cfg.engine)
     return Prepared(cfg, float_block, model, extract_params(model), x, sources)
 
 
