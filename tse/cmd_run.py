@@ -10,6 +10,7 @@ import json
 import sys
 
 from ref_model.cli_args import add_config_arguments, config_from_args
+from rtl.export import add_unit_arguments
 
 
 RUN_PARTS = ("reference", "vectors", "cosim")
@@ -26,6 +27,7 @@ def register(sub):
                    help="synthetic input frames (default 3)")
     p.add_argument("--sim", default="icarus", choices=("icarus", "verilator", "none"),
                    help="simulator for the co-simulation (default icarus; none skips it)")
+    add_unit_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -40,6 +42,8 @@ def run(args):
     from . import golden, preflight
 
     # the chain runs the hw numerics whatever --profile: its widths are checked as such
+    from rtl.export import check_name
+    check_name(args.name)
     cfg = config_from_args(args).replace(profile="hw")
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
@@ -67,7 +71,7 @@ def run(args):
     ok = True
     if args.sim != "none":
         if not args.json:
-            print(f"co-simulating {out / 'vectors' / selfcheck.UNIT_FILE} on {args.sim} ...",
+            print(f"co-simulating {out / 'vectors' / (args.name + '.v')} on {args.sim} ...",
                   flush=True)
         try:
             report = cosim.cosimulate(
@@ -99,9 +103,11 @@ def run(args):
           f" x the paper's minimum {b['paper_minimum_bits']}); plain SE: {b['se_buffer_bits']} bits")
     if "cosim" in summary:
         c = summary["cosim"]
+        peak = c["max_buffer_occupancy"]
         print(f"co-simulation ({c['sim']}, {c['frames']} frames back to back, no pauses): "
               f"{'bit-exact' if c['mismatches'] == 0 else str(c['mismatches']) + ' MISMATCHES'}"
               f" on {c['beats']} output beats; throughput {c['throughput']:.4f}, latency "
-              f"{c['latency_cycles']} cycles, peak strip buffer {c['max_buffer_occupancy']} "
+              f"{c['latency_cycles']} cycles, peak strip buffer "
+              f"{'n/a (no probes)' if peak is None else peak} "
               f"beats, {c['cycles_per_s']} cycles/s{'' if c['ok'] else '; FAILED'}")
     return 0 if ok else 1

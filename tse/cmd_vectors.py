@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from ref_model.cli_args import add_config_arguments
+from rtl.export import add_unit_arguments
 
 from . import preflight
 from .cmd_reference import add_source_arguments, build_reference
@@ -25,6 +26,7 @@ def register(sub):
                        description=__doc__)
     add_config_arguments(p)
     add_source_arguments(p)
+    add_unit_arguments(p)
     p.add_argument("--json", action="store_true", help="print a one-line JSON summary")
     p.set_defaults(run=run)
 
@@ -35,6 +37,8 @@ def run(args):
 
     from . import golden
 
+    from rtl.export import check_name
+    check_name(args.name)
     cfg, ref = build_reference(args)
     # quantized PyTorch's codes piece by piece, channels last: no float stage of the frames
     torch_codes = reference.channels_last_codes(ref)
@@ -44,7 +48,7 @@ def run(args):
     result, vs_torch, files = v.result, v.vs_quantized_pytorch, v.files
     out = Path(args.out)
     bundle = {"testbench": str(out / selfcheck.TB_FILE),
-              "unit": str(out / selfcheck.UNIT_FILE) if selfcheck.UNIT_FILE in files else None,
+              "unit": str(out / f"{args.name}.v") if f"{args.name}.v" in files else None,
               "commands": selfcheck.COMMANDS}
     mismatched = {s: d["mismatches"] for s, d in vs_torch.items() if d["mismatches"]}
     summary = {"out": args.out, "profile": cfg.profile, "engine": cfg.engine,
@@ -62,7 +66,7 @@ def run(args):
             print(f"  {stage:7s} vs quantized PyTorch: {d['mismatches']} of {d['values']} codes "
                   f"differ ({100 * d['mismatch_rate']:.4f} %), largest {d['max_err_lsb']} LSB")
         print(f"  self-checking testbench {bundle['testbench']}"
-              + ("" if bundle["unit"] else " (no tse_unit.v: rtl/ is not available)")
+              + ("" if bundle["unit"] else f" (no {args.name}.v: rtl/ is not available)")
               + "; run in that directory (docs/cosim.md):")
         for sim, command in bundle["commands"].items():
             print(f"    {sim:9s} {command}")
