@@ -7,7 +7,9 @@ and the hand-over of finished sums to the excite MAC.
 Every accepted beat goes through one stage register; when the stage fires it
   - pushes the beat into the strip buffer (o_beat),
   - adds (x - zx) of each lane to its sum (read-modify-write; the first beat of a tile in a
-    strip writes instead of adding, so no clearing pass is needed between strips),
+    strip writes instead of adding, so no clearing pass is needed between strips; the sums
+    are read synchronously as the beat enters the stage register, transparently for the
+    write of the beat leaving it),
   - and, on a beat that completes a tile (last row of the strip, last column of the tile),
     sends the P finished sums to the excite MAC (o_sums) instead of keeping them.
 The stage fires only when both takers are ready, so the input stalls when the strip buffer
@@ -85,10 +87,14 @@ class LineAccumulator(wiring.Component):
 
         sums = m.submodules.sums = memory.Memory(
             shape=data.ArrayLayout(signed(p.sum_bits), P), depth=tx * G, init=[])
-        rd = sums.read_port(domain="comb")
         wr = sums.write_port()
-        addr = st_tile * G + st_grp
-        m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr)]
+        # synchronous read, issued as a beat loads into the stage register with the beat's
+        # address (so it adds no latency) and held while the beat waits; transparent, so a
+        # beat loaded as the one before it writes the same word (same tile column and
+        # channel group) reads the new sum
+        rd = sums.read_port(domain="sync", transparent_for=(wr,))
+        st_addr = Signal(range(tx * G), name="st_addr")
+        m.d.comb += wr.addr.eq(st_addr)
         lo, hi = -(1 << (p.sum_bits - 1)), (1 << (p.sum_bits - 1)) - 1
         new = []
         for lane in range(P):
@@ -147,8 +153,10 @@ class LineAccumulator(wiring.Component):
                 with m.If(self.i_beat.valid & self.i_beat.payload.last):
                     m.d.sync += mode.eq(Mode.NORMAL)
 
+        m.d.comb += [rd.en.eq(take), rd.addr.eq(tile * G + grp)]
         with m.If(take):
             m.d.sync += [st_valid.eq(1), st_data.eq(beat), st_first.eq(at_first),
+                         st_addr.eq(tile * G + grp),
                          st_complete.eq(at_complete), st_strip_end.eq(at_strip_end),
                          st_tile.eq(tile), st_grp.eq(grp), st_kind.eq(at_kind),
                          st_strip.eq(strip)]
