@@ -68,18 +68,22 @@ def test_verilog_top_has_the_contract_ports(tmp_path):
     assert text == verilog_text(cfg, ip)
     p = rtl_params(cfg, ip)
     got = ports(text)
-    want = {"clk": ("input", 1), "rst": ("input", 1),
+    axi = {"aclk": ("input", 1), "aresetn": ("input", 1),
             "s_axis_tdata": ("input", 8 * cfg.lanes), "s_axis_tvalid": ("input", 1),
             "s_axis_tready": ("output", 1), "s_axis_tlast": ("input", 1),
             "m_axis_tdata": ("output", 8 * cfg.lanes), "m_axis_tvalid": ("output", 1),
             "m_axis_tready": ("input", 1), "m_axis_tlast": ("output", 1),
-            "error": ("output", 1), "probe_gate_valid": ("output", 1),
+            "error": ("output", 1)}
+    assert got == axi                      # AXI ports only by default (issue 19)
+    lint(path)
+    probed = write_verilog(cfg, ip, tmp_path, probes=True)
+    want = {**axi, "probe_gate_valid": ("output", 1),
             "probe_gate_data": ("output", 8),
             "probe_gate_tile": ("output", max(1, (cfg.tiles_x * cfg.tiles_y - 1).bit_length())),
             "probe_gate_channel": ("output", max(1, (cfg.channels - 1).bit_length())),
             "probe_strip_level": ("output", (p.depth + 1).bit_length())}
-    assert got == want
-    lint(path)
+    assert ports(probed.read_text()) == want
+    lint(probed)
 
 
 def test_default_config_report_and_lint(tmp_path):
