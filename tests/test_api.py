@@ -56,10 +56,11 @@ def both(inputs, tmp_path_factory):
     rc = main(["vectors", "--channels", str(C), "--height", str(H), "--width", str(W),
                "--reduction", "3", "--tile", "4x3", "--lanes", "4", "--seed", "2",
                "--weights", str(tmp / "se.pt"), "--input", str(tmp / "x.npy"),
-               "--calibration", str(tmp / "calib.npy"), "--out", str(cli), "--json"])
+               "--calibration", str(tmp / "calib.npy"), "--name", "se_a", "--out", str(cli),
+               "--json"])
     assert rc == 0
     ref = tse.reference(block, x, calibration=calib, **OPTIONS)
-    vec = tse.vectors(ref, out=tmp / "api")
+    vec = tse.vectors(ref, out=tmp / "api", name="se_a")
     return cli, tmp / "api", ref, vec
 
 
@@ -69,6 +70,7 @@ def test_api_vectors_equal_the_cli_bit_for_bit(both):
     files_c = {f["path"]: f["sha256"] for f in mc["files"]}
     files_a = {f["path"]: f["sha256"] for f in ma["files"]}
     assert set(files_c) == set(files_a) and len(files_c) > 20
+    assert "se_a.v" in files_a and "se_a.core" in files_a and "tse_unit.v" not in files_a
     for path in files_c:                    # every .npy, hex, ROM image, Verilog, testbench
         assert (cli / path).read_bytes() == (api / path).read_bytes(), path
     assert artifacts.verify(api) == []

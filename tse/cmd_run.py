@@ -58,7 +58,8 @@ def run(args):
     torch_codes = {s: kernels.nhwc(ref.codes[s]) for s in vectors.COMPARED}
     v = golden.build(cfg, ref.params, kernels.nhwc(ref.codes["input"]), torch_codes, "hw",
                      ref.sources)
-    vs_torch = golden.write(v, out / "vectors").vs_quantized_pytorch
+    vs_torch = golden.write(v, out / "vectors", name=args.name,
+                            probes=args.probes).vs_quantized_pytorch
     summary = {"config": cfg.to_dict(), "calibration": calib,
                "excite_multipliers_built": cfg.excite_multipliers_built,
                "reference": reference.summary(ref, out / "reference"),

@@ -44,7 +44,7 @@ def run(args):
     torch_codes = reference.channels_last_codes(ref)
     x = torch_codes["input"]
     v = golden.write(golden.build(cfg, ref.params, x, torch_codes, cfg.profile, ref.sources),
-                     args.out)
+                     args.out, name=args.name, probes=args.probes)
     result, vs_torch, files = v.result, v.vs_quantized_pytorch, v.files
     out = Path(args.out)
     bundle = {"testbench": str(out / selfcheck.TB_FILE),
