@@ -157,11 +157,26 @@ class TSEConfig:
                                           self.excite_multipliers)
 
     @property
+    def shortest_strip_beats(self) -> int:
+        """Beats of the frame's shortest strip: the last one when H is not a multiple of the
+        tile's rows."""
+        last_rows = self.height - (self.tiles_y - 1) * self.tile_rows
+        return plan.strip_beats(min(self.tile_rows, last_rows), self.width, self.channels,
+                                self.lanes)
+
+    @property
+    def excite_keeps_up(self) -> bool:
+        """Every strip, the shortest included, lasts at least the excite latency: the
+        condition under which full_throughput_depth never stalls the input (the depth
+        formula's stated limit; otherwise the excite MAC lags within a frame)."""
+        return self.excite_latency_cycles <= self.shortest_strip_beats
+
+    @property
     def excite_multipliers_built(self) -> int:
         """Multipliers the unit builds: excite_multipliers, but no more than the widest
         excite layer's inputs, max(C, hidden) (more would multiply zeros on the same
         schedule; rtl.params uses this)."""
-        return min(self.excite_multipliers, max(self.channels, self.hidden))
+        return plan.excite_lanes(self.channels, self.hidden, self.excite_multipliers)
 
     @property
     def strip_buffer_depth(self) -> int:

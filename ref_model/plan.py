@@ -5,20 +5,26 @@ default buffer depth, the RTL's FIFO, the testbench's expectations and the buffe
 They take plain integers so a planner can apply them to any layer of any network.
 
 Timing model of the excite MAC, the schedule rtl/excite_mac.py runs (K1 = ceil(C / Q),
-K2 = ceil(hidden / Q); the schedule part of
-ref_model.unit_plan.UnitPlan holds it for one unit):
-  - squeeze: P mean units take each tile's means as its last beat's sums arrive, so the
-    means cost no MAC cycles (2 cycles at the tile's start for the last beat's)
-  - fc1: one hidden neuron at a time, Q of its C inputs a cycle -> hidden * K1 cycles
-  - fc2: one output channel at a time, Q of its hidden inputs a cycle -> C * K2 cycles
-  - a fixed budget per tile of K1 + EXCITE_PIPELINE_CYCLES cycles: the means, the pipeline
-    (weight ROM read, adder tree, requantizer, sigmoid, gate write) draining after fc1 and
-    after fc2, and idle cycles; the budget keeps every tile the same length, so
-    per tile: hidden * K1 + C * K2 + K1 + EXCITE_PIPELINE_CYCLES cycles.
+K2 = ceil(hidden / Q); ref_model.unit_plan.UnitPlan holds it for one unit). The MAC is a
+pipeline that never stalls, so a strip's excite latency is three fixed parts:
+  - lead-in: P mean units take each tile's means as its last beat's sums arrive, in
+    MEAN_STAGES register stages; the first issue waits for the strip's last sums' means
+    (EXCITE_LEAD_CYCLES, once a strip)
+  - tiles, back to back, each excite_cycles_per_tile: fc1 issues one hidden neuron at a time,
+    Q of its C inputs a cycle (hidden * K1 cycles), a wait until the last hidden code is
+    written, then fc2 one output channel at a time (C * K2 cycles)
+  - drain: the last gate leaves the pipeline (operands, products, adder tree, accumulator,
+    requantizer, sigmoid ROM, gate write), excite_drain_cycles after the last issue.
 A strip's tiles are excited one after another once the strip's last beat has arrived; its
 gates go to one of three gate banks (strip number mod 3) and commit once the broadcaster has
 released the strip two before. (The streaming model, ref_model.streaming, holds two gate
 banks; rtl/gate_memory.py says why the RTL keeps a third.)
+
+Pipeline of one issue, in cycles after it (rtl/excite_mac.py): +1 operands (pooled or hidden
+codes, weight ROM word), +2 Q products, then one adder-tree level a cycle, the accumulator, the
+requantizer's multiply (two stages), rounding shift, zero point, clamp; the code is written
+ISSUE_TO_TREE + tree levels + ACCUMULATE_TO_CODE cycles after the issue, and the gate one
+cycle later (sigmoid ROM).
 
 At one beat per clock the input of strip i+1 keeps arriving while strip i waits for its gates,
 so the strip buffer must hold a whole strip plus the excite latency in beats; a shallower one
@@ -29,9 +35,16 @@ from __future__ import annotations
 
 import math
 
-EXCITE_PIPELINE_CYCLES = 8
-"""Fixed cycles per tile besides the MAC loops and K1 (ROM latency, requantizer, sigmoid,
-write)."""
+MEAN_STAGES = 16
+"""Register stages of a mean unit in its deepest form (rtl/pipeline.mean: float32 rounding of
+a sum wider than 24 bits); shallower forms are padded to it, so the schedule is one."""
+EXCITE_LEAD_CYCLES = MEAN_STAGES + 1
+"""Cycles from a strip's last sums to its first issue: the means, and the pooled register."""
+ISSUE_TO_TREE = 3
+"""Cycles from an issue to the adder tree's first level (operand registers, products)."""
+ACCUMULATE_TO_CODE = 5
+"""Cycles from the accumulator to the written code: the multiply by M (two stages), the
+rounding shift, the zero point, the clamp."""
 BROADCAST_LATENCY_CYCLES = 7
 """Cycles from a beat's pop off the strip buffer to its output beat on m_axis, unstalled
 (rtl/tile_broadcaster.py): the gate read with (x - zx), (x - zx) * g, the products with M's
@@ -44,19 +57,50 @@ def strip_beats(tile_rows: int, width: int, channels: int, lanes: int) -> int:
     return tile_rows * width * channels // lanes
 
 
-def excite_cycles_per_tile(channels: int, hidden: int, multipliers: int) -> int:
-    """Cycles the excite MAC spends on one tile (the module docstring's schedule)."""
+def excite_lanes(channels: int, hidden: int, multipliers: int) -> int:
+    """Multipliers built: no more than the widest layer's inputs (more would multiply zeros;
+    the chunk counts ceil(C/Q) and ceil(hidden/Q) are the same)."""
+    return min(multipliers, max(channels, hidden))
+
+
+def excite_tree_levels(channels: int, hidden: int, multipliers: int) -> int:
+    """Levels of the excite MAC's adder tree over its products (one register stage each)."""
+    return max(0, (excite_lanes(channels, hidden, multipliers) - 1).bit_length())
+
+
+def excite_issue_to_code(channels: int, hidden: int, multipliers: int) -> int:
+    """Cycles from an issue of a neuron's last chunk to the cycle its code is written."""
+    return (ISSUE_TO_TREE + excite_tree_levels(channels, hidden, multipliers)
+            + ACCUMULATE_TO_CODE)
+
+
+def excite_fc2_start(channels: int, hidden: int, multipliers: int) -> int:
+    """A tile's first fc2 issue, in cycles from its first fc1 issue: after fc1's issues, and
+    late enough that fc2's read of the last hidden chunk (a cycle after its issue, K2 - 1
+    issues in) comes after the last hidden code is written."""
     k1 = math.ceil(channels / multipliers)
     k2 = math.ceil(hidden / multipliers)
-    fc1 = hidden * k1
-    fc2 = channels * k2
-    return fc1 + fc2 + k1 + EXCITE_PIPELINE_CYCLES
+    last1 = hidden * k1 - 1
+    return max(last1 + 1, last1 + excite_issue_to_code(channels, hidden, multipliers) + 1 - k2)
+
+
+def excite_cycles_per_tile(channels: int, hidden: int, multipliers: int) -> int:
+    """Issue cycles of one tile (the module docstring's schedule); tiles follow each other."""
+    k2 = math.ceil(hidden / multipliers)
+    return excite_fc2_start(channels, hidden, multipliers) + channels * k2
+
+
+def excite_drain_cycles(channels: int, hidden: int, multipliers: int) -> int:
+    """Cycles after a strip's last issue until its last gate is written (inclusive)."""
+    return excite_issue_to_code(channels, hidden, multipliers) + 1
 
 
 def excite_latency_cycles(channels: int, hidden: int, tiles_per_strip: int,
                           multipliers: int) -> int:
     """Cycles from a strip's last input beat until all its gates are written."""
-    return tiles_per_strip * excite_cycles_per_tile(channels, hidden, multipliers)
+    return (EXCITE_LEAD_CYCLES + tiles_per_strip * excite_cycles_per_tile(channels, hidden,
+                                                                          multipliers)
+            + excite_drain_cycles(channels, hidden, multipliers))
 
 
 def full_throughput_depth(tile_rows: int, width: int, channels: int, hidden: int,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import plan
 from .config import TSEConfig
 
 NAMES = ("w1", "w2", "fc1", "fc2", "sigmoid")
@@ -100,8 +101,8 @@ class Rom:
 # ---- widths, shared with rtl.params -----------------------------------------------------
 
 def excite_lanes(cfg: TSEConfig) -> int:
-    """Q: the excite multipliers built, no more than the widest layer's inputs."""
-    return min(cfg.excite_multipliers, max(cfg.channels, cfg.hidden))
+    """Q: the excite multipliers built (ref_model.plan.excite_lanes)."""
+    return plan.excite_lanes(cfg.channels, cfg.hidden, cfg.excite_multipliers)
 
 
 def acc_bits(hw) -> int:

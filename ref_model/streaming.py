@@ -13,8 +13,9 @@ channels P at a time. Every process keeps its own position counters, as the RTL 
 checks the last flag against them.
 
   line_accumulator  takes one input beat per cycle when the strip buffer has room (and, on a
-                    strip's last beat, when the excite MAC can take the strip's sums); adds
-                    (x - zero point) of each lane into the sum of (tile column, channel);
+                    beat that completes a tile, when the excite MAC can take the strip's
+                    sums); adds (x - zero point) of each lane into the sum of (tile column,
+                    channel);
                     pushes the beat into the strip buffer; on a strip's last beat hands the
                     strip's sums and tile element counts to the excite MAC and clears them.
   excite_mac        per strip: squeeze, fc1 + ReLU, fc2, sigmoid for each of its tiles
@@ -152,9 +153,13 @@ def line_accumulator(cfg: TSEConfig, T, profile: int, clock: Clock, source,
     counts = np.zeros(tx, np.int64)
     frame = row = col = grp = 0
     for beat in source:
-        end_of_strip = (grp == groups - 1 and col == W - 1
-                        and (row % th == th - 1 or row == H - 1))
-        while not strip_buffer.can_push() or (end_of_strip and not to_excite.can_push()):
+        last_row = row % th == th - 1 or row == H - 1
+        end_of_strip = grp == groups - 1 and col == W - 1 and last_row
+        # a beat that completes a tile hands its sums to the excite MAC's pooled bank (the
+        # RTL's mean units take them as they come), so it waits until the MAC can take the
+        # strip: the bank is free once the strip two before is committed
+        completes_tile = last_row and (col % tw == tw - 1 or col == W - 1)
+        while not strip_buffer.can_push() or (completes_tile and not to_excite.can_push()):
             stats.input_stall_cycles += 1          # the beat waits: input not ready
             yield
         expect_last = grp == groups - 1 and col == W - 1 and row == H - 1

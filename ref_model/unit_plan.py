@@ -134,21 +134,27 @@ class UnitPlan:
     def pooled_banks(self): return POOLED_BANKS                 # noqa: E704
 
     @property
-    def fc2_start(self) -> int:
-        """Cycle of a tile's first fc2 issue: 2 cycles of means, fc1's hidden*K1 issues, then
-        a wait until the last hidden code is written (4 cycles after its issue)."""
-        return 2 + self.hidden * self.K1 - 1 + max(1, 5 - self.K2)
+    def lead_cycles(self): return plan.EXCITE_LEAD_CYCLES       # noqa: E704
+    @property
+    def tree_levels(self):                                      # noqa: E704
+        return plan.excite_tree_levels(self.C, self.hidden, self.Q)
+    @property
+    def issue_to_code(self):                                    # noqa: E704
+        return plan.excite_issue_to_code(self.C, self.hidden, self.Q)
+    @property
+    def drain_cycles(self):                                     # noqa: E704
+        return plan.excite_drain_cycles(self.C, self.hidden, self.Q)
 
     @property
-    def last_gate_cycle(self) -> int:
-        """Cycle in which a tile's last gate is written (4 cycles after fc2's last issue)."""
-        return self.fc2_start + self.C * self.K2 - 1 + 4
+    def fc2_start(self) -> int:
+        """A tile's first fc2 issue, in cycles from its first (fc1) issue."""
+        return plan.excite_fc2_start(self.C, self.hidden, self.Q)
 
     def check_schedule(self) -> None:
-        """The tile's work fits its tile_cycles (true for every configuration; kept as an
+        """The strip's parts add up to the plan's excite latency (kept as an
         elaboration-time assertion of the schedule)."""
-        assert self.last_gate_cycle <= self.tile_cycles - 1, (self.last_gate_cycle,
-                                                              self.tile_cycles)
+        assert (self.lead_cycles + self.tx * self.tile_cycles + self.drain_cycles
+                == self.strip_latency), (self.lead_cycles, self.tile_cycles, self.drain_cycles)
 
     # ================= numbers: zero points, hw widths, constants ====================
     @property

@@ -1,5 +1,6 @@
-"""The hw profile's arithmetic as Amaranth expressions: rounding shifts, float32-style
-significant-bit rounding, the mean, the requantizer and the broadcaster's multiply.
+"""The hw profile's arithmetic as Amaranth expressions: rounding shifts, clamps, saturating adds,
+the leading-one detector and the broadcaster's multiply (rtl/pipeline.py builds the excite
+MAC's long computations from these in register stages).
 
 Each function mirrors one function of ref_model.numerics and builds combinational logic from
 Values (registers and pipelining are the components' business). All arithmetic is exact:
@@ -21,8 +22,6 @@ from amaranth import Array, Cat, Const, Mux, Signal, signed, unsigned
 from amaranth.hdl import Value
 
 from ref_model import numerics as nm
-
-F32_BITS = 24
 
 
 def wire(m, expr, name: str = "w") -> Signal:
@@ -105,80 +104,9 @@ def bit_length(m, v) -> Value:
     return wire(m, Mux(hi.any(), bit_length(m, hi) + half, bit_length(m, lo)), "bitlen")
 
 
-def round_significant(m, v, bits: int) -> Value:
-    """v rounded to `bits` significant bits, ties to even, as a value of the same scale
-    (numerics.round_significant: leading-one detector, shifter, incrementer). Rounding the
-    magnitude keeps the sign symmetric, as float32 rounding does."""
-    v = Value.cast(v)
-    w = len(v)
-    if w <= bits:
-        return v
-    v = wire(m, v, "r24_in")
-    neg = v[-1] if v.shape().signed else Const(0)
-    mag = wire(m, Mux(neg, -v, v)[:w], "r24_mag")    # |v| <= 2**(w-1) fits w bits
-    length = bit_length(m, mag)
-    drop = wire(m, Mux(length > bits, length - bits, 0)[:max(1, (w - bits).bit_length())],
-                "r24_drop")
-    q = wire(m, mag >> drop, "r24_q")
-    half = (mag & Cat(*[drop == i + 1 for i in range(w)])).any()
-    sticky = (mag & Cat(*[drop > i + 1 for i in range(w)])).any()
-    rounded = wire(m, ((q + (half & (sticky | q[0]))) << drop)[:w + 1], "r24_mag_out")
-    return Mux(neg, -rounded, rounded)
-
-
-def mean(m, s, kind, p) -> Value:
-    """The squeeze of one channel: the 8-bit mean of tile sum s for tile kind `kind`
-    (numerics.mean_hw_f32 or numerics.mean_hw by p.mean_rounding). s: signed Value,
-    kind: 2-bit Value, p: RtlParams (reciprocal table, input zero point)."""
-    zx = p.zx
-    r = const_table(p.recip, kind)
-    sh = p.recip_shift
-    zsh = const_table([zx << k for k in sh], kind)
-    if p.mean_rounding == nm.F32:
-        # f32(f32(f32(S) * f32(1/n)) + zx), rounded half-even to an integer: every value is
-        # an integer scaled by 2**-sh, and rounding to 24 significant bits does not care
-        # about the scale, so the float steps become integer ones.
-        prod = round_significant(m, s, F32_BITS) * r
-        t = round_significant(m, prod, F32_BITS) + zsh
-        b = wire(m, round_significant(m, t, F32_BITS), "mean_b")
-        q = Array(round_shift(m, b, k, False) for k in sh)[kind] if len(set(sh)) > 1 \
-            else round_shift(m, b, sh[0], False)
-        return clamp(wire(m, q, "mean_q"), 0, 255)[:8]
-    # exactly rounded: t = S R + zx 2**sh; q0 = t >> sh; the remainder against R decides
-    t = wire(m, s * r + zsh, "mean_t")
-    q0 = wire(m, Array(t >> k for k in sh)[kind] if len(set(sh)) > 1 else t >> sh[0],
-              "mean_q0")
-    rem = t & const_table([(1 << k) - 1 for k in sh], kind)
-    d2 = wire(m, (rem << 2) + const_table([-(2 << k) for k in sh], kind),  # 4 rem - 2**(sh+1)
-              "mean_d2")
-    if p.mean_rounding == nm.HALF_UP:
-        up = d2 > -r
-    else:
-        up = (d2 >= r) | ((d2 > -r) & q0[0])
-    return clamp(wire(m, q0 + up, "mean_q"), 0, 255)[:8]
-
-
-def requant(m, product, shift, max_shift: int, zo, lo, half_up) -> Value:
-    """clamp(round(product / 2**shift) + zo, lo, 255) of product = acc * multiplier: the fc
-    requantizer (numerics.requant_hw) after its multiply (a pipeline register sits between
-    the two). shift: a Value up to max_shift."""
-    q = wire(m, round_shift(m, product, shift, half_up, max_shift) + zo, "rq_q")
-    return clamp(q, lo, 255)[:8]
-
-
-def tree_sum(m, values) -> Value:
-    """The sum of values as a balanced adder tree (log2 depth), each level on wires."""
-    values = list(values)
-    while len(values) > 1:
-        pairs = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
-        values = [wire(m, v, "tree") for v in pairs] + values[len(pairs) * 2:]
-    return values[0]
-
-
 SCALE_CHUNK_BITS = 17
-"""Bits of the broadcaster's output multiplier M per multiply: a zero-extended chunk is an
-18-bit signed operand, so (x - zx) * g (at most 17 bits, signed) times a chunk is one
-MULT18X18D (M is at most 31 bits: two chunks)."""
+"""Bits of a chunk of the broadcaster's multiplier M: t (18 bits signed) times a 17-bit
+unsigned chunk is one MULT18X18D."""
 
 
 def scale_offset(x, p) -> Value:
@@ -239,7 +167,7 @@ def scale(m, x, g, p) -> Value:
     return scale_clamp(m, scale_zero_point(scale_round(m, tm, p), p))
 
 
-__all__ = ["wire", "extend", "tree_sum", "const_table", "clamp", "sat_add", "sconst", "minus_zp",
-           "round_shift", "bit_length", "round_significant", "mean", "requant", "scale",
+__all__ = ["wire", "extend", "const_table", "clamp", "sat_add", "sconst", "minus_zp",
+           "round_shift", "bit_length", "scale",
            "SCALE_CHUNK_BITS", "scale_offset", "scale_gate", "scale_chunks", "scale_sum",
            "scale_round", "scale_zero_point", "scale_clamp"]

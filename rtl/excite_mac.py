@@ -1,34 +1,35 @@
 """excite_mac: squeeze, fc1 + ReLU, fc2 and sigmoid of every tile (ref_model.streaming.excite_mac).
 
 Owns the P mean units, the pooled codes of two strips, the Q-multiplier MAC with its shared
-requantizer, the sigmoid ROM, and the timing of a strip: exactly
-plan.excite_cycles_per_tile cycles per tile, the strip's gates committed to the gate memory
-in the last cycle of its tiles_x * excite_cycles_per_tile (the model's excite latency).
+requantizer, the sigmoid ROM, and the timing of a strip: exactly the plan's excite latency
+(ref_model.plan: lead-in, tiles_x * excite_cycles_per_tile, drain), the strip's gates
+committed to the gate memory in its last cycle.
 
 Squeeze. The line accumulator hands over the P finished sums of a tile on each beat that
-completes it; P mean units turn them into pooled codes (numerics.mean_hw_f32 / mean_hw) one
-cycle later, into the pooled bank of the strip's parity. So the means are taken while the
-strip's last pixels stream in, and the MAC only waits for the last beat's.
+completes it; P mean units (rtl/pipeline.mean, numerics.mean_hw_f32 / mean_hw) turn them into
+pooled codes plan.MEAN_STAGES cycles later, into the pooled bank of the strip's parity. So
+the means are taken while the strip's last pixels stream in, and the MAC only waits for the
+last beat's (the lead-in).
 
 MAC. Both 1x1 convolutions run one output at a time with Q inputs in parallel: Q products
-(9-bit x int8), an adder tree (a chain of saturating adds when hw.saturate, which is what
-makes saturation bit-exact) and one accumulator loaded with the fixed-point bias. fc1 takes
-hidden * ceil(C/Q) cycles, fc2 C * ceil(hidden/Q): together exactly the model's
-C * ceil(hidden/Q) + hidden * ceil(C/Q). One output per chunk loop means one requantizer
-(acc x M, then the rounding shift) serves both layers, and fc2's gates leave one at a time,
-which is what the gate memory and its probe take.
+(9-bit x int8), an adder tree with a register on every level, and one accumulator loaded
+with the fixed-point bias. With hw.saturate the tree adds clamp-shift maps instead of
+numbers (rtl/pipeline.compose_clamped), which gives the chain of saturating adds in channel
+order exactly. fc1 takes hidden * ceil(C/Q) issues, fc2 C * ceil(hidden/Q). One output per
+chunk loop means one requantizer (acc x M, then the rounding shift) serves both layers, and
+fc2's gates leave one at a time, which is what the gate memory and its probe take.
 
-Schedule of one tile, in cycles from its start (B = plan.excite_cycles_per_tile):
-    0, 1      the last beat's sums reach the mean units, the pooled codes are written
-    2 ...     fc1 issues: output o, chunk k (hidden * K1 cycles, K1 = ceil(C/Q))
-    F2 ...    fc2 issues: output c, chunk k (C * K2 cycles, K2 = ceil(hidden/Q)),
-              F2 = 2 + hidden*K1 - 1 + max(1, 5 - K2): the last hidden code is written 4
-              cycles after its last issue (products, accumulate, multiply, round)
-    ... B-1   the last gate is written 4 cycles after fc2's last issue, at the latest in
-              cycle B-1; the strip commits in the last cycle of its last tile.
-Pipeline of an issue: [weight ROM word (block RAM, read a cycle ahead), products] ->
-[adder tree + accumulator] -> [acc x M] -> [round, zero point, clamp: hidden code, or excite
-code] -> [sigmoid ROM, gate write].
+Pipeline of an issue (cycles after it; L = tree levels, A = 3 + L):
+    +1        operands: the pooled or hidden chunk, the weight ROM word (block RAM)
+    +2        Q products
+    +3..+2+L  adder tree, a level a cycle
+    A         accumulator (bias from the fc ROM, block RAM read a cycle ahead)
+    A+1, A+2  acc x M: limb products, their sum (pipeline.mul)
+    A+3, A+4  rounding shift; increment and zero point
+    A+5       clamp: the hidden code is written, or the sigmoid ROM is addressed
+    A+6       the gate is written to the gate memory
+The pipeline never stalls: a strip is a fixed sequence of cycles, so its latency is the
+plan's, and the test that compares it with the model is exact.
 
 Strip hand-over, as the model's excite_mac: a strip is excited as soon as its last sums
 arrived and the previous strip committed; its gates go to gate bank (strip number mod 3),
@@ -40,23 +41,14 @@ accumulator waits (its sums stream is not ready) only while two strips are pendi
 from __future__ import annotations
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ref_model import numerics as nm
+from ref_model import plan
 
-from . import arith
+from . import arith, pipeline
 from .params import RtlParams, field, sums_layout
-
-
-def fc2_start(p: RtlParams) -> int:
-    """Cycle of a tile's first fc2 issue (see the module docstring): the plan's."""
-    return p.fc2_start
-
-
-def check_schedule(p: RtlParams) -> None:
-    """The tile's work fits its excite_cycles_per_tile cycles: the plan's assertion."""
-    p.check_schedule()
 
 
 class ExciteMac(wiring.Component):
@@ -64,7 +56,7 @@ class ExciteMac(wiring.Component):
 
     def __init__(self, p: RtlParams):
         self.p = p
-        check_schedule(p)
+        p.check_schedule()
         super().__init__({
             "i_sums": In(stream.Signature(sums_layout(p))),
             # gate writes, one gate a cycle, and the strip's commit
@@ -95,17 +87,24 @@ class ExciteMac(wiring.Component):
         a_word = Signal(P * p.sum_bits)
         a_sums = [a_word[lane * p.sum_bits:(lane + 1) * p.sum_bits].as_signed()
                   for lane in range(P)]
-        a_kind, a_tile, a_group, a_bank = (Signal(2), Signal(field(tx)), Signal(field(p.G)),
-                                           Signal())
+        a_kind = Signal(2)
+        a_where = Signal(data.StructLayout({"tile": field(tx), "group": field(p.G), "bank": 1}))
         m.d.sync += a_valid.eq(accept)
         with m.If(accept):
-            m.d.sync += [a_kind.eq(s_in.kind), a_tile.eq(s_in.tile), a_group.eq(s_in.group),
-                         a_bank.eq(wbank)]
-            m.d.sync += a_word.eq(s_in.sums)
+            m.d.sync += [a_kind.eq(s_in.kind), a_word.eq(s_in.sums),
+                         a_where.eq(Cat(s_in.tile, s_in.group, wbank))]
         with m.If(strip_done):
             m.d.sync += [wbank.eq(~wbank), bank_strip[wbank].eq(s_in.strip)]
-        means = [arith.wire(m, arith.mean(m, s[:p.sum_value_bits].as_signed(), a_kind, p),
-                            f"mean{lane}") for lane, s in enumerate(a_sums)]
+        means, depth = [], 0
+        for s in a_sums:
+            code, depth = pipeline.mean(m, s[:p.sum_value_bits].as_signed(), a_kind, p)
+            means.append(code)
+        assert depth <= plan.MEAN_STAGES, (depth, plan.MEAN_STAGES)
+        # every form of the mean leaves at the same cycle: the schedule is one
+        means_word = pipeline.delay(m, Cat(*means), plan.MEAN_STAGES - depth, "means")
+        m_valid = pipeline.delay(m, a_valid, plan.MEAN_STAGES, "mean_valid")
+        m_where = data.View(a_where.shape(),
+                            pipeline.delay(m, a_where.as_value(), plan.MEAN_STAGES, "mean_where"))
         pooled_words = [[Signal(8 * C, name=f"pooled_b{b}_t{t}") for t in range(tx)]
                         for b in range(2)]
         pooled = [[[word[8 * c:8 * c + 8] for c in range(C)] for word in bank]
@@ -113,13 +112,17 @@ class ExciteMac(wiring.Component):
         for b in range(2):
             for t in range(tx):
                 for g in range(p.G):
-                    with m.If(a_valid & (a_bank == b) & (a_tile == t) & (a_group == g)):
+                    with m.If(m_valid & (m_where.bank == b) & (m_where.tile == t)
+                              & (m_where.group == g)):
                         m.d.sync += pooled_words[b][t][8 * P * g:8 * P * (g + 1)].eq(
-                            Cat(*means))
+                            means_word)
 
-        # ================= strip control: exactly B cycles per tile ====================
-        B = p.tile_cycles
+        # ============ strip control: lead-in, tiles of B cycles, drain ==================
+        B, lead, drain = p.tile_cycles, p.lead_cycles, p.drain_cycles
+        LEAD, TILES, DRAIN = 0, 1, 2
         running = Signal()
+        phase = Signal(2)
+        cnt = Signal(range(max(lead, drain) + 1))
         rb = Signal()                        # pooled bank (strip parity) the MAC works on
         gb = Signal(2)                       # gate bank: strip number mod 3
         tile = Signal(field(tx))
@@ -127,24 +130,38 @@ class ExciteMac(wiring.Component):
         cur_strip = Signal(field(p.ty))
         waiting = Mux(rb, pbusy[1], pbusy[0]) | (strip_done & (wbank == rb))
         start = ~running & waiting
-        last_cycle = running & (sc == B - 1) & (tile == tx - 1)
+        in_tiles = running & (phase == TILES)
+        last_cycle = running & (phase == DRAIN) & (cnt == drain - 1)
         # like the model, a strip's gates become visible only once the broadcaster is done
         # with the strip two before (its bank, gb + 1 mod 3, is free)
         older = Mux(gb == 2, 0, gb + 1)
         can_commit = Array(self.bank_free[b] for b in range(3))[older]
         commit = last_cycle & can_commit
         m.d.comb += [self.commit.eq(commit), self.commit_bank.eq(gb)]
-        with m.If(start):    # the start cycle is the tile's cycle 0
-            m.d.sync += [running.eq(1), tile.eq(0), sc.eq(1),
+        with m.If(start):    # the start cycle is the lead-in's cycle 0
+            m.d.sync += [running.eq(1), phase.eq(LEAD), cnt.eq(1),
                          cur_strip.eq(Mux(strip_done & (wbank == rb), s_in.strip,
                                           bank_strip[rb]))]
         with m.Elif(running):
-            with m.If(sc != B - 1):
-                m.d.sync += sc.eq(sc + 1)
-            with m.Elif(tile != tx - 1):
-                m.d.sync += [sc.eq(0), tile.eq(tile + 1)]
-            with m.Elif(can_commit):         # else: hold in the last cycle
-                m.d.sync += [running.eq(0), rb.eq(~rb), gb.eq(Mux(gb == 2, 0, gb + 1))]
+            with m.Switch(phase):
+                with m.Case(LEAD):
+                    with m.If(cnt == lead - 1):
+                        m.d.sync += [phase.eq(TILES), tile.eq(0), sc.eq(0)]
+                    with m.Else():
+                        m.d.sync += cnt.eq(cnt + 1)
+                with m.Case(TILES):
+                    with m.If(sc != B - 1):
+                        m.d.sync += sc.eq(sc + 1)
+                    with m.Elif(tile != tx - 1):
+                        m.d.sync += [sc.eq(0), tile.eq(tile + 1)]
+                    with m.Else():
+                        m.d.sync += [phase.eq(DRAIN), cnt.eq(0)]
+                with m.Default():
+                    with m.If(cnt != drain - 1):
+                        m.d.sync += cnt.eq(cnt + 1)
+                    with m.Elif(can_commit):     # else: hold in the last cycle
+                        m.d.sync += [running.eq(0), rb.eq(~rb),
+                                     gb.eq(Mux(gb == 2, 0, gb + 1))]
         for b in range(2):   # a bank is busy from its strip's last sums to its commit
             with m.If(strip_done & (wbank == b)):
                 m.d.sync += pbusy[b].eq(1)
@@ -152,9 +169,9 @@ class ExciteMac(wiring.Component):
                 m.d.sync += pbusy[b].eq(0)
 
         # ================= issue: (layer, output, chunk) per cycle ======================
-        F1, F2 = 2, fc2_start(p)
-        in_fc1 = running & (sc >= F1) & (sc < F1 + hid * p.K1)
-        in_fc2 = running & (sc >= F2) & (sc < F2 + C * p.K2)
+        F2 = p.fc2_start
+        in_fc1 = in_tiles & (sc < hid * p.K1)
+        in_fc2 = in_tiles & (sc >= F2)
         o = Signal(field(max(C, hid)))       # output neuron
         k = Signal(field(max(p.K1, p.K2)))   # input chunk
         c_grp, c_lane = Signal(field(p.G)), Signal(field(P))   # fc2's output as group, lane
@@ -168,21 +185,36 @@ class ExciteMac(wiring.Component):
                     m.d.sync += [c_lane.eq(0), c_grp.eq(c_grp + 1)]
         # the counters restart before each layer (after the increments: these win when
         # fc2 follows fc1's last issue directly)
-        with m.If(~running | (sc == F1 - 1) | (sc == F2 - 1)):
+        restart = ~in_tiles | (sc == B - 1)
+        with m.If(restart | (sc == F2 - 1)):
             m.d.sync += [o.eq(0), k.eq(0), c_grp.eq(0), c_lane.eq(0)]
+        with m.If(restart):
+            m.d.sync += [a1.eq(0), a2.eq(0)]
+        with m.Else():
+            with m.If(in_fc1):
+                m.d.sync += a1.eq(a1 + 1)
+            with m.If(in_fc2):
+                m.d.sync += a2.eq(a2 + 1)
 
-        # weight ROMs with synchronous reads (block RAM): each is addressed with its
-        # counter's next value, so the word of an issue is there in the issue's cycle
-        restart = ~running | (sc == F1 - 1)
-        a1_next = arith.wire(m, Mux(restart, 0, Mux(in_fc1, a1 + 1, a1))[:len(a1)], "a1_next")
-        a2_next = arith.wire(m, Mux(restart, 0, Mux(in_fc2, a2 + 1, a2))[:len(a2)], "a2_next")
-        m.d.sync += [a1.eq(a1_next), a2.eq(a2_next)]
+        # what travels with an issue down the pipeline
+        tag_layout = data.StructLayout({
+            "valid": 1, "fc2": 1, "first": 1, "last": 1, "k": field(max(p.K1, p.K2)),
+            "o": field(max(C, hid)), "tile": field(tx), "grp": field(p.G), "lane": field(P)})
+        A = plan.ISSUE_TO_TREE + p.tree_levels          # the accumulator's cycle
+        tags = [Signal(tag_layout, name="tag0")]
+        m.d.comb += tags[0].eq(Cat(in_fc1 | in_fc2, in_fc2, k == 0, k == kmax, k, o, tile,
+                                   c_grp, c_lane))
+        for i in range(1, p.issue_to_code + 2):
+            tags.append(Signal(tag_layout, name=f"tag{i}"))
+            m.d.sync += tags[i].eq(tags[i - 1])
+
+        # +1: operands. Weight ROMs (block RAM) read at the issue, pooled / hidden chunk
+        # picked by an index registered at the issue
         w1 = m.submodules.w1_rom = memory.Memory(shape=8 * Q, depth=len(p.w1_rom), init=p.w1_rom)
         w2 = m.submodules.w2_rom = memory.Memory(shape=8 * Q, depth=len(p.w2_rom), init=p.w2_rom)
         w1r, w2r = w1.read_port(), w2.read_port()
-        m.d.comb += [w1r.addr.eq(a1_next), w2r.addr.eq(a2_next)]
-
-        # activations: Q pooled codes of chunk k of this tile, or Q hidden codes
+        m.d.comb += [w1r.addr.eq(a1), w2r.addr.eq(a2)]
+        sel = pipeline.cut(m, (rb * tx + tile) * p.K1 + k, "pooled_sel")
         hidden_word = Signal(8 * hid)
         hidden = [hidden_word[8 * i:8 * i + 8] for i in range(hid)]
         pooled_chunks = Array(
@@ -192,90 +224,95 @@ class ExciteMac(wiring.Component):
         hidden_chunks = Array(
             Cat(*[hidden[kk * Q + q] if kk * Q + q < hid else Const(0, 8) for q in range(Q)])
             for kk in range(p.K2))
-        pw = arith.wire(m, pooled_chunks[(rb * tx + tile) * p.K1 + k], "pooled_chunk")
-        hw_ = arith.wire(m, hidden_chunks[k], "hidden_chunk")
+        t1 = tags[1]
+        pw = arith.wire(m, pooled_chunks[sel], "pooled_chunk")
+        hw_ = arith.wire(m, hidden_chunks[t1.k], "hidden_chunk")
+        acts = [Mux(t1.fc2, arith.minus_zp(hw_[8 * q:8 * q + 8], p.zh),
+                    arith.minus_zp(pw[8 * q:8 * q + 8], p.zx))[:9] for q in range(Q)]
+        wgts = [Mux(t1.fc2, w2r.data[8 * q:8 * q + 8], w1r.data[8 * q:8 * q + 8])
+                for q in range(Q)]
+        act_word = pipeline.cut(m, Cat(*acts), "act_word")
+        wgt_word = pipeline.cut(m, Cat(*wgts), "wgt_word")
 
-        # stage 1: Q products
-        v1, l1, first1, last1 = Signal(), Signal(), Signal(), Signal()
-        o1, t1, g1, n1 = Signal.like(o), Signal.like(tile), Signal.like(c_grp), Signal.like(c_lane)
-        prods_word = Signal(17 * Q)
+        # +2: Q products
+        prods_word = pipeline.cut(m, Cat(*[
+            (act_word[9 * q:9 * q + 9].as_signed() * wgt_word[8 * q:8 * q + 8].as_signed())[:17]
+            for q in range(Q)]), "prods_word")
         prods = [prods_word[17 * q:17 * q + 17].as_signed() for q in range(Q)]
-        products = []
-        m.d.sync += [v1.eq(in_fc1 | in_fc2), l1.eq(in_fc2), first1.eq(k == 0),
-                     last1.eq(k == kmax), o1.eq(o), t1.eq(tile), g1.eq(c_grp), n1.eq(c_lane)]
-        for q in range(Q):
-            act = Mux(in_fc2, arith.minus_zp(hw_[8 * q:8 * q + 8], p.zh),
-                      arith.minus_zp(pw[8 * q:8 * q + 8], p.zx))
-            wgt = Mux(in_fc2, w2r.data[8 * q:8 * q + 8], w1r.data[8 * q:8 * q + 8]).as_signed()
-            products.append((act * wgt)[:17])
-        m.d.sync += prods_word.eq(Cat(*products))
 
-        # stage 2: chunk sum into the accumulator (loaded with the bias on chunk 0)
+        # +3 ...: the adder tree, a register on every level; then the accumulator at A
+        f = p.frac_bits
+        tA = tags[A]
         fc_roms = []
         for layer in (0, 1):
             rom = memory.Memory(shape=p.fc_word_bits, depth=len(p.fc_rom(layer)),
                                 init=p.fc_rom(layer))
             m.submodules[f"fc{layer + 1}_rom"] = rom
             fc_roms.append(rom)
-        bias_r = [rom.read_port(domain="comb") for rom in fc_roms]
-        m.d.comb += [r.addr.eq(o1) for r in bias_r]
-        bias = Mux(l1, bias_r[1].data[:p.acc_bits], bias_r[0].data[:p.acc_bits]).as_signed()
+        bias_r = [rom.read_port() for rom in fc_roms]        # read a cycle ahead
+        m.d.comb += [r.addr.eq(tags[A - 1].o) for r in bias_r]
+        bias = arith.wire(m, Mux(tA.fc2, bias_r[1].data[:p.acc_bits],
+                                 bias_r[0].data[:p.acc_bits]).as_signed(), "bias")
         acc = Signal(signed(p.acc_bits))
-        f = p.frac_bits
         if p.saturate:
             (lo1, hi1), (lo2, hi2) = p.acc_range(0), p.acc_range(1)
-            lo, hi = Mux(l1, lo2, lo1), Mux(l1, hi2, hi1)
-            total = arith.wire(m, Mux(first1, arith.clamp(arith.wire(m, bias, "bias"), lo, hi),
-                                      acc), "acc_base")
-            for q in range(Q):       # in channel order, saturating at every add
-                total = arith.wire(m, arith.sat_add(m, total, prods[q] << f, lo, hi), "acc_q")
+            l3 = tags[plan.ISSUE_TO_TREE].fc2
+            lo, hi = Mux(l3, lo2, lo1), Mux(l3, hi2, hi1)
+            maps = [(x << f, lo, hi) for x in prods]
+            for level in range(p.tree_levels):
+                pairs = [pipeline.compose_clamped(m, maps[i], maps[i + 1], f"sat{level}")
+                         for i in range(0, len(maps) - 1, 2)]
+                maps = [tuple(pipeline.cut(m, v, f"sat{level}_{n}") for v, n in zip(mp, "slh"))
+                        for mp in pairs + maps[len(pairs) * 2:]]
+            s, L, H = maps[0]
+            lo, hi = Mux(tA.fc2, lo2, lo1), Mux(tA.fc2, hi2, hi1)
+            base = arith.wire(m, Mux(tA.first, arith.clamp(bias, lo, hi), acc), "acc_base")
+            total = arith.clamp(arith.wire(m, base + s, "acc_sum"), L, H)
         else:
-            chunk = arith.tree_sum(m, prods)
-            total = Mux(first1, bias, acc) + (chunk << f)
+            values = prods
+            for level in range(p.tree_levels):
+                pairs = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+                values = [pipeline.cut(m, v, f"tree{level}")
+                          for v in pairs + values[len(pairs) * 2:]]
+            total = Mux(tA.first, bias, acc) + (values[0] << f)
         acc_next = arith.wire(m, total[:p.acc_bits].as_signed(), "acc_next")
-        rq_v, rq_l, rq_acc = Signal(), Signal(), Signal(signed(p.acc_bits))
-        rq_o, rq_t, rq_g, rq_n = Signal.like(o), Signal.like(tile), Signal.like(g1), Signal.like(n1)
-        with m.If(v1):
+        rq_acc = Signal(signed(p.acc_bits))
+        with m.If(tA.valid):
             m.d.sync += acc.eq(acc_next)
-        m.d.sync += rq_v.eq(v1 & last1)
-        with m.If(v1 & last1):
-            m.d.sync += [rq_l.eq(l1), rq_acc.eq(acc_next), rq_o.eq(o1), rq_t.eq(t1),
-                         rq_g.eq(g1), rq_n.eq(n1)]
+        with m.If(tA.valid & tA.last):
+            m.d.sync += rq_acc.eq(acc_next)
 
-        # stage 3: acc x M (the requantizer's multiply)
-        mult_r = [rom.read_port(domain="comb") for rom in fc_roms]
-        m.d.comb += [r.addr.eq(rq_o) for r in mult_r]
-        word = Mux(rq_l, mult_r[1].data, mult_r[0].data)
-        mult = word[p.acc_bits:p.acc_bits + p.mult_bits]
-        shift = word[p.acc_bits + p.mult_bits:]
-        pr_v, pr_l = Signal(), Signal()
-        pr = Signal(signed(p.acc_bits + p.mult_bits + 1))
-        pr_s = Signal(p.shift_bits)
-        pr_o, pr_t, pr_g, pr_n = Signal.like(o), Signal.like(tile), Signal.like(g1), Signal.like(n1)
-        m.d.sync += [pr_v.eq(rq_v), pr_l.eq(rq_l), pr.eq(rq_acc * mult), pr_s.eq(shift),
-                     pr_o.eq(rq_o), pr_t.eq(rq_t), pr_g.eq(rq_g), pr_n.eq(rq_n)]
+        # A+1, A+2: acc x M (the requantizer's multiply; M and the shift from the fc ROM)
+        mult_r = [rom.read_port() for rom in fc_roms]
+        m.d.comb += [r.addr.eq(tA.o) for r in mult_r]
+        word = Mux(tags[A + 1].fc2, mult_r[1].data, mult_r[0].data)
+        product = pipeline.mul(m, rq_acc, word[p.acc_bits:p.acc_bits + p.mult_bits], "rq_mul")
+        shift = pipeline.delay(m, word[p.acc_bits + p.mult_bits:], pipeline.MUL_STAGES,
+                               "rq_shift")
 
-        # stage 4: rounding shift, zero point, clamp (lower clamp at zh: fc1's fused ReLU)
+        # A+3 ... A+5: rounding shift, zero point, clamp (lower clamp at zh: fc1's ReLU)
+        t3 = tags[A + pipeline.MUL_STAGES + 1]
         max_shift = max(int(v) for v in list(p.ip.hw_fc1_shift) + list(p.ip.hw_fc2_shift))
-        half_up = Mux(pr_l, p.rounding("fc2") == nm.HALF_UP, p.rounding("fc1") == nm.HALF_UP)
-        code = arith.wire(m, arith.requant(m, pr, pr_s, max_shift, Mux(pr_l, p.ze, p.zh),
-                                           Mux(pr_l, 0, p.zh), half_up), "code")
+        half_up = Mux(t3.fc2, p.rounding("fc2") == nm.HALF_UP, p.rounding("fc1") == nm.HALF_UP)
+        code = arith.wire(m, pipeline.requant(m, product, shift, max_shift,
+                                              Mux(t3.fc2, p.ze, p.zh), Mux(t3.fc2, 0, p.zh),
+                                              half_up), "code")
+        assert A + pipeline.MUL_STAGES + 1 + pipeline.REQUANT_STAGES == p.issue_to_code
+        tc = tags[p.issue_to_code]
         for i in range(hid):
-            with m.If(pr_v & ~pr_l & (pr_o == i)):
+            with m.If(tc.valid & tc.last & ~tc.fc2 & (tc.o == i)):
                 m.d.sync += hidden[i].eq(code)
-        e_v, e_code = Signal(), Signal(8)
-        e_o, e_t, e_g, e_n = Signal.like(o), Signal.like(tile), Signal.like(g1), Signal.like(n1)
-        m.d.sync += [e_v.eq(pr_v & pr_l), e_code.eq(code), e_o.eq(pr_o), e_t.eq(pr_t),
-                     e_g.eq(pr_g), e_n.eq(pr_n)]
 
-        # stage 5: sigmoid ROM and the gate write
+        # A+6: sigmoid ROM (block RAM, addressed with the code) and the gate write
         lut = m.submodules.sigmoid_rom = memory.Memory(shape=p.gate_bits, depth=256,
                                                       init=p.gate_rom)
-        lr = lut.read_port(domain="comb")
+        lr = lut.read_port()
+        te = tags[p.issue_to_code + 1]
         m.d.comb += [
-            lr.addr.eq(e_code),
-            self.w_en.eq(e_v), self.w_bank.eq(gb), self.w_tile.eq(e_t),
-            self.w_group.eq(e_g), self.w_lane.eq(e_n), self.w_data.eq(lr.data),
-            self.w_channel.eq(e_o), self.w_frame_tile.eq(cur_strip * tx + e_t),
+            lr.addr.eq(code),
+            self.w_en.eq(te.valid & te.last & te.fc2), self.w_bank.eq(gb),
+            self.w_tile.eq(te.tile), self.w_group.eq(te.grp), self.w_lane.eq(te.lane),
+            self.w_data.eq(lr.data), self.w_channel.eq(te.o),
+            self.w_frame_tile.eq(cur_strip * tx + te.tile),
         ]
         return m

@@ -29,6 +29,33 @@ def eval_comb(inputs: dict, build, vectors) -> list[int]:
     return results
 
 
+def eval_pipe(inputs: dict, build, vectors) -> list[int]:
+    """Like eval_comb for a pipeline that never stalls: build(m, **signals) returns (expr,
+    stages); one vector enters per clock and its result is read `stages` clocks later."""
+    sigs = {name: Signal(shape, name=name) for name, shape in inputs.items()}
+    m = Module()
+    expr, stages = build(m, **sigs)
+    out = Signal(expr.shape(), name="out")
+    m.d.comb += out.eq(expr)
+    vectors = list(vectors)
+    results = []
+
+    async def tb(ctx):
+        for i in range(len(vectors) + stages):
+            if i < len(vectors):
+                for name, value in vectors[i].items():
+                    ctx.set(sigs[name], int(value))
+            if i >= stages:
+                results.append(ctx.get(out))
+            await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return results
+
+
 def pack_lanes(lanes) -> int:
     """P 8-bit codes as one beat, lane 0 in the least significant bits."""
     return sum(int(v) << (8 * i) for i, v in enumerate(lanes))

@@ -1,18 +1,19 @@
-"""rtl.arith: every hardware rounding against its ref_model.numerics twin, on random and
-edge-case operands (ties, extreme sums, shifts past the product width)."""
+"""rtl.arith and rtl.pipeline: every hardware rounding against its ref_model.numerics twin, on
+random and edge-case operands (ties, extreme sums, shifts past the product width), the
+pipelined ones fed a new operand every clock."""
 from __future__ import annotations
 
 import types
 
 import numpy as np
 import pytest
-from amaranth import signed, unsigned
+from amaranth import Shape, signed, unsigned
 
 from ref_model import numerics as nm
 from ref_model.hw_profile import reciprocal
-from rtl import arith
+from rtl import arith, pipeline
 
-from rtl_helpers import eval_comb
+from rtl_helpers import eval_comb, eval_pipe
 
 MODES = {"f32": nm.F32, "half_even": nm.HALF_EVEN, "half_up": nm.HALF_UP}
 
@@ -44,8 +45,8 @@ def test_mean_matches_numerics(mode, counts, bits, sum_bits):
             else:
                 s = int(rng.integers(-zx * n, (255 - zx) * n + 1))
             vecs.append(dict(s=s, kind=k))
-        got = eval_comb({"s": signed(width), "kind": 2},
-                        lambda m, s, kind: arith.mean(m, s, kind, p), vecs)
+        got = eval_pipe({"s": signed(width), "kind": 2},
+                        lambda m, s, kind: pipeline.mean(m, s, kind, p), vecs)
         for v, g in zip(vecs, got):
             k = v["kind"]
             if mode == "f32":
@@ -75,9 +76,15 @@ def test_requant_matches_numerics(half_up):
     for k in (-3, -1, 0, 1, 2, 5):
         vecs.append(dict(acc=(2 * k + 1) << 9, mult=1 << 20, shift=30, zo=10, lo=0))
     rounding = nm.HALF_UP if half_up else nm.HALF_EVEN
-    got = eval_comb({"acc": signed(acc_bits), "mult": mult_bits, "shift": 7, "zo": 8, "lo": 8},
-                    lambda m, acc, mult, shift, zo, lo: arith.requant(
-                        m, acc * mult, shift, max_shift, zo, lo, half_up), vecs)
+
+    def build(m, acc, mult, shift, zo, lo):    # the excite MAC's: multiply, then requantize
+        late = [pipeline.delay(m, v, pipeline.MUL_STAGES) for v in (shift, zo, lo)]
+        code = pipeline.requant(m, pipeline.mul(m, acc, mult), late[0], max_shift, late[1],
+                                late[2], half_up)
+        return code, pipeline.MUL_STAGES + pipeline.REQUANT_STAGES
+
+    got = eval_pipe({"acc": signed(acc_bits), "mult": mult_bits, "shift": 7, "zo": 8, "lo": 8},
+                    build, vecs)
     for v, g in zip(vecs, got):
         lo = min(v["lo"], 255)
         want = nm.requant_hw(v["acc"], v["mult"], v["shift"], v["zo"], lo, rounding)
@@ -111,7 +118,7 @@ def test_round_significant_and_shift_edges():
     width = 40
     values = [0, 1, -1, (1 << 24) - 1, 1 << 24, (1 << 25) - 1, (1 << 25) + 1, (1 << 25) + 3,
               -(1 << 39), (1 << 39) - 1, -((1 << 26) + 2), 0x123456789, -0x123456789]
-    got = eval_comb({"v": signed(width)}, lambda m, v: arith.round_significant(m, v, 24),
+    got = eval_pipe({"v": signed(width)}, lambda m, v: pipeline.round_significant(m, v, 24),
                     [dict(v=v) for v in values])
     for v, g in zip(values, got):
         mm, e = nm.round_significant(v, 0, 24)
@@ -123,3 +130,52 @@ def test_round_significant_and_shift_edges():
                         [dict(v=v, s=s) for v, s in shifts])
         for (v, s), g in zip(shifts, got):
             assert g == nm.round_shift_mul(v, 1, 0, s, nm.HALF_UP if half_up else nm.HALF_EVEN)
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [(signed(48), unsigned(24)), (signed(18), 26),
+                                              (unsigned(40), signed(35)), (signed(9), signed(8))])
+def test_mul_in_limbs_is_exact(a_shape, b_shape):
+    """pipeline.mul: products split at 17-bit limbs, extremes of both operands included."""
+    a_shape, b_shape = (Shape.cast(x) for x in (a_shape, b_shape))
+
+    def ends(shape):
+        lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed \
+            else (0, (1 << shape.width) - 1)
+        return lo, hi, [lo, hi, 0, 1, lo + 1, hi - 1]
+
+    rng = np.random.default_rng(a_shape.width * b_shape.width)
+    (alo, ahi, aends), (blo, bhi, bends) = ends(a_shape), ends(b_shape)
+    vecs = [dict(a=a, b=b) for a in aends for b in bends]
+    vecs += [dict(a=int(rng.integers(alo, ahi, endpoint=True)),
+                  b=int(rng.integers(blo, bhi, endpoint=True))) for _ in range(300)]
+    got = eval_pipe({"a": a_shape, "b": b_shape},
+                    lambda m, a, b: (pipeline.mul(m, a, b), pipeline.MUL_STAGES), vecs)
+    assert got == [v["a"] * v["b"] for v in vecs]
+
+
+def test_a_tree_of_clamp_shift_maps_is_the_chain_of_saturating_adds():
+    """The saturating MAC's adder tree (pipeline.compose_clamped) equals adding in channel
+    order with a clamp after every add (numerics.saturating_add), from any start value."""
+    lo, hi, n = -100, 90, 5
+    rng = np.random.default_rng(5)
+    vecs = []
+    for _ in range(400):
+        xs = [int(v) for v in rng.integers(-120, 121, n)]
+        vecs.append(dict(a=int(rng.integers(lo, hi + 1)),
+                         **{f"x{i}": x for i, x in enumerate(xs)}))
+
+    def build(m, a, **xs):
+        maps = [(xs[f"x{i}"], lo, hi) for i in range(n)]
+        while len(maps) > 1:
+            pairs = [pipeline.compose_clamped(m, maps[i], maps[i + 1])
+                     for i in range(0, len(maps) - 1, 2)]
+            maps = pairs + maps[len(pairs) * 2:]
+        s, low, high = maps[0]
+        return arith.clamp(arith.wire(m, a + s), low, high)
+
+    got = eval_comb({"a": signed(9), **{f"x{i}": signed(9) for i in range(n)}}, build, vecs)
+    for v, g in zip(vecs, got):
+        acc = v["a"]
+        for i in range(n):
+            acc = min(max(acc + v[f"x{i}"], lo), hi)
+        assert g == acc, (v, g, acc)
