@@ -8,8 +8,11 @@ then, so it can excite strip s while s - 1 waits and s - 2 is read; the third ba
 held strip, which lets the RTL write gates as it computes them and still keep the model's
 timing (a two-bank unit stalls after a short last strip of a frame).
 
-Storage: 3 * tiles_x * C/P words of P gates (gate_bits each), written one gate per cycle (a
-lane-enabled write) and read one word per cycle (the P gates of one beat): a synchronous
+Storage: 3 * tiles_x * C/P words of P gates (gate_bits each); word
+(bank * tiles_x + tile) * C/P + group holds channel group `group` of tile column `tile`.
+Written one gate per cycle (a lane-enabled write), read one word per cycle by its address
+r_addr (the P gates of one beat; the broadcaster steps the address with its position, so no
+arithmetic sits between its registers and the read): a synchronous
 read (block RAM with its output register), enabled by r_en; the word of the address given in
 cycle t is r_data from cycle t + 1 and held while r_en is low. The read is not transparent:
 a write to the word in the same cycle is seen by the next read only. The broadcaster reads
@@ -44,7 +47,7 @@ class GateMemory(wiring.Component):
             "w_group": In(field(p.G)), "w_lane": In(field(p.P)), "w_data": In(p.gate_bits),
             "commit": In(1), "commit_bank": In(2),
             # read side: the tile broadcaster, one beat's P gates a cycle
-            "r_en": In(1), "r_bank": In(2), "r_tile": In(field(p.tx)), "r_group": In(field(p.G)),
+            "r_en": In(1), "r_addr": In(range(BANKS * p.tx * p.G)),
             "r_data": Out(data.ArrayLayout(p.gate_bits, p.P)),
             "release": In(1), "release_bank": In(2),
             "full": Out(BANKS),
@@ -62,7 +65,7 @@ class GateMemory(wiring.Component):
             wr.addr.eq((self.w_bank * p.tx + self.w_tile) * p.G + self.w_group),
             wr.en.eq(Cat(self.w_en & (self.w_lane == lane) for lane in range(p.P))),
             rd.en.eq(self.r_en),
-            rd.addr.eq((self.r_bank * p.tx + self.r_tile) * p.G + self.r_group),
+            rd.addr.eq(self.r_addr),
             self.r_data.eq(rd.data),
             # every lane gets the gate (the lane enable picks one); driven whole with one
             # Cat, not lane by lane (Icarus's .concat8 trees, see params.whole)

@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from ref_model.plan import BROADCAST_LATENCY_CYCLES
 
 from . import arith
+from .gate_memory import BANKS
 from .params import RtlParams, advance_raster, beat_layout, field, whole
 
 
@@ -49,8 +50,7 @@ class TileBroadcaster(wiring.Component):
         super().__init__({
             "i_beat": In(stream.Signature(p.beat_bits)),
             "o_beat": Out(stream.Signature(beat_layout(p))),
-            "gate_en": Out(1),
-            "gate_bank": Out(2), "gate_tile": Out(field(p.tx)), "gate_group": Out(field(p.G)),
+            "gate_en": Out(1), "gate_addr": Out(range(BANKS * p.tx * p.G)),
             "gate_data": In(data.ArrayLayout(p.gate_bits, p.P)),
             "bank_full": In(3),
             "release": Out(1), "release_bank": Out(2),
@@ -63,6 +63,11 @@ class TileBroadcaster(wiring.Component):
                                 Signal(field(p.tx)))
         row, rin = Signal(field(p.H)), Signal(field(p.th))
         bank = Signal(2)                    # gate bank of the current strip: strip mod 3
+        # the gate memory's word of the position, (bank * tiles_x + tile) * C/P + group,
+        # stepped with it: +1 to the next group or tile, back to the tile's group 0 for its
+        # next column, the bank's first word at a row's start
+        words = p.tx * p.G
+        gaddr, bank_base = Signal(range(BANKS * words)), Signal(range(BANKS * words))
         last_row = (rin == p.th - 1) | (row == p.H - 1)
         strip_end = last_row & (col == p.W - 1) & (grp == p.G - 1)
         frame_last = (row == p.H - 1) & (col == p.W - 1) & (grp == p.G - 1)
@@ -77,7 +82,7 @@ class TileBroadcaster(wiring.Component):
             self.i_beat.ready.eq(can_pop),
             # the gates of the beat popped now; held with the beat while the pipeline waits
             self.gate_en.eq(advance),
-            self.gate_bank.eq(bank), self.gate_tile.eq(tile), self.gate_group.eq(grp),
+            self.gate_addr.eq(gaddr),
             self.o_beat.valid.eq(o_valid),
             self.o_beat.payload.eq(whole(beat_layout(p), data=o_data, last=o_last)),
             self.release.eq(pop & strip_end), self.release_bank.eq(bank),
@@ -85,7 +90,15 @@ class TileBroadcaster(wiring.Component):
         with m.If(pop):
             advance_raster(m, p, grp, col, tcol, tile, row, rin)
             with m.If(strip_end):
-                m.d.sync += bank.eq(Mux(bank == 2, 0, bank + 1))
+                next_base = Mux(bank == BANKS - 1, 0, bank_base + words)
+                m.d.sync += [bank.eq(Mux(bank == BANKS - 1, 0, bank + 1)),
+                             bank_base.eq(next_base), gaddr.eq(next_base)]
+            with m.Elif((grp == p.G - 1) & (col == p.W - 1)):
+                m.d.sync += gaddr.eq(bank_base)
+            with m.Elif((grp == p.G - 1) & (tcol != p.tw - 1)):
+                m.d.sync += gaddr.eq(gaddr - (p.G - 1))
+            with m.Else():
+                m.d.sync += gaddr.eq(gaddr + 1)
 
         # ---- the lanes' scale pipelines: one register stage per step ------------------
         valid, last = pop, frame_last

@@ -88,8 +88,7 @@ class TSEUnit(wiring.Component):
             mac.bank_free.eq(gates.free),
             # gate memory -> tile broadcaster
             gates.r_en.eq(bc.gate_en),
-            gates.r_bank.eq(bc.gate_bank), gates.r_tile.eq(bc.gate_tile),
-            gates.r_group.eq(bc.gate_group), bc.gate_data.eq(gates.r_data),
+            gates.r_addr.eq(bc.gate_addr), bc.gate_data.eq(gates.r_data),
             bc.bank_full.eq(gates.full),
             gates.release.eq(bc.release), gates.release_bank.eq(bc.release_bank),
         ]

@@ -259,11 +259,13 @@ def test_tile_broadcaster_matches_model(cfg, stalls):
             if offer:
                 ctx.set(dut.i_beat.payload, beats[i][0])
             ctx.set(dut.o_beat.ready, not stall[1, cycle])
-            b, read = ctx.get(dut.gate_bank), None        # the gate memory's sync read
+            # the gate memory's sync read of word (bank * tiles_x + tile) * C/P + group
+            b, rest = divmod(ctx.get(dut.gate_addr), cfg.tiles_x * p.G)
+            tile, g0 = divmod(rest, p.G)
+            read = None
             if ctx.get(dut.gate_en) and bank_strip[b] is not None:
                 f, si = divmod(bank_strip[b], cfg.tiles_y)
-                g0 = ctx.get(dut.gate_group) * cfg.lanes
-                read = gates[f, si, ctx.get(dut.gate_tile), g0:g0 + cfg.lanes]
+                read = gates[f, si, tile, g0 * cfg.lanes:(g0 + 1) * cfg.lanes]
             if offer and ctx.get(dut.i_beat.ready):
                 assert full[b]
                 pops.append(cycle)
@@ -364,12 +366,10 @@ def test_gate_memory_banks():
             for t in range(p.tx):
                 for g in range(p.G):
                     ctx.set(dut.r_en, 1)
-                    ctx.set(dut.r_bank, bank)
-                    ctx.set(dut.r_tile, t)
-                    ctx.set(dut.r_group, g)
+                    ctx.set(dut.r_addr, (bank * p.tx + t) * p.G + g)
                     await ctx.tick()             # a synchronous read: the word a cycle later
                     ctx.set(dut.r_en, 0)         # and held while r_en is low
-                    ctx.set(dut.r_bank, (bank + 1) % 3)
+                    ctx.set(dut.r_addr, ((bank * p.tx + t) * p.G + g + 1) % (3 * p.tx * p.G))
                     await ctx.tick()
                     got = [ctx.get(dut.r_data[lane]) for lane in range(p.P)]
                     assert got == [int(v) for v in expect[bank][t][g * p.P:(g + 1) * p.P]]
