@@ -24,12 +24,9 @@ from pathlib import Path
 from ref_model import roms
 from ref_model.config import TSEConfig
 
-from . import harness, runner
+from . import harness, runner, selfcheck, selfcheck_tb
 
 KINDS = ("stream", "reset", "tlast_early", "tlast_late")
-QUIET_SLACK = 64
-"""Cycles beyond the excite latency and one strip in the window after a broken frame's last
-promised beat in which no further beat may come (tb_tse.finish_broken)."""
 
 
 def rtl_available() -> bool:
@@ -59,8 +56,6 @@ def write_vectors(cfg: TSEConfig, frames: int, out_dir, ref=None, name: str = "t
     from quant import reference
     from ref_model import kernels, vectors
 
-    from . import selfcheck
-
     ref = ref or reference.build(cfg, frames)
     x = kernels.nhwc(ref.codes["input"])
     result = vectors.build(cfg, ref.params, x, cfg.profile)
@@ -89,20 +84,6 @@ def prepare(cfg: TSEConfig, frames: int = 3, root=None, probes: bool = True,
     return out
 
 
-def unit_verilog_of(vectors_dir) -> Path:
-    """The unit's Verilog in a vectors directory: the manifest's unit_verilog file, else the
-    one .v file that is not the testbench."""
-    vectors_dir = Path(vectors_dir)
-    manifest = json.loads((vectors_dir / "manifest.json").read_text())
-    for f in manifest.get("files", []):
-        if f.get("role") == "unit_verilog":
-            return vectors_dir / f["path"]
-    found = [p for p in sorted(vectors_dir.glob("*.v")) if not p.name.startswith("tb_")]
-    if len(found) != 1:
-        raise runner.SimulationError(f"{vectors_dir}: no unit Verilog (expected one NAME.v)")
-    return found[0]
-
-
 def scenarios(kinds=("stream",), frames: int | None = None, pause_in: float = 0.0,
               pause_out: float = 0.0, seed: int = 0) -> list[dict]:
     """Scenario dicts for a job; each kind gets its own seed derived from `seed`."""
@@ -119,12 +100,6 @@ def scenarios(kinds=("stream",), frames: int | None = None, pause_in: float = 0.
     return out
 
 
-def quiet_cycles(cfg: TSEConfig) -> int:
-    """The window after a broken frame is out in which any further beat is charged to it
-    (not a guess that the unit is idle: the testbench first waits for the frame's beats)."""
-    return cfg.excite_latency_cycles + cfg.strip_beats + QUIET_SLACK
-
-
 def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str = "output",
                unit_verilog=None, run_dir=None, plusargs: list[str] | None = None) -> dict:
     """Run scenarios on the unit of a vectors directory; returns the summary."""
@@ -139,7 +114,7 @@ def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str 
         raise runner.SimulationError(f"{vectors_dir}: the manifest has no unit plan (\"unit\"); "
                                      "write the vectors again with this version")
     plan = manifest["unit"]
-    unit = Path(unit_verilog or unit_verilog_of(vectors_dir)).resolve()
+    unit = Path(unit_verilog or selfcheck.unit_verilog_of(vectors_dir)).resolve()
     layout = harness.Layout.from_ports(plan["ports"])
     top_v, layout = harness.write(runner.cache_root() / "harness" /
                                   _digest([layout.to_dict(), unit.name,
@@ -148,7 +123,7 @@ def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str 
     build_dir, build_info = runner.build(sim, [unit, top_v], harness.TOP)
     job = {"vectors": str(vectors_dir), "expect": expect, "config": cfg.to_dict(),
            "geometry": plan["geometry"],
-           "layout": layout.to_dict(), "quiet_cycles": quiet_cycles(cfg),
+           "layout": layout.to_dict(), "quiet_cycles": selfcheck_tb.quiet_cycles(cfg),
            "scenarios": scenario_list}
     run_dir = Path(run_dir) if run_dir else (runner.cache_root() / "runs" /
                                             f"{sim}-{vectors_dir.name}-"

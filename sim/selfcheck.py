@@ -1,35 +1,11 @@
-"""A self-checking Verilog testbench for a vectors directory: no Python in the loop.
+"""A vectors directory's self-checking bundle, and running it from Python.
 
-`tse vectors` writes tb_tse_unit.v (and NAME.v, the unit's Verilog, when rtl/ is available)
-beside the hex images, with files.f (the unit's filelist), NAME.core (a FuseSoC core) and
-run_icarus.sh / run_verilator.sh, which build and run it from a plain shell. The testbench
-needs only the unit's AXI ports (aclk, aresetn, s_axis_*, m_axis_*, error); the DUT module is
-the define TSE_DUT (default: the unit it was written with), so a unit written independently
-from the same vectors can be checked. It reads hex/input.hex and hex/output.hex with $readmemh
-and runs four scenarios, each after a synchronous reset, with optional pseudo-random pauses on
-each side (xorshift32 from a seed, the same sequence on every simulator):
-
-  stream       every frame back to back, every output beat and TLAST compared;
-  reset        part of a frame, aresetn in the middle of it, then a frame bit-exact;
-  tlast_early  a frame cut short by an early TLAST: exactly one frame's beats come out, TLAST
-               on the last only, equal to the vectors wherever the input defines it (tiles
-               complete before the cut); error rises and stays; then a frame bit-exact;
-  tlast_late   a frame whose TLAST comes a third of a frame late: the frame comes out whole
-               and bit-exact; error rises and stays; then a frame bit-exact.
-
-After a broken frame the next one is sent only once all its promised beats are out, every
-beat sent was taken, and a quiet window (excite latency + a strip + slack) passed with no
-further beat. It ends with one line and exit status 0 on PASS, 1 on FAIL ($fatal):
-
-    tb_tse_unit: PASS frames=3 beats=210 mismatches=0 cycles=... throughput=... ...
-    tb_tse_unit: FAIL scenario=stream frames=3 beats=210 mismatches=1 ...
-
-preceded on a mismatch by `tb_tse_unit: first mismatch in SCENARIO at frame F row R column X
-channels A..B: expected ..., got ...`. Plusargs: +vectors=DIR (where hex/ is, default .),
-+pause=PCT (both sides), +pause_in=PCT, +pause_out=PCT, +seed=N, +max_cycles=N (per wait),
-+stream_only, and the unit's +NAME_rom_dir=DIR or +tse_rom_dir=DIR (rtl.export). The
-commands, run in the vectors directory (so the unit finds hex/rom_*.hex): see COMMANDS, or
-just `bash run_icarus.sh` / `bash run_verilator.sh`, which need no environment.
+`tse vectors` writes, beside the hex images, the testbench tb_tse_unit.v (sim/selfcheck_tb.py
+owns its text and scenarios), NAME.v (the unit's Verilog, when rtl/ is available), files.f
+(the unit's filelist), NAME.core (a FuseSoC CAPI2 core) and run_icarus.sh / run_verilator.sh,
+which build and run the testbench from a plain shell with no environment set up: run in the
+vectors directory (so the unit finds hex/rom_*.hex), exit status 0 on PASS, non-zero on any
+mismatch. build/run/parse do the same from Python with a cached build (tests, tse run).
 """
 from __future__ import annotations
 
@@ -42,323 +18,17 @@ import sys
 import time
 from pathlib import Path
 
-TB = "tb_tse_unit"
-TB_FILE = f"{TB}.v"
-UNIT = "tse_unit"
+from . import runner
+from .selfcheck_tb import TB, TB_FILE, UNIT, quiet_cycles, testbench
+
 UNIT_FILE = f"{UNIT}.v"
 FILELIST = "files.f"
 SCRIPTS = ("run_icarus.sh", "run_verilator.sh")
-QUIET_SLACK = 64
 VERILATOR_FLAGS = ("--binary -Wno-fatal -CFLAGS -std=c++20 -MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include"
                    f" --top-module {TB}")
 ICARUS_COMMAND = "bash run_icarus.sh"
 VERILATOR_COMMAND = "bash run_verilator.sh"
 COMMANDS = {"icarus": ICARUS_COMMAND, "verilator": VERILATOR_COMMAND}
-
-
-def intervals(mask) -> list[tuple[int, int]]:
-    """[start, end) runs of True in a bool sequence."""
-    out, start = [], None
-    for i, v in enumerate(list(mask) + [False]):
-        if v and start is None:
-            start = i
-        elif not v and start is not None:
-            out.append((start, i))
-            start = None
-    return out
-
-
-def _defined_function(geo: dict, cut: int) -> str:
-    """Verilog function: whether beat b of a frame cut by an early TLAST after `cut` beats is
-    one the contract defines (its tile was complete); at most 512 runs, else none is."""
-    from ref_model.geometry import Geometry
-    shape = Geometry.from_geometry(geo)
-    runs = intervals(shape.beats_of_tiles(shape.tiles_complete_within(cut)))
-    terms = " ||\n            ".join(f"(b >= {a} && b < {e})" for a, e in runs) \
-        if 0 < len(runs) <= 512 else "0"
-    return (f"    function defined_early(input integer b);\n"
-            f"        defined_early = {terms};\n    endfunction\n")
-
-
-def testbench(manifest: dict, unit_verilog: str | None = None, name: str = UNIT) -> str:
-    """Verilog text of tb_tse_unit for a vectors manifest (its config, geometry and frame
-    count; quiet_cycles: the window after a broken frame) checking module `name` (the define
-    TSE_DUT overrides it); given the unit's Verilog, it also starts its combinational blocks
-    on Icarus (harness.time_zero_kick)."""
-    from .harness import time_zero_kick
-
-    kick = time_zero_kick(unit_verilog, top=name) if unit_verilog else ""
-    cfg, geo = manifest["config"], manifest["unit"]["geometry"]
-    p, c, h, w = geo["lanes"], geo["channels"], geo["height"], geo["width"]
-    frames = int(manifest["frames"])
-    bpf = geo["beats_per_frame"]
-    beats = frames * bpf
-    cut_reset, cut_early, extra_late = bpf // 2 + 1, max(1, bpf // 2), max(1, bpf // 3)
-    quiet = int(manifest["quiet_cycles"])
-    return f"""// Self-checking testbench, generated by sim/selfcheck.py (tse vectors); docs/cosim.md.
-// Configuration: C={c} H={h} W={w} tile {cfg["tile"]} P={p}; {frames} frame(s) of {bpf} beats.
-// The unit under test is the module `TSE_DUT (default {name}); only its AXI ports are used.
-// Run it in this directory:  bash run_icarus.sh   or   bash run_verilator.sh
-// Plusargs: +vectors=DIR +pause=PCT +pause_in=PCT +pause_out=PCT +seed=N +max_cycles=N
-// +stream_only, and the unit's +{name}_rom_dir=DIR or +tse_rom_dir=DIR (default hex).
-`timescale 1ns/1ps
-`ifndef TSE_DUT
-`define TSE_DUT {name}
-`endif
-module {TB};
-    localparam P = {p};
-    localparam DW = {8 * p};
-    localparam W = {w};
-    localparam GROUPS = {c // p};
-    localparam FRAMES = {frames};
-    localparam BPF = {bpf};
-    localparam BEATS = {beats};
-    localparam LIST = BEATS + 2 * BPF;
-    localparam CUT_RESET = {cut_reset};
-    localparam CUT_EARLY = {cut_early};
-    localparam EXTRA_LATE = {extra_late};
-    localparam QUIET = {quiet};
-    localparam F1 = FRAMES > 1 ? 1 : 0;
-
-    reg aclk = 0;
-    reg aresetn = 0;
-    always #5 aclk = ~aclk;
-
-    reg [DW-1:0] in_mem [0:BEATS-1];
-    reg [DW-1:0] exp_mem [0:BEATS-1];
-    // what the source sends (an input beat's index, TLAST) and what the sink expects (an
-    // output beat's index, its TLAST, whether its data is defined)
-    integer send_idx [0:LIST-1];
-    reg send_last [0:LIST-1];
-    integer want_idx [0:LIST-1];
-    reg want_last [0:LIST-1], want_chk [0:LIST-1];
-    integer send_n = 0, want_n = 0;
-
-    reg [DW-1:0] s_tdata = 0;
-    reg s_tvalid = 0, s_tlast = 0, m_tready = 0;
-    wire s_tready, m_tvalid, m_tlast, error;
-    wire [DW-1:0] m_tdata;
-    `TSE_DUT dut (
-        .aclk(aclk), .aresetn(aresetn),
-        .s_axis_tdata(s_tdata), .s_axis_tvalid(s_tvalid), .s_axis_tready(s_tready),
-        .s_axis_tlast(s_tlast),
-        .m_axis_tdata(m_tdata), .m_axis_tvalid(m_tvalid), .m_axis_tready(m_tready),
-        .m_axis_tlast(m_tlast), .error(error)
-    );
-
-    reg [8*1024-1:0] dir, path;
-    reg [8*16-1:0] scenario = "stream";
-    integer pause_in = 0, pause_out = 0, pause = 0, seed = 1;
-    reg [63:0] max_cycles, budget_start;
-    reg [31:0] rng_in, rng_out;
-    integer in_idx = 0, out_idx = 0, mismatches = 0, stalls = 0, nxt, b, pix, k;
-    reg [63:0] cycle = 0, first_in = 0, first_out = 0, last_out = 0, stream_cycles = 0;
-    reg [63:0] stream_last = 0, stream_stalls = 0;
-    reg started = 0, seen_out = 0, error_seen = 0, ignore_out = 0, timed_out = 0;
-    reg want_l;
-    integer out_mark;
-
-    function [31:0] xorshift(input [31:0] x);
-        reg [31:0] y;
-        begin
-            y = x ^ (x << 13);
-            y = y ^ (y >> 17);
-            xorshift = y ^ (y << 5);
-        end
-    endfunction
-{_defined_function(geo, cut_early)}
-    always @(posedge aclk) begin
-        cycle <= cycle + 1;
-        if (!aresetn) begin
-            in_idx <= 0; out_idx = 0; s_tvalid <= 0; s_tlast <= 0; m_tready <= 0;
-            error_seen <= 0;
-        end else begin
-            if (error) error_seen <= 1;
-            // source: hold a beat until it is taken; a pause only delays the next one
-            nxt = in_idx;
-            if (s_tvalid && s_tready) begin
-                nxt = in_idx + 1;
-                if (!started) begin started <= 1; first_in <= cycle; end
-            end
-            if (s_tvalid && !s_tready) stalls <= stalls + 1;
-            in_idx <= nxt;
-            if (!s_tvalid || s_tready) begin
-                rng_in <= xorshift(rng_in);
-                if (nxt < send_n && (rng_in % 100) >= pause_in) begin
-                    s_tvalid <= 1;
-                    s_tdata <= in_mem[send_idx[nxt]];
-                    s_tlast <= send_last[nxt];
-                end else begin
-                    s_tvalid <= 0;
-                    s_tlast <= 0;
-                end
-            end
-            // sink: compare every beat taken
-            if (m_tvalid && m_tready && !ignore_out) begin
-                if (!seen_out) begin seen_out = 1; first_out = cycle; end
-                last_out = cycle;
-                if (out_idx >= want_n) begin
-                    if (mismatches == 0)
-                        $display("{TB}: first mismatch in %0s: an extra output beat %h tlast %0d",
-                                 scenario, m_tdata, m_tlast);
-                    mismatches = mismatches + 1;
-                end else begin
-                    k = want_idx[out_idx];
-                    want_l = want_last[out_idx];
-                    if ((want_chk[out_idx] && m_tdata !== exp_mem[k]) || m_tlast !== want_l) begin
-                        if (mismatches == 0) begin
-                            b = k % BPF;
-                            pix = b / GROUPS;
-                            $write("{TB}: first mismatch in %0s at frame %0d row %0d column %0d ",
-                                   scenario, k / BPF, pix / W, pix % W);
-                            $display("channels %0d..%0d: expected %h tlast %0d, got %h tlast %0d",
-                                     (b % GROUPS) * P, (b % GROUPS) * P + P - 1, exp_mem[k],
-                                     want_l, m_tdata, m_tlast);
-                        end
-                        mismatches = mismatches + 1;
-                    end
-                end
-                out_idx = out_idx + 1;
-            end
-            rng_out <= xorshift(rng_out);
-            m_tready <= (rng_out % 100) >= pause_out;
-        end
-    end
-
-    task reset_unit(input integer cycles);
-        begin
-            @(posedge aclk);
-            aresetn <= 0;
-            repeat (cycles) @(posedge aclk);
-            send_n = 0;
-            want_n = 0;
-            ignore_out = 0;
-            aresetn <= 1;
-            @(posedge aclk);
-        end
-    endtask
-
-    task queue_frame(input integer f, input integer n, input integer last_at);
-        integer i;  // beats 0..n-1 of frame f (n > BPF wraps into the frame again)
-        begin
-            for (i = 0; i < n; i = i + 1) begin
-                send_idx[send_n + i] = f * BPF + (i % BPF);
-                send_last[send_n + i] = (i == last_at);
-            end
-            send_n = send_n + n;
-        end
-    endtask
-
-    task expect_frame(input integer f, input integer early);
-        integer i;  // one whole frame; early: only the beats an early cut defines
-        begin
-            for (i = 0; i < BPF; i = i + 1) begin
-                want_idx[want_n + i] = f * BPF + i;
-                want_last[want_n + i] = (i == BPF - 1);
-                want_chk[want_n + i] = early ? defined_early(i) : 1;
-            end
-            want_n = want_n + BPF;
-        end
-    endtask
-
-    task wait_for(input integer outs, input integer ins);
-        begin  // until `outs` beats came out and `ins` went in, or max_cycles passed
-            budget_start = cycle;
-            while ((out_idx < outs || in_idx < ins) && cycle - budget_start < max_cycles)
-                @(posedge aclk);
-            if (out_idx < outs || in_idx < ins) timed_out = 1;
-        end
-    endtask
-
-    task check(input expect_error);
-        begin  // a quiet window for extra beats, then the scenario's verdict
-            repeat (QUIET) @(posedge aclk);
-            if (mismatches || timed_out || error_seen != expect_error
-                    || (expect_error && !error)) begin
-                $write("{TB}: FAIL scenario=%0s frames=%0d beats=%0d ", scenario, FRAMES,
-                       BEATS);
-                $display("mismatches=%0d received=%0d expected=%0d timeout=%0d error=%0d%0s",
-                         mismatches, out_idx, want_n, timed_out, error_seen,
-                         expect_error ? " (expected 1, sticky)" : " (expected 0)");
-                $fatal(1, "{TB}: FAIL");
-            end
-        end
-    endtask
-
-    initial begin
-        if (!$value$plusargs("vectors=%s", dir)) dir = ".";
-        if ($value$plusargs("pause=%d", pause)) begin pause_in = pause; pause_out = pause; end
-        if ($value$plusargs("pause_in=%d", pause_in)) ;
-        if ($value$plusargs("pause_out=%d", pause_out)) ;
-        if ($value$plusargs("seed=%d", seed)) ;
-        if (!$value$plusargs("max_cycles=%d", max_cycles))
-            max_cycles = 64'd4 * (BEATS + BPF) * 100 / (100 - pause_in) * 100 / (100 - pause_out)
-                         + 64'd100000;
-        rng_in = 32'h9E3779B9 ^ seed;
-        rng_out = 32'h85EBCA6B ^ (seed * 7 + 1);
-        if (rng_in == 0) rng_in = 1;
-        if (rng_out == 0) rng_out = 1;
-        $sformat(path, "%0s/hex/input.hex", dir);
-        $readmemh(path, in_mem);
-        $sformat(path, "%0s/hex/output.hex", dir);
-        $readmemh(path, exp_mem);
-
-        scenario = "stream";        // every frame back to back
-        reset_unit(4);
-        for (k = 0; k < FRAMES; k = k + 1) begin
-            queue_frame(k, BPF, BPF - 1);
-            expect_frame(k, 0);
-        end
-        wait_for(want_n, send_n);
-        stream_cycles = cycle - budget_start;
-        stream_last = last_out;
-        stream_stalls = stalls;
-        check(0);
-        if (!$test$plusargs("stream_only")) begin
-            scenario = "reset";     // aresetn in the middle of a frame, then a clean frame
-            reset_unit(2);
-            ignore_out = 1;
-            queue_frame(0, CUT_RESET, -1);
-            wait_for(0, CUT_RESET);
-            repeat (3) @(posedge aclk);
-            reset_unit(2);
-            queue_frame(F1, BPF, BPF - 1);
-            expect_frame(F1, 0);
-            wait_for(want_n, send_n);
-            check(0);
-
-            scenario = "tlast_early";   // a frame cut short, then a correct frame
-            reset_unit(2);
-            queue_frame(0, CUT_EARLY, CUT_EARLY - 1);
-            expect_frame(0, 1);
-            wait_for(want_n, send_n);
-            repeat (QUIET) @(posedge aclk);
-            queue_frame(F1, BPF, BPF - 1);
-            expect_frame(F1, 0);
-            wait_for(want_n, send_n);
-            check(1);
-
-            scenario = "tlast_late";    // TLAST a third of a frame late, then a correct frame
-            reset_unit(2);
-            queue_frame(0, BPF + EXTRA_LATE, BPF + EXTRA_LATE - 1);
-            expect_frame(0, 0);
-            wait_for(want_n, send_n);
-            repeat (QUIET) @(posedge aclk);
-            queue_frame(F1, BPF, BPF - 1);
-            expect_frame(F1, 0);
-            wait_for(want_n, send_n);
-            check(1);
-        end
-        $write("{TB}: PASS frames=%0d beats=%0d mismatches=0 cycles=%0d ", FRAMES, BEATS,
-               stream_cycles);
-        $display("throughput=%0.4f latency=%0d stalls=%0d scenarios=%0d",
-                 (BEATS * 1.0) / (stream_last - first_out + 1), first_out - first_in,
-                 stream_stalls,
-                 $test$plusargs("stream_only") ? 1 : 4);
-        $finish;
-    end
-{kick}endmodule
-"""
 
 
 def filelist(name: str = UNIT) -> str:
@@ -449,7 +119,6 @@ def icarus_script() -> str:
 
 
 def verilator_script() -> str:
-    from . import runner
     root = runner.verilator_root()
     baked = shlex.quote(str(root)) if root else "''"
     return (SCRIPT_HEAD.format(sim="Verilator", short="verilator")
@@ -490,7 +159,7 @@ def bundle(cfg, ip, frames: int, name: str = UNIT, probes: bool = False) -> dict
         check_name(name)
         unit = verilog_text(cfg, plan, name, probes)
     manifest = {"config": cfg.to_dict(), "frames": frames,
-                "quiet_cycles": cfg.excite_latency_cycles + cfg.strip_beats + QUIET_SLACK,
+                "quiet_cycles": quiet_cycles(cfg),
                 "unit": {"geometry": plan.facts()["geometry"]}}
     files = {TB_FILE: ("testbench", testbench(manifest, unit, name).encode())}
     if unit is not None:
@@ -522,11 +191,23 @@ def parse(output: str) -> dict:
             "first_mismatch": first.group(0) if first else None, **fields}
 
 
+def unit_verilog_of(vectors_dir) -> Path:
+    """The unit's Verilog in a vectors directory: the manifest's unit_verilog file, else the
+    one .v file that is not the testbench."""
+    vectors_dir = Path(vectors_dir)
+    manifest = json.loads((vectors_dir / "manifest.json").read_text())
+    for f in manifest.get("files", []):
+        if f.get("role") == "unit_verilog":
+            return vectors_dir / f["path"]
+    found = [p for p in sorted(vectors_dir.glob("*.v")) if not p.name.startswith("tb_")]
+    if len(found) != 1:
+        raise runner.SimulationError(f"{vectors_dir}: no unit Verilog (expected one NAME.v)")
+    return found[0]
+
+
 def build(vectors_dir, sim: str, build_dir) -> Path:
     """Compile the testbench and the unit (cached by their contents); returns the program."""
-    from . import runner
     runner.prepare_environment(sim)
-    from .cosim import unit_verilog_of
     vectors_dir, build_dir = Path(vectors_dir).resolve(), Path(build_dir).resolve()
     sources = [vectors_dir / TB_FILE, unit_verilog_of(vectors_dir)]
     key = runner.build_key(f"selfcheck-{sim}", TB, sources)
@@ -539,9 +220,8 @@ def build(vectors_dir, sim: str, build_dir) -> Path:
         if sim == "icarus":
             cmd = ["iverilog", "-g2012", "-o", str(program), *map(str, sources)]
         else:
-            cmd = ["verilator", "--binary", "-Wno-fatal", "-CFLAGS", "-std=c++20",
-                   "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
-                   "--Mdir", str(out / "obj_dir"), "--top-module", TB, *map(str, sources)]
+            cmd = ["verilator", *shlex.split(VERILATOR_FLAGS), "--Mdir", str(out / "obj_dir"),
+                   *map(str, sources)]
         r = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
         if r.returncode or not program.is_file():
             shutil.rmtree(out, ignore_errors=True)

@@ -103,6 +103,11 @@ def test_vectors_carry_the_plan_and_its_rom_images(name, tmp_path):
     for rom_name, rom in p.rom_images.items():
         assert (tmp_path / "hex" / rom.file).read_bytes() == rom.hex_text()
         assert rom.file in unit_v          # the Verilog the RTL elaborates loads this image
+    # the vectors' unit has the AXI ports only; its probed twin has the plan's probe widths
+    from rtl.export import verilog_text
     from sim import harness
-    assert harness.layout_of(unit_v, cfg.lanes) == harness.Layout.from_ports(
-        manifest["unit"]["ports"])
+    ports = manifest["unit"]["ports"]
+    assert harness.port_width(unit_v, "m_axis_tdata") == ports["m_axis_tdata"]
+    assert not harness.has_port(unit_v, "probe_gate_tile")
+    probed = verilog_text(cfg, ip, probes=True)
+    assert harness.layout_of(probed, cfg.lanes) == harness.Layout.from_ports(ports)
