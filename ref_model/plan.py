@@ -45,10 +45,11 @@ ISSUE_TO_TREE = 3
 ACCUMULATE_TO_CODE = 5
 """Cycles from the accumulator to the written code: the multiply by M (two stages), the
 rounding shift, the zero point, the clamp."""
-BROADCAST_LATENCY_CYCLES = 7
+BROADCAST_LATENCY_CYCLES = 8
 """Cycles from a beat's pop off the strip buffer to its output beat on m_axis, unstalled
-(rtl/tile_broadcaster.py): the gate read with (x - zx), (x - zx) * g, the products with M's
-chunks, their sum, the rounding shift, + zo, and the clamp into the output register. It
+(rtl/tile_broadcaster.py): the beat beside its gate read, (x - zx), (x - zx) * g, the
+products with M's chunks, their sum, the rounding shift, + zo, and the clamp into the output
+register. It
 delays the output only: pops, and so the strip-buffer occupancy, keep the model's timing."""
 
 

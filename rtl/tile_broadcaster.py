@@ -8,9 +8,10 @@ cycle (the gate memory's synchronous read), and releases the bank with the strip
 beat: every gate of the strip has been read by then.
 
 Each lane computes numerics.scale in register stages of one multiply or one add, round or
-clamp each (rtl.arith's scale steps): (x - zx) and the gates, (x - zx) * g, its products
-with the chunks of M, their sum, the rounding shift, + zo; the clamp feeds the output
-register. A popped beat is on m_axis plan.BROADCAST_LATENCY_CYCLES cycles later.
+clamp each (rtl.arith's scale steps): the beat beside the gates read for it, (x - zx),
+(x - zx) * g, its products with the chunks of M, their sum, the rounding shift, + zo; the
+clamp feeds the output register. A popped beat is on m_axis plan.BROADCAST_LATENCY_CYCLES
+cycles later.
 
 The pipeline advances as a whole while the skid slot is empty: a registered condition, so
 m_axis_tready reaches only the output register, the skid slot and their flags, not the pop
@@ -113,9 +114,12 @@ class TileBroadcaster(wiring.Component):
             valid, last = v, t
             return [stage(m, x, advance, f"{name}{i}") for i, x in enumerate(values)]
 
-        xz = step([arith.scale_offset(self.i_beat.payload[8 * i:8 * i + 8], p)
-                   for i in range(p.P)], "xz")
-        t = step([arith.scale_gate(xz[i], self.gate_data[i]) for i in range(p.P)], "t")
+        # the beat beside its gates (the memory's output register): the strip buffer's block
+        # RAM output is slow, so nothing is computed on it before a register
+        x = step([self.i_beat.payload[8 * i:8 * i + 8] for i in range(p.P)], "x")
+        xzg = step([arith.scale_offset(x[i], p) for i in range(p.P)]
+                   + [self.gate_data[i] for i in range(p.P)], "xz")
+        t = step([arith.scale_gate(xzg[i], xzg[p.P + i]) for i in range(p.P)], "t")
         n = len(arith.scale_chunks(t[0], p))
         chunks = step([c for i in range(p.P) for c in arith.scale_chunks(t[i], p)], "tm")
         tm = step([arith.scale_sum(chunks[n * i:n * i + n]) for i in range(p.P)], "tmsum")
