@@ -49,8 +49,8 @@ BROADCAST_LATENCY_CYCLES = 8
 """Cycles from a beat's pop off the strip buffer to its output beat on m_axis, unstalled
 (rtl/tile_broadcaster.py): the beat beside its gate read, (x - zx), (x - zx) * g, the
 products with M's chunks, their sum, the rounding shift, + zo, and the clamp into the output
-register. It
-delays the output only: pops, and so the strip-buffer occupancy, keep the model's timing."""
+register. It delays the output only: pops, and so the strip-buffer occupancy, keep the
+model's timing."""
 
 
 def strip_beats(tile_rows: int, width: int, channels: int, lanes: int) -> int:
