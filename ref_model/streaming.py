@@ -25,7 +25,8 @@ checks the last flag against them.
                     tile broadcaster has finished with the strip two before.
   tile_broadcaster  pops one beat per cycle from the strip buffer once its strip's gates are
                     written, multiplies each lane by its tile's gate (numerics.scale) and
-                    emits the output beat (the output side never stalls).
+                    emits the output beat (the output side never stalls; the RTL's beat
+                    leaves plan.BROADCAST_LATENCY_CYCLES after the same pop).
   StripBuffer       a FIFO of `depth` beats; its peak occupancy is recorded.
 
 Within a cycle the processes step downstream first (tile_broadcaster, excite_mac,
