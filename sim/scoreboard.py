@@ -18,8 +18,9 @@ Without probes (a unit exported without --probes) the gates are not seen; given 
 tile-broadcaster table (product_table[g, x] = numerics.scale(x, g), ref_model.fastpath.
 broadcast_table) the vectors' stages locate the stage instead: if every received output of
 the first wrong beat's channel in its tile equals the product of its input with one other
-gate, the gate is wrong (excite_mac, or the tile sums that feed it); otherwise the product is
-(tile_broadcaster). report["stage_basis"] says which evidence was used: "probes" or "model".
+gate and not with the vectors' own, the gate is wrong (excite_mac, or the tile sums that feed
+it); otherwise the product is (tile_broadcaster). A guess where gates are close: neighbouring
+gates often give equal products on small inputs. report["stage_basis"] says which evidence was used: "probes" or "model".
 
 For a frame broken by a wrong TLAST (`defined_beats`) only the beats the contract defines
 are compared (docs/cosim.md); every beat's count and TLAST still are.
@@ -196,8 +197,9 @@ def _stage(report, shape: Shape, expected_beats, beats_accepted) -> str | None:
 def stage_from_model(shape: Shape, frames, first: dict, got_data, inputs, expected_gates,
                      product_table) -> str:
     """excite_mac when the first wrong beat's channel, over every received beat of its tile
-    in that frame, is the product of its inputs with one gate other than the vectors' (the
-    gate is wrong, the product right); else tile_broadcaster."""
+    in that frame, is the product of its inputs with one gate other than the vectors' and
+    not with the vectors' own (the gate is wrong, the product right); else
+    tile_broadcaster."""
     bpf, lane = shape.beats_per_frame, first["lane"]
     k = first["beat"] // bpf
     channel = first["channel"] + lane
@@ -212,6 +214,10 @@ def stage_from_model(shape: Shape, frames, first: dict, got_data, inputs, expect
     x = np.asarray(inputs)[first["frame"]].reshape(-1, shape.lanes)[beats, lane]
     want_gate = int(np.asarray(expected_gates)[first["frame"], ty, tx, channel])
     table = np.asarray(product_table)
+    if np.array_equal(table[want_gate, x], got):
+        return "tile_broadcaster"     # the vectors' gate, applied exactly: the gate is right
+    # neighbouring gates often give the same products on small inputs, so this is a guess:
+    # a lone wrong product that another gate happens to explain is charged to the gate
     fits = [g for g in range(table.shape[0])
             if g != want_gate and np.array_equal(table[g, x], got)]
     return "excite_mac" if fits else "tile_broadcaster"

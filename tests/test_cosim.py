@@ -107,6 +107,52 @@ def test_scoreboard_blames_excite_mac_on_a_wrong_gate():
     assert r["gates"]["extra"] > 0 and r["stage"] == "tile_broadcaster"
 
 
+def _product_table():
+    """A stand-in for the broadcaster's table (ref_model.fastpath.broadcast_table): output
+    code for gate g and input x, distinct enough that one gate rarely fits another's."""
+    g, x = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    return ((g * x + 128) >> 8).astype(np.uint8)
+
+
+def _gated_frames(seed=2):
+    """(inputs, gates, outputs) with outputs = table[gate of the tile and channel, input]."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (2, 5, 7, 8), dtype=np.uint8)
+    gates = rng.integers(1, 256, (2, SHAPE.tiles_y, SHAPE.tiles_x, 8)).astype(np.uint8)
+    rows = np.arange(5) // SHAPE.tile_rows
+    cols = np.arange(7) // SHAPE.tile_cols
+    per_pixel = gates[:, rows][:, :, cols]                 # [N, H, W, C]
+    return x, gates, _product_table()[per_pixel, x]
+
+
+def test_scoreboard_without_probes_locates_the_stage_from_the_model():
+    """No gate probes: a tile-channel whose every output is the product with another gate is
+    the excite MAC's (a wrong gate); one wrong product is the broadcaster's."""
+    x, gates, out = _gated_frames()
+    table = _product_table()
+    # frame 1, tile (1, 2) (rows 2-3, columns 6), channel 5: the unit used another gate
+    wrong = out.copy()
+    wrong[1, 2:4, 6, 5] = table[gates[1, 1, 2, 5] ^ 0x55, x[1, 2:4, 6, 5]]
+    assert not np.array_equal(wrong, out)
+    data, last = _received(wrong, [0, 1])
+    r = scoreboard.compare(SHAPE, out, [0, 1], data, last, inputs=x, expected_gates=gates,
+                           product_table=table)
+    assert r["first"]["tile"] == [1, 2] and r["first"]["channel_first_wrong"] == 5
+    assert r["stage"] == "excite_mac" and r["stage_basis"] == "model", r["message"]
+    assert "from the model's stages" in r["message"]
+    # one product wrong, every other output of that tile-channel right
+    data, last = _received(out, [0, 1])
+    beat = SHAPE.beats_per_frame + (2 * 7 + 6) * 2 + 1            # frame 1, (2, 6), ch 4..7
+    data[beat, 1] ^= 0x20
+    r = scoreboard.compare(SHAPE, out, [0, 1], data, last, inputs=x, expected_gates=gates,
+                           product_table=table)
+    assert r["first"]["channel_first_wrong"] == 5
+    assert r["stage"] == "tile_broadcaster" and r["stage_basis"] == "model", r["message"]
+    # without the model's table nothing rules the excite MAC out, and the report says so
+    r = scoreboard.compare(SHAPE, out, [0, 1], data, last, inputs=x, expected_gates=gates)
+    assert r["stage"].startswith("tile_broadcaster (no gate probe") and not r["stage_basis"]
+
+
 def test_scoreboard_tlast_missing_and_stalled_input():
     exp = _frames()
     data, last = _received(exp, [0, 1])
@@ -185,13 +231,14 @@ def test_design_cache_key_covers_the_testbench(tmp_path):
     (tmp_path / "tests" / "test_x.py").write_text("# not a source of the design\n")
     assert cosim.source_digest(tmp_path) == base
     keys = {base}
-    for name in ("sim/tb_tse.py", "sim/axis.py", "sim/selfcheck.py", "rtl/unit.py"):
+    for name in ("sim/tb_tse.py", "sim/axis.py", "sim/selfcheck.py", "sim/selfcheck_tb.py",
+                 "rtl/unit.py"):
         path = tmp_path / name
         text = path.read_text()
         path.write_text(text + "\n# changed\n")
         keys.add(cosim.source_digest(tmp_path))
         path.write_text(text)
-    assert len(keys) == 5 and cosim.source_digest(tmp_path) == base
+    assert len(keys) == 6 and cosim.source_digest(tmp_path) == base
 
 
 def test_harness_reads_probe_widths_from_the_unit():
@@ -407,6 +454,41 @@ def test_tse_cosim_cli_fails_on_one_wrong_expected_value(designs, tmp_path):
     f = r["first_mismatch"]
     assert (f["frame"], f["row"], f["column"], f["channel"], f["lane"]) == (1, 3, 5, 4, 1)
     assert r["stage"] == "tile_broadcaster"
+
+
+def test_unit_without_probes_is_located_by_the_models_stages(tmp_path):
+    """The default export (no probe ports) under cocotb: bit-exact as written; with every
+    gate of the sigmoid ROM's image changed (the excite MAC's output wrong) the first
+    mismatch is charged to excite_mac, with one expected product changed to the
+    tile_broadcaster, both from the model's stages (no gate was seen)."""
+    src = cosim.prepare(matrix_config("row_strip_short_last"), FRAMES, probes=False)
+    assert not harness.has_port((src / selfcheck.UNIT_FILE).read_text(), "probe_gate_valid")
+    scs = cosim.scenarios(["stream"], FRAMES)
+    r = cosim.cosimulate(src, "icarus", scs)
+    assert r["ok"] and r["mismatches"] == 0, r["problems"]
+    assert r["max_buffer_occupancy"] is None           # no strip level without probes
+
+    gate_dir = tmp_path / "gate"
+    shutil.copytree(src, gate_dir)
+    rom = gate_dir / "hex" / "rom_sigmoid.hex"
+    lines = rom.read_text().split()
+    rom.write_text("".join(format(int(w, 16) ^ 1, f"0{len(w)}x") + "\n" for w in lines))
+    r = cosim.cosimulate(gate_dir, "icarus", scs)
+    assert not r["ok"] and r["mismatches"] > 0
+    assert r["stage"] == "excite_mac", r["problems"]
+    assert "from the model's stages" in r["scenarios"][0]["report"]
+
+    out_dir = tmp_path / "output"
+    shutil.copytree(src, out_dir)
+    out = np.load(out_dir / "output.npy")
+    out[1, 3, 5, 5] ^= 0x40                      # frame 1, row 3, column 5, channel 5
+    np.save(out_dir / "output.npy", out)
+    r = cosim.cosimulate(out_dir, "icarus", scs)
+    assert not r["ok"] and r["mismatches"] == 1
+    f = r["first_mismatch"]
+    assert (f["frame"], f["row"], f["column"], f["channel"]) == (1, 3, 5, 5)
+    assert r["stage"] == "tile_broadcaster", r["problems"]
+    assert "from the model's stages" in r["scenarios"][0]["report"]
 
 
 # ---- the self-checking Verilog testbench ----------------------------------------------------
