@@ -77,6 +77,9 @@ class LineAccumulator(wiring.Component):
         # ---- the stage register ------------------------------------------------------
         st_valid = Signal()
         st_data = Signal(p.beat_bits)
+        # x - zx of each lane, computed as the beat loads: the add into the sum is then the
+        # stage's only carry chain
+        st_xz = [Signal(signed(9), name=f"st_xz{lane}") for lane in range(P)]
         st_first = Signal()
         st_complete = Signal()
         st_strip_end = Signal()
@@ -99,7 +102,7 @@ class LineAccumulator(wiring.Component):
         new = []
         for lane in range(P):
             base = Mux(st_first, 0, rd.data[lane])
-            x = arith.minus_zp(st_data[8 * lane:8 * lane + 8], p.zx)
+            x = st_xz[lane]
             total = arith.sat_add(m, base, x, lo, hi) if p.saturate else base + x
             new.append(arith.wire(m, total[:p.sum_bits], f"sum{lane}"))
         # Wide payloads are driven whole, with one Cat, never field by field: Amaranth
@@ -156,6 +159,8 @@ class LineAccumulator(wiring.Component):
         m.d.comb += [rd.en.eq(take), rd.addr.eq(tile * G + grp)]
         with m.If(take):
             m.d.sync += [st_valid.eq(1), st_data.eq(beat), st_first.eq(at_first),
+                         *[st_xz[lane].eq(arith.minus_zp(beat[8 * lane:8 * lane + 8], p.zx))
+                           for lane in range(P)],
                          st_addr.eq(tile * G + grp),
                          st_complete.eq(at_complete), st_strip_end.eq(at_strip_end),
                          st_tile.eq(tile), st_grp.eq(grp), st_kind.eq(at_kind),
