@@ -185,7 +185,7 @@ def parse(output: str) -> dict:
         pass
     if m is None:
         return {"passed": False, "line": None}
-    fields = dict(kv.split("=", 1) for kv in m.group(2).split())
+    fields = dict(kv.split("=", 1) for kv in m.group(2).split() if "=" in kv)
     first = re.search(rf"^{TB}: first mismatch .*$", output, re.M)
     return {"passed": m.group(1) == "PASS", "line": m.group(0),
             "first_mismatch": first.group(0) if first else None, **fields}

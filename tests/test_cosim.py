@@ -452,7 +452,7 @@ def test_tse_cosim_cli_fails_on_one_wrong_expected_value(designs, tmp_path):
     r = json.loads(p.stdout)
     assert r["mismatches"] == 1 and not r["ok"]
     f = r["first_mismatch"]
-    assert (f["frame"], f["row"], f["column"], f["channel"], f["lane"]) == (1, 3, 5, 4, 1)
+    assert (f["frame"], f["row"], f["column"], f["channel"], f["lane"]) == (1, 3, 5, 5, 0)
     assert r["stage"] == "tile_broadcaster"
 
 
@@ -502,7 +502,7 @@ def altered(designs, tmp_path_factory):
     path = dst / "hex" / "output.hex"
     lines = path.read_text().splitlines()
     k = len(lines) // 2 + 3
-    word = int(lines[k], 16) ^ 0x100           # lane 1's low bit of one beat
+    word = int(lines[k], 16) ^ 0x1             # lane 0's low bit of one beat
     lines[k] = format(word, f"0{len(lines[k])}x")
     path.write_text("\n".join(lines) + "\n")
     return dst, k
@@ -516,14 +516,17 @@ def test_selfcheck_testbench_passes_then_fails_on_one_altered_value(designs, alt
     assert (vec / selfcheck.TB_FILE).is_file() and (vec / selfcheck.UNIT_FILE).is_file()
     ok = selfcheck.run(vec, sim, build, pause=25, seed=9)
     assert ok["passed"] and ok["returncode"] == 0, ok
-    assert int(ok["mismatches"]) == 0 and int(ok["beats"]) == FRAMES * 140
+    cfg = matrix_config("patch_partial")
+    bpf, groups = cfg.beats_per_frame, cfg.channels // cfg.lanes
+    assert int(ok["mismatches"]) == 0 and int(ok["beats"]) == FRAMES * bpf
     fast = selfcheck.run(vec, sim, build, pause=0)      # throughput: see the matrix tests
     assert fast["passed"] and int(fast["cycles"]) < int(ok["cycles"]), fast
     bad_dir, k = altered
     bad = selfcheck.run(vec, sim, build, pause=25, seed=9, hex_dir=bad_dir)   # same build
     assert not bad["passed"] and bad["returncode"] != 0, bad
     assert int(bad["mismatches"]) == 1
-    frame, beat = divmod(k, 140)
-    pixel = beat // 4
-    assert (f"frame {frame} row {pixel // 7} column {pixel % 7} channels "
-            f"{(beat % 4) * 2}..{(beat % 4) * 2 + 1}") in bad["first_mismatch"]
+    frame, beat = divmod(k, bpf)
+    pixel = beat // groups
+    first = (beat % groups) * cfg.lanes
+    assert (f"frame {frame} row {pixel // cfg.width} column {pixel % cfg.width} channels "
+            f"{first}..{first + cfg.lanes - 1}") in bad["first_mismatch"]
