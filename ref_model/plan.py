@@ -22,9 +22,10 @@ banks; rtl/gate_memory.py says why the RTL keeps a third.)
 
 Pipeline of one issue, in cycles after it (rtl/excite_mac.py): +1 operands (pooled or hidden
 codes, weight ROM word), +2 Q products, then one adder-tree level a cycle, the accumulator, the
-requantizer's multiply (two stages), rounding shift, zero point, clamp; the code is written
-ISSUE_TO_TREE + tree levels + ACCUMULATE_TO_CODE cycles after the issue, and the gate one
-cycle later (sigmoid ROM).
+requantizer's multiplier word, its multiply (limb products and their adder tree), rounding
+shift, zero point, clamp; the code is written ISSUE_TO_TREE + tree levels +
+ACCUMULATE_TO_CODE cycles after the issue, and the gate CODE_TO_GATE cycles later (the code's
+register, the sigmoid ROM).
 
 At one beat per clock the input of strip i+1 keeps arriving while strip i waits for its gates,
 so the strip buffer must hold a whole strip plus the excite latency in beats; a shallower one
@@ -35,16 +36,19 @@ from __future__ import annotations
 
 import math
 
-MEAN_STAGES = 16
-"""Register stages of a mean unit in its deepest form (rtl/pipeline.mean: float32 rounding of
-a sum wider than 24 bits); shallower forms are padded to it, so the schedule is one."""
+MEAN_STAGES = 20
+"""Registers of a mean unit in its deepest form (rtl/pipeline.mean: float32 rounding of a sum
+wider than 24 bits, 5 + 4 + 5 + 5, then the rounding to the code before its clamp); shallower
+forms are padded to it, so the schedule is one."""
 EXCITE_LEAD_CYCLES = MEAN_STAGES + 1
 """Cycles from a strip's last sums to its first issue: the means, and the pooled register."""
 ISSUE_TO_TREE = 3
 """Cycles from an issue to the adder tree's first level (operand registers, products)."""
-ACCUMULATE_TO_CODE = 5
-"""Cycles from the accumulator to the written code: the multiply by M (two stages), the
-rounding shift, the zero point, the clamp."""
+ACCUMULATE_TO_CODE = 8
+"""Cycles from the accumulator to the written code: the multiplier's ROM word, the multiply
+by M (rtl/pipeline.MUL_STAGES), the rounding shift, the zero point, the clamp."""
+CODE_TO_GATE = 2
+"""Cycles from a written code to its gate's write: the code's register, the sigmoid ROM."""
 BROADCAST_LATENCY_CYCLES = 8
 """Cycles from a beat's pop off the strip buffer to its output beat on m_axis, unstalled
 (rtl/tile_broadcaster.py): the beat beside its gate read, (x - zx), (x - zx) * g, the
@@ -93,7 +97,7 @@ def excite_cycles_per_tile(channels: int, hidden: int, multipliers: int) -> int:
 
 def excite_drain_cycles(channels: int, hidden: int, multipliers: int) -> int:
     """Cycles after a strip's last issue until its last gate is written (inclusive)."""
-    return excite_issue_to_code(channels, hidden, multipliers) + 1
+    return excite_issue_to_code(channels, hidden, multipliers) + CODE_TO_GATE
 
 
 def excite_latency_cycles(channels: int, hidden: int, tiles_per_strip: int,

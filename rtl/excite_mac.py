@@ -19,15 +19,18 @@ order exactly. fc1 takes hidden * ceil(C/Q) issues, fc2 C * ceil(hidden/Q). One 
 chunk loop means one requantizer (acc x M, then the rounding shift) serves both layers, and
 fc2's gates leave one at a time, which is what the gate memory and its probe take.
 
-Pipeline of an issue (cycles after it; L = tree levels, A = 3 + L):
+Pipeline of an issue (cycles after it; L = tree levels, A = 3 + L, X = A + 8 the plan's
+issue_to_code):
     +1        operands: the pooled or hidden chunk, the weight ROM word (block RAM)
     +2        Q products
     +3..+2+L  adder tree, a level a cycle
     A         accumulator (bias from the fc ROM, block RAM read a cycle ahead)
-    A+1, A+2  acc x M: limb products, their sum (pipeline.mul)
-    A+3, A+4  rounding shift; increment and zero point
-    A+5       clamp: the hidden code is written, or the sigmoid ROM is addressed
-    A+6       the gate is written to the gate memory
+    A+1       the multiplier's word from the fc ROM, selected by layer
+    A+2..A+5  acc x M: limb products, their adder tree (pipeline.mul, padded to 4 stages)
+    A+6, A+7  rounding shift; increment and zero point
+    X         clamp: the hidden code is written, or the code's register loaded
+    X+1       the sigmoid ROM read
+    X+2       the gate is written to the gate memory
 The pipeline never stalls: a strip is a fixed sequence of cycles, so its latency is the
 plan's, and the test that compares it with the model is exact.
 
@@ -204,7 +207,7 @@ class ExciteMac(wiring.Component):
         tags = [Signal(tag_layout, name="tag0")]
         m.d.comb += tags[0].eq(Cat(in_fc1 | in_fc2, in_fc2, k == 0, k == kmax, k, o, tile,
                                    c_grp, c_lane))
-        for i in range(1, p.issue_to_code + 2):
+        for i in range(1, p.issue_to_code + plan.CODE_TO_GATE + 1):
             tags.append(Signal(tag_layout, name=f"tag{i}"))
             m.d.sync += tags[i].eq(tags[i - 1])
 
@@ -282,34 +285,38 @@ class ExciteMac(wiring.Component):
         with m.If(tA.valid & tA.last):
             m.d.sync += rq_acc.eq(acc_next)
 
-        # A+1, A+2: acc x M (the requantizer's multiply; M and the shift from the fc ROM)
+        # A+1: the multiplier's word (M and the shift), read at A from the fc ROM (block RAM)
         mult_r = [rom.read_port() for rom in fc_roms]
         m.d.comb += [r.addr.eq(tA.o) for r in mult_r]
-        word = Mux(tags[A + 1].fc2, mult_r[1].data, mult_r[0].data)
-        product = pipeline.mul(m, rq_acc, word[p.acc_bits:p.acc_bits + p.mult_bits], "rq_mul")
+        word = pipeline.cut(m, Mux(tags[A + 1].fc2, mult_r[1].data, mult_r[0].data), "rq_word")
+        acc2 = pipeline.cut(m, rq_acc, "rq_acc2")
+        # A+2 ...: acc x M, in limbs (pipeline.mul), padded to the plan's MUL_STAGES
+        product, n = pipeline.mul(m, acc2, word[p.acc_bits:p.acc_bits + p.mult_bits], "rq_mul")
+        assert n <= pipeline.MUL_STAGES, n
+        product = pipeline.delay(m, product, pipeline.MUL_STAGES - n, "rq_pad")
         shift = pipeline.delay(m, word[p.acc_bits + p.mult_bits:], pipeline.MUL_STAGES,
                                "rq_shift")
 
-        # A+3 ... A+5: rounding shift, zero point, clamp (lower clamp at zh: fc1's ReLU)
-        t3 = tags[A + pipeline.MUL_STAGES + 1]
+        # then: rounding shift, zero point, clamp (lower clamp at zh: fc1's fused ReLU)
+        tq = tags[A + 2 + pipeline.MUL_STAGES]
         max_shift = max(int(v) for v in list(p.ip.hw_fc1_shift) + list(p.ip.hw_fc2_shift))
-        half_up = Mux(t3.fc2, p.rounding("fc2") == nm.HALF_UP, p.rounding("fc1") == nm.HALF_UP)
+        half_up = Mux(tq.fc2, p.rounding("fc2") == nm.HALF_UP, p.rounding("fc1") == nm.HALF_UP)
         code = arith.wire(m, pipeline.requant(m, product, shift, max_shift,
-                                              Mux(t3.fc2, p.ze, p.zh), Mux(t3.fc2, 0, p.zh),
+                                              Mux(tq.fc2, p.ze, p.zh), Mux(tq.fc2, 0, p.zh),
                                               half_up), "code")
-        assert A + pipeline.MUL_STAGES + 1 + pipeline.REQUANT_STAGES == p.issue_to_code
+        assert A + 2 + pipeline.MUL_STAGES + pipeline.REQUANT_STAGES == p.issue_to_code
         tc = tags[p.issue_to_code]
         for i in range(hid):
             with m.If(tc.valid & tc.last & ~tc.fc2 & (tc.o == i)):
                 m.d.sync += hidden[i].eq(code)
 
-        # A+6: sigmoid ROM (block RAM, addressed with the code) and the gate write
+        # the code's register, the sigmoid ROM (block RAM) and the gate write
         lut = m.submodules.sigmoid_rom = memory.Memory(shape=p.gate_bits, depth=256,
                                                       init=p.gate_rom)
         lr = lut.read_port()
-        te = tags[p.issue_to_code + 1]
+        te = tags[p.issue_to_code + plan.CODE_TO_GATE]
         m.d.comb += [
-            lr.addr.eq(code),
+            lr.addr.eq(pipeline.cut(m, code, "code_reg")),
             self.w_en.eq(te.valid & te.last & te.fc2), self.w_bank.eq(gb),
             self.w_tile.eq(te.tile), self.w_group.eq(te.grp), self.w_lane.eq(te.lane),
             self.w_data.eq(lr.data), self.w_channel.eq(te.o),

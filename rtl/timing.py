@@ -274,6 +274,12 @@ def logic_path(netlist: dict, top: str = "tse_unit") -> dict:
     (no routing): {"delay_ns", "from", "to", "stage_from", "stage_to", "cells"}. Paths
     start at a register's, block RAM's or LUT-RAM's output or a top-level input and end at
     one of their inputs or a top-level output; CELL_DELAY_NS gives the weights."""
+    return logic_paths(netlist, top, 1)[0]
+
+
+def logic_paths(netlist: dict, top: str = "tse_unit", count: int = 10) -> list[dict]:
+    """The `count` longest register-to-register logic paths (logic_path's), slowest first,
+    one per pair of start and end signals."""
     mod = netlist["modules"][top]
     drivers = {}           # net bit -> (cell, port)
     sinks = defaultdict(list)
@@ -313,19 +319,28 @@ def logic_path(netlist: dict, top: str = "tse_unit") -> dict:
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 1_000_000))
     try:
-        worst = (0.0, "", 0, "")
+        ends = []          # (ns, start cell, cells, end cell) of every register input
         for name, c in cells.items():
             if c["type"] not in SEQUENTIAL:
                 continue
             for _, driver in _driven_inputs(c, drivers):
                 t, s, n = out_arrival(*driver)
-                if t > worst[0]:
-                    worst = (t, s, n, name)
+                ends.append((t, s, n, name))
     finally:
         sys.setrecursionlimit(limit)
-    t, start, n, end = worst
-    return {"delay_ns": round(t, 2), "from": start, "to": end,
-            "stage_from": locate(start)[0], "stage_to": locate(end)[0], "cells": n}
+    ends.sort(key=lambda e: -e[0])
+    out, seen = [], set()
+    for t, start, n, end in ends:
+        key = (locate(start), locate(end))       # one path per pair of signals
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"delay_ns": round(t, 2), "from": start, "to": end,
+                    "stage_from": key[0][0], "stage_to": key[1][0], "cells": n})
+        if len(out) == count:
+            break
+    return out or [{"delay_ns": 0.0, "from": "", "to": "", "stage_from": TOP_STAGE,
+                    "stage_to": TOP_STAGE, "cells": 0}]
 
 
 def measure(verilog_path, workdir, device: str = DEFAULT_DEVICE,

@@ -78,10 +78,10 @@ def test_requant_matches_numerics(half_up):
     rounding = nm.HALF_UP if half_up else nm.HALF_EVEN
 
     def build(m, acc, mult, shift, zo, lo):    # the excite MAC's: multiply, then requantize
-        late = [pipeline.delay(m, v, pipeline.MUL_STAGES) for v in (shift, zo, lo)]
-        code = pipeline.requant(m, pipeline.mul(m, acc, mult), late[0], max_shift, late[1],
-                                late[2], half_up)
-        return code, pipeline.MUL_STAGES + pipeline.REQUANT_STAGES
+        product, n = pipeline.mul(m, acc, mult)
+        late = [pipeline.delay(m, v, n) for v in (shift, zo, lo)]
+        code = pipeline.requant(m, product, late[0], max_shift, late[1], late[2], half_up)
+        return code, n + pipeline.REQUANT_STAGES
 
     got = eval_pipe({"acc": signed(acc_bits), "mult": mult_bits, "shift": 7, "zo": 8, "lo": 8},
                     build, vecs)
@@ -133,7 +133,8 @@ def test_round_significant_and_shift_edges():
 
 
 @pytest.mark.parametrize("a_shape, b_shape", [(signed(48), unsigned(24)), (signed(18), 26),
-                                              (unsigned(40), signed(35)), (signed(9), signed(8))])
+                                              (unsigned(40), signed(35)), (signed(9), signed(8)),
+                                              (signed(62), unsigned(31))])
 def test_mul_in_limbs_is_exact(a_shape, b_shape):
     """pipeline.mul: products split at 17-bit limbs, extremes of both operands included."""
     a_shape, b_shape = (Shape.cast(x) for x in (a_shape, b_shape))
@@ -148,9 +149,19 @@ def test_mul_in_limbs_is_exact(a_shape, b_shape):
     vecs = [dict(a=a, b=b) for a in aends for b in bends]
     vecs += [dict(a=int(rng.integers(alo, ahi, endpoint=True)),
                   b=int(rng.integers(blo, bhi, endpoint=True))) for _ in range(300)]
-    got = eval_pipe({"a": a_shape, "b": b_shape},
-                    lambda m, a, b: (pipeline.mul(m, a, b), pipeline.MUL_STAGES), vecs)
+    stages = []
+
+    def build(m, a, b):
+        product, n = pipeline.mul(m, a, b)
+        stages.append(n)
+        return product, n
+
+    got = eval_pipe({"a": a_shape, "b": b_shape}, build, vecs)
     assert got == [v["a"] * v["b"] for v in vecs]
+    # the widest product the hw profile allows (62-bit register x 31-bit M) fits MUL_STAGES
+    assert 1 <= stages[0] and (stages[0] <= pipeline.MUL_STAGES
+                               or max(a_shape.width, b_shape.width) > 62
+                               or min(a_shape.width, b_shape.width) > 31)
 
 
 def test_a_tree_of_clamp_shift_maps_is_the_chain_of_saturating_adds():
