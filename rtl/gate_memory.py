@@ -31,6 +31,7 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from . import arith
 from .params import RtlParams, field
 
 BANKS = 3
@@ -60,9 +61,14 @@ class GateMemory(wiring.Component):
         mem = m.submodules.gates = memory.Memory(
             shape=data.ArrayLayout(p.gate_bits, p.P), depth=BANKS * p.tx * p.G, init=[])
         wr = mem.write_port(granularity=1)
+        # the first word of (bank, tile) from a table, not (bank * tx + tile) * G: Yosys
+        # maps that product onto a MULT18X18D, the slowest cell on the write path
+        tiles = 1 << len(self.w_tile)
+        word0 = [(b * p.tx + t) * p.G if b < BANKS and t < p.tx else 0
+                 for b in range(4) for t in range(tiles)]
         rd = mem.read_port(domain="sync")
         m.d.comb += [
-            wr.addr.eq((self.w_bank * p.tx + self.w_tile) * p.G + self.w_group),
+            wr.addr.eq(arith.const_table(word0, Cat(self.w_tile, self.w_bank)) + self.w_group),
             wr.en.eq(Cat(self.w_en & (self.w_lane == lane) for lane in range(p.P))),
             rd.en.eq(self.r_en),
             rd.addr.eq(self.r_addr),
