@@ -84,6 +84,30 @@ def prepare(cfg: TSEConfig, frames: int = 3, root=None, probes: bool = True,
     return out
 
 
+def probed_twin(vectors_dir) -> Path:
+    """The unit of a vectors directory with the probe ports added (the strip level and the
+    gates for the measurements; otherwise the same unit, from the manifest's plan), cached
+    by the plan, the unit's name and the sources; the vectors' own NAME.v is untouched."""
+    from ref_model.unit_plan import UnitPlan
+    from rtl.export import verilog_text
+
+    vectors_dir = Path(vectors_dir)
+    name = selfcheck.unit_verilog_of(vectors_dir).stem
+    plan = json.loads((vectors_dir / "manifest.json").read_text())["unit"]
+    key = hashlib.sha256(json.dumps([plan, name, source_digest()], sort_keys=True)
+                         .encode()).hexdigest()[:20]
+    root = runner.cache_root() / "twins"
+    out = root / key / f"{name}.v"
+    with runner.locked(root / f".{key}.lock"):
+        if not out.is_file():
+            p = UnitPlan.from_dict(plan)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(verilog_text(p.cfg, p.ip, name, probes=True))
+            tmp.replace(out)                      # whole or not at all
+    return out
+
+
 def scenarios(kinds=("stream",), frames: int | None = None, pause_in: float = 0.0,
               pause_out: float = 0.0, seed: int = 0) -> list[dict]:
     """Scenario dicts for a job; each kind gets its own seed derived from `seed`."""

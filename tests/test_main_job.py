@@ -30,6 +30,9 @@ def test_run_prints_the_chain_and_exits_zero(tmp_path):
     m = re.search(r"co-simulation \(icarus, 2 frames back to back, no pauses\): bit-exact on "
                   r"(\d+) output beats", text)
     assert m and int(m[1]) == BEATS, text
+    # the vectors' unit has no probes; the run measures the strip level on its probed twin
+    assert re.search(r"peak strip buffer \d+ beats", text), text
+    assert "probe_" not in (out / "vectors" / "tse_unit.v").read_text()
     assert "FAILED" not in text
     assert artifacts.verify(out / "vectors") == [] and artifacts.verify(out / "reference") == []
     assert json.loads((out / "cosim" / "result.json").read_text())   # the run's own result

@@ -44,7 +44,7 @@ def register(sub):
                    help="comma-separated: stream, reset, tlast_early, tlast_late, or all "
                         "(default stream)")
     g.add_argument("--vectors", metavar="DIR", help="use this `tse vectors` directory (with "
-                   "its tse_unit.v) instead of generating vectors for the configuration")
+                   "its NAME.v) instead of generating vectors for the configuration")
     g.add_argument("--run-dir", metavar="DIR", help="where the job, results and simulator "
                    "log go (default under ~/.cache/tse/cosim/runs)")
     g.add_argument("--json", action="store_true", help="print one JSON object on one line")
@@ -102,9 +102,10 @@ def _check_vectors_dir(directory) -> None:
     if manifest.get("kind") != "golden-vectors" or not isinstance(manifest.get("config"), dict):
         raise InputError(f"vectors: {str(directory)!r} is a {manifest.get('kind')!r} directory; "
                          "allowed: a directory written by tse vectors")
-    if not (Path(directory) / "tse_unit.v").is_file():
-        raise InputError(f"vectors: {str(directory)!r} has no tse_unit.v (rtl/ was not "
-                         "available when it was written); allowed: a tse vectors directory "
+    units = [f["path"] for f in manifest.get("files", []) if f.get("role") == "unit_verilog"]
+    if not units or not (Path(directory) / units[0]).is_file():
+        raise InputError(f"vectors: {str(directory)!r} has no unit Verilog (NAME.v; rtl/ was "
+                         "not available when it was written); allowed: a tse vectors directory "
                          "with the unit's Verilog")
 
 

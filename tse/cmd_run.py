@@ -37,7 +37,7 @@ def run(args):
     from ref_model import kernels, vectors
     from ref_model.artifacts import claim_dir
     from ref_model.errors import InputError
-    from sim import cosim, runner, selfcheck
+    from sim import cosim, runner
 
     from . import golden, preflight
 
@@ -72,13 +72,16 @@ def run(args):
     ok = True
     if args.sim != "none":
         if not args.json:
-            print(f"co-simulating {out / 'vectors' / (args.name + '.v')} on {args.sim} ...",
-                  flush=True)
+            print(f"co-simulating {out / 'vectors' / (args.name + '.v')}"
+                  f"{'' if args.probes else ' (with probe ports for the strip level)'} on "
+                  f"{args.sim} ...", flush=True)
         try:
+            # without --probes the same unit plus its probe ports measures the strip buffer
+            twin = None if args.probes else cosim.probed_twin(out / "vectors")
             report = cosim.cosimulate(
                 out / "vectors", args.sim,
                 cosim.scenarios(("stream",), args.frames, 0.0, 0.0, cfg.seed),
-                run_dir=out / "cosim")
+                unit_verilog=twin, run_dir=out / "cosim")
         except runner.SimulationError as e:
             print(f"tse: error: co-simulation failed: {e}", file=sys.stderr)
             return 1
