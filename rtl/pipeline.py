@@ -2,23 +2,26 @@
 blocks, and the mean and the requantizer in register stages (issue 16: 100 MHz on an ECP5).
 
 Owns the stage structure of the long computations. Each function builds its twin in
-ref_model.numerics (tests/test_rtl_arith.py checks each), spread over register stages: `cut` puts a value on a register, and every function says how many stages it adds,
-so the caller delays the tags that travel with the value by as many (`delay`). None of these
-pipelines stall: the excite MAC's schedule is fixed, a value enters and leaves on fixed cycles.
+ref_model.numerics (tests/test_rtl_arith.py checks each), spread over register stages: `cut`
+puts a value on a register, and every function says how many stages it adds, so the caller
+delays the tags that travel with the value by as many (`delay`). None of these pipelines
+stall: the excite MAC's schedule is fixed, a value enters and leaves on fixed cycles.
 
-Why the cuts sit where they do (ECP5, speed grade 6, about 10 ns a cycle):
+Why the cuts sit where they do (ECP5, speed grade 6, 10 ns a cycle, of which routing takes
+about two thirds after place and route):
   - a multiply wider than 18 x 18 is cut into 17-bit limbs, one MULT18X18D each, with a
-    register on every limb product and one on their sum (synth_ecp5 would otherwise chain the
-    blocks' outputs through carry chains in the same cycle);
-  - rounding to 24 significant bits (float32) is magnitude + leading-one count, then the right
-    shift with its rounding bits, then the increment and the shift back, then the sign: four
-    stages, each one carry chain or one barrel shifter;
+    register on every limb product and on every level of the adder tree that sums them
+    (synth_ecp5 would otherwise chain the blocks' outputs through carry chains in one cycle);
+  - rounding to 24 significant bits (float32) is magnitude, then how many bits to drop (as a
+    thermometer of OR trees, not a leading-one detector's adders), then the kept bits and
+    their rounding bit (one-hot selects), then the increment and the shift back, then the
+    sign: five stages, each about one carry chain or one selection;
   - the requantizer's rounding shift by a variable amount is the shift with its half and
     sticky bits, then the increment and the zero point, then the clamp.
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Mux, Signal
 from amaranth.hdl import Value
 
 from ref_model import numerics as nm
@@ -183,8 +186,8 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
 def requant(m, product, shift, max_shift: int, zo, lo, half_up) -> Value:
     """clamp(round(product / 2**shift) + zo, lo, 255) (numerics.requant_hw after its
     multiply) over REQUANT_STAGES registers: the shifted value with its half and sticky bits;
-    the increment and the zero point; then the clamp, left combinational. shift, zo, lo, half_up must be the values of
-    the product's cycle: they are delayed here."""
+    the increment and the zero point; then the clamp, left combinational. shift, zo, lo and
+    half_up must be the values of the product's cycle: they are delayed here."""
     v = arith.wire(m, product, "rq_in")
     bits = arith.extend(v, max_shift + 1)
     shift = arith.wire(m, shift, "rq_shift")
