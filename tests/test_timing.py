@@ -165,3 +165,13 @@ def test_guard_tiny_unit_logic_path_within_budget(tmp_path, cfg):
           f"{path['from']} -> {path['to']}; {syn['version']}")
     assert path["delay_ns"] > 1.0, path
     assert path["delay_ns"] <= LOGIC_BUDGET_NS, path
+
+
+@pytest.mark.parametrize("depth, bits", [(2, 36), (512, 36), (513, 18), (3445, 4),
+                                         (4096, 4), (4097, 2), (12543, 1), (20000, 1)])
+def test_strip_buffer_slices_fill_a_block_ram_in_depth(depth, bits):
+    """The strip buffer's storage is cut into slices as deep as a 16-kbit block RAM can be
+    at that width, so no multiplexer sits between a block and the FIFO's output (the default
+    unit's 3,445 beats: 4-bit slices, one DP16KD of 4096 x 4 each)."""
+    from rtl.strip_buffer import slice_bits
+    assert slice_bits(depth) == bits
