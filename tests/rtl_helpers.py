@@ -79,7 +79,7 @@ def frame_beats(x: np.ndarray, lanes: int) -> list[tuple[int, bool]]:
 def small_case(cfg, seed: int = 0, frames: int = 2, zp_mode: str = "random", engine=None):
     """(cfg, IntParams, x) with random integer parameters (random zero points) and random
     frames: no PyTorch run, so a test costs only its simulation."""
-    from ref_model import numerics as nm
+    from tse.ref_model import numerics as nm
     from test_numerics import random_quant_params
     engine = engine or cfg.engine
     cfg = cfg.replace(engine=engine)

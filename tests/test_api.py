@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import tse
-from quant import reference as quant_reference
-from ref_model import artifacts
-from ref_model.errors import ConfigError, InputError
+from tse.quant import reference as quant_reference
+from tse.ref_model import artifacts
+from tse.ref_model.errors import ConfigError, InputError
 from tse.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_shapes_are_inferred_from_the_weights_and_the_input():
     assert (cfg.channels, cfg.hidden, cfg.height, cfg.width, cfg.lanes) == (10, 3, 7, 6, 5)
     assert cfg.reduction == 3                    # 10 // 3 == 3
     assert tse.config_for(LinearSE(12, 4), np.zeros((12, 9, 10))).lanes == 4   # gcd(12, 8)
-    from quant.float_block import TSE
+    from tse.quant.float_block import TSE
     cfg = tse.config_for(TSE(16, (3, 5), 2), np.zeros((16, 9, 10)))
     assert (cfg.tile, cfg.hidden) == ("3x5", 8)
 

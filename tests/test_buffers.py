@@ -14,10 +14,10 @@ import struct
 
 import pytest
 
-from ref_model.buffers import parse_planner_tile, plan_layer, plan_network
-from ref_model.config import TSEConfig
-from ref_model.errors import ConfigError
-from ref_model.networks import SELayer, builtin_network
+from tse.ref_model.buffers import parse_planner_tile, plan_layer, plan_network
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.errors import ConfigError
+from tse.ref_model.networks import SELayer, builtin_network
 from tse.cli import main
 
 # Table 1, 'Buffer' column: tile -> M elements (RegNetY-800MF, 224x224).
@@ -315,7 +315,7 @@ def model_file(tmp_path, monkeypatch):
 
 
 def test_hooks_find_se_blocks(model_file):
-    from quant.se_hooks import load_model, find_se_layers
+    from tse.quant.se_hooks import load_model, find_se_layers
     net = find_se_layers(load_model(model_file), (3, 64, 48), name="m")
     assert [(l.name, l.channels, l.height, l.width, l.hidden) for l in net.layers] == [
         ("1", 16, 32, 24, 4), ("4", 32, 16, 12, 8), ("5.0", 32, 16, 12, 6)]
@@ -324,7 +324,7 @@ def test_hooks_find_se_blocks(model_file):
 def test_hooks_on_a_saved_model_and_the_cli(model_file, tmp_path, capsys):
     import torch
 
-    from quant.se_hooks import model_se_layers
+    from tse.quant.se_hooks import model_se_layers
     import se_model
     saved = tmp_path / "model.pt"
     torch.save(se_model.build_model(), saved)
@@ -338,8 +338,8 @@ def test_hooks_on_a_saved_model_and_the_cli(model_file, tmp_path, capsys):
 def test_hooks_errors(tmp_path):
     from torch import nn
 
-    from quant.se_hooks import find_se_layers, load_model
-    from ref_model.errors import InputError
+    from tse.quant.se_hooks import find_se_layers, load_model
+    from tse.ref_model.errors import InputError
     with pytest.raises(ConfigError, match="no SE block found"):
         find_se_layers(nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 3, 1)), (3, 8, 8))
     with pytest.raises(InputError, match="forward pass on an input of size 5x8x8 failed"):

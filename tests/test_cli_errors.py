@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from quant import calibration_check, memory
-from ref_model.config import MAX_SEED, TSEConfig
-from ref_model.errors import ConfigError
+from tse.quant import calibration_check, memory
+from tse.ref_model.config import MAX_SEED, TSEConfig
+from tse.ref_model.errors import ConfigError
 from tse.cli import main
 
 SMALL = ["--channels", "8", "--height", "4", "--width", "4", "--tile", "2xW", "--lanes", "8",
@@ -117,7 +117,7 @@ def test_too_large_for_memory_is_refused_up_front(tmp_path, capsys):
 
 def test_memory_estimate_is_conservative_and_monotonic():
     cfg = TSEConfig(channels=16, height=256, width=512, tile="8xW", lanes=16)
-    # measured: 1.09 GB peak for tse vectors on one frame of this shape (quant/memory.py)
+    # measured: 1.09 GB peak for tse vectors on one frame of this shape (tse/quant/memory.py)
     assert memory.estimate_bytes(cfg, 1) >= 1.09e9
     assert memory.estimate_bytes(cfg, 16) >= memory.estimate_bytes(cfg, 1)
     assert memory.estimate_bytes(cfg, 64) > memory.estimate_bytes(cfg, 16)

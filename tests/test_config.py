@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from ref_model.cli_args import add_config_arguments, config_from_args
-from ref_model.config import DEFAULT, TSEConfig, parse_tile
-from ref_model.errors import ConfigError
+from tse.ref_model.cli_args import add_config_arguments, config_from_args
+from tse.ref_model.config import DEFAULT, TSEConfig, parse_tile
+from tse.ref_model.errors import ConfigError
 
 
 def test_default_is_regnety_800mf_stage2():

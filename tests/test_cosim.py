@@ -2,9 +2,9 @@
 
 Three layers, cheapest first:
   - the scoreboard and pause generators, in plain Python;
-  - the stream drivers on sim/stub.py's pass-through (a development aid with the unit's
+  - the stream drivers on tse/sim/stub.py's pass-through (a development aid with the unit's
     ports; it never stands in for the unit in a bit-exact test);
-  - the TSE unit from rtl.export against golden vectors: a matrix of small configurations
+  - the TSE unit from tse.rtl.export against golden vectors: a matrix of small configurations
     (SE, row strips with a shorter last strip, column strips and patches with partial edge
     tiles, P=1, C=64 row strips; four of them the shapes where tlast_early once failed under
     input pauses) on both simulators, with pauses on both sides (and the pauses checked to
@@ -12,7 +12,7 @@ Three layers, cheapest first:
     self-checking testbench on both simulators, passing as written and failing when one
     expected value is altered.
 
-Builds are cached (~/.cache/tse/cosim/, sim.runner.cache_root) by the Verilog's contents, so each design is compiled once per
+Builds are cached (~/.cache/tse/cosim/, tse.sim.runner.cache_root) by the Verilog's contents, so each design is compiled once per
 simulator; every scenario of a configuration runs in one simulation.
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ import sys
 import numpy as np
 import pytest
 
-from ref_model.config import TSEConfig
-from sim import cosim, harness, scoreboard, selfcheck, stub
-from sim.axis import PauseGenerator, pack_beats, unpack_beats
+from tse.ref_model.config import TSEConfig
+from tse.sim import cosim, harness, scoreboard, selfcheck, stub
+from tse.sim.axis import PauseGenerator, pack_beats, unpack_beats
 
 SIMS = ("icarus", "verilator")
 PAUSE = 0.3
@@ -108,7 +108,7 @@ def test_scoreboard_blames_excite_mac_on_a_wrong_gate():
 
 
 def _product_table():
-    """A stand-in for the broadcaster's table (ref_model.fastpath.broadcast_table): output
+    """A stand-in for the broadcaster's table (tse.ref_model.fastpath.broadcast_table): output
     code for gate g and input x, distinct enough that one gate rarely fits another's."""
     g, x = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
     return ((g * x + 128) >> 8).astype(np.uint8)
@@ -224,15 +224,15 @@ def test_design_cache_key_covers_the_testbench(tmp_path):
             dst = tmp_path / path.relative_to(root)
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(path.read_bytes())
-    assert set(cosim.SOURCE_PACKAGES) >= {"ref_model", "quant", "rtl", "sim"}
+    assert set(cosim.SOURCE_PACKAGES) >= {"tse/ref_model", "tse/quant", "tse/rtl", "tse/sim"}
     base = cosim.source_digest(tmp_path)
     assert base == cosim.source_digest(root)
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_x.py").write_text("# not a source of the design\n")
     assert cosim.source_digest(tmp_path) == base
     keys = {base}
-    for name in ("sim/tb_tse.py", "sim/axis.py", "sim/selfcheck.py", "sim/selfcheck_tb.py",
-                 "rtl/unit.py"):
+    for name in ("tse/sim/tb_tse.py", "tse/sim/axis.py", "tse/sim/selfcheck.py", "tse/sim/selfcheck_tb.py",
+                 "tse/rtl/unit.py"):
         path = tmp_path / name
         text = path.read_text()
         path.write_text(text + "\n# changed\n")
@@ -384,7 +384,7 @@ def test_unit_matrix_bit_exact(designs, name, sim):
 def test_unit_throughput_without_pauses(designs, name, sim):
     """3 back-to-back frames, no pauses, default buffer depth: >= 0.99 beats per cycle from
     the first to the last output beat, no input stall, occupancy within the planned depth
-    (ref_model.plan: strip + excite latency)."""
+    (tse.ref_model.plan: strip + excite latency)."""
     cfg = matrix_config(name)
     assert cfg.excite_keeps_up    # every strip, the short last one too, outlasts the latency
     s = matrix_run(designs, name, sim)["scenarios"][0]
@@ -401,8 +401,8 @@ def test_unit_throughput_without_pauses(designs, name, sim):
 def test_shallow_buffer_stalls_input_like_the_model():
     """A one-strip buffer (the least that works) stalls the input; the output stays exact,
     and the stalls and peak occupancy agree with the streaming model's (ref_model)."""
-    from quant import reference
-    from ref_model import kernels, streaming
+    from tse.quant import reference
+    from tse.ref_model import kernels, streaming
 
     base = matrix_config("row_strip_short_last")
     cfg = base.replace(buffer_depth=base.strip_beats)

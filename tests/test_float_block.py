@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from quant.float_block import TSE
+from tse.quant.float_block import TSE
 
 
 def tse_loops(x, w1, b1, w2, b2, th, tw):

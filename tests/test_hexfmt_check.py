@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ref_model import artifacts, hexfmt
+from tse.ref_model import artifacts, hexfmt
 
 
 def test_known_words():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ref_model.config import TSEConfig
-from rtl.export import check_name, verilog_text
-from ref_model.errors import InputError
+from tse.ref_model.config import TSEConfig
+from tse.rtl.export import check_name, verilog_text
+from tse.ref_model.errors import InputError
 
 TINY = dict(height=5, width=7, reduction=2)
 CFG_A = TSEConfig(**TINY, channels=8, tile="3x3", lanes=2, excite_multipliers=8)
@@ -21,7 +21,7 @@ CFG_B = TSEConfig(**TINY, channels=4, tile="2xW", lanes=1, excite_multipliers=2)
 @pytest.fixture(scope="module")
 def units(tmp_path_factory):
     """Two differently configured units' vectors directories (se_a, se_b), no probes."""
-    from sim import cosim
+    from tse.sim import cosim
     return {name: cosim.prepare(cfg, 2, probes=False, name=name)
             for name, cfg in (("se_a", CFG_A), ("se_b", CFG_B))}
 
@@ -47,7 +47,7 @@ def test_top_has_axi_ports_and_probes_only_when_asked():
 
 def two_units_top(a: Path, b: Path) -> str:
     """A top holding both units (no ports of its own); each loads its own ROMs."""
-    from sim.harness import time_zero_kick
+    from tse.sim.harness import time_zero_kick
     kick = "".join(time_zero_kick((d / f"{n}.v").read_text(), f"u_{n}", n)
                    for d, n in ((a, "se_a"), (b, "se_b")))
     inst = "".join(f"""
@@ -72,7 +72,7 @@ def two_units_top(a: Path, b: Path) -> str:
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_two_differently_configured_units_elaborate_together(units, sim, tmp_path):
-    from sim import runner
+    from tse.sim import runner
     a, b = units["se_a"], units["se_b"]
     top = tmp_path / "two_units.v"
     top.write_text(two_units_top(a, b))

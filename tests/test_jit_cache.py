@@ -1,4 +1,4 @@
-"""ref_model.jit_cache: stale numba caches are flushed when a called module's source changes,
+"""tse.ref_model.jit_cache: stale numba caches are flushed when a called module's source changes,
 and every module with jitted code lists each module its machine code is compiled from."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from numba.core.dispatcher import Dispatcher
 
-from ref_model import fastpath, hw_numerics, jit_cache, kernels, numerics, rounding, \
+from tse.ref_model import fastpath, hw_numerics, jit_cache, kernels, numerics, rounding, \
     torch_numerics
 
 JITTED = (rounding, torch_numerics, hw_numerics, numerics)

@@ -1,7 +1,7 @@
-"""ref_model.kernels: the numba whole-frame kernels, both profiles.
+"""tse.ref_model.kernels: the numba whole-frame kernels, both profiles.
 
 torch profile == quantized PyTorch at every stage (zero mismatches): a fixed regression set of
-calibrated blocks (quant.reference.build, both engines, every tiling, non-dividing tiles,
+calibrated blocks (tse.quant.reference.build, both engines, every tiling, non-dividing tiles,
 non-zero zero points) and random configurations, parameters and codes (hypothesis).
 hw profile == two independent oracles: exact Python integer/fraction arithmetic (any widths)
 and fxpmath fixed-point registers with explicit rounding and saturation (small cases).
@@ -17,11 +17,11 @@ from fxpmath import Fxp
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from quant.reference import build
-from ref_model import kernels, numerics as nm
-from ref_model.config import TSEConfig
-from ref_model.errors import ConfigError, InputError
-from ref_model.hw_profile import DEFAULT_HW, min_reciprocal_bits, required_bits, tile_counts
+from tse.quant.reference import build
+from tse.ref_model import kernels, numerics as nm
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.errors import ConfigError, InputError
+from tse.ref_model.hw_profile import DEFAULT_HW, min_reciprocal_bits, required_bits, tile_counts
 
 from test_numerics import (SETTINGS, examples, nchw, nhwc, random_quant_params,
                            torch_block, tse_cases)

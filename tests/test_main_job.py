@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from ref_model import artifacts, vectors
+from tse.ref_model import artifacts, vectors
 from tse.cli import main
 
 SMALL = ["--channels", "8", "--height", "4", "--width", "6", "--tile", "2xW", "--lanes", "4",

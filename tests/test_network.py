@@ -1,4 +1,4 @@
-"""Accuracy on a trained network (quant.network, tse network): the cached digits SE-CNN,
+"""Accuracy on a trained network (tse.quant.network, tse network): the cached digits SE-CNN,
 seeded training, TSE replacement, quantization, and every SE block replaced by the
 bit-accurate models (torch profile: the same logits as quantized PyTorch)."""
 import json
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from quant import network as nw
-from ref_model.hw_profile import DEFAULT_HW
+from tse.quant import network as nw
+from tse.ref_model.hw_profile import DEFAULT_HW
 
 ROOT = Path(__file__).resolve().parents[1]
 

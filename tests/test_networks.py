@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from ref_model.errors import ConfigError, InputError
-from ref_model.networks import (EFFICIENTNET, EFFICIENTNET_HEAD, EFFICIENTNET_STEM, REGNETY,
+from tse.ref_model.errors import ConfigError, InputError
+from tse.ref_model.networks import (EFFICIENTNET, EFFICIENTNET_HEAD, EFFICIENTNET_STEM, REGNETY,
                                 builtin_network, efficientnet_blocks, load_layers,
                                 network_names, regnet_stages, round_filters)
 

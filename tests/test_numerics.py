@@ -1,4 +1,4 @@
-"""ref_model.numerics and hw_profile: every stage of both profiles against an independent oracle.
+"""tse.ref_model.numerics and hw_profile: every stage of both profiles against an independent oracle.
 
 torch profile: each stage against quantized PyTorch itself (avg_pool2d, ConvReLU2d/Conv2d,
 sigmoid, quantized mul, on both engines), fed the stage's own PyTorch input codes, over
@@ -24,14 +24,14 @@ from hypothesis import strategies as st
 
 import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.quantized as nnq
-from quant import engine_probe
-from quant.float_block import broadcast_gate
-from ref_model import numerics as nm
-from ref_model.config import TSEConfig
-from ref_model.errors import ConfigError, InputError
-from ref_model.hw_profile import (DEFAULT_HW, min_reciprocal_bits, reciprocal,
+from tse.quant import engine_probe
+from tse.quant.float_block import broadcast_gate
+from tse.ref_model import numerics as nm
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.errors import ConfigError, InputError
+from tse.ref_model.hw_profile import (DEFAULT_HW, min_reciprocal_bits, reciprocal,
                                   reciprocal_exact, required_bits, tile_counts)
-from ref_model.params import ACTIVATIONS, QuantParams
+from tse.ref_model.params import ACTIVATIONS, QuantParams
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 pytestmark = pytest.mark.filterwarnings("ignore:.*quantized tensor creation:UserWarning")
@@ -147,7 +147,7 @@ class _engine:
 
 
 def torch_block(qp: QuantParams, codes: np.ndarray, kernel) -> dict:
-    """The quantized TSE block (as quant.quantized_block.QuantTSE.stages composes it) from
+    """The quantized TSE block (as tse.quant.quantized_block.QuantTSE.stages composes it) from
     quantized PyTorch ops with the integer parameters qp, on NCHW input codes."""
     sc, zp = qp.scales, qp.zero_points
     with _engine(qp.engine), torch.no_grad():

@@ -1,13 +1,13 @@
 """Three implementations of the same integer block must agree code for code: the per-element
-numba kernel (ref_model.kernels, reads as the spec), the vectorized numba fast path
-(ref_model.fastpath, what generates vectors quickly) and the numpy model (written from the
+numba kernel (tse.ref_model.kernels, reads as the spec), the vectorized numba fast path
+(tse.ref_model.fastpath, what generates vectors quickly) and the numpy model (written from the
 hw profile's definition)."""
 import numpy as np
 import pytest
 
-from quant import reference
-from ref_model import kernels, numerics, numpy_model
-from ref_model.config import TSEConfig
+from tse.quant import reference
+from tse.ref_model import kernels, numerics, numpy_model
+from tse.ref_model.config import TSEConfig
 
 NARROW = dict(mean_rounding="half_up", fc1_rounding="half_up", fc2_rounding="half_up",
               mul_rounding="half_up", fc1_multiplier_bits=8, fc2_multiplier_bits=9,
@@ -57,8 +57,8 @@ def test_tie_with_an_odd_output_zero_point():
     """Known answer: u = 69 - 203 = -134, gate 128, M = 3, s = 9 gives -100.5, a tie that
     half-even rounds to -100; plus the output zero point 255 is 155. Rounding after adding
     the odd zero point (154.5 -> 154) is the classic mistake this pins down."""
-    from ref_model.hw_profile import HwProfile
-    from ref_model.params import QuantParams
+    from tse.ref_model.hw_profile import HwProfile
+    from tse.ref_model.params import QuantParams
 
     hw = HwProfile(reciprocal_bits=2, fc1_multiplier_bits=2, fc2_multiplier_bits=2,
                    mul_multiplier_bits=2, bias_frac_bits=0, sum_bits=11, fc1_acc_bits=17,
@@ -108,7 +108,7 @@ def tables():
 def _broadcast_every_pair(table, method, t, coef):
     """The broadcaster's output for every (gate code, input code) by one method: one strip
     per gate code, row g holding every input code."""
-    from ref_model import fastpath
+    from tse.ref_model import fastpath
 
     codes = np.arange(256, dtype=np.uint8)
     x = np.tile(codes, (1, 256, 1)).reshape(1, 256, 256, 1)
@@ -135,7 +135,7 @@ def test_broadcaster_is_exact_for_every_input_and_gate_code(tables, mult, shift,
     u / 128, whose steps fall between u = -65|-64, 64|65 and 191|192, 129 and 127 apart,
     and the steps of floor(a u + o) are never spaced more than one apart. With zero points
     7 and 3, x = 0 maps to 3 - 7 g M / 2**s, not 0 for every g: no SCALE."""
-    from ref_model import fastpath
+    from tse.ref_model import fastpath
 
     zx, zo = 7, 3
     T = tables._replace(h_mm=mult, h_ms=shift, zx=zx, zo=zo,
@@ -163,7 +163,7 @@ def test_broadcaster_scaling_is_exact_with_zero_points_at_zero(tables, mult, shi
     a rounded scaling of x through the origin; fit_scales finds one wherever a line exists
     (the same half_even ties defeat both), and the SCALE method gives the exact table on all
     65,536 pairs."""
-    from ref_model import fastpath
+    from tse.ref_model import fastpath
 
     T = tables._replace(h_mm=mult, h_ms=shift, zx=0, zo=0,
                         r_mul=numerics.HALF_UP if half_up else numerics.HALF_EVEN)
@@ -183,7 +183,7 @@ def test_float64_requantizer_equals_the_exact_one_near_ties_and_far_out():
     """The excite MAC's vectorized requantizer (float64, exact fallback near a tie) against
     numerics.requant_hw on accumulators built to land on, next to, and far from ties, for
     both roundings, and on values far beyond the 8-bit range."""
-    from ref_model import fastpath
+    from tse.ref_model import fastpath
 
     rng = np.random.default_rng(5)
     frac_bits, zo, lo = 4, 128, 0
@@ -216,7 +216,7 @@ def test_float64_requantizer_equals_the_exact_one_near_ties_and_far_out():
 def test_a_kernel_reused_on_frames_of_every_kind():
     """One Kernel, called on batches of different sizes, a read-only array and int64 codes,
     gives what the per-element kernel gives; a bad frame is still rejected by name."""
-    from ref_model.errors import InputError
+    from tse.ref_model.errors import InputError
 
     cfg = TSEConfig(channels=24, height=13, width=11, tile="5x4", reduction=4, lanes=8)
     ip = numerics.derive(reference.build(cfg).params, cfg)

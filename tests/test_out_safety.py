@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ref_model import artifacts
-from ref_model.errors import InputError
+from tse.ref_model import artifacts
+from tse.ref_model.errors import InputError
 from tse.cli import main
 
 SMALL = ["--channels", "8", "--height", "4", "--width", "4", "--tile", "2xW", "--lanes", "8",

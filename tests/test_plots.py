@@ -1,4 +1,4 @@
-"""The sweep's plots draw the numbers users read in sweep.json: every figure quant.plots saves
+"""The sweep's plots draw the numbers users read in sweep.json: every figure tse.quant.plots saves
 is caught as it is saved, and the data of its lines and scatters is compared with the points
 of sweep.json (a file size says nothing about which series a panel shows)."""
 import json
@@ -8,8 +8,8 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
-from quant import sweep
-from ref_model.config import TSEConfig
+from tse.quant import sweep
+from tse.ref_model.config import TSEConfig
 
 CFG = TSEConfig(channels=16, height=8, width=8, tile="2xW", reduction=4, lanes=8)
 GRID = {"axes": {"gate_bits": [4, 6, 8], "sum_bits": [8, 10, 32],

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from quant import reference
-from quant.float_block import broadcast_gate
-from quant.quantized_block import float_block_for
-from quant.se_weights import load_se_state_dict
-from ref_model.config import TSEConfig
-from ref_model.errors import InputError
+from tse.quant import reference
+from tse.quant.float_block import broadcast_gate
+from tse.quant.quantized_block import float_block_for
+from tse.quant.se_weights import load_se_state_dict
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.errors import InputError
 
 CONFIGS = [
     TSEConfig(),                                                            # default, row strips

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from quant import reference
-from ref_model import artifacts
-from ref_model.config import TSEConfig
-from ref_model.params import QuantParams
+from tse.quant import reference
+from tse.ref_model import artifacts
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.params import QuantParams
 
 CFG = TSEConfig(channels=12, height=9, width=10, tile="4x3", reduction=3, lanes=4, seed=5)
 ROLES = {"input_float", "input", "pooled", "hidden", "excite", "gate", "output",
@@ -61,7 +61,7 @@ def test_params_round_trip_per_tensor(tmp_path):
 
 
 def test_ref_model_does_not_import_torch():
-    code = ("import sys, ref_model, ref_model.params, ref_model.artifacts, ref_model.plan; "
+    code = ("import sys, ref_model, tse.ref_model.params, tse.ref_model.artifacts, tse.ref_model.plan; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

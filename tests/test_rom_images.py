@@ -20,11 +20,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from ref_model import artifacts, numerics, vectors
-from ref_model.config import TSEConfig
-from ref_model.hw_profile import DEFAULT_HW
-from rtl.export import write_verilog
-from sim import cosim, selfcheck
+from tse.ref_model import artifacts, numerics, vectors
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.hw_profile import DEFAULT_HW
+from tse.rtl.export import write_verilog
+from tse.sim import cosim, selfcheck
 from test_numerics import random_quant_params
 
 NAMES = ("w1", "w2", "fc1", "fc2", "sigmoid")
@@ -245,8 +245,8 @@ def test_cocotb_cosimulation_runs_on_the_vectors_roms(tiny):
 
 
 def test_export_refuses_init_values_that_are_not_the_image():
-    from ref_model.roms import Field, Rom
-    from rtl.export import ExportError, load_roms_from_files
+    from tse.ref_model.roms import Field, Rom
+    from tse.rtl.export import ExportError, load_roms_from_files
 
     rom = Rom("w1", (0x12, 0xff), (Field("w", 8, True),), "test")
     text = ("  reg [7:0] w1_rom [1:0];\n  initial begin\n    w1_rom[0] = 8'h12;\n"

@@ -1,4 +1,4 @@
-"""ref_model.rounding's half-even rounding to N bits (round_half_even_shift), the one
+"""tse.ref_model.rounding's half-even rounding to N bits (round_half_even_shift), the one
 definition quantize_multiplier, hw_profile.reciprocal and round_significant share, against
 exact rational rounding (Python's round of a Fraction: ties to even)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ref_model.rounding import round_half_even_shift, round_half_even_shift_jit
+from tse.ref_model.rounding import round_half_even_shift, round_half_even_shift_jit
 
 
 def _cases(seed: int, n: int, bits: int):

@@ -1,4 +1,4 @@
-"""rtl.arith and rtl.pipeline: every hardware rounding against its ref_model.numerics twin, on
+"""tse.rtl.arith and tse.rtl.pipeline: every hardware rounding against its tse.ref_model.numerics twin, on
 random and edge-case operands (ties, extreme sums, shifts past the product width), the
 pipelined ones fed a new operand every clock."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from amaranth import Shape, signed, unsigned
 
-from ref_model import numerics as nm
-from ref_model.hw_profile import reciprocal
-from rtl import arith, pipeline
+from tse.ref_model import numerics as nm
+from tse.ref_model.hw_profile import reciprocal
+from tse.rtl import arith, pipeline
 
 from rtl_helpers import eval_comb, eval_pipe
 

@@ -1,4 +1,4 @@
-"""rtl.export, rtl.resources and `tse rtl`: the Verilog top's ports, a clean
+"""tse.rtl.export, tse.rtl.resources and `tse rtl`: the Verilog top's ports, a clean
 `verilator --lint-only`, the resource report (default configuration: the strip buffer within
 1.1 x the paper's minimum at full throughput) and the command line."""
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ref_model import plan
-from ref_model.config import DEFAULT, TSEConfig
-from rtl import resources
-from rtl.export import verilog_text, write_verilog
-from rtl.params import rtl_params
+from tse.ref_model import plan
+from tse.ref_model.config import DEFAULT, TSEConfig
+from tse.rtl import resources
+from tse.rtl.export import verilog_text, write_verilog
+from tse.rtl.params import rtl_params
 from tse.cli import main
 
 from rtl_helpers import small_case

@@ -3,9 +3,9 @@
 A payload driven field by field exports as many part-select assigns to one net; Icarus compiles
 such a net to `.concat8` nodes that re-send the whole vector bit by bit on every change of any
 part (most of its run time on the default configuration before the payloads were driven
-whole with one Cat, rtl.params.whole). The guard compiles the exported unit with iverilog and
+whole with one Cat, tse.rtl.params.whole). The guard compiles the exported unit with iverilog and
 reads the compiled design. Also: Verilator builds in parallel, through ccache, keyed on the
-tools' versions (sim/runner.py)."""
+tools' versions (tse/sim/runner.py)."""
 from __future__ import annotations
 
 import os
@@ -16,9 +16,9 @@ import subprocess
 import pytest
 from amaranth import Const, Signal
 
-from ref_model.config import DEFAULT, TSEConfig
-from rtl.export import write_verilog
-from rtl.params import beat_layout, field, rtl_params, sums_layout, whole
+from tse.ref_model.config import DEFAULT, TSEConfig
+from tse.rtl.export import write_verilog
+from tse.rtl.params import beat_layout, field, rtl_params, sums_layout, whole
 
 from rtl_helpers import small_case
 
@@ -79,7 +79,7 @@ def test_whole_packs_fields_in_layout_order_and_checks_widths():
 # ---- builds: parallel, through ccache, keyed on the tools' versions ----------------------
 
 def test_verilator_build_uses_every_core_and_keeps_signals_private():
-    from sim import runner
+    from tse.sim import runner
 
     class Verilator:                     # cocotb's runner as far as the wrapper sees it
         def _build_command(self):
@@ -95,7 +95,7 @@ def test_verilator_build_uses_every_core_and_keeps_signals_private():
 
 
 def test_build_key_follows_the_simulator_version(monkeypatch, tmp_path):
-    from sim import runner
+    from tse.sim import runner
     src = tmp_path / "top.v"
     src.write_text("module top; endmodule\n")
     version = runner.tool_version("icarus")
@@ -107,7 +107,7 @@ def test_build_key_follows_the_simulator_version(monkeypatch, tmp_path):
 
 
 def test_verilator_compiles_through_ccache(monkeypatch):
-    from sim import runner
+    from tse.sim import runner
     assert shutil.which("ccache"), "ccache is installed by setup.sh"
     monkeypatch.setenv("OBJCACHE", "")      # recorded, so teardown restores the original
     monkeypatch.delenv("OBJCACHE")

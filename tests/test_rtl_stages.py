@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from ref_model import numerics as nm
-from ref_model import plan, streaming
-from ref_model.config import TSEConfig
-from ref_model.hw_profile import DEFAULT_HW
-from rtl.excite_mac import ExciteMac
-from rtl.gate_memory import GateMemory
-from rtl.line_accumulator import LineAccumulator
-from rtl.params import rtl_params
-from rtl.strip_buffer import StripBuffer
-from rtl.tile_broadcaster import TileBroadcaster
+from tse.ref_model import numerics as nm
+from tse.ref_model import plan, streaming
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.hw_profile import DEFAULT_HW
+from tse.rtl.excite_mac import ExciteMac
+from tse.rtl.gate_memory import GateMemory
+from tse.rtl.line_accumulator import LineAccumulator
+from tse.rtl.params import rtl_params
+from tse.rtl.strip_buffer import StripBuffer
+from tse.rtl.tile_broadcaster import TileBroadcaster
 
 from rtl_helpers import frame_beats, pack_lanes, small_case, unpack_lanes
 

@@ -1,4 +1,4 @@
-"""rtl.unit.TSEUnit in Amaranth's simulator: the whole unit against the model, bit for bit.
+"""tse.rtl.unit.TSEUnit in Amaranth's simulator: the whole unit against the model, bit for bit.
 
 Every output beat equals kernels.run(..., "hw")["output"] (and the streaming model's), every
 gate the probe reports equals the model's gate stage, TLAST marks each frame's last beat;
@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ref_model import kernels, streaming
-from ref_model.config import TSEConfig
-from ref_model.hw_profile import DEFAULT_HW
-from rtl.unit import TSEUnit
+from tse.ref_model import kernels, streaming
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.hw_profile import DEFAULT_HW
+from tse.rtl.unit import TSEUnit
 
 from rtl_helpers import frame_beats, gates_of, outputs_of, run_unit, small_case
 
@@ -75,9 +75,9 @@ def test_unit_matches_model(name):
 
 
 def test_unit_with_golden_vectors():
-    """Parameters and frames from the quantized PyTorch block (quant.reference.build)."""
-    from quant.reference import build
-    from ref_model import numerics as nm
+    """Parameters and frames from the quantized PyTorch block (tse.quant.reference.build)."""
+    from tse.quant.reference import build
+    from tse.ref_model import numerics as nm
     cfg = CONFIGS["row-strip"]
     ref = build(cfg, frames=2)
     ip = nm.derive(ref.params, cfg)

@@ -1,11 +1,11 @@
-"""ref_model.simd: the excite MAC's int16-pair multiply-add, on every variant this machine
+"""tse.ref_model.simd: the excite MAC's int16-pair multiply-add, on every variant this machine
 runs, against int64 matrix products in numpy."""
 import numpy as np
 import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from ref_model import simd
+from tse.ref_model import simd
 
 
 def compiled(variant):

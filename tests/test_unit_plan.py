@@ -1,4 +1,4 @@
-"""The unit plan (ref_model.unit_plan) is what the RTL builds and what the vectors carry."""
+"""The unit plan (tse.ref_model.unit_plan) is what the RTL builds and what the vectors carry."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from ref_model import numerics as nm
-from ref_model.config import TSEConfig
-from ref_model.unit_plan import UnitPlan, plan_unit
-from ref_model.errors import InputError
+from tse.ref_model import numerics as nm
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.unit_plan import UnitPlan, plan_unit
+from tse.ref_model.errors import InputError
 from test_rom_images import write_vectors
 
 CONFIGS = {
@@ -80,7 +80,7 @@ def test_tse_rtl_reports_the_plans_memory_and_multipliers(name, tmp_path):
     assert rep["total_memory_bits"] == cost["memory_bits"]
     assert rep["multiplier_count"] == cost["multipliers"]
     # the width sweep prices the same unit
-    from quant.sweep_cost import hardware_cost
+    from tse.quant.sweep_cost import hardware_cost
     swept = hardware_cost(p.cfg, p.ip)
     assert swept["storage_bits"] == rep["total_memory_bits"]
     assert swept["multipliers"] == rep["multiplier_count"]
@@ -104,8 +104,8 @@ def test_vectors_carry_the_plan_and_its_rom_images(name, tmp_path):
         assert (tmp_path / "hex" / rom.file).read_bytes() == rom.hex_text()
         assert rom.file in unit_v          # the Verilog the RTL elaborates loads this image
     # the vectors' unit has the AXI ports only; its probed twin has the plan's probe widths
-    from rtl.export import verilog_text
-    from sim import harness
+    from tse.rtl.export import verilog_text
+    from tse.sim import harness
     ports = manifest["unit"]["ports"]
     assert harness.port_width(unit_v, "m_axis_tdata") == ports["m_axis_tdata"]
     assert not harness.has_port(unit_v, "probe_gate_tile")

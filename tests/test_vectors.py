@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from ref_model import artifacts, hexfmt
+from tse.ref_model import artifacts, hexfmt
 
 SMALL = ["--channels", "12", "--height", "9", "--width", "10", "--tile", "4x3", "--reduction",
          "3", "--lanes", "4", "--seed", "2"]

@@ -2,7 +2,7 @@
 torch profile equal its codes on every stage, and the "vs quantized PyTorch" counts the tool
 reports for the hw profile (narrowed so that it differs) equal the counts measured here.
 The test brings its own weights, calibration and input, and runs the eager-mode quantized
-block itself (no code of quant.reference or ref_model.vectors computes the expectation)."""
+block itself (no code of tse.quant.reference or tse.ref_model.vectors computes the expectation)."""
 import json
 import subprocess
 import sys
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from quant.float_block import TSE
-from quant.quantized_block import quantize
+from tse.quant.float_block import TSE
+from tse.quant.quantized_block import quantize
 
 C, H, W, TILE, R, LANES = 12, 9, 10, (4, 3), 3, 4
 STAGES = ("input", "pooled", "hidden", "excite", "gate", "output")

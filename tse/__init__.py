@@ -1,5 +1,8 @@
-"""The `tse` package: the command line (tse.cli; each subcommand in tse/cmd_<name>.py) and the
-Python API (tse.api: reference, vectors, config_for; docs/api.md).
+"""The `tse` package, the project's one namespace: the command line (tse.cli; each subcommand
+in tse/cmd_<name>.py), the Python API (tse.api: reference, vectors, config_for; docs/api.md),
+and the packages under it: tse.ref_model (the configuration, the integer model, the plan of the
+unit), tse.quant (the float block and quantized PyTorch), tse.rtl (the Amaranth unit),
+tse.sim (co-simulation) and tse.bench (benchmarks).
 
 The API's names are loaded on first use (PEP 562), so `import tse` and `tse --help` stay
 instant: torch, numba and amaranth load only when a call needs them.

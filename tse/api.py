@@ -5,13 +5,13 @@ Two calls, the same chain as `tse vectors` (the same library functions, so the s
     ref = tse.reference(block, x, calibration=calib, tile="7xW", lanes=8)
     vec = tse.vectors(ref, out="vectors/")          # out=None: arrays only
 
-block is a torch SE module (the project's quant.float_block.TSE, or any module whose two
+block is a torch SE module (the project's tse.quant.float_block.TSE, or any module whose two
 excite layers are conv1/conv2, fc1/fc2 or conv_reduce/conv_expand, 1x1 convolutions or
 Linear) or its state_dict; x and calibration are float activations [N, C, H, W] or
 [C, H, W] (numpy arrays or tensors). C and hidden come from the weights, H and W from x;
 everything else is a TSEConfig field given as a keyword (tile, lanes, excite_multipliers,
 engine, profile, seed, buffer_depth, hw) or a whole `config` whose shape fields are replaced.
-A bad value raises ConfigError or InputError (ValueError subclasses, ref_model.errors) with
+A bad value raises ConfigError or InputError (ValueError subclasses, tse.ref_model.errors) with
 one line naming the value and what is allowed.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ import math
 import warnings
 from collections.abc import Mapping
 
-from ref_model.config import DEFAULT, TSEConfig
-from ref_model.errors import ConfigError, InputError
+from tse.ref_model.config import DEFAULT, TSEConfig
+from tse.ref_model.errors import ConfigError, InputError
 
 from .golden import Vectors
 
@@ -69,8 +69,8 @@ def config_for(block, x, *, config: TSEConfig | None = None, **options) -> TSECo
     """The configuration of block on input x: C and hidden from the weights, H and W from x,
     the rest from options (TSEConfig fields) over config (default: the built-in default,
     its tile and, when `lanes` is not given, the largest lane count <= 8 dividing C)."""
-    from quant.float_block import TSE
-    from quant.se_weights import excite_shape
+    from tse.quant.float_block import TSE
+    from tse.quant.se_weights import excite_shape
 
     for name in INFERRED:
         if name in options:
@@ -91,13 +91,13 @@ def config_for(block, x, *, config: TSEConfig | None = None, **options) -> TSECo
 
 def reference(block, x, calibration=None, *, config: TSEConfig | None = None,
               allow_bad_calibration: bool = False, **options):
-    """The quantized PyTorch reference of block on frames x (quant.reference.Reference: cfg,
+    """The quantized PyTorch reference of block on frames x (tse.quant.reference.Reference: cfg,
     params, input_float, codes by stage NCHW, float_output, sources), calibrated on
     calibration (default: x itself). options are TSEConfig fields (see config_for). A
     calibration that clips more than 5 % of x or spans fewer than 4 codes is refused unless
     allow_bad_calibration (as in the CLI); above 1 % clipped, a warning."""
-    from quant import calibration_check
-    from quant import reference as quant_reference
+    from tse.quant import calibration_check
+    from tse.quant import reference as quant_reference
 
     from . import preflight
 
@@ -120,10 +120,10 @@ def vectors(ref, out=None, *, profile: str | None = None, **bundle_options) -> V
     """Golden vectors of a reference with the profile's integer model (default: the
     reference's cfg.profile), compared with its quantized PyTorch codes; with out, also the
     vectors directory that `tse vectors` writes (docs/formats.md), replaced whole, with the
-    unit's Verilog and self-checking testbench (bundle_options go to sim.selfcheck.bundle)."""
-    from quant import reference as quant_reference
-    from ref_model import kernels
-    from ref_model import vectors as vectors_model
+    unit's Verilog and self-checking testbench (bundle_options go to tse.sim.selfcheck.bundle)."""
+    from tse.quant import reference as quant_reference
+    from tse.ref_model import kernels
+    from tse.ref_model import vectors as vectors_model
 
     from . import golden
 

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from ref_model.errors import ConfigError, InputError
+from tse.ref_model.errors import ConfigError, InputError
 
 SUBCOMMANDS = (
     "tse.cmd_config",
@@ -56,6 +56,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except MemoryError:
         print("tse: error: memory: the configuration did not fit in memory (the estimate "
-              "allowed it; quant/memory.py); allowed: a smaller frame or fewer frames",
+              "allowed it; tse/quant/memory.py); allowed: a smaller frame or fewer frames",
               file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ is met. Kernels run serially unless --parallel (a busy second core makes paralle
 
 --memory instead runs `tse vectors`, `tse reference` and `tse bench` on the paper's 1024x2048
 frames, one subprocess at a time, and reports each one's peak RSS and bytes per input element
-against the memory targets (bench/bench_memory.py; --shape chooses other frames).
+against the memory targets (tse/bench/bench_memory.py; --shape chooses other frames).
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def run(args):
     import os
 
     os.environ.setdefault("NUMBA_NUM_THREADS", "1" if not args.parallel else "2")
-    from bench import bench_kernels as bk
-    from ref_model.errors import InputError
+    from tse.bench import bench_kernels as bk
+    from tse.ref_model.errors import InputError
 
     if args.repeats < 1:
         raise InputError(f"repeats: {args.repeats} is not allowed; allowed: a positive integer")
@@ -66,7 +66,7 @@ def run(args):
 
 def parse_shape(text: str) -> tuple[int, int, int]:
     """"HxWxC" as (H, W, C), or an InputError naming the value."""
-    from ref_model.errors import InputError
+    from tse.ref_model.errors import InputError
 
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -76,7 +76,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def run_memory(args, shapes) -> int:
-    from bench import bench_memory as bm
+    from tse.bench import bench_memory as bm
 
     progress = (lambda m: print(f"  measuring {m}", file=sys.stderr, flush=True))
     results = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 
-from ref_model.errors import ConfigError
+from tse.ref_model.errors import ConfigError
 
 DEFAULT_INPUT_SIZE = (3, 224, 224)
 PLOT_SOURCE = "tse buffer"
@@ -56,8 +56,8 @@ def register(sub):
 
 
 def run(args):
-    from ref_model.buffers import plan_network
-    from ref_model.networks import builtin_network, network_names
+    from tse.ref_model.buffers import plan_network
+    from tse.ref_model.networks import builtin_network, network_names
 
     if args.list_networks:
         for name in network_names():
@@ -84,7 +84,7 @@ def run(args):
 
 
 def _network(args):
-    from ref_model.networks import builtin_network, load_layers
+    from tse.ref_model.networks import builtin_network, load_layers
 
     if args.input_size is not None and args.model is None:
         raise ConfigError("input-size: only --model takes an input size; built-in networks "
@@ -94,7 +94,7 @@ def _network(args):
     if args.layers is not None:
         return load_layers(args.layers)
     if args.model is not None:
-        from quant.se_hooks import model_se_layers     # imports torch
+        from tse.quant.se_hooks import model_se_layers     # imports torch
         size = DEFAULT_INPUT_SIZE if args.input_size is None else parse_input_size(args.input_size)
         return model_se_layers(args.model, size)
     raise ConfigError("buffer: no network given; allowed: --network NAME, --layers FILE, "
@@ -174,7 +174,7 @@ def write_plot(result, nets, path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ref_model.artifacts import write_file
+    from tse.ref_model.artifacts import write_file
 
     series = (("SE: H·W·C (paper)", "se_buffer", "tab:red"),
               (f"TSE {result.tile}: th·tw·C (paper)", "tse_buffer", "tab:blue"),

@@ -19,7 +19,7 @@ def register(sub):
 
 
 def run(args):
-    from ref_model import artifacts, check
+    from tse.ref_model import artifacts, check
 
     manifest = artifacts.read_manifest(args.directory)   # a one-line error if unusable
     problems = artifacts.verify(args.directory)

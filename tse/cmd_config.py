@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ref_model.cli_args import add_config_arguments, config_from_args
+from tse.ref_model.cli_args import add_config_arguments, config_from_args
 
 
 def register(sub):

@@ -16,13 +16,13 @@ import sys
 
 from pathlib import Path
 
-from ref_model.cli_args import add_config_arguments, config_from_args
-from ref_model.errors import InputError
+from tse.ref_model.cli_args import add_config_arguments, config_from_args
+from tse.ref_model.errors import InputError
 
 from . import preflight
 
 RUN_DIR_FILES = ("job.json", "result.json", "results.xml", "sim.log")
-"""What a co-simulation writes in its run directory (sim.runner)."""
+"""What a co-simulation writes in its run directory (tse.sim.runner)."""
 
 
 def register(sub):
@@ -52,8 +52,8 @@ def register(sub):
 
 
 def run(args):
-    from ref_model.artifacts import claim_dir
-    from sim import cosim, runner
+    from tse.ref_model.artifacts import claim_dir
+    from tse.sim import cosim, runner
 
     pause_in = args.pause if args.pause_in is None else args.pause_in
     pause_out = args.pause if args.pause_out is None else args.pause_out
@@ -96,7 +96,7 @@ def run(args):
 
 def _check_vectors_dir(directory) -> None:
     """--vectors must be a `tse vectors` directory with the unit's Verilog."""
-    from ref_model.artifacts import read_manifest
+    from tse.ref_model.artifacts import read_manifest
 
     manifest = read_manifest(directory)           # a one-line error when there is none
     if manifest.get("kind") != "golden-vectors" or not isinstance(manifest.get("config"), dict):

@@ -1,7 +1,7 @@
 """`tse network`: top-1 accuracy of a small trained SE network through every model.
 
 A small CNN with three SE blocks, trained (seeded, on the CPU) on scikit-learn's digits and
-cached in quant/data/digits_se_cnn.pt, evaluated on its test split as: float SE; float with
+cached in tse/quant/data/digits_se_cnn.pt, evaluated on its test split as: float SE; float with
 every SE replaced by a row-strip TSE without retraining, for several tile heights; quantized
 PyTorch; the bit-accurate torch profile; and the hw profile at every point of a width grid
 (every SE block of the network replaced by the model). docs/sweeps.md has the table.
@@ -27,7 +27,7 @@ def register(sub):
     p.add_argument("--float-tiles", default="1xW,2xW,4xW", metavar="LIST",
                    help="tiles replacing SE in the float network (default 1xW,2xW,4xW)")
     p.add_argument("--weights", metavar="FILE",
-                   help="weight cache (default quant/data/digits_se_cnn.pt; trained if absent)")
+                   help="weight cache (default tse/quant/data/digits_se_cnn.pt; trained if absent)")
     p.add_argument("--retrain", action="store_true", help="train again and rewrite the cache")
     p.add_argument("--out", metavar="DIR", help="also write network.json and network.csv")
     p.add_argument("--json", action="store_true",
@@ -36,11 +36,11 @@ def register(sub):
 
 
 def run(args):
-    from quant import network, sweep
+    from tse.quant import network, sweep
 
     grid = sweep.load_grid(args.grid)
     if args.out:
-        from ref_model.artifacts import claim_dir
+        from tse.ref_model.artifacts import claim_dir
         claim_dir(args.out, "network", legacy_names=("network.json", "network.csv"))
     tiles = [t.strip() for t in args.float_tiles.split(",") if t.strip()]
 
@@ -53,7 +53,7 @@ def run(args):
                              weights=args.weights or network.WEIGHTS, retrain=args.retrain,
                              quick=args.quick, progress=not args.json, log=log)
     if args.out:
-        from ref_model.artifacts import write_manifest
+        from tse.ref_model.artifacts import write_manifest
         rep["files"] = network.write_report(rep, args.out)
         write_manifest(args.out, {"kind": "network"},
                        {k: Path(v).name for k, v in rep["files"].items()})

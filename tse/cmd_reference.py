@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from ref_model.cli_args import add_config_arguments, config_from_args
-from ref_model.errors import InputError
+from tse.ref_model.cli_args import add_config_arguments, config_from_args
+from tse.ref_model.errors import InputError
 
 
 def register(sub):
@@ -39,11 +39,11 @@ def add_source_arguments(p):
 
 def build_reference(args):
     """The configuration and its calibrated quantized PyTorch block with the input frames
-    (quant.reference.prepare; run piece by piece by the callers), from the common flags."""
+    (tse.quant.reference.prepare; run piece by piece by the callers), from the common flags."""
     cfg = config_from_args(args)
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
-    from quant import reference
+    from tse.quant import reference
 
     from . import preflight
     preflight.replaceable_out(args.out)
@@ -54,7 +54,7 @@ def build_reference(args):
 
 
 def run(args):
-    from quant import reference
+    from tse.quant import reference
 
     cfg, prepared = build_reference(args)
     summary = reference.write_streaming(prepared, args.out)

@@ -17,10 +17,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from ref_model.cli_args import add_config_arguments, config_from_args
-from ref_model.errors import InputError
-from rtl.export import add_unit_arguments
-from rtl.timing import DEFAULT_DEVICE, DEFAULT_PACKAGE, DEFAULT_TARGET_MHZ, DEVICES, PACKAGES
+from tse.ref_model.cli_args import add_config_arguments, config_from_args
+from tse.ref_model.errors import InputError
+from tse.rtl.export import add_unit_arguments
+from tse.rtl.timing import DEFAULT_DEVICE, DEFAULT_PACKAGE, DEFAULT_TARGET_MHZ, DEVICES, PACKAGES
 
 
 def register(sub):
@@ -55,11 +55,11 @@ def register(sub):
 
 
 def _int_params(cfg, params_dir):
-    from ref_model import numerics as nm
+    from tse.ref_model import numerics as nm
 
     if params_dir:
         return nm.int_params_for(cfg, nm.IntParams.load(params_dir))
-    from quant.reference import build
+    from tse.quant.reference import build
 
     return nm.derive(build(cfg, frames=1).params, cfg)
 
@@ -73,11 +73,11 @@ def run(args):
     if not 0 < args.target_mhz <= 1000:
         raise InputError(f"target-mhz: {args.target_mhz} is not allowed; allowed: a "
                          "frequency in MHz above 0 and at most 1000")
-    from ref_model.artifacts import write_artifacts
-    from rtl import resources
-    from rtl.export import check_name, unit_file, write_verilog
-    from sim.selfcheck import FILELIST, filelist
-    from rtl.params import rtl_params
+    from tse.ref_model.artifacts import write_artifacts
+    from tse.rtl import resources
+    from tse.rtl.export import check_name, unit_file, write_verilog
+    from tse.sim.selfcheck import FILELIST, filelist
+    from tse.rtl.params import rtl_params
 
     from . import preflight
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ref_model.cli_args import add_config_arguments, config_from_args
-from rtl.export import add_unit_arguments
+from tse.ref_model.cli_args import add_config_arguments, config_from_args
+from tse.rtl.export import add_unit_arguments
 
 
 RUN_PARTS = ("reference", "vectors", "cosim")
@@ -33,16 +33,16 @@ def register(sub):
 
 
 def run(args):
-    from quant import calibration_check, reference
-    from ref_model import kernels, vectors
-    from ref_model.artifacts import claim_dir
-    from ref_model.errors import InputError
-    from sim import cosim, runner
+    from tse.quant import calibration_check, reference
+    from tse.ref_model import kernels, vectors
+    from tse.ref_model.artifacts import claim_dir
+    from tse.ref_model.errors import InputError
+    from tse.sim import cosim, runner
 
     from . import golden, preflight
 
     # the chain runs the hw numerics whatever --profile: its widths are checked as such
-    from rtl.export import check_name
+    from tse.rtl.export import check_name
     check_name(args.name)
     cfg = config_from_args(args).replace(profile="hw")
     if args.frames < 1:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ref_model.cli_args import add_config_arguments, config_from_args
-from ref_model.errors import ConfigError
+from tse.ref_model.cli_args import add_config_arguments, config_from_args
+from tse.ref_model.errors import ConfigError
 
 
 SWEEP_FILES = ("points.jsonl", "sweep.csv", "sweep.json", "error_vs_width.png",
@@ -25,7 +25,7 @@ def register(sub):
                        description=__doc__)
     add_config_arguments(p)
     p.add_argument("--grid", metavar="FILE",
-                   help="grid TOML (axes and values); default: quant/sweep_grid_default.toml")
+                   help="grid TOML (axes and values); default: tse/quant/sweep_grid_default.toml")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory (resumes from DIR/points.jsonl; refused if it "
                         "holds files tse did not write)")
@@ -41,7 +41,7 @@ def register(sub):
                    help="a quick run: 8 frames")
     p.add_argument("--yosys", metavar="POINTS",
                    help="comma-separated labels or ids of points to synthesize for Yosys "
-                        "cells, when rtl/ provides rtl.resources.yosys_cells")
+                        "cells, when rtl/ provides tse.rtl.resources.yosys_cells")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object (no progress bar)")
@@ -50,7 +50,7 @@ def register(sub):
 
 def run(args):
     cfg = config_from_args(args)
-    from quant import sweep
+    from tse.quant import sweep
 
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"frames (--frames): {args.frames} is not allowed; allowed: a "
@@ -58,7 +58,7 @@ def run(args):
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"workers (--workers): {args.workers} is not allowed; allowed: a "
                           "positive integer")
-    from ref_model.artifacts import claim_dir, write_manifest
+    from tse.ref_model.artifacts import claim_dir, write_manifest
 
     cfg.check_hw()                       # the sweep varies the hw profile around cfg.hw
     grid = sweep.load_grid(args.grid)

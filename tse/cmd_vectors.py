@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ref_model.cli_args import add_config_arguments
-from rtl.export import add_unit_arguments
+from tse.ref_model.cli_args import add_config_arguments
+from tse.rtl.export import add_unit_arguments
 
 from . import preflight
 from .cmd_reference import add_source_arguments, build_reference
@@ -32,12 +32,12 @@ def register(sub):
 
 
 def run(args):
-    from quant import reference
-    from sim import selfcheck
+    from tse.quant import reference
+    from tse.sim import selfcheck
 
     from . import golden
 
-    from rtl.export import check_name
+    from tse.rtl.export import check_name
     check_name(args.name)
     cfg, ref = build_reference(args)
     # quantized PyTorch's codes piece by piece, channels last: no float stage of the frames

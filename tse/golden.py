@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ref_model import numerics
-from ref_model import vectors as vectors_model
-from ref_model.config import TSEConfig
-from ref_model.params import QuantParams
+from tse.ref_model import numerics
+from tse.ref_model import vectors as vectors_model
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.params import QuantParams
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Vectors:
     cfg: TSEConfig
     params: QuantParams
     profile: str
-    result: dict              # ref_model.vectors.build's dict
+    result: dict              # tse.ref_model.vectors.build's dict
     vs_quantized_pytorch: dict
     sources: dict
     out: Path | None = None   # the directory written, if any
@@ -46,7 +46,7 @@ class Vectors:
 def build(cfg: TSEConfig, params: QuantParams, x_nhwc: np.ndarray, torch_codes: dict,
           profile: str, sources: dict) -> Vectors:
     """The profile's integer model on input codes x_nhwc ([N, H, W, C] uint8), compared with
-    quantized PyTorch's codes (channels last, as quant.reference.channels_last_codes)."""
+    quantized PyTorch's codes (channels last, as tse.quant.reference.channels_last_codes)."""
     result = vectors_model.build(cfg, params, x_nhwc, profile)
     return Vectors(cfg, params, profile, result, vectors_model.compare(result, torch_codes),
                    sources)
@@ -54,11 +54,11 @@ def build(cfg: TSEConfig, params: QuantParams, x_nhwc: np.ndarray, torch_codes: 
 
 def write(v: Vectors, out, **bundle_options) -> Vectors:
     """Write v's vectors directory (replaced whole; docs/formats.md) with the unit's Verilog
-    and the self-checking testbench (sim.selfcheck.bundle, given bundle_options) in the same
+    and the self-checking testbench (tse.sim.selfcheck.bundle, given bundle_options) in the same
     write; returns v with out and files set."""
     import torch
 
-    from sim import selfcheck
+    from tse.sim import selfcheck
 
     files = selfcheck.bundle(v.cfg, v.int_params, v.frames, **bundle_options)
     vectors_model.write(out, v.cfg, v.params, v.result, v.profile,

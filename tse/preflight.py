@@ -9,18 +9,18 @@ from pathlib import Path
 
 def replaceable_out(out) -> None:
     """--out of a command that replaces its directory whole (reference, vectors, rtl)."""
-    from ref_model.artifacts import check_replaceable
+    from tse.ref_model.artifacts import check_replaceable
 
     check_replaceable(out)
 
 
 def memory(cfg, frames: int, what: str, calibration_file=None, input_file=None) -> int:
     """Refuse a configuration whose estimated peak exceeds the available memory (the
-    estimate is quant.memory's); frames and calibration values are read from the headers of
+    estimate is tse.quant.memory's); frames and calibration values are read from the headers of
     the user's files when given."""
-    from quant import memory as mem
+    from tse.quant import memory as mem
 
-    from ref_model.errors import InputError
+    from tse.ref_model.errors import InputError
 
     calib_values = None
     for what_file, path in (("calibration", calibration_file), ("input", input_file)):
@@ -36,9 +36,9 @@ def memory(cfg, frames: int, what: str, calibration_file=None, input_file=None) 
 
 
 def calibration(prepared, allow: bool, quiet: bool = False) -> dict:
-    """How the calibration fits the input (quant.calibration_check); refuses a calibration
+    """How the calibration fits the input (tse.quant.calibration_check); refuses a calibration
     that clips the input or collapses it onto a few codes unless allow; warns on stderr."""
-    from quant import calibration_check
+    from tse.quant import calibration_check
 
     f = calibration_fit(prepared.x, prepared.params)
     for w in calibration_check.check(f, allow):
@@ -48,8 +48,8 @@ def calibration(prepared, allow: bool, quiet: bool = False) -> dict:
 
 
 def calibration_fit(x, params) -> dict:
-    """quant.calibration_check.fit of the float input x with the input's quantization."""
-    from quant import calibration_check
+    """tse.quant.calibration_check.fit of the float input x with the input's quantization."""
+    from tse.quant import calibration_check
 
     return calibration_check.fit(x, params.scales["input"], params.zero_points["input"])
 

@@ -1,0 +1,189 @@
+"""What TSE saves on a network: the buffer planner's model, per SE layer and in total.
+
+For every SE layer (tse.ref_model.networks.SELayer) and one tile shape this module computes:
+
+- the paper's minimum pipeline buffering (Section 3.2), in elements: SE holds the whole
+  feature map, H*W*C; a TSE tile th x tw holds th*tw*C (row strip k*W*C, column strip H*k*C,
+  patch k*k*C). Summed over a network's SE layers this is the paper's 'Buffer' column.
+- the buffer of this project's row-streaming unit: its strip FIFO must hold a strip of th rows
+  plus the excite latency (tse.ref_model.plan, the formulas the RTL configuration uses), with P
+  lanes and Q excite multipliers. A row-streaming unit always buffers whole rows, so a column
+  strip (th = H) costs as much as SE and a patch costs a k-row strip, not k*k*C.
+- the excite multipliers the unit needs to keep up with one beat per clock;
+- the excite compute: SE runs the excite (two 1x1 convs, 2*C*hidden MACs) once per frame,
+  TSE once per tile.
+
+Tiles are written as for TSEConfig ("7xW", "Hx3", "7x7", "HxW"), but a planner applies one tile
+to layers of every size, so a tile larger than a layer is clamped to it (a 7xW strip on a
+4x4 layer is the whole 4x4 frame) instead of being rejected.
+
+Elements are 8-bit activation codes, so elements and bytes are the same number.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from . import plan
+from .config import parse_tile, tiling_kind
+from .errors import ConfigError
+from .networks import Network, SELayer
+
+BYTES_PER_ELEMENT = 1
+"""8-bit activations (docs/architecture: integer codes throughout)."""
+
+_UNBOUNDED = 1 << 30
+"""A frame size no tile number reaches: parse_tile then only checks the syntax."""
+
+
+@dataclass(frozen=True)
+class PlannerTile:
+    """A tile as written by the user; rows/cols None mean the whole frame (H or W)."""
+
+    spec: str
+    rows: int | None
+    cols: int | None
+
+    def resolve(self, height: int, width: int) -> tuple[int, int]:
+        """The tile on a height x width layer, clamped to the frame."""
+        return (height if self.rows is None else min(self.rows, height),
+                width if self.cols is None else min(self.cols, width))
+
+
+def parse_planner_tile(spec: str) -> PlannerTile:
+    """Validate a tile once for all layers (same syntax as TSEConfig's tile)."""
+    try:
+        rows, cols = parse_tile(spec, _UNBOUNDED, _UNBOUNDED)
+    except ConfigError:
+        raise ConfigError(f"tile: {spec!r} is not allowed; allowed: '<rows>x<cols>' with rows "
+                          "a positive integer or H and cols a positive integer or W, e.g. "
+                          "'7xW', 'Hx3', '7x7', 'HxW' (a tile larger than a layer is clamped "
+                          "to it)") from None
+    return PlannerTile(spec.strip(), None if rows == _UNBOUNDED else rows,
+                       None if cols == _UNBOUNDED else cols)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One SE layer under one tile; every buffer is in elements (= bytes)."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    hidden: int
+    tile_rows: int
+    tile_cols: int
+    tiles_y: int
+    tiles_x: int
+    tiles: int
+    tiling: str
+    se_buffer: int
+    """Paper's minimum for SE: H*W*C."""
+    tse_buffer: int
+    """Paper's minimum for the tile: th*tw*C."""
+    excite_multipliers: int
+    """Q the stream figures below are computed with."""
+    full_throughput_multipliers: int
+    """Fewest Q whose excite latency fits in one strip time."""
+    strip_beats: int
+    excite_latency_cycles: int
+    tse_stream_beats: int
+    """Strip FIFO depth in beats for no input stall: strip + excite latency."""
+    tse_stream_buffer: int
+    """The same in elements (beats x P)."""
+    se_stream_buffer: int
+    """The same unit with the whole frame as the tile (plain SE), with the same Q."""
+    keeps_up: bool
+    """False when Q is too small: the excite latency exceeds a strip time and the input stalls."""
+    se_excite_macs: int
+    tse_excite_macs: int
+
+    @property
+    def excite_macs_added(self) -> int:
+        return self.tse_excite_macs - self.se_excite_macs
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "excite_macs_added": self.excite_macs_added}
+
+
+
+def plan_layer(layer: SELayer, tile: PlannerTile, lanes: int = 8,
+               multipliers: int | None = None) -> LayerPlan:
+    """The buffers of one layer; multipliers None means the fewest that keep up (per layer)."""
+    th, tw = tile.resolve(layer.height, layer.width)
+    tiles_y, tiles_x = math.ceil(layer.height / th), math.ceil(layer.width / tw)
+    # The unit needs P | C (TSEConfig): a layer with other C streams zero-padded channels.
+    c_stream = math.ceil(layer.channels / lanes) * lanes
+    hidden, width = layer.hidden, layer.width
+    needed = plan.multipliers_for_full_throughput(th, width, c_stream, hidden, tiles_x, lanes)
+    q = needed if multipliers is None else multipliers
+    strip = plan.strip_beats(th, width, c_stream, lanes)
+    latency = plan.excite_latency_cycles(c_stream, hidden, tiles_x, q)
+    depth = plan.full_throughput_depth(th, width, c_stream, hidden, tiles_x, lanes, q)
+    se_depth = plan.full_throughput_depth(layer.height, width, c_stream, hidden, 1, lanes, q)
+    excite = 2 * layer.channels * hidden                    # fc1 C->hidden, fc2 hidden->C
+    return LayerPlan(
+        name=layer.name, channels=layer.channels, height=layer.height, width=width,
+        hidden=hidden, tile_rows=th, tile_cols=tw, tiles_y=tiles_y, tiles_x=tiles_x,
+        tiles=tiles_y * tiles_x, tiling=tiling_kind(th, tw, layer.height, width),
+        se_buffer=layer.height * width * layer.channels,
+        tse_buffer=th * tw * layer.channels,
+        excite_multipliers=q, full_throughput_multipliers=needed,
+        strip_beats=strip, excite_latency_cycles=latency,
+        tse_stream_beats=depth, tse_stream_buffer=depth * lanes,
+        se_stream_buffer=se_depth * lanes, keeps_up=latency <= strip,
+        se_excite_macs=excite, tse_excite_macs=tiles_y * tiles_x * excite)
+
+
+# Per-layer quantities that add up to a network total (excite_multipliers: a dataflow
+# accelerator gives every SE layer its own unit, so the network needs the sum).
+TOTALS = ("se_buffer", "tse_buffer", "tse_stream_buffer", "se_stream_buffer",
+          "se_excite_macs", "tse_excite_macs", "excite_macs_added", "excite_multipliers")
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    network: str
+    source: str
+    tile: str
+    lanes: int
+    multipliers: int | None
+    """The fixed Q given by the user, or None for the fewest per layer that keep up."""
+    layers: tuple[LayerPlan, ...]
+
+    def total(self, key: str) -> int:
+        return sum(getattr(layer, key) for layer in self.layers)
+
+    @property
+    def totals(self) -> dict:
+        return {key: self.total(key) for key in TOTALS}
+
+    def to_dict(self) -> dict:
+        totals = self.totals
+        return {
+            "network": self.network,
+            "source": self.source,
+            "tile": self.tile,
+            "lanes": self.lanes,
+            "multipliers_per_layer": ("full throughput" if self.multipliers is None
+                                      else self.multipliers),
+            "bytes_per_element": BYTES_PER_ELEMENT,
+            "layers": [layer.to_dict() for layer in self.layers],
+            **totals,
+            "tse_saving": 1 - totals["tse_buffer"] / totals["se_buffer"],
+            "tse_stream_saving": 1 - totals["tse_stream_buffer"] / totals["se_stream_buffer"],
+            "layers_stalling": [layer.name for layer in self.layers if not layer.keeps_up],
+        }
+
+
+def plan_network(network: Network, tile: str, lanes: int = 8,
+                 multipliers: int | None = None) -> NetworkPlan:
+    """Per-layer and total buffers of a network's SE layers under one tile."""
+    for name, value in (("lanes", lanes), ("excite multipliers", multipliers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ConfigError(f"{name}: {value!r} is not allowed; allowed: a positive integer")
+    parsed = parse_planner_tile(tile)
+    layers = tuple(plan_layer(layer, parsed, lanes, multipliers) for layer in network.layers)
+    return NetworkPlan(network.name, network.source, parsed.spec, lanes, multipliers, layers)

@@ -1,0 +1,267 @@
+"""The one validated configuration of a TSE layer and the unit that streams it.
+
+Every package reads this object: the PyTorch references, the integer model, the golden
+vectors, the RTL and the testbench. A field is validated once, here, and a bad value is a
+ConfigError whose message names the field, the value and what is allowed.
+
+Tiles are written as in the paper: "7xW" (row strip), "Hx3" (column strip), "7x7" (patch),
+"HxW" (plain SE, the whole frame as one tile). "H" and "W" stand for the frame's height and
+width; a number larger than the frame is an error (use H or W to mean "the whole frame").
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import plan
+from .errors import ConfigError
+from .hw_profile import DEFAULT_HW, HwProfile, tile_counts
+
+PROFILES = ("torch", "hw")
+MAX_SEED = 2**64 - 3
+ENGINES = ("fbgemm", "qnnpack")
+
+
+def tiling_kind(tile_rows: int, tile_cols: int, height: int, width: int) -> str:
+    """How a frame is cut into tiles: "se" (one tile), "row strip", "column strip" or
+    "patch". (Not the edge-tile kind of one tile: tse.ref_model.edge_tiles.)"""
+    if (tile_rows, tile_cols) == (height, width):
+        return "se"
+    if tile_cols == width:
+        return "row strip"
+    if tile_rows == height:
+        return "column strip"
+    return "patch"
+
+
+@dataclass(frozen=True)
+class TSEConfig:
+    """A TSE layer (shape, tile, excite) and the streaming unit that computes it."""
+
+    channels: int = 128
+    height: int = 28
+    width: int = 28
+    tile: str = "7xW"
+    reduction: int = 4
+    lanes: int = 8
+    excite_multipliers: int = 32
+    buffer_depth: int = 0
+    """Strip-buffer depth in beats: 0 means the full-throughput depth (strip + excite
+    latency, full_throughput_depth); otherwise at least one strip (strip_beats). A smaller
+    depth than full throughput is allowed and only stalls the input."""
+    profile: str = "hw"
+    engine: str = "fbgemm"
+    seed: int = 0
+    hw: HwProfile = DEFAULT_HW
+    """Widths and roundings of the hw numerics profile (TOML table [hw])."""
+
+    def __post_init__(self):
+        for name in ("channels", "height", "width", "reduction", "lanes",
+                     "excite_multipliers"):
+            _require_positive_int(name, getattr(self, name))
+        if (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                or not 0 <= self.seed <= MAX_SEED):
+            raise ConfigError(f"seed: {self.seed!r} is not allowed; allowed: a non-negative "
+                              f"integer up to {MAX_SEED} (2**64 - 3: the data are seeded with "
+                              "64-bit seeds seed + 1 and seed + 2)")
+        if self.profile not in PROFILES:
+            raise ConfigError(f"profile: {self.profile!r} is not allowed; "
+                              f"allowed: {', '.join(PROFILES)}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine: {self.engine!r} is not allowed; "
+                              f"allowed: {', '.join(ENGINES)}")
+        parse_tile(self.tile, self.height, self.width)
+        if self.channels // self.reduction < 1:
+            raise ConfigError(
+                f"reduction: {self.reduction} leaves no hidden channel for "
+                f"channels={self.channels} (hidden = channels // reduction = "
+                f"{self.channels // self.reduction}); allowed: 1..{self.channels}")
+        if self.channels % self.lanes:
+            divisors = [d for d in range(1, self.channels + 1) if self.channels % d == 0]
+            raise ConfigError(
+                f"lanes: {self.lanes} does not divide channels={self.channels}; "
+                f"allowed: a divisor of {self.channels} ({', '.join(map(str, divisors))})")
+        if isinstance(self.hw, dict):
+            object.__setattr__(self, "hw", HwProfile.from_dict(self.hw))
+        if not isinstance(self.hw, HwProfile):
+            raise ConfigError(f"hw: {self.hw!r} is not allowed; allowed: a table of hw widths")
+        if (not isinstance(self.buffer_depth, int) or isinstance(self.buffer_depth, bool)
+                or (self.buffer_depth != 0 and self.buffer_depth < self.strip_beats)):
+            raise ConfigError(
+                f"buffer_depth: {self.buffer_depth!r} is not allowed; allowed: 0 (the "
+                f"full-throughput depth, {self.full_throughput_depth} beats) or an integer "
+                f">= {self.strip_beats} (one strip of {self.tile_rows} rows; a smaller buffer "
+                "deadlocks)")
+        if self.profile == "hw":
+            self.check_hw()
+
+    def check_hw(self) -> None:
+        """Reject hw widths that can overflow or round the mean inexactly for this shape.
+        Only the hw profile uses them; a command that runs the hw numerics whatever the
+        profile (the RTL, co-simulation, tse run, a sweep) calls this itself."""
+        th, tw = parse_tile(self.tile, self.height, self.width)
+        self.hw.check(self.channels, self.channels // self.reduction,
+                      tile_counts(self.height, self.width, th, tw))
+
+    # ---- derived shape -------------------------------------------------------------
+    @property
+    def hidden(self) -> int:
+        return self.channels // self.reduction
+
+    @property
+    def tile_rows(self) -> int:
+        return parse_tile(self.tile, self.height, self.width)[0]
+
+    @property
+    def tile_cols(self) -> int:
+        return parse_tile(self.tile, self.height, self.width)[1]
+
+    @property
+    def tiles_y(self) -> int:
+        return math.ceil(self.height / self.tile_rows)
+
+    @property
+    def tiles_x(self) -> int:
+        return math.ceil(self.width / self.tile_cols)
+
+    @property
+    def beats_per_frame(self) -> int:
+        return self.height * self.width * self.channels // self.lanes
+
+    @property
+    def tiling(self) -> str:
+        """How the frame is cut (tiling_kind): "se", "row strip", "column strip" or "patch"."""
+        return tiling_kind(self.tile_rows, self.tile_cols, self.height, self.width)
+
+    # ---- streaming unit (formulas in tse.ref_model.plan) -------------------------------------
+    @property
+    def strip_beats(self) -> int:
+        return plan.strip_beats(self.tile_rows, self.width, self.channels, self.lanes)
+
+    @property
+    def excite_latency_cycles(self) -> int:
+        return plan.excite_latency_cycles(self.channels, self.hidden, self.tiles_x,
+                                          self.excite_multipliers)
+
+    @property
+    def full_throughput_depth(self) -> int:
+        """Strip-buffer depth (beats) at which the input never stalls."""
+        return plan.full_throughput_depth(self.tile_rows, self.width, self.channels,
+                                          self.hidden, self.tiles_x, self.lanes,
+                                          self.excite_multipliers)
+
+    @property
+    def shortest_strip_beats(self) -> int:
+        """Beats of the frame's shortest strip: the last one when H is not a multiple of the
+        tile's rows."""
+        last_rows = self.height - (self.tiles_y - 1) * self.tile_rows
+        return plan.strip_beats(min(self.tile_rows, last_rows), self.width, self.channels,
+                                self.lanes)
+
+    @property
+    def excite_keeps_up(self) -> bool:
+        """Every strip, the shortest included, lasts at least the excite latency: the
+        condition under which full_throughput_depth never stalls the input (the depth
+        formula's stated limit; otherwise the excite MAC lags within a frame)."""
+        return self.excite_latency_cycles <= self.shortest_strip_beats
+
+    @property
+    def excite_multipliers_built(self) -> int:
+        """Multipliers the unit builds: excite_multipliers, but no more than the widest
+        excite layer's inputs, max(C, hidden) (more would multiply zeros on the same
+        schedule; tse.rtl.params uses this)."""
+        return plan.excite_lanes(self.channels, self.hidden, self.excite_multipliers)
+
+    @property
+    def strip_buffer_depth(self) -> int:
+        """The strip buffer's depth in beats: buffer_depth, or full_throughput_depth if 0."""
+        return self.buffer_depth or self.full_throughput_depth
+
+    # ---- conversions ---------------------------------------------------------------
+    def replace(self, **changes) -> "TSEConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        lines = ["# TSE configuration (tse --help explains each field)"]
+        for f in dataclasses.fields(self):
+            if f.name != "hw":
+                lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+        lines += ["", "[hw]  # widths and roundings of the hw numerics profile (docs/numerics.md)"]
+        for f in dataclasses.fields(self.hw):
+            lines.append(f"{f.name} = {_toml_value(getattr(self.hw, f.name))}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "configuration",
+                  overrides: dict | None = None) -> "TSEConfig":
+        """The configuration of data with overrides (e.g. command-line flags) applied
+        before it is validated, so a field checked only for some values (the hw widths, for
+        the hw profile) is judged with the values really used."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in known:
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ConfigError(f"{source}: unknown key {key!r}{hint}; "
+                                  f"allowed: {', '.join(known)}")
+        if "hw" in data:
+            data = {**data, "hw": HwProfile.from_dict(data["hw"], source)}
+        return cls(**{**data, **(overrides or {})})
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: dict | None = None) -> "TSEConfig":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config: file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config: {str(path)!r} is not valid TOML: {e}") from None
+        return cls.from_dict(data, source=str(path), overrides=overrides)
+
+
+@functools.lru_cache(maxsize=1024)   # hot: every derived property of a config resolves it
+def parse_tile(spec: str, height: int, width: int) -> tuple[int, int]:
+    """Resolve a tile written as "<rows>x<cols>" ("7xW", "Hx3", "7x7", "HxW")."""
+    m = re.fullmatch(r"\s*(\d+|H)\s*[xX]\s*(\d+|W)\s*", spec) if isinstance(spec, str) else None
+    if not m:
+        raise ConfigError(f"tile: {spec!r} is not allowed; allowed: '<rows>x<cols>' with "
+                          "rows a positive integer or H and cols a positive integer or W, "
+                          "e.g. '7xW', 'Hx3', '7x7', 'HxW'")
+    rows = height if m[1] == "H" else int(m[1])
+    cols = width if m[2] == "W" else int(m[2])
+    for what, n, limit, whole in (("height", rows, height, "H"), ("width", cols, width, "W")):
+        if n < 1:
+            raise ConfigError(f"tile: {spec!r} has tile {what} {n}; allowed: 1..{limit} or {whole}")
+        if n > limit:
+            raise ConfigError(f"tile: {spec!r} has tile {what} {n}, larger than the frame "
+                              f"{what} {limit}; allowed: 1..{limit} or {whole}")
+    return rows, cols
+
+
+def _require_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name}: {value!r} is not allowed; allowed: a positive integer")
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+DEFAULT = TSEConfig()
+"""RegNetY-800MF stage 2: C=128 at 28x28, hidden 32, row strips of 7 rows, 8 lanes."""

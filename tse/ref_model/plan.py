@@ -1,0 +1,138 @@
+"""What a row-streaming TSE unit costs: strip-buffer depth, excite latency, multipliers.
+
+These formulas are the single source for every place that sizes the unit: the configuration's
+default buffer depth, the RTL's FIFO, the testbench's expectations and the buffer planner.
+They take plain integers so a planner can apply them to any layer of any network.
+
+Timing model of the excite MAC, the schedule tse/rtl/excite_mac.py runs (K1 = ceil(C / Q),
+K2 = ceil(hidden / Q); tse.ref_model.unit_plan.UnitPlan holds it for one unit). The MAC is a
+pipeline that never stalls, so a strip's excite latency is three fixed parts:
+  - lead-in: P mean units take each tile's means as its last beat's sums arrive, in
+    MEAN_STAGES register stages; the first issue waits for the strip's last sums' means
+    (EXCITE_LEAD_CYCLES, once a strip)
+  - tiles, back to back, each excite_cycles_per_tile: fc1 issues one hidden neuron at a time,
+    Q of its C inputs a cycle (hidden * K1 cycles), a wait until the last hidden code is
+    written, then fc2 one output channel at a time (C * K2 cycles)
+  - drain: the last gate leaves the pipeline (operands, products, adder tree, accumulator,
+    requantizer, sigmoid ROM, gate write), excite_drain_cycles after the last issue.
+A strip's tiles are excited one after another once the strip's last beat has arrived; its
+gates go to one of three gate banks (strip number mod 3) and commit once the broadcaster has
+released the strip two before. (The streaming model, tse.ref_model.streaming, holds two gate
+banks; tse/rtl/gate_memory.py says why the RTL keeps a third.)
+
+Pipeline of one issue, in cycles after it (tse/rtl/excite_mac.py): +1 operands (pooled or hidden
+codes, weight ROM word), +2 Q products, then one adder-tree level a cycle, the accumulator, the
+requantizer's multiplier word, its multiply (limb products and their adder tree), rounding
+shift, zero point, clamp; the code is written ISSUE_TO_TREE + tree levels +
+ACCUMULATE_TO_CODE cycles after the issue, and the gate CODE_TO_GATE cycles later (the code's
+register, the sigmoid ROM).
+
+At one beat per clock the input of strip i+1 keeps arriving while strip i waits for its gates,
+so the strip buffer must hold a whole strip plus the excite latency in beats; a shallower one
+works but stalls the input. The excite MAC keeps up only if a strip's excite latency fits in
+one strip time (th * W * C / P cycles).
+"""
+from __future__ import annotations
+
+import math
+
+MEAN_STAGES = 20
+"""Registers of a mean unit in its deepest form (tse/rtl/pipeline.mean: float32 rounding of a sum
+wider than 24 bits, 5 + 4 + 5 + 5, then the rounding to the code before its clamp); shallower
+forms are padded to it, so the schedule is one."""
+EXCITE_LEAD_CYCLES = MEAN_STAGES + 1
+"""Cycles from a strip's last sums to its first issue: the means, and the pooled register."""
+ISSUE_TO_TREE = 3
+"""Cycles from an issue to the adder tree's first level (operand registers, products)."""
+ACCUMULATE_TO_CODE = 8
+"""Cycles from the accumulator to the written code: the multiplier's ROM word, the multiply
+by M (tse/rtl/pipeline.MUL_STAGES), the rounding shift, the zero point, the clamp."""
+CODE_TO_GATE = 2
+"""Cycles from a written code to its gate's write: the code's register, the sigmoid ROM."""
+BROADCAST_LATENCY_CYCLES = 8
+"""Cycles from a beat's pop off the strip buffer to its output beat on m_axis, unstalled
+(tse/rtl/tile_broadcaster.py): the beat beside its gate read, (x - zx), (x - zx) * g, the
+products with M's chunks, their sum, the rounding shift, + zo, and the clamp into the output
+register. It delays the output only: pops, and so the strip-buffer occupancy, keep the
+model's timing."""
+
+
+def strip_beats(tile_rows: int, width: int, channels: int, lanes: int) -> int:
+    """Beats in one full strip of tile_rows rows."""
+    return tile_rows * width * channels // lanes
+
+
+def excite_lanes(channels: int, hidden: int, multipliers: int) -> int:
+    """Multipliers built: no more than the widest layer's inputs (more would multiply zeros;
+    the chunk counts ceil(C/Q) and ceil(hidden/Q) are the same)."""
+    return min(multipliers, max(channels, hidden))
+
+
+def excite_tree_levels(channels: int, hidden: int, multipliers: int) -> int:
+    """Levels of the excite MAC's adder tree over its products (one register stage each)."""
+    return max(0, (excite_lanes(channels, hidden, multipliers) - 1).bit_length())
+
+
+def excite_issue_to_code(channels: int, hidden: int, multipliers: int) -> int:
+    """Cycles from an issue of a neuron's last chunk to the cycle its code is written."""
+    return (ISSUE_TO_TREE + excite_tree_levels(channels, hidden, multipliers)
+            + ACCUMULATE_TO_CODE)
+
+
+def excite_fc2_start(channels: int, hidden: int, multipliers: int) -> int:
+    """A tile's first fc2 issue, in cycles from its first fc1 issue: after fc1's issues, and
+    late enough that fc2's read of the last hidden chunk (a cycle after its issue, K2 - 1
+    issues in) comes after the last hidden code is written."""
+    k1 = math.ceil(channels / multipliers)
+    k2 = math.ceil(hidden / multipliers)
+    last1 = hidden * k1 - 1
+    return max(last1 + 1, last1 + excite_issue_to_code(channels, hidden, multipliers) + 1 - k2)
+
+
+def excite_cycles_per_tile(channels: int, hidden: int, multipliers: int) -> int:
+    """Issue cycles of one tile (the module docstring's schedule); tiles follow each other."""
+    k2 = math.ceil(hidden / multipliers)
+    return excite_fc2_start(channels, hidden, multipliers) + channels * k2
+
+
+def excite_drain_cycles(channels: int, hidden: int, multipliers: int) -> int:
+    """Cycles after a strip's last issue until its last gate is written (inclusive)."""
+    return excite_issue_to_code(channels, hidden, multipliers) + CODE_TO_GATE
+
+
+def excite_latency_cycles(channels: int, hidden: int, tiles_per_strip: int,
+                          multipliers: int) -> int:
+    """Cycles from a strip's last input beat until all its gates are written."""
+    return (EXCITE_LEAD_CYCLES + tiles_per_strip * excite_cycles_per_tile(channels, hidden,
+                                                                          multipliers)
+            + excite_drain_cycles(channels, hidden, multipliers))
+
+
+def full_throughput_depth(tile_rows: int, width: int, channels: int, hidden: int,
+                          tiles_per_strip: int, lanes: int, multipliers: int) -> int:
+    """Strip-buffer depth in beats that never stalls the input: strip + excite latency."""
+    return (strip_beats(tile_rows, width, channels, lanes)
+            + excite_latency_cycles(channels, hidden, tiles_per_strip, multipliers))
+
+
+def multipliers_for_full_throughput(tile_rows: int, width: int, channels: int, hidden: int,
+                                    tiles_per_strip: int, lanes: int) -> int:
+    """Fewest excite multipliers whose strip latency fits in one strip time."""
+    budget = strip_beats(tile_rows, width, channels, lanes)
+    for q in range(1, max(channels, hidden) + 1):
+        if excite_latency_cycles(channels, hidden, tiles_per_strip, q) <= budget:
+            return q
+    # Even one multiplier per neuron is too slow: the fixed per-tile overhead dominates
+    # (tiny strips with many tiles). Report the widest useful MAC; the input will stall.
+    return max(channels, hidden)
+
+
+def multipliers_for_buffer_ratio(tile_rows: int, width: int, channels: int, hidden: int,
+                                 tiles_per_strip: int, lanes: int, ratio: float) -> int | None:
+    """Fewest multipliers whose full-throughput depth is at most ratio x the bare strip."""
+    budget = ratio * strip_beats(tile_rows, width, channels, lanes)
+    for q in range(1, max(channels, hidden) + 1):
+        if full_throughput_depth(tile_rows, width, channels, hidden, tiles_per_strip,
+                                 lanes, q) <= budget:
+            return q
+    return None

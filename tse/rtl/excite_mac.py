@@ -1,0 +1,325 @@
+"""excite_mac: squeeze, fc1 + ReLU, fc2 and sigmoid of every tile (tse.ref_model.streaming.excite_mac).
+
+Owns the P mean units, the pooled codes of two strips, the Q-multiplier MAC with its shared
+requantizer, the sigmoid ROM, and the timing of a strip: exactly the plan's excite latency
+(tse.ref_model.plan: lead-in, tiles_x * excite_cycles_per_tile, drain), the strip's gates
+committed to the gate memory in its last cycle.
+
+Squeeze. The line accumulator hands over the P finished sums of a tile on each beat that
+completes it; P mean units (tse/rtl/pipeline.mean, numerics.mean_hw_f32 / mean_hw) turn them into
+pooled codes plan.MEAN_STAGES cycles later, into the pooled bank of the strip's parity. So
+the means are taken while the strip's last pixels stream in, and the MAC only waits for the
+last beat's (the lead-in).
+
+MAC. Both 1x1 convolutions run one output at a time with Q inputs in parallel: Q products
+(9-bit x int8), an adder tree with a register on every level, and one accumulator loaded
+with the fixed-point bias. With hw.saturate the tree adds clamp-shift maps instead of
+numbers (tse/rtl/pipeline.compose_clamped), which gives the chain of saturating adds in channel
+order exactly. fc1 takes hidden * ceil(C/Q) issues, fc2 C * ceil(hidden/Q). One output per
+chunk loop means one requantizer (acc x M, then the rounding shift) serves both layers, and
+fc2's gates leave one at a time, which is what the gate memory and its probe take.
+
+Pipeline of an issue (cycles after it; L = tree levels, A = 3 + L, X = A + 8 the plan's
+issue_to_code):
+    +1        operands: the pooled or hidden chunk, the weight ROM word (block RAM)
+    +2        Q products
+    +3..+2+L  adder tree, a level a cycle
+    A         accumulator (bias from the fc ROM, block RAM read a cycle ahead)
+    A+1       the multiplier's word from the fc ROM, selected by layer
+    A+2..A+5  acc x M: limb products, their adder tree (pipeline.mul, padded to 4 stages)
+    A+6, A+7  rounding shift; increment and zero point
+    X         clamp: the hidden code is written, or the code's register loaded
+    X+1       the sigmoid ROM read
+    X+2       the gate is written to the gate memory
+The pipeline never stalls: a strip is a fixed sequence of cycles, so its latency is the
+plan's, and the test that compares it with the model is exact.
+
+Strip hand-over, as the model's excite_mac: a strip is excited as soon as its last sums
+arrived and the previous strip committed; its gates go to gate bank (strip number mod 3),
+which is free by then, and it commits only once the broadcaster released the strip two
+before (until then the MAC holds in its last cycle; the model likewise computes a strip and
+waits to write it). A pooled bank stays busy until its strip commits, so the line
+accumulator waits (its sums stream is not ready) only while two strips are pending.
+"""
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from tse.ref_model import numerics as nm
+from tse.ref_model import plan
+
+from . import arith, pipeline
+from .params import RtlParams, field, sums_layout
+
+
+class ExciteMac(wiring.Component):
+    """Finished tile sums in, gates out to the gate memory (see the module docstring)."""
+
+    def __init__(self, p: RtlParams):
+        self.p = p
+        p.check_schedule()
+        super().__init__({
+            "i_sums": In(stream.Signature(sums_layout(p))),
+            # gate writes, one gate a cycle, and the strip's commit
+            "w_en": Out(1), "w_bank": Out(2), "w_tile": Out(field(p.tx)),
+            "w_group": Out(field(p.G)), "w_lane": Out(field(p.P)), "w_data": Out(p.gate_bits),
+            "w_channel": Out(field(p.C)), "w_frame_tile": Out(field(p.tx * p.ty)),
+            "commit": Out(1), "commit_bank": Out(2),
+            "bank_free": In(3),         # gate memory banks not holding a strip (GateMemory)
+        })
+
+    def elaborate(self, platform):
+        p = self.p
+        m = Module()
+        P, C, hid, Q, tx = p.P, p.C, p.hidden, p.Q, p.tx
+
+        # ================= squeeze: P mean units into two pooled banks =================
+        wbank = Signal()                     # bank of the strip whose sums arrive
+        pbusy = Signal(2)                    # bank holds a finished strip not yet excited
+        bank_strip = Array(Signal(field(p.ty), name=f"bank_strip{b}") for b in range(2))
+        s_in = self.i_sums.payload
+        m.d.comb += self.i_sums.ready.eq(~Mux(wbank, pbusy[1], pbusy[0]))
+        accept = self.i_sums.valid & self.i_sums.ready
+        strip_done = accept & s_in.strip_end
+
+        a_valid = Signal()
+        # registers that hold many fields are one Signal each, sliced: Icarus runs one
+        # process per register on every clock edge, and 381 of them were most of its work
+        a_word = Signal(P * p.sum_bits)
+        a_sums = [a_word[lane * p.sum_bits:(lane + 1) * p.sum_bits].as_signed()
+                  for lane in range(P)]
+        a_kind = Signal(2)
+        a_where = Signal(data.StructLayout({"tile": field(tx), "group": field(p.G), "bank": 1}))
+        m.d.sync += a_valid.eq(accept)
+        with m.If(accept):
+            m.d.sync += [a_kind.eq(s_in.kind), a_word.eq(s_in.sums),
+                         a_where.eq(Cat(s_in.tile, s_in.group, wbank))]
+        with m.If(strip_done):
+            m.d.sync += [wbank.eq(~wbank), bank_strip[wbank].eq(s_in.strip)]
+        means, depth = [], 0
+        for s in a_sums:
+            code, depth = pipeline.mean(m, s[:p.sum_value_bits].as_signed(), a_kind, p)
+            means.append(code)
+        assert depth <= plan.MEAN_STAGES, (depth, plan.MEAN_STAGES)
+        # every form of the mean leaves at the same cycle: the schedule is one
+        means_word = pipeline.delay(m, Cat(*means), plan.MEAN_STAGES - depth, "means")
+        m_valid = pipeline.delay(m, a_valid, plan.MEAN_STAGES, "mean_valid")
+        m_where = data.View(a_where.shape(),
+                            pipeline.delay(m, a_where.as_value(), plan.MEAN_STAGES, "mean_where"))
+        pooled_words = [[Signal(8 * C, name=f"pooled_b{b}_t{t}") for t in range(tx)]
+                        for b in range(2)]
+        pooled = [[[word[8 * c:8 * c + 8] for c in range(C)] for word in bank]
+                  for bank in pooled_words]
+        for b in range(2):
+            for t in range(tx):
+                for g in range(p.G):
+                    with m.If(m_valid & (m_where.bank == b) & (m_where.tile == t)
+                              & (m_where.group == g)):
+                        m.d.sync += pooled_words[b][t][8 * P * g:8 * P * (g + 1)].eq(
+                            means_word)
+
+        # ============ strip control: lead-in, tiles of B cycles, drain ==================
+        B, lead, drain = p.tile_cycles, p.lead_cycles, p.drain_cycles
+        LEAD, TILES, DRAIN = 0, 1, 2
+        running = Signal()
+        phase = Signal(2)
+        cnt = Signal(range(max(lead, drain) + 1))
+        rb = Signal()                        # pooled bank (strip parity) the MAC works on
+        gb = Signal(2)                       # gate bank: strip number mod 3
+        tile = Signal(field(tx))
+        sc = Signal(range(B))                # cycle within the tile
+        cur_strip = Signal(field(p.ty))
+        waiting = Mux(rb, pbusy[1], pbusy[0]) | (strip_done & (wbank == rb))
+        start = ~running & waiting
+        in_tiles = running & (phase == TILES)
+        last_cycle = running & (phase == DRAIN) & (cnt == drain - 1)
+        # like the model, a strip's gates become visible only once the broadcaster is done
+        # with the strip two before (its bank, gb + 1 mod 3, is free)
+        older = Mux(gb == 2, 0, gb + 1)
+        can_commit = Array(self.bank_free[b] for b in range(3))[older]
+        commit = last_cycle & can_commit
+        m.d.comb += [self.commit.eq(commit), self.commit_bank.eq(gb)]
+        with m.If(start):    # the start cycle is the lead-in's cycle 0
+            m.d.sync += [running.eq(1), phase.eq(LEAD), cnt.eq(1),
+                         cur_strip.eq(Mux(strip_done & (wbank == rb), s_in.strip,
+                                          bank_strip[rb]))]
+        with m.Elif(running):
+            with m.Switch(phase):
+                with m.Case(LEAD):
+                    with m.If(cnt == lead - 1):
+                        m.d.sync += [phase.eq(TILES), tile.eq(0), sc.eq(0)]
+                    with m.Else():
+                        m.d.sync += cnt.eq(cnt + 1)
+                with m.Case(TILES):
+                    with m.If(sc != B - 1):
+                        m.d.sync += sc.eq(sc + 1)
+                    with m.Elif(tile != tx - 1):
+                        m.d.sync += [sc.eq(0), tile.eq(tile + 1)]
+                    with m.Else():
+                        m.d.sync += [phase.eq(DRAIN), cnt.eq(0)]
+                with m.Default():
+                    with m.If(cnt != drain - 1):
+                        m.d.sync += cnt.eq(cnt + 1)
+                    with m.Elif(can_commit):     # else: hold in the last cycle
+                        m.d.sync += [running.eq(0), rb.eq(~rb),
+                                     gb.eq(Mux(gb == 2, 0, gb + 1))]
+        for b in range(2):   # a bank is busy from its strip's last sums to its commit
+            with m.If(strip_done & (wbank == b)):
+                m.d.sync += pbusy[b].eq(1)
+            with m.If(commit & (rb == b)):
+                m.d.sync += pbusy[b].eq(0)
+
+        # ================= issue: (layer, output, chunk) per cycle ======================
+        F2 = p.fc2_start
+        in_fc1 = in_tiles & (sc < hid * p.K1)
+        in_fc2 = in_tiles & (sc >= F2)
+        o = Signal(field(max(C, hid)))       # output neuron
+        k = Signal(field(max(p.K1, p.K2)))   # input chunk
+        c_grp, c_lane = Signal(field(p.G)), Signal(field(P))   # fc2's output as group, lane
+        a1, a2 = Signal(range(hid * p.K1)), Signal(range(C * p.K2))  # weight ROM addresses
+        kmax = Mux(in_fc2, p.K2 - 1, p.K1 - 1)
+        with m.If(in_fc1 | in_fc2):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == kmax):
+                m.d.sync += [k.eq(0), o.eq(o + 1), c_lane.eq(c_lane + 1)]
+                with m.If(c_lane == P - 1):
+                    m.d.sync += [c_lane.eq(0), c_grp.eq(c_grp + 1)]
+        # the counters restart before each layer (after the increments: these win when
+        # fc2 follows fc1's last issue directly)
+        restart = ~in_tiles | (sc == B - 1)
+        with m.If(restart | (sc == F2 - 1)):
+            m.d.sync += [o.eq(0), k.eq(0), c_grp.eq(0), c_lane.eq(0)]
+        with m.If(restart):
+            m.d.sync += [a1.eq(0), a2.eq(0)]
+        with m.Else():
+            with m.If(in_fc1):
+                m.d.sync += a1.eq(a1 + 1)
+            with m.If(in_fc2):
+                m.d.sync += a2.eq(a2 + 1)
+
+        # what travels with an issue down the pipeline
+        tag_layout = data.StructLayout({
+            "valid": 1, "fc2": 1, "first": 1, "last": 1, "k": field(max(p.K1, p.K2)),
+            "o": field(max(C, hid)), "tile": field(tx), "grp": field(p.G), "lane": field(P)})
+        A = plan.ISSUE_TO_TREE + p.tree_levels          # the accumulator's cycle
+        tags = [Signal(tag_layout, name="tag0")]
+        m.d.comb += tags[0].eq(Cat(in_fc1 | in_fc2, in_fc2, k == 0, k == kmax, k, o, tile,
+                                   c_grp, c_lane))
+        for i in range(1, p.issue_to_code + plan.CODE_TO_GATE + 1):
+            tags.append(Signal(tag_layout, name=f"tag{i}"))
+            m.d.sync += tags[i].eq(tags[i - 1])
+
+        # +1: operands. Weight ROMs (block RAM) read at the issue, pooled / hidden chunk
+        # picked by an index registered at the issue
+        w1 = m.submodules.w1_rom = memory.Memory(shape=8 * Q, depth=len(p.w1_rom), init=p.w1_rom)
+        w2 = m.submodules.w2_rom = memory.Memory(shape=8 * Q, depth=len(p.w2_rom), init=p.w2_rom)
+        w1r, w2r = w1.read_port(), w2.read_port()
+        m.d.comb += [w1r.addr.eq(a1), w2r.addr.eq(a2)]
+        sel = pipeline.cut(m, (rb * tx + tile) * p.K1 + k, "pooled_sel")
+        hidden_word = Signal(8 * hid)
+        hidden = [hidden_word[8 * i:8 * i + 8] for i in range(hid)]
+        pooled_chunks = Array(
+            Cat(*[pooled[b][t][kk * Q + q] if kk * Q + q < C else Const(0, 8)
+                  for q in range(Q)])
+            for b in range(2) for t in range(tx) for kk in range(p.K1))
+        hidden_chunks = Array(
+            Cat(*[hidden[kk * Q + q] if kk * Q + q < hid else Const(0, 8) for q in range(Q)])
+            for kk in range(p.K2))
+        t1 = tags[1]
+        pw = arith.wire(m, pooled_chunks[sel], "pooled_chunk")
+        hw_ = arith.wire(m, hidden_chunks[t1.k], "hidden_chunk")
+        acts = [Mux(t1.fc2, arith.minus_zp(hw_[8 * q:8 * q + 8], p.zh),
+                    arith.minus_zp(pw[8 * q:8 * q + 8], p.zx))[:9] for q in range(Q)]
+        wgts = [Mux(t1.fc2, w2r.data[8 * q:8 * q + 8], w1r.data[8 * q:8 * q + 8])
+                for q in range(Q)]
+        act_word = pipeline.cut(m, Cat(*acts), "act_word")
+        wgt_word = pipeline.cut(m, Cat(*wgts), "wgt_word")
+
+        # +2: Q products
+        prods_word = pipeline.cut(m, Cat(*[
+            (act_word[9 * q:9 * q + 9].as_signed() * wgt_word[8 * q:8 * q + 8].as_signed())[:17]
+            for q in range(Q)]), "prods_word")
+        prods = [prods_word[17 * q:17 * q + 17].as_signed() for q in range(Q)]
+
+        # +3 ...: the adder tree, a register on every level; then the accumulator at A
+        f = p.frac_bits
+        tA = tags[A]
+        fc_roms = []
+        for layer in (0, 1):
+            rom = memory.Memory(shape=p.fc_word_bits, depth=len(p.fc_rom(layer)),
+                                init=p.fc_rom(layer))
+            m.submodules[f"fc{layer + 1}_rom"] = rom
+            fc_roms.append(rom)
+        bias_r = [rom.read_port() for rom in fc_roms]        # read a cycle ahead
+        m.d.comb += [r.addr.eq(tags[A - 1].o) for r in bias_r]
+        bias = arith.wire(m, Mux(tA.fc2, bias_r[1].data[:p.acc_bits],
+                                 bias_r[0].data[:p.acc_bits]).as_signed(), "bias")
+        acc = Signal(signed(p.acc_bits))
+        if p.saturate:
+            (lo1, hi1), (lo2, hi2) = p.acc_range(0), p.acc_range(1)
+            l3 = tags[plan.ISSUE_TO_TREE].fc2
+            lo, hi = Mux(l3, lo2, lo1), Mux(l3, hi2, hi1)
+            maps = [(x << f, lo, hi) for x in prods]
+            for level in range(p.tree_levels):
+                pairs = [pipeline.compose_clamped(m, maps[i], maps[i + 1], f"sat{level}")
+                         for i in range(0, len(maps) - 1, 2)]
+                maps = [tuple(pipeline.cut(m, v, f"sat{level}_{n}") for v, n in zip(mp, "slh"))
+                        for mp in pairs + maps[len(pairs) * 2:]]
+            s, L, H = maps[0]
+            lo, hi = Mux(tA.fc2, lo2, lo1), Mux(tA.fc2, hi2, hi1)
+            base = arith.wire(m, Mux(tA.first, arith.clamp(bias, lo, hi), acc), "acc_base")
+            total = arith.clamp(arith.wire(m, base + s, "acc_sum"), L, H)
+        else:
+            values = prods
+            for level in range(p.tree_levels):
+                pairs = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+                values = [pipeline.cut(m, v, f"tree{level}")
+                          for v in pairs + values[len(pairs) * 2:]]
+            total = Mux(tA.first, bias, acc) + (values[0] << f)
+        acc_next = arith.wire(m, total[:p.acc_bits].as_signed(), "acc_next")
+        rq_acc = Signal(signed(p.acc_bits))
+        with m.If(tA.valid):
+            m.d.sync += acc.eq(acc_next)
+        with m.If(tA.valid & tA.last):
+            m.d.sync += rq_acc.eq(acc_next)
+
+        # A+1: the multiplier's word (M and the shift), read at A from the fc ROM (block RAM)
+        mult_r = [rom.read_port() for rom in fc_roms]
+        m.d.comb += [r.addr.eq(tA.o) for r in mult_r]
+        word = pipeline.cut(m, Mux(tags[A + 1].fc2, mult_r[1].data, mult_r[0].data), "rq_word")
+        acc2 = pipeline.cut(m, rq_acc, "rq_acc2")
+        # A+2 ...: acc x M, in limbs (pipeline.mul), padded to the plan's MUL_STAGES
+        product, n = pipeline.mul(m, acc2, word[p.acc_bits:p.acc_bits + p.mult_bits], "rq_mul")
+        assert n <= pipeline.MUL_STAGES, n
+        product = pipeline.delay(m, product, pipeline.MUL_STAGES - n, "rq_pad")
+        shift = pipeline.delay(m, word[p.acc_bits + p.mult_bits:], pipeline.MUL_STAGES,
+                               "rq_shift")
+
+        # then: rounding shift, zero point, clamp (lower clamp at zh: fc1's fused ReLU)
+        tq = tags[A + 2 + pipeline.MUL_STAGES]
+        max_shift = max(int(v) for v in list(p.ip.hw_fc1_shift) + list(p.ip.hw_fc2_shift))
+        half_up = Mux(tq.fc2, p.rounding("fc2") == nm.HALF_UP, p.rounding("fc1") == nm.HALF_UP)
+        code = arith.wire(m, pipeline.requant(m, product, shift, max_shift,
+                                              Mux(tq.fc2, p.ze, p.zh), Mux(tq.fc2, 0, p.zh),
+                                              half_up), "code")
+        assert A + 2 + pipeline.MUL_STAGES + pipeline.REQUANT_STAGES == p.issue_to_code
+        tc = tags[p.issue_to_code]
+        for i in range(hid):
+            with m.If(tc.valid & tc.last & ~tc.fc2 & (tc.o == i)):
+                m.d.sync += hidden[i].eq(code)
+
+        # the code's register, the sigmoid ROM (block RAM) and the gate write
+        lut = m.submodules.sigmoid_rom = memory.Memory(shape=p.gate_bits, depth=256,
+                                                      init=p.gate_rom)
+        lr = lut.read_port()
+        te = tags[p.issue_to_code + plan.CODE_TO_GATE]
+        m.d.comb += [
+            lr.addr.eq(pipeline.cut(m, code, "code_reg")),
+            self.w_en.eq(te.valid & te.last & te.fc2), self.w_bank.eq(gb),
+            self.w_tile.eq(te.tile), self.w_group.eq(te.grp), self.w_lane.eq(te.lane),
+            self.w_data.eq(lr.data), self.w_channel.eq(te.o),
+            self.w_frame_tile.eq(cur_strip * tx + te.tile),
+        ]
+        return m

@@ -1,0 +1,217 @@
+"""Pipelined arithmetic of the excite MAC: register cuts, wide multiplies split at the DSP
+blocks, and the mean and the requantizer in register stages (issue 16: 100 MHz on an ECP5).
+
+Owns the stage structure of the long computations. Each function builds its twin in
+tse.ref_model.numerics (tests/test_rtl_arith.py checks each), spread over register stages: `cut`
+puts a value on a register, and every function says how many stages it adds, so the caller
+delays the tags that travel with the value by as many (`delay`). None of these pipelines
+stall: the excite MAC's schedule is fixed, a value enters and leaves on fixed cycles.
+
+Why the cuts sit where they do (ECP5, speed grade 6, 10 ns a cycle, of which routing takes
+about two thirds after place and route):
+  - a multiply wider than 18 x 18 is cut into 17-bit limbs, one MULT18X18D each, with a
+    register on every limb product and on every level of the adder tree that sums them
+    (synth_ecp5 would otherwise chain the blocks' outputs through carry chains in one cycle);
+  - rounding to 24 significant bits (float32) is magnitude, then how many bits to drop (as a
+    thermometer of OR trees, not a leading-one detector's adders), then the kept bits and
+    their rounding bit (one-hot selects), then the increment and the shift back, then the
+    sign: five stages, each about one carry chain or one selection;
+  - the requantizer's rounding shift by a variable amount is the shift with its half and
+    sticky bits, then the increment and the zero point, then the clamp.
+"""
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Mux, Signal
+from amaranth.hdl import Value
+
+from tse.ref_model import numerics as nm
+
+from . import arith
+
+F32_BITS = 24
+"""Significant bits of a float32."""
+LIMB_BITS = 17
+"""Bits of a multiply's limb: an unsigned 17-bit limb is an 18-bit signed operand of one
+MULT18X18D."""
+
+MUL_STAGES = 4
+"""Stages of `mul` at most (limb products, then an adder tree of up to 8 of them, a level a
+stage: a 62-bit register times a 31-bit multiplier, the widest the hw profile allows);
+callers that need a fixed schedule pad to it."""
+ROUND24_STAGES = 5
+"""Stages of `round_significant` on a value wider than its significant bits."""
+REQUANT_STAGES = 2
+"""Registers of `requant` (the clamp after them is left combinational)."""
+
+
+def cut(m, value, name: str = "cut") -> Signal:
+    """value on a register of its own shape: one pipeline stage."""
+    value = Value.cast(value)
+    sig = Signal(value.shape(), name=name)
+    m.d.sync += sig.eq(value)
+    return sig
+
+
+def delay(m, value, stages: int, name: str = "dly") -> Value:
+    """value `stages` cycles later (a chain of registers; the value itself for 0)."""
+    for i in range(stages):
+        value = cut(m, value, f"{name}_d{i}")
+    return value
+
+
+def _limbs(v: Value) -> list[tuple[Value, int]]:
+    """v as (limb, weight exponent) pairs: 17-bit unsigned limbs, the top one keeping v's
+    signedness, so that sum(limb << exp) == v."""
+    n = len(v)
+    if n <= LIMB_BITS + 1:
+        return [(v, 0)]
+    out = []
+    for lo in range(0, n, LIMB_BITS):
+        hi = min(n, lo + LIMB_BITS)
+        limb = v[lo:hi]
+        if hi == n and v.shape().signed:
+            limb = limb.as_signed()
+        out.append((limb, lo))
+    return out
+
+
+def mul(m, a, b, name: str = "mul") -> tuple[Signal, int]:
+    """a * b, exact: (product on a register, stages). Every limb product on a register (one
+    DSP block each), then their sum as an adder tree with a register on every level."""
+    a, b = Value.cast(a), Value.cast(b)
+    full = (a * b).shape()      # the exact product's width and signedness
+    terms = []
+    for i, (la, ea) in enumerate(_limbs(a)):
+        for j, (lb, eb) in enumerate(_limbs(b)):
+            terms.append(cut(m, (la * lb) << (ea + eb), f"{name}_p{i}{j}"))
+    stages = 1
+    while len(terms) > 1:
+        pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        terms = [cut(m, v, f"{name}_t{stages}") for v in pairs + terms[len(pairs) * 2:]]
+        stages += 1
+    exact = terms[0][:full.width]             # wiring: the value fits the exact width
+    return (exact.as_signed() if full.signed else exact), stages
+
+
+def round_significant(m, v, bits: int, name: str = "r24", add=None) -> tuple[Value, int]:
+    """v rounded to `bits` significant bits, ties to even (numerics.round_significant), in
+    ROUND24_STAGES stages; (value, stages). `add(stages)`, if given, is a value added in the
+    last stage (given how many stages precede it, so it can be delayed to match). A value no
+    wider than `bits` is already exact: 0 stages, or 1 for the add."""
+    v = Value.cast(v)
+    w = len(v)
+    if w <= bits:
+        return (cut(m, v + add(0), f"{name}_add"), 1) if add else (v, 0)
+    # 1: sign and magnitude (|v| <= 2**(w-1) fits w bits)
+    neg = cut(m, v[-1] if v.shape().signed else Const(0), f"{name}_neg1")
+    mag = cut(m, Mux(v[-1], -v, v)[:w] if v.shape().signed else v, f"{name}_mag")
+    # 2: how many bits to drop, as a thermometer: past[d - 1] = |v| has more than bits + d - 1
+    # significant bits (OR trees side by side, not a leading-one detector's adder chain)
+    n_drop = w - bits
+    past = cut(m, Cat(*[mag[bits + d - 1:].any() for d in range(1, n_drop + 1)]),
+               f"{name}_past")
+    mag, neg = cut(m, mag, f"{name}_mag2"), cut(m, neg, f"{name}_neg2")
+    # 3: the kept bits and whether they round up, selected by the one-hot drop
+    ext = Cat(past, Const(0, 1))
+    hot = [~past[0]] + [past[d - 1] & ~ext[d] for d in range(1, n_drop + 1)]
+    q0 = arith.wire(m, Cat(*[
+        Cat(*[hot[d] & (mag[d + i] if d + i < w else Const(0, 1)) for d in range(n_drop + 1)]).any()
+        for i in range(bits + 1)]), f"{name}_q0")
+    half = Cat(*[hot[d] & mag[d - 1] for d in range(1, n_drop + 1)]).any()
+    sticky = Cat(*[hot[d] & mag[:d - 1].any() for d in range(2, n_drop + 1)]).any() \
+        if n_drop >= 2 else Const(0, 1)
+    q = cut(m, q0, f"{name}_q")
+    inc = cut(m, half & (sticky | q0[0]), f"{name}_inc")
+    hot = cut(m, Cat(*hot), f"{name}_hot")
+    neg = cut(m, neg, f"{name}_neg3")
+    # 4: rounded and shifted back to the value's scale
+    up = arith.wire(m, q + inc, f"{name}_up")
+    rounded = cut(m, Cat(*[
+        Cat(*[hot[d] & up[i - d] for d in range(n_drop + 1) if 0 <= i - d < len(up)]).any()
+        for i in range(w + 1)]), f"{name}_rnd")
+    neg = cut(m, neg, f"{name}_neg4")
+    # 5: the sign, and the add
+    if add:
+        extra = add(ROUND24_STAGES - 1)
+        out = Mux(neg, extra - rounded, extra + rounded)
+    else:
+        out = Mux(neg, -rounded, rounded)
+    return cut(m, out, f"{name}_out"), ROUND24_STAGES
+
+
+def mean(m, s, kind, p) -> tuple[Value, int]:
+    """The squeeze of one channel (numerics.mean_hw_f32 / mean_hw) in stages: (8-bit code,
+    registers before it); the code itself is combinational, for the caller's register.
+    s: signed tile sum, kind: its 2-bit edge-tile kind."""
+    zx, sh, r = p.zx, p.recip_shift, p.recip
+    stages = 0
+
+    def at(values, extra=0):     # a kind-dependent constant in the cycle `extra` stages on
+        return arith.const_table(values, delay(m, kind, stages + extra, "mean_kind"))
+
+    zsh = [zx << k for k in sh]
+    if p.mean_rounding == nm.F32:
+        s24, n = round_significant(m, s, F32_BITS, "mean_s")
+        stages += n
+        prod, n = mul(m, s24, at(r), "mean_mul")
+        stages += n
+        t, n = round_significant(m, prod, F32_BITS, "mean_a", add=lambda k: at(zsh, k))
+        stages += n
+        b, n = round_significant(m, t, F32_BITS, "mean_b")
+        stages += n
+        kind_b = delay(m, kind, stages, "mean_kb")
+        q = Array(arith.round_shift(m, b, k, False) for k in sh)[kind_b] \
+            if len(set(sh)) > 1 else arith.round_shift(m, b, sh[0], False)
+        q = cut(m, q, "mean_q")        # the rounding add and the clamp's compares apart
+        return arith.clamp(q, 0, 255)[:8], stages + 1
+    # exactly rounded: t = S R + zx 2**sh; q0 = t >> sh; the remainder against R decides
+    prod, n = mul(m, s, at(r), "mean_mul")
+    stages += n
+    t = cut(m, prod + at(zsh), "mean_t")
+    stages += 1
+    kind_t = delay(m, kind, stages, "mean_kt")
+    q0 = Array(t >> k for k in sh)[kind_t] if len(set(sh)) > 1 else t >> sh[0]
+    rem = t & arith.const_table([(1 << k) - 1 for k in sh], kind_t)
+    d2 = (rem << 2) + arith.const_table([-(2 << k) for k in sh], kind_t)
+    q0, d2 = cut(m, q0, "mean_q0"), cut(m, d2, "mean_d2")
+    stages += 1
+    rr = at(r)
+    if p.mean_rounding == nm.HALF_UP:
+        up = d2 > -rr
+    else:
+        up = (d2 >= rr) | ((d2 > -rr) & q0[0])
+    return arith.clamp(arith.wire(m, q0 + up, "mean_q"), 0, 255)[:8], stages
+
+
+def requant(m, product, shift, max_shift: int, zo, lo, half_up) -> Value:
+    """clamp(round(product / 2**shift) + zo, lo, 255) (numerics.requant_hw after its
+    multiply) over REQUANT_STAGES registers: the shifted value with its half and sticky bits;
+    the increment and the zero point; then the clamp, left combinational. shift, zo, lo and
+    half_up must be the values of the product's cycle: they are delayed here."""
+    v = arith.wire(m, product, "rq_in")
+    bits = arith.extend(v, max_shift + 1)
+    shift = arith.wire(m, shift, "rq_shift")
+    half0 = (bits & Cat(*[shift == i + 1 for i in range(len(bits))])).any()
+    sticky0 = (bits & Cat(*[shift > i + 1 for i in range(len(bits))])).any()
+    floor = cut(m, v >> shift, "rq_floor")
+    half, sticky = cut(m, half0, "rq_half"), cut(m, sticky0, "rq_sticky")
+    zo, lo, half_up = (cut(m, x, f"rq_{n}") for x, n in ((zo, "zo"), (lo, "lo"),
+                                                           (half_up, "half_up")))
+    up = half & (sticky | half_up | floor[0])
+    q = cut(m, floor + up + zo, "rq_q")
+    lo = cut(m, lo, "rq_lo2")
+    return arith.clamp(q, lo, 255)[:8]
+
+
+def compose_clamped(m, f, g, name: str = "cmp"):
+    """g after f, for clamp-shift maps (s, L, H): a -> clamp(a + s, L, H) with L <= H.
+
+    The family is closed under composition: g(f(a)) = clamp(a + sf + sg, c(Lf + sg),
+    c(Hf + sg)) where c clamps to [Lg, Hg]. A saturating add a -> clamp(a + x, lo, hi) is
+    the map (x, lo, hi), so a chain of them, which is not associative as additions, is
+    associative as maps: an adder tree of maps gives the chain's result exactly."""
+    sf, lf, hf = f
+    sg, lg, hg = g
+    return (arith.wire(m, sf + sg, f"{name}_s"),
+            arith.clamp(arith.wire(m, lf + sg, f"{name}_l"), lg, hg),
+            arith.clamp(arith.wire(m, hf + sg, f"{name}_h"), lg, hg))
