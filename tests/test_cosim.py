@@ -300,9 +300,9 @@ def test_drivers_catch_and_locate_a_corrupted_beat(stub_dir):
 TINY = dict(height=5, width=7, reduction=2)
 ISSUE14 = dict(reduction=6, lanes=1, excite_multipliers=2, seed=6799)
 MATRIX = {
-    # row strips of 2 rows: the frame's last strip has 1 row (56 beats), still longer than
-    # the excite latency (51 cycles), so the MAC keeps up at one beat per clock
-    "row_strip_short_last": dict(TINY, channels=8, tile="2xW", lanes=1, excite_multipliers=8),
+    # row strips of 3 rows: the frame's last strip has 2 rows (112 beats), still longer than
+    # the excite latency (62 cycles), so the MAC keeps up at one beat per clock
+    "row_strip_short_last": dict(TINY, channels=8, tile="3xW", lanes=1, excite_multipliers=8),
     # 3x3 patches on 5x7: partial edge tiles in both directions (rows 3+2, columns 3+3+1)
     "patch_partial": dict(TINY, channels=8, tile="3x3", lanes=1, excite_multipliers=8),
     # The four shapes where tlast_early failed under input pauses (issue 14: the harness
