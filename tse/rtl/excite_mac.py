@@ -1,4 +1,5 @@
-"""excite_mac: squeeze, fc1 + ReLU, fc2 and sigmoid of every tile (tse.ref_model.streaming.excite_mac).
+"""excite_mac: squeeze, fc1 + ReLU, fc2 and sigmoid of every tile
+(tse.ref_model.streaming.excite_mac).
 
 Owns the P mean units, the pooled codes of two strips, the Q-multiplier MAC with its shared
 requantizer, the sigmoid ROM, and the timing of a strip: exactly the plan's excite latency
@@ -25,7 +26,8 @@ issue_to_code):
     +2        Q products
     +3..+2+L  adder tree, a level a cycle
     A         accumulator (bias from the fc ROM, block RAM read a cycle ahead)
-    A+1       the multiplier's word from the fc ROM, selected by layer
+    A+1       the multiplier's words from the fc ROMs (both on registers; the layer's picked
+              in front of the multiply)
     A+2..A+5  acc x M: limb products, their adder tree (pipeline.mul, padded to 4 stages)
     A+6, A+7  rounding shift; increment and zero point
     X         clamp: the hidden code is written, or the code's register loaded
@@ -105,7 +107,7 @@ class ExciteMac(wiring.Component):
         assert depth <= plan.MEAN_STAGES, (depth, plan.MEAN_STAGES)
         # every form of the mean leaves at the same cycle: the schedule is one
         means_word = pipeline.delay(m, Cat(*means), plan.MEAN_STAGES - depth, "means")
-        m_valid = pipeline.delay(m, a_valid, plan.MEAN_STAGES, "mean_valid")
+        m_valid = pipeline.delay(m, a_valid, plan.MEAN_STAGES, "mean_valid", reset=True)
         m_where = data.View(a_where.shape(),
                             pipeline.delay(m, a_where.as_value(), plan.MEAN_STAGES, "mean_where"))
         pooled_words = [[Signal(8 * C, name=f"pooled_b{b}_t{t}") for t in range(tx)]
@@ -232,10 +234,12 @@ class ExciteMac(wiring.Component):
         hw_ = arith.wire(m, hidden_chunks[t1.k], "hidden_chunk")
         acts = [Mux(t1.fc2, arith.minus_zp(hw_[8 * q:8 * q + 8], p.zh),
                     arith.minus_zp(pw[8 * q:8 * q + 8], p.zx))[:9] for q in range(Q)]
-        wgts = [Mux(t1.fc2, w2r.data[8 * q:8 * q + 8], w1r.data[8 * q:8 * q + 8])
-                for q in range(Q)]
         act_word = pipeline.cut(m, Cat(*acts), "act_word")
-        wgt_word = pipeline.cut(m, Cat(*wgts), "wgt_word")
+        # both ROM words on registers of their own: nothing between a block RAM's slow data
+        # out (5.8 ns) and a flip-flop; the layer's word is picked in front of the multiply
+        w1_word = pipeline.cut(m, w1r.data, "w1_word")
+        w2_word = pipeline.cut(m, w2r.data, "w2_word")
+        wgt_word = Mux(tags[2].fc2, w2_word, w1_word)
 
         # +2: Q products
         prods_word = pipeline.cut(m, Cat(*[
@@ -252,10 +256,11 @@ class ExciteMac(wiring.Component):
                                 init=p.fc_rom(layer))
             m.submodules[f"fc{layer + 1}_rom"] = rom
             fc_roms.append(rom)
-        bias_r = [rom.read_port() for rom in fc_roms]        # read a cycle ahead
-        m.d.comb += [r.addr.eq(tags[A - 1].o) for r in bias_r]
-        bias = arith.wire(m, Mux(tA.fc2, bias_r[1].data[:p.acc_bits],
-                                 bias_r[0].data[:p.acc_bits]).as_signed(), "bias")
+        bias_r = [rom.read_port() for rom in fc_roms]        # read two cycles ahead
+        m.d.comb += [r.addr.eq(tags[A - 2].o) for r in bias_r]
+        bias_w = [pipeline.cut(m, r.data[:p.acc_bits], f"bias{layer + 1}")
+                  for layer, r in enumerate(bias_r)]
+        bias = arith.wire(m, Mux(tA.fc2, bias_w[1], bias_w[0]).as_signed(), "bias")
         acc = Signal(signed(p.acc_bits))
         if p.saturate:
             (lo1, hi1), (lo2, hi2) = p.acc_range(0), p.acc_range(1)
@@ -288,7 +293,8 @@ class ExciteMac(wiring.Component):
         # A+1: the multiplier's word (M and the shift), read at A from the fc ROM (block RAM)
         mult_r = [rom.read_port() for rom in fc_roms]
         m.d.comb += [r.addr.eq(tA.o) for r in mult_r]
-        word = pipeline.cut(m, Mux(tags[A + 1].fc2, mult_r[1].data, mult_r[0].data), "rq_word")
+        words = [pipeline.cut(m, r.data, f"rq_word{layer + 1}") for layer, r in enumerate(mult_r)]
+        word = arith.wire(m, Mux(tags[A + 2].fc2, words[1], words[0]), "rq_word")
         acc2 = pipeline.cut(m, rq_acc, "rq_acc2")
         # A+2 ...: acc x M, in limbs (pipeline.mul), padded to the plan's MUL_STAGES
         product, n = pipeline.mul(m, acc2, word[p.acc_bits:p.acc_bits + p.mult_bits], "rq_mul")

@@ -44,18 +44,20 @@ REQUANT_STAGES = 2
 """Registers of `requant` (the clamp after them is left combinational)."""
 
 
-def cut(m, value, name: str = "cut") -> Signal:
-    """value on a register of its own shape: one pipeline stage."""
+def cut(m, value, name: str = "cut", reset: bool = False) -> Signal:
+    """value on a register of its own shape: one pipeline stage. Data registers have no
+    reset (reset=True for a valid flag): a reset would reach thousands of flip-flops and,
+    with an enable, cost a LUT in front of each."""
     value = Value.cast(value)
-    sig = Signal(value.shape(), name=name)
+    sig = Signal(value.shape(), name=name, reset_less=not reset)
     m.d.sync += sig.eq(value)
     return sig
 
 
-def delay(m, value, stages: int, name: str = "dly") -> Value:
+def delay(m, value, stages: int, name: str = "dly", reset: bool = False) -> Value:
     """value `stages` cycles later (a chain of registers; the value itself for 0)."""
     for i in range(stages):
-        value = cut(m, value, f"{name}_d{i}")
+        value = cut(m, value, f"{name}_d{i}", reset)
     return value
 
 

@@ -46,6 +46,10 @@ counted as a start too: a small underestimate for the strip buffer's FIFO)."""
 # (speed grade 6): the guard compares estimates with each other, so what matters is that a
 # LUT, a carry step and a multiplier weigh what they weigh after place and route.
 CLK_TO_Q_NS = 0.52
+BLOCK_RAM_CLK_TO_Q_NS = 5.83
+"""A DP16KD's clock to data out without its output register (nextpnr-ecp5's report on a block
+read straight into a flip-flop): Yosys maps no output register into the block, so anything
+after a block RAM's data out starts 5.83 ns into the cycle."""
 CELL_DELAY_NS = {"LUT4": 0.24, "PFUMX": 0.25, "L6MUX21": 0.25, "MULT18X18D": 3.93}
 CARRY_IN_TO_OUT_NS = 0.071
 CARRY_DELAY_NS = 0.45
@@ -301,7 +305,8 @@ def logic_paths(netlist: dict, top: str = "tse_unit", count: int = 10) -> list[d
             return arrival[key]
         c = cells[name]
         if c["type"] in SEQUENTIAL:
-            arrival[key] = (CLK_TO_Q_NS, name, 0)
+            arrival[key] = (BLOCK_RAM_CLK_TO_Q_NS if c["type"] == "DP16KD" else CLK_TO_Q_NS,
+                            name, 0)
             return arrival[key]
         if state.get(key) == "open":   # a combinational loop (none expected): cut it
             return (0.0, name, 0)
