@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import arith
 from .params import RtlParams, field
+from .strip_buffer import NO_RW_CHECK
 
 BANKS = 3
 
@@ -59,7 +60,8 @@ class GateMemory(wiring.Component):
         p = self.p
         m = Module()
         mem = m.submodules.gates = memory.Memory(
-            shape=data.ArrayLayout(p.gate_bits, p.P), depth=BANKS * p.tx * p.G, init=[])
+            shape=data.ArrayLayout(p.gate_bits, p.P), depth=BANKS * p.tx * p.G, init=[],
+            attrs=NO_RW_CHECK)     # the MAC writes a bank the broadcaster does not read
         wr = mem.write_port(granularity=1)
         # the first word of (bank, tile) from a table, not (bank * tx + tile) * G: Yosys
         # maps that product onto a MULT18X18D, the slowest cell on the write path

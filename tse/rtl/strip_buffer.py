@@ -12,7 +12,8 @@ into slices of a block RAM's natural width for the depth (`slice_bits`), each a 
 own. A block RAM is slow from its clock to its data out (5.8 ns on an ECP5 DP16KD), and one
 memory 8P bits wide and thousands deep is mapped onto blocks side by side *and* stacked, with
 a multiplexer behind them: on the default unit that was the critical path (10.9 ns, 91.7
-MHz). Slices as deep as the FIFO leave nothing between a block and the register it feeds.
+MHz). Slices as deep as the FIFO, and no read-during-write emulation (NO_RW_CHECK), leave
+nothing between a block and the register it feeds.
 """
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ from .params import RtlParams
 BLOCK_RAM_SHAPES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
 """(depth, width) a 16-kbit block RAM can be (ECP5 DP16KD / PDPW16KD; the 36-kbit blocks of
 other families have the same aspect ratios at twice the depth)."""
+
+
+NO_RW_CHECK = {"no_rw_check": 1}
+"""Yosys attribute: do not emulate a read of the address being written in the same cycle. A
+FIFO never does that (it reads a full entry and writes a free one), and the emulation puts a
+register and a multiplexer behind the block RAM's output (measured: 94.8 -> 140.2 MHz for the
+slices, 145.8 MHz without the emulation)."""
 
 
 def slice_bits(depth: int) -> int:
@@ -61,7 +69,7 @@ class StripBuffer(wiring.Component):
         data = []
         for n, lo in enumerate(range(0, width, bits)):
             mem = m.submodules[f"storage{n}"] = memory.Memory(
-                shape=min(bits, width - lo), depth=inner, init=[])
+                shape=min(bits, width - lo), depth=inner, init=[], attrs=NO_RW_CHECK)
             wr, rd = mem.write_port(), mem.read_port(domain="sync")
             m.d.comb += [wr.addr.eq(produce), wr.data.eq(self.i_beat.payload[lo:lo + bits]),
                          wr.en.eq(do_write), rd.addr.eq(consume), rd.en.eq(do_read)]
