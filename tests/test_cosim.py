@@ -301,10 +301,10 @@ TINY = dict(height=5, width=7, reduction=2)
 ISSUE14 = dict(reduction=6, lanes=1, excite_multipliers=2, seed=6799)
 MATRIX = {
     # row strips of 3 rows: the frame's last strip has 2 rows (112 beats), still longer than
-    # the excite latency (62 cycles), so the MAC keeps up at one beat per clock
+    # the excite latency (64 cycles), so the MAC keeps up at one beat per clock
     "row_strip_short_last": dict(TINY, channels=8, tile="3xW", lanes=1, excite_multipliers=8),
-    # 3x3 patches on 5x7: partial edge tiles in both directions (rows 3+2, columns 3+3+1)
-    "patch_partial": dict(TINY, channels=8, tile="3x3", lanes=1, excite_multipliers=8),
+    # 3x3 patches on 5x8: partial edge tiles in both directions (rows 3+2, columns 3+3+2)
+    "patch_partial": dict(TINY, width=8, channels=8, tile="3x3", lanes=1, excite_multipliers=8),
     # The four shapes where tlast_early failed under input pauses (issue 14: the harness
     # called the unit quiet while it still padded the cut frame). Column strips 2 wide on
     # W=9, a 1-column edge strip, one channel per beat:

@@ -18,7 +18,7 @@ from tse.rtl.unit import TSEUnit
 
 from rtl_helpers import frame_beats, gates_of, outputs_of, run_unit, small_case
 
-ROW = TSEConfig(channels=8, height=6, width=8, tile="2xW", reduction=2, lanes=2,
+ROW = TSEConfig(channels=8, height=6, width=8, tile="3xW", reduction=2, lanes=2,
                 excite_multipliers=4)
 
 CONFIGS = {

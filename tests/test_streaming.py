@@ -166,17 +166,17 @@ def test_slow_excite_mac_backs_up_into_the_input():
 
 
 def test_a_short_last_strip_shorter_than_the_latency_stalls_at_full_depth():
-    """The depth formula's stated limit: a 1-row last strip (11 beats) shorter than the
-    excite latency (65 cycles: 21 lead-in, 29 for the tile, 15 drain) lets the excite MAC lag
+    """The depth formula's stated limit: a 1-row last strip (12 beats) shorter than the
+    excite latency (67 cycles: 21 lead-in, 30 for the tile, 16 drain) lets the excite MAC lag
     at the full-throughput depth; 12 rows (two whole strips) of the same layer do not stall."""
     stalls = {}
     for h in (7, 12):
-        cfg = TSEConfig(channels=11, height=h, width=11, tile="6xW", reduction=4, lanes=11,
+        cfg = TSEConfig(channels=11, height=h, width=12, tile="6xW", reduction=4, lanes=11,
                         excite_multipliers=4)
-        assert cfg.excite_latency_cycles == 65 and cfg.strip_beats == 66
+        assert cfg.excite_latency_cycles == 67 and cfg.strip_beats == 72
         assert cfg.excite_keeps_up == (h == 12)
         ip = nm.derive(random_quant_params(4, 11, cfg.hidden, "fbgemm", True), cfg)
-        x = np.random.default_rng(2).integers(0, 256, (2, h, 11, 11)).astype(np.uint8)
+        x = np.random.default_rng(2).integers(0, 256, (2, h, 12, 11)).astype(np.uint8)
         got = streaming.run(cfg, ip, x)
         _assert_same(got, kernels.run(cfg, ip, x, cfg.profile))
         stalls[h] = got["stats"]["input_stall_cycles"]

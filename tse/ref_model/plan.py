@@ -20,12 +20,12 @@ gates go to one of three gate banks (strip number mod 3) and commit once the bro
 released the strip two before. (The streaming model, tse.ref_model.streaming, holds two gate
 banks; tse/rtl/gate_memory.py says why the RTL keeps a third.)
 
-Pipeline of one issue, in cycles after it (tse/rtl/excite_mac.py): +1 operands (pooled or hidden
-codes, weight ROM word), +2 Q products, then one adder-tree level a cycle, the accumulator, the
-requantizer's multiplier word, its multiply (limb products and their adder tree), rounding
-shift, zero point, clamp; the code is written ISSUE_TO_TREE + tree levels +
-ACCUMULATE_TO_CODE cycles after the issue, and the gate CODE_TO_GATE cycles later (the code's
-register, the sigmoid ROM).
+Pipeline of one issue, in cycles after it (tse/rtl/excite_mac.py): +1 operands (pooled or
+hidden codes, weight ROM words), +2 the layer's weights, +3 Q products, then one adder-tree
+level a cycle, the accumulator, the requantizer's multiplier word, its multiply (limb products
+and their adder tree), rounding shift, zero point, clamp; the code is written ISSUE_TO_TREE +
+tree levels + ACCUMULATE_TO_CODE cycles after the issue, and the gate CODE_TO_GATE cycles later
+(the code's register, the sigmoid ROM).
 
 At one beat per clock the input of strip i+1 keeps arriving while strip i waits for its gates,
 so the strip buffer must hold a whole strip plus the excite latency in beats; a shallower one
@@ -42,8 +42,9 @@ wider than 24 bits, 5 + 4 + 5 + 5, then the rounding to the code before its clam
 forms are padded to it, so the schedule is one."""
 EXCITE_LEAD_CYCLES = MEAN_STAGES + 1
 """Cycles from a strip's last sums to its first issue: the means, and the pooled register."""
-ISSUE_TO_TREE = 3
-"""Cycles from an issue to the adder tree's first level (operand registers, products)."""
+ISSUE_TO_TREE = 4
+"""Cycles from an issue to the adder tree's first level (operand registers, the layer's
+weights picked, products)."""
 ACCUMULATE_TO_CODE = 8
 """Cycles from the accumulator to the written code: the multiplier's ROM word, the multiply
 by M (tse/rtl/pipeline.MUL_STAGES), the rounding shift, the zero point, the clamp."""

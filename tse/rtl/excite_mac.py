@@ -20,11 +20,12 @@ order exactly. fc1 takes hidden * ceil(C/Q) issues, fc2 C * ceil(hidden/Q). One 
 chunk loop means one requantizer (acc x M, then the rounding shift) serves both layers, and
 fc2's gates leave one at a time, which is what the gate memory and its probe take.
 
-Pipeline of an issue (cycles after it; L = tree levels, A = 3 + L, X = A + 8 the plan's
+Pipeline of an issue (cycles after it; L = tree levels, A = 4 + L, X = A + 8 the plan's
 issue_to_code):
-    +1        operands: the pooled or hidden chunk, the weight ROM word (block RAM)
-    +2        Q products
-    +3..+2+L  adder tree, a level a cycle
+    +1        operands: the pooled or hidden chunk, the weight ROM words (block RAM)
+    +2        the layer's weights picked
+    +3        Q products
+    +4..+3+L  adder tree, a level a cycle
     A         accumulator (bias from the fc ROM, block RAM read a cycle ahead)
     A+1       the multiplier's words from the fc ROMs (both on registers; the layer's picked
               in front of the multiply)
@@ -236,18 +237,22 @@ class ExciteMac(wiring.Component):
                     arith.minus_zp(pw[8 * q:8 * q + 8], p.zx))[:9] for q in range(Q)]
         act_word = pipeline.cut(m, Cat(*acts), "act_word")
         # both ROM words on registers of their own: nothing between a block RAM's slow data
-        # out (5.8 ns) and a flip-flop; the layer's word is picked in front of the multiply
+        # out (5.8 ns) and a flip-flop
         w1_word = pipeline.cut(m, w1r.data, "w1_word")
         w2_word = pipeline.cut(m, w2r.data, "w2_word")
-        wgt_word = Mux(tags[2].fc2, w2_word, w1_word)
 
-        # +2: Q products
+        # +2: the layer's weights picked (its flag drives 8Q multiplexers: a net that slow
+        # must not also precede a multiply), the operands aligned
+        wgt_word = pipeline.cut(m, Mux(tags[2].fc2, w2_word, w1_word), "wgt_word")
+        act_word = pipeline.cut(m, act_word, "act_word2")
+
+        # +3: Q products
         prods_word = pipeline.cut(m, Cat(*[
             (act_word[9 * q:9 * q + 9].as_signed() * wgt_word[8 * q:8 * q + 8].as_signed())[:17]
             for q in range(Q)]), "prods_word")
         prods = [prods_word[17 * q:17 * q + 17].as_signed() for q in range(Q)]
 
-        # +3 ...: the adder tree, a register on every level; then the accumulator at A
+        # +4 ...: the adder tree, a register on every level; then the accumulator at A
         f = p.frac_bits
         tA = tags[A]
         fc_roms = []
