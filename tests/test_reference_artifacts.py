@@ -61,7 +61,8 @@ def test_params_round_trip_per_tensor(tmp_path):
 
 
 def test_ref_model_does_not_import_torch():
-    code = ("import sys, ref_model, tse.ref_model.params, tse.ref_model.artifacts, tse.ref_model.plan; "
+    code = ("import sys, tse.ref_model, tse.ref_model.params, tse.ref_model.artifacts, "
+            "tse.ref_model.plan; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
