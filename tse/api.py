@@ -85,7 +85,7 @@ def config_for(block, x, *, config: TSEConfig | None = None, **options) -> TSECo
     if isinstance(block, TSE) and "tile" not in options:
         base["tile"] = "{}x{}".format(*block.kernel)
     data = {**base, **options, "channels": channels, "height": height, "width": width,
-            "reduction": reduction_for(channels, hidden)}
+            "reduction": reduction_for(channels, hidden), "hidden": hidden}
     return TSEConfig.from_dict(data, source="tse.api")
 
 

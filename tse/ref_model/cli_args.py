@@ -17,6 +17,13 @@ _FLAGS = (
     ("--tile", "tile", str, "tile as <rows>x<cols>: 7xW (row strip), Hx3 (column strip), "
                             "7x7 (patch), HxW (plain SE)"),
     ("--reduction", "reduction", int, "excite reduction r; hidden width is C // r"),
+    ("--hidden", "hidden", int, "hidden width of the excite, 1..C (instead of --reduction; "
+                                "given both, hidden must be C // r)"),
+    ("--hidden-activation", "hidden_activation", str, "activation after fc1: relu or silu"),
+    ("--gate", "gate", str, "gate after fc2: sigmoid or hardsigmoid "
+                            "(clamp(slope * x + offset, 0, 1))"),
+    ("--gate-slope", "gate_slope", float, "hardsigmoid's slope, > 0 (PyTorch 1/6, ONNX 0.2)"),
+    ("--gate-offset", "gate_offset", float, "hardsigmoid's offset (PyTorch and ONNX 0.5)"),
     ("--lanes", "lanes", int, "lanes P: channels per stream beat (must divide C)"),
     ("--excite-multipliers", "excite_multipliers", int, "multipliers Q in the excite MAC"),
     ("--buffer-depth", "buffer_depth", int, "strip-buffer depth in beats; 0 = the "
@@ -25,6 +32,9 @@ _FLAGS = (
     ("--engine", "engine", str, "quantized PyTorch engine: fbgemm or qnnpack"),
     ("--seed", "seed", int, "seed for weights and synthetic data"),
 )
+
+
+_KINDS = {int: "an integer", float: "a number", str: "a string"}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +57,7 @@ def config_from_args(args: argparse.Namespace) -> TSEConfig:
             changes[name] = convert(raw)
         except ValueError:
             raise ConfigError(f"{name} ({flag}): {raw!r} is not allowed; "
-                              f"allowed: {'an integer' if convert is int else 'a string'}") from None
+                              f"allowed: {_KINDS[convert]}") from None
     if getattr(args, "config", None):      # flags override the file before validation
         return TSEConfig.from_toml(args.config, overrides=changes)
     return DEFAULT.replace(**changes)

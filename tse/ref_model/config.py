@@ -26,6 +26,13 @@ from .hw_profile import DEFAULT_HW, HwProfile, tile_counts
 PROFILES = ("torch", "hw")
 MAX_SEED = 2**64 - 3
 ENGINES = ("fbgemm", "qnnpack")
+HIDDEN_ACTIVATIONS = ("relu", "silu")
+GATES = ("sigmoid", "hardsigmoid")
+HARDSIGMOID_SLOPE = 1 / 6
+"""PyTorch's nn.Hardsigmoid, relu6(x + 3) / 6: slope 1/6, offset 0.5 (ONNX HardSigmoid's
+defaults are 0.2 and 0.5)."""
+HARDSIGMOID_OFFSET = 0.5
+DEFAULT_REDUCTION = 4
 
 
 def tiling_kind(tile_rows: int, tile_cols: int, height: int, width: int) -> str:
@@ -48,7 +55,19 @@ class TSEConfig:
     height: int = 28
     width: int = 28
     tile: str = "7xW"
-    reduction: int = 4
+    reduction: int = 0
+    """hidden = channels // reduction. 0: not given, which means DEFAULT_REDUCTION unless
+    hidden is given (a hidden width that is no channels // r, e.g. RegNetY-800MF s4.b1:
+    C=768, hidden 80, keeps reduction 0)."""
+    hidden: int = 0
+    """Hidden width of the excite, 1..channels; 0: channels // reduction. Given with a
+    reduction, both must agree."""
+    hidden_activation: str = "relu"
+    """After fc1: relu (fused into fc1's requantizer) or silu (a 256-entry table)."""
+    gate: str = "sigmoid"
+    """After fc2: sigmoid, or hardsigmoid clamp(gate_slope * x + gate_offset, 0, 1)."""
+    gate_slope: float = HARDSIGMOID_SLOPE
+    gate_offset: float = HARDSIGMOID_OFFSET
     lanes: int = 8
     excite_multipliers: int = 32
     buffer_depth: int = 0
@@ -62,9 +81,10 @@ class TSEConfig:
     """Widths and roundings of the hw numerics profile (TOML table [hw])."""
 
     def __post_init__(self):
-        for name in ("channels", "height", "width", "reduction", "lanes",
-                     "excite_multipliers"):
+        for name in ("channels", "height", "width", "lanes", "excite_multipliers"):
             _require_positive_int(name, getattr(self, name))
+        self._resolve_hidden()
+        self._check_dialect()
         if (not isinstance(self.seed, int) or isinstance(self.seed, bool)
                 or not 0 <= self.seed <= MAX_SEED):
             raise ConfigError(f"seed: {self.seed!r} is not allowed; allowed: a non-negative "
@@ -77,11 +97,6 @@ class TSEConfig:
             raise ConfigError(f"engine: {self.engine!r} is not allowed; "
                               f"allowed: {', '.join(ENGINES)}")
         parse_tile(self.tile, self.height, self.width)
-        if self.channels // self.reduction < 1:
-            raise ConfigError(
-                f"reduction: {self.reduction} leaves no hidden channel for "
-                f"channels={self.channels} (hidden = channels // reduction = "
-                f"{self.channels // self.reduction}); allowed: 1..{self.channels}")
         if self.channels % self.lanes:
             divisors = [d for d in range(1, self.channels + 1) if self.channels % d == 0]
             raise ConfigError(
@@ -101,19 +116,63 @@ class TSEConfig:
         if self.profile == "hw":
             self.check_hw()
 
+    def _resolve_hidden(self) -> None:
+        """hidden from reduction when not given; a given pair must agree."""
+        c, r, h = self.channels, self.reduction, self.hidden
+        for name, v in (("reduction", r), ("hidden", h)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{name}: {v!r} is not allowed; allowed: a positive integer "
+                                  f"(0: not given)")
+        if h == 0:
+            if r == 0:
+                r = DEFAULT_REDUCTION
+                object.__setattr__(self, "reduction", r)
+            if c // r < 1:
+                raise ConfigError(
+                    f"reduction: {r} leaves no hidden channel for channels={c} (hidden = "
+                    f"channels // reduction = {c // r}); allowed: 1..{c}")
+            object.__setattr__(self, "hidden", c // r)
+        elif h > c:
+            raise ConfigError(f"hidden: {h} is not allowed for channels={c}; allowed: 1..{c}")
+        elif r and c // r != h:
+            raise ConfigError(
+                f"hidden: {h} disagrees with reduction={r} (channels // reduction = {c // r}); "
+                "allowed: give one of them, or a pair with hidden = channels // reduction")
+
+    def _check_dialect(self) -> None:
+        for name, allowed in (("hidden_activation", HIDDEN_ACTIVATIONS), ("gate", GATES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; "
+                                  f"allowed: {', '.join(allowed)}")
+        for name in ("gate_slope", "gate_offset"):
+            v = getattr(self, name)
+            if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
+                    or (name == "gate_slope" and not v > 0)):
+                what = "a number > 0" if name == "gate_slope" else "a finite number"
+                raise ConfigError(f"{name}: {v!r} is not allowed; allowed: {what}")
+            object.__setattr__(self, name, float(v))
+        if self.gate == "sigmoid" and (self.gate_slope, self.gate_offset) != (
+                HARDSIGMOID_SLOPE, HARDSIGMOID_OFFSET):
+            raise ConfigError(
+                f"gate_slope, gate_offset: {self.gate_slope!r}, {self.gate_offset!r} apply "
+                "only to gate = 'hardsigmoid'; allowed with gate = 'sigmoid': the defaults "
+                f"({HARDSIGMOID_SLOPE!r}, {HARDSIGMOID_OFFSET!r})")
+
+    @property
+    def dialect(self) -> dict:
+        """The SE dialect: hidden activation, gate and the gate's slope and offset."""
+        return {"hidden_activation": self.hidden_activation, "gate": self.gate,
+                "gate_slope": self.gate_slope, "gate_offset": self.gate_offset}
+
     def check_hw(self) -> None:
         """Reject hw widths that can overflow or round the mean inexactly for this shape.
         Only the hw profile uses them; a command that runs the hw numerics whatever the
         profile (the RTL, co-simulation, tse run, a sweep) calls this itself."""
         th, tw = parse_tile(self.tile, self.height, self.width)
-        self.hw.check(self.channels, self.channels // self.reduction,
+        self.hw.check(self.channels, self.hidden,
                       tile_counts(self.height, self.width, th, tw))
 
     # ---- derived shape -------------------------------------------------------------
-    @property
-    def hidden(self) -> int:
-        return self.channels // self.reduction
-
     @property
     def tile_rows(self) -> int:
         return parse_tile(self.tile, self.height, self.width)[0]
@@ -185,6 +244,15 @@ class TSEConfig:
 
     # ---- conversions ---------------------------------------------------------------
     def replace(self, **changes) -> "TSEConfig":
+        """A changed copy. hidden follows a reduction (changed, or kept with other changes)
+        unless hidden is changed too; a changed hidden drops a reduction it disagrees with."""
+        if "hidden" not in changes and (self.reduction or "reduction" in changes):
+            changes["hidden"] = 0
+        elif "hidden" in changes and "reduction" not in changes and self.reduction:
+            c = changes.get("channels", self.channels)
+            h = changes["hidden"]
+            if isinstance(h, int) and h and c // self.reduction != h:
+                changes["reduction"] = 0
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -215,7 +283,11 @@ class TSEConfig:
                                   f"allowed: {', '.join(known)}")
         if "hw" in data:
             data = {**data, "hw": HwProfile.from_dict(data["hw"], source)}
-        return cls(**{**data, **(overrides or {})})
+        overrides = overrides or {}
+        for given, other in (("hidden", "reduction"), ("reduction", "hidden")):
+            if given in overrides and other not in overrides:   # a flag overrides the pair
+                data = {k: v for k, v in data.items() if k != other}
+        return cls(**{**data, **overrides})
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict | None = None) -> "TSEConfig":
