@@ -3,6 +3,16 @@
     QuantStub -> AvgPool2d(ceil_mode) -> ConvReLU2d (conv1 fused with ReLU) -> Conv2d
               -> Sigmoid -> repeat_interleave + crop -> FloatFunctional.mul(x, gate) -> DeQuantStub
 
+Other SE dialects (tse.quant.float_block), as a real deployment quantizes them in eager mode:
+  silu         conv1 without ReLU (its own observed qparams, role hidden_pre) -> DeQuantStub
+               -> nn.SiLU (float) -> QuantStub (observed qparams: hidden); there is no
+               quantized SiLU.
+  hardsigmoid  slope 1/6, offset 0.5: nn.Hardsigmoid on quint8 (quantized kernel, fixed output
+               qparams 1/256, 0, measured); other slopes: DeQuantStub -> HardSigmoid (float)
+               -> QuantStub with fixed qparams 1/256, 0 (FixedQParamsObserver), so the gate
+               keeps the sigmoid's qparams either way.
+docs/numerics.md writes out what each computes.
+
 The engine (fbgemm or qnnpack) is set before prepare and convert, because the conv kernel is
 chosen when weights are packed; it is stored on the converted block and set again around every
 call, so a reference never silently runs on another engine. Activations stay NCHW-contiguous
@@ -19,10 +29,13 @@ from torch.ao import quantization as tq
 from torch.ao.nn.quantized import FloatFunctional
 
 from tse.ref_model.config import TSEConfig
-from tse.ref_model.params import ACTIVATIONS, QuantParams
+from tse.ref_model.params import ACTIVATIONS, PRE_ACTIVATION, QuantParams
 
 from . import engine_probe
-from .float_block import TSE, broadcast_gate
+from .float_block import TSE, HardSigmoid, broadcast_gate
+
+GATE_QPARAMS = (1.0 / 256, 0)
+"""The gate's fixed qparams: the quantized sigmoid's and hardsigmoid's (quint8)."""
 
 
 @contextlib.contextmanager
@@ -46,21 +59,40 @@ def engine(name: str):
 
 class QuantSE(TSE):
     """The quantizable TSE body for an input that is already quantized (inside a network, or
-    behind QuantTSE's QuantStub): the float block's layers plus FloatFunctional.mul.
-    stages(q) returns every intermediate by role."""
+    behind QuantTSE's QuantStub): the float block's layers plus FloatFunctional.mul, and the
+    stubs around a float activation (SiLU, a hard sigmoid of another slope).
+    stages(q) returns every intermediate by role (hidden_pre: SiLU's input)."""
 
-    def __init__(self, channels: int, kernel: tuple[int, int], reduction: int):
-        super().__init__(channels, kernel, reduction)
+    def __init__(self, channels: int, kernel: tuple[int, int], reduction: int | None = None,
+                 **dialect):
+        super().__init__(channels, kernel, reduction, **dialect)
         self.mul = FloatFunctional()
+        if self.hidden_activation == "silu":
+            self.dequant_hidden, self.quant_hidden = tq.DeQuantStub(), tq.QuantStub()
+        if isinstance(self.gating, HardSigmoid):
+            self.dequant_gate, self.quant_gate = tq.DeQuantStub(), tq.QuantStub()
+            scale, zero_point = GATE_QPARAMS
+            self.quant_gate.qconfig = tq.QConfig(
+                activation=tq.FixedQParamsObserver.with_args(
+                    scale=scale, zero_point=zero_point, dtype=torch.quint8, quant_min=0,
+                    quant_max=255),
+                weight=tq.default_weight_observer)
 
     def stages(self, q: torch.Tensor) -> dict:
         pooled = self.squeeze(q)
-        hidden = self.relu(self.conv1(pooled))
+        out = {"input": q, "pooled": pooled}
+        if self.hidden_activation == "silu":
+            pre = out[PRE_ACTIVATION] = self.conv1(pooled)
+            hidden = self.quant_hidden(self.silu(self.dequant_hidden(pre)))
+        else:
+            hidden = self.relu(self.conv1(pooled))
         excite = self.conv2(hidden)
-        gate = self.sigmoid(excite)
-        out = self.mul.mul(q, broadcast_gate(gate, self.kernel, q.shape[-2], q.shape[-1]))
-        return {"input": q, "pooled": pooled, "hidden": hidden, "excite": excite,
-                "gate": gate, "output": out}
+        if isinstance(self.gating, HardSigmoid):
+            gate = self.quant_gate(self.gating(self.dequant_gate(excite)))
+        else:
+            gate = self.gating(excite)
+        y = self.mul.mul(q, broadcast_gate(gate, self.kernel, q.shape[-2], q.shape[-1]))
+        return {**out, "hidden": hidden, "excite": excite, "gate": gate, "output": y}
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         return self.stages(q)["output"]
@@ -70,8 +102,9 @@ class QuantTSE(QuantSE):
     """The quantizable TSE block on float input; after convert(), stages(x) returns every
     quantized intermediate plus the dequantized output."""
 
-    def __init__(self, channels: int, kernel: tuple[int, int], reduction: int):
-        super().__init__(channels, kernel, reduction)
+    def __init__(self, channels: int, kernel: tuple[int, int], reduction: int | None = None,
+                 **dialect):
+        super().__init__(channels, kernel, reduction, **dialect)
         self.quant = tq.QuantStub()
         self.dequant = tq.DeQuantStub()
         self.engine = None  # set by quantize()
@@ -90,13 +123,13 @@ class QuantTSE(QuantSE):
 
 def quantize(float_block: TSE, calibration: torch.Tensor, engine_name: str) -> QuantTSE:
     """Eager-mode post-training quantization of a float block on the given activations."""
-    c = float_block.conv1.in_channels
-    r = c // float_block.conv1.out_channels
-    model = QuantTSE(c, float_block.kernel, r)
+    model = QuantTSE(float_block.conv1.in_channels, float_block.kernel,
+                     **float_block.dialect())
     model.load_state_dict(float_block.state_dict())
     model.eval()
     with quiet(), engine(engine_name):
-        tq.fuse_modules(model, [["conv1", "relu"]], inplace=True)
+        if model.hidden_activation == "relu":
+            tq.fuse_modules(model, [["conv1", "relu"]], inplace=True)
         model.qconfig = tq.get_default_qconfig(engine_name)
         tq.prepare(model, inplace=True)
         with torch.no_grad():
@@ -106,11 +139,13 @@ def quantize(float_block: TSE, calibration: torch.Tensor, engine_name: str) -> Q
     return model
 
 
-def run_stages(model: QuantTSE, x: torch.Tensor) -> dict:
-    """Codes of every stage as numpy (uint8, NCHW; per-tile stages [N, C', tiles_y, tiles_x])."""
+def run_stages(model: QuantTSE, x: torch.Tensor, pre_activation: bool = False) -> dict:
+    """Codes of every stage as numpy (uint8, NCHW; per-tile stages [N, C', tiles_y, tiles_x]);
+    with pre_activation, also SiLU's input (hidden_pre) when the block has one."""
     with quiet(), engine(model.engine), torch.no_grad():
         out = model.stages(x)
-    codes = {role: out[role].int_repr().numpy() for role in ACTIVATIONS}
+    roles = ACTIVATIONS + ((PRE_ACTIVATION,) if pre_activation and PRE_ACTIVATION in out else ())
+    codes = {role: out[role].int_repr().numpy() for role in roles}
     codes["output_float"] = out["output_float"].numpy()
     return codes
 
@@ -119,8 +154,9 @@ def extract_params(model: QuantTSE) -> QuantParams:
     """The converted block's integer parameters in ref_model's torch-free form."""
     with quiet():
         probe = model.stages(torch.zeros(1, model.conv1.in_channels, 1, 1))
-    scales = {role: float(probe[role].q_scale()) for role in ACTIVATIONS}
-    zero_points = {role: int(probe[role].q_zero_point()) for role in ACTIVATIONS}
+    roles = [role for role in probe if role != "output_float"]
+    scales = {role: float(probe[role].q_scale()) for role in roles}
+    zero_points = {role: int(probe[role].q_zero_point()) for role in roles}
 
     def weight(conv):
         w = conv.weight()
@@ -161,7 +197,9 @@ def seeded_weights(block: TSE, seed: int) -> TSE:
 
 def float_block_for(cfg: TSEConfig, state_dict: dict | None = None) -> TSE:
     """The float block of a configuration: the user's SE weights, or seeded ones."""
-    block = TSE(cfg.channels, (cfg.tile_rows, cfg.tile_cols), cfg.reduction).eval()
+    block = TSE(cfg.channels, (cfg.tile_rows, cfg.tile_cols), hidden=cfg.hidden,
+                hidden_activation=cfg.hidden_activation, gate=cfg.gate,
+                gate_slope=cfg.gate_slope, gate_offset=cfg.gate_offset).eval()
     if state_dict is None:
         return seeded_weights(block, cfg.seed)
     from .se_weights import load_se_state_dict

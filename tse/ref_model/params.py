@@ -17,6 +17,9 @@ import numpy as np
 
 ACTIVATIONS = ("input", "pooled", "hidden", "excite", "gate", "output")
 """Quantized activation tensors of the block, in dataflow order."""
+PRE_ACTIVATION = "hidden_pre"
+"""fc1's output before a hidden activation that is a table of its own (SiLU): a role in
+scales and zero_points only then (ReLU is fused into fc1, so hidden is fc1's output)."""
 
 
 @dataclass
@@ -52,13 +55,19 @@ class QuantParams:
                        else type(arr).__name__)
                 raise ValueError(f"{name}: {got} is not allowed; allowed: {np.dtype(dtype)} "
                                  f"{shape}")
-        for role in ACTIVATIONS:
+        for role in self.roles():
             zp = self.zero_points.get(role)
             if not isinstance(zp, int) or not 0 <= zp <= 255:
                 raise ValueError(f"{role}_zero_point: {zp!r} is not allowed; allowed: 0..255")
             s = self.scales.get(role)
             if not isinstance(s, float) or not s > 0:
                 raise ValueError(f"{role}_scale: {s!r} is not allowed; allowed: a positive float")
+
+    def roles(self) -> tuple:
+        """ACTIVATIONS, with PRE_ACTIVATION after input..pooled when the block has one."""
+        if PRE_ACTIVATION in self.scales or PRE_ACTIVATION in self.zero_points:
+            return ACTIVATIONS[:2] + (PRE_ACTIVATION,) + ACTIVATIONS[2:]
+        return ACTIVATIONS
 
     @property
     def channels(self) -> int:
@@ -74,7 +83,7 @@ class QuantParams:
 
     def quant_section(self) -> dict:
         section = {}
-        for role in ACTIVATIONS:
+        for role in self.roles():
             section[f"{role}_scale"] = self.scales[role]
             section[f"{role}_zero_point"] = self.zero_points[role]
         for name in ("w1_scale", "w2_scale"):
@@ -88,14 +97,15 @@ class QuantParams:
     def from_artifacts(cls, engine: str, quant: dict, arrays: dict) -> "QuantParams":
         """Rebuild from a manifest's engine and "quant" section and the loaded arrays."""
         w1, w2 = arrays["w1"], arrays["w2"]
+        roles = ACTIVATIONS + ((PRE_ACTIVATION,) if f"{PRE_ACTIVATION}_scale" in quant else ())
 
         def weight_scale(name, n):
             v = quant[name]
             return np.asarray(v, np.float64) if isinstance(v, list) else np.full(n, v, np.float64)
 
         return cls(engine=engine,
-                   scales={r: float(quant[f"{r}_scale"]) for r in ACTIVATIONS},
-                   zero_points={r: int(quant[f"{r}_zero_point"]) for r in ACTIVATIONS},
+                   scales={r: float(quant[f"{r}_scale"]) for r in roles},
+                   zero_points={r: int(quant[f"{r}_zero_point"]) for r in roles},
                    w1=w1, w1_scale=weight_scale("w1_scale", w1.shape[0]), b1=arrays["b1"],
                    w2=w2, w2_scale=weight_scale("w2_scale", w2.shape[0]), b2=arrays["b2"],
                    per_channel=bool(quant["per_channel_weights"]),
