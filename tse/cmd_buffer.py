@@ -46,6 +46,10 @@ def register(sub):
     p.add_argument("--excite-multipliers", type=int, metavar="Q",
                    help="excite multipliers per layer (default: per layer, the fewest that "
                         "keep up with one beat per clock)")
+    p.add_argument("--excite-kernel", choices=("1x1", "3x1"), default="1x1",
+                   help="excite convolutions: 1x1 (SE, default) or 3x1 across rows of tiles "
+                        "(the paper's Appendix B): the unit then holds the two strips each "
+                        "strip's gates look ahead to; the paper's figure counts the tile alone")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: network, tile, layers (per-layer rows) and "
                         "the totals se_buffer, tse_buffer, tse_stream_buffer, ...")
@@ -62,15 +66,17 @@ def run(args):
     if args.list_networks:
         for name in network_names():
             net = builtin_network(name)
-            print(f"{name:16s} {len(net.layers):3d} SE blocks  {net.source}")
+            print(f"{name:24s} {len(net.layers):3d} SE blocks  {net.source}")
         return 0
     network = _network(args)
-    result = plan_network(network, args.tile, args.lanes, args.excite_multipliers)
+    result = plan_network(network, args.tile, args.lanes, args.excite_multipliers,
+                          args.excite_kernel)
     if args.plot:
         # The built-in networks in their order, this one in its place (or first if it is not
         # built in), so the chart puts the user's network among known ones.
         nets = [result if n == result.network else
-                plan_network(builtin_network(n), args.tile, args.lanes, args.excite_multipliers)
+                plan_network(builtin_network(n), args.tile, args.lanes, args.excite_multipliers,
+                             args.excite_kernel)
                 for n in network_names()]
         write_plot(result, nets if result.network in network_names() else [result, *nets],
                    args.plot)
@@ -141,7 +147,8 @@ def format_table(result) -> str:
     q = ("the fewest per layer that keep up" if result.multipliers is None
          else f"{result.multipliers} per layer")
     lines = [f"{result.network}: {result.source}",
-             f"tile {result.tile}, {result.lanes} lanes, excite multipliers Q: {q}; "
+             f"tile {result.tile}, {result.excite_kernel} excite, {result.lanes} lanes, "
+             f"excite multipliers Q: {q}; "
              "buffers in elements (1 byte each)",
              "",
              "  ".join(_cell(h, w) for h, w, _ in _COLUMNS)]
@@ -157,7 +164,8 @@ def format_table(result) -> str:
         f"paper's minimum buffering: SE {t['se_buffer'] / 1e6:.3f}M, TSE {result.tile} "
         f"{t['tse_buffer'] / 1e6:.3f}M ({100 * (1 - t['tse_buffer'] / t['se_buffer']):.1f}% "
         "less)",
-        f"row-streaming unit (strip + excite latency): TSE {t['tse_stream_buffer'] / 1e6:.3f}M, "
+        f"row-streaming unit (strip{' + 2 lookahead strips' if result.excite_kernel == '3x1' else ''}"
+        f" + excite latency): TSE {t['tse_stream_buffer'] / 1e6:.3f}M, "
         f"SE on the same unit {t['se_stream_buffer'] / 1e6:.3f}M",
         f"excite compute: SE {t['se_excite_macs']:,} MACs, TSE {t['tse_excite_macs']:,} MACs "
         f"(+{t['excite_macs_added']:,})",

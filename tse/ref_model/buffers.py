@@ -12,6 +12,10 @@ For every SE layer (tse.ref_model.networks.SELayer) and one tile shape this modu
 - the excite multipliers the unit needs to keep up with one beat per clock;
 - the excite compute: SE runs the excite (two 1x1 convs, 2*C*hidden MACs) once per frame,
   TSE once per tile.
+- with the paper's 3x1 excite (Appendix B, excite_kernel "3x1"), both excite convolutions read
+  three rows of tiles, so a strip's gates wait for the pooled values of the two strips after it:
+  the unit holds those strips too (plan.lookahead_strips), and every tile's excite costs three
+  times the MACs. The paper's figure (tse_buffer) still counts the tile alone.
 
 Tiles are written as for TSEConfig ("7xW", "Hx3", "7x7", "HxW"), but a planner applies one tile
 to layers of every size, so a tile larger than a layer is clamped to it (a 7xW strip on a
@@ -78,6 +82,7 @@ class LayerPlan:
     tiles_x: int
     tiles: int
     tiling: str
+    excite_kernel: str
     se_buffer: int
     """Paper's minimum for SE: H*W*C."""
     tse_buffer: int
@@ -89,7 +94,8 @@ class LayerPlan:
     strip_beats: int
     excite_latency_cycles: int
     tse_stream_beats: int
-    """Strip FIFO depth in beats for no input stall: strip + excite latency."""
+    """Strip FIFO depth in beats for no input stall: strip (+ its lookahead strips) + excite
+    latency."""
     tse_stream_buffer: int
     """The same in elements (beats x P)."""
     se_stream_buffer: int
@@ -109,31 +115,34 @@ class LayerPlan:
 
 
 def plan_layer(layer: SELayer, tile: PlannerTile, lanes: int = 8,
-               multipliers: int | None = None) -> LayerPlan:
+               multipliers: int | None = None, excite_kernel: str = "1x1") -> LayerPlan:
     """The buffers of one layer; multipliers None means the fewest that keep up (per layer)."""
+    taps = plan.EXCITE_KERNEL_TAPS[excite_kernel]
     th, tw = tile.resolve(layer.height, layer.width)
     tiles_y, tiles_x = math.ceil(layer.height / th), math.ceil(layer.width / tw)
     # The unit needs P | C (TSEConfig): a layer with other C streams zero-padded channels.
     c_stream = math.ceil(layer.channels / lanes) * lanes
     hidden, width = layer.hidden, layer.width
-    needed = plan.multipliers_for_full_throughput(th, width, c_stream, hidden, tiles_x, lanes)
+    needed = plan.multipliers_for_full_throughput(th, width, c_stream, hidden, tiles_x, lanes,
+                                                  taps)
     q = needed if multipliers is None else multipliers
     strip = plan.strip_beats(th, width, c_stream, lanes)
-    latency = plan.excite_latency_cycles(c_stream, hidden, tiles_x, q)
-    depth = plan.full_throughput_depth(th, width, c_stream, hidden, tiles_x, lanes, q)
+    latency = plan.excite_latency_cycles(c_stream, hidden, tiles_x, q, taps)
+    depth = plan.full_throughput_depth(th, width, c_stream, hidden, tiles_x, lanes, q, taps)
     se_depth = plan.full_throughput_depth(layer.height, width, c_stream, hidden, 1, lanes, q)
-    excite = 2 * layer.channels * hidden                    # fc1 C->hidden, fc2 hidden->C
+    se_excite = 2 * layer.channels * hidden                 # fc1 C->hidden, fc2 hidden->C
     return LayerPlan(
         name=layer.name, channels=layer.channels, height=layer.height, width=width,
         hidden=hidden, tile_rows=th, tile_cols=tw, tiles_y=tiles_y, tiles_x=tiles_x,
         tiles=tiles_y * tiles_x, tiling=tiling_kind(th, tw, layer.height, width),
+        excite_kernel=excite_kernel,
         se_buffer=layer.height * width * layer.channels,
         tse_buffer=th * tw * layer.channels,
         excite_multipliers=q, full_throughput_multipliers=needed,
         strip_beats=strip, excite_latency_cycles=latency,
         tse_stream_beats=depth, tse_stream_buffer=depth * lanes,
         se_stream_buffer=se_depth * lanes, keeps_up=latency <= strip,
-        se_excite_macs=excite, tse_excite_macs=tiles_y * tiles_x * excite)
+        se_excite_macs=se_excite, tse_excite_macs=tiles_y * tiles_x * taps * se_excite)
 
 
 # Per-layer quantities that add up to a network total (excite_multipliers: a dataflow
@@ -151,6 +160,7 @@ class NetworkPlan:
     multipliers: int | None
     """The fixed Q given by the user, or None for the fewest per layer that keep up."""
     layers: tuple[LayerPlan, ...]
+    excite_kernel: str = "1x1"
 
     def total(self, key: str) -> int:
         return sum(getattr(layer, key) for layer in self.layers)
@@ -165,6 +175,7 @@ class NetworkPlan:
             "network": self.network,
             "source": self.source,
             "tile": self.tile,
+            "excite_kernel": self.excite_kernel,
             "lanes": self.lanes,
             "multipliers_per_layer": ("full throughput" if self.multipliers is None
                                       else self.multipliers),
@@ -178,12 +189,17 @@ class NetworkPlan:
 
 
 def plan_network(network: Network, tile: str, lanes: int = 8,
-                 multipliers: int | None = None) -> NetworkPlan:
+                 multipliers: int | None = None, excite_kernel: str = "1x1") -> NetworkPlan:
     """Per-layer and total buffers of a network's SE layers under one tile."""
+    if excite_kernel not in plan.EXCITE_KERNEL_TAPS:
+        raise ConfigError(f"excite-kernel: {excite_kernel!r} is not allowed; allowed: "
+                          f"{', '.join(plan.EXCITE_KERNEL_TAPS)}")
     for name, value in (("lanes", lanes), ("excite multipliers", multipliers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
             raise ConfigError(f"{name}: {value!r} is not allowed; allowed: a positive integer")
     parsed = parse_planner_tile(tile)
-    layers = tuple(plan_layer(layer, parsed, lanes, multipliers) for layer in network.layers)
-    return NetworkPlan(network.name, network.source, parsed.spec, lanes, multipliers, layers)
+    layers = tuple(plan_layer(layer, parsed, lanes, multipliers, excite_kernel)
+                   for layer in network.layers)
+    return NetworkPlan(network.name, network.source, parsed.spec, lanes, multipliers, layers,
+                       excite_kernel)

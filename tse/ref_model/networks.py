@@ -18,6 +18,14 @@ The built-in tables are generated from the networks' published design parameters
   the depthwise conv's output resolution; its hidden width is max(1, int(0.25 * block input
   width)).
 
+- EfficientDet D0-D2 (Tan et al. 2020; paper Tables 5 and B2): the EfficientNet B0-B2 backbones
+  at 512, 640, 768 (the BiFPN and heads have no SE).
+- MobileNetV3-Large and -Small with the LR-ASPP segmentation head (Howard et al. 2019; paper
+  Table 6) at Cityscapes' 1024x2048, as torchvision's lraspp_mobilenet_v3_* builds them: SE after
+  the depthwise conv at the expanded width, hidden make_divisible(expanded // 4, 8), the last
+  stage dilated (stride 1, so it stays at 1/16). The LR-ASPP head's own sigmoid gate has no
+  hidden layer and is computed from another tensor: not an SE block of this unit, not listed.
+
 Spatial sizes follow the strides from the input resolution: every stride-2 conv (odd kernel,
 "same" padding) maps n to ceil(n / 2); both networks start with a stride-2 stem.
 
@@ -31,7 +39,7 @@ import csv
 import difflib
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError, InputError
@@ -239,10 +247,84 @@ def efficientnet_se_layers(p: EfficientNetParams) -> list[SELayer]:
     return layers
 
 
+# ---- MobileNetV3 (LR-ASPP segmentation, paper Table 6) --------------------------------------
+
+@dataclass(frozen=True)
+class Bneck:
+    """One bottleneck: input, depthwise kernel, expanded and output width, SE or not, stride."""
+
+    in_channels: int
+    kernel: int
+    expanded: int
+    out_channels: int
+    se: bool
+    stride: int
+
+
+# torchvision models/mobilenetv3.py _mobilenet_v3_conf (reduced_tail=False); the last three
+# rows of each are the "last stage" that dilated=True keeps at stride 1.
+MOBILENETV3 = {
+    "large": (
+        Bneck(16, 3, 16, 16, False, 1), Bneck(16, 3, 64, 24, False, 2),
+        Bneck(24, 3, 72, 24, False, 1), Bneck(24, 5, 72, 40, True, 2),
+        Bneck(40, 5, 120, 40, True, 1), Bneck(40, 5, 120, 40, True, 1),
+        Bneck(40, 3, 240, 80, False, 2), Bneck(80, 3, 200, 80, False, 1),
+        Bneck(80, 3, 184, 80, False, 1), Bneck(80, 3, 184, 80, False, 1),
+        Bneck(80, 3, 480, 112, True, 1), Bneck(112, 3, 672, 112, True, 1),
+        Bneck(112, 5, 672, 160, True, 2), Bneck(160, 5, 960, 160, True, 1),
+        Bneck(160, 5, 960, 160, True, 1),
+    ),
+    "small": (
+        Bneck(16, 3, 16, 16, True, 2), Bneck(16, 3, 72, 24, False, 2),
+        Bneck(24, 3, 88, 24, False, 1), Bneck(24, 5, 96, 40, True, 2),
+        Bneck(40, 5, 240, 40, True, 1), Bneck(40, 5, 240, 40, True, 1),
+        Bneck(40, 5, 120, 48, True, 1), Bneck(48, 5, 144, 48, True, 1),
+        Bneck(48, 5, 288, 96, True, 2), Bneck(96, 5, 576, 96, True, 1),
+        Bneck(96, 5, 576, 96, True, 1),
+    ),
+}
+LAST_STAGE_BLOCKS = 3
+CITYSCAPES = (1024, 2048)
+"""Height x width of a Cityscapes frame (the paper's 1024x2048 single-scale evaluation)."""
+
+
+def mobilenetv3_se_layers(arch: str, height: int, width: int, dilated: bool = True,
+                          se_at_block_input: bool = False) -> list[SELayer]:
+    """The SE blocks of MobileNetV3-<arch> on a height x width input, in forward order.
+
+    dilated=False (the classification backbone) and se_at_block_input=True (each SE counted at
+    its block's input resolution, before the depthwise conv's stride) exist only to show the
+    paper's arithmetic next to this table (docs/buffer.md, Table 6)."""
+    blocks = MOBILENETV3[arch]
+    h, w = _conv_out(height, 2), _conv_out(width, 2)           # stem: 3x3 conv, stride 2
+    layers = []
+    for i, blk in enumerate(blocks, start=1):
+        stride = 1 if dilated and i > len(blocks) - LAST_STAGE_BLOCKS else blk.stride
+        h_in, w_in = h, w
+        h, w = _conv_out(h, stride), _conv_out(w, stride)
+        if blk.se:
+            sh, sw = (h_in, w_in) if se_at_block_input else (h, w)
+            layers.append(SELayer(f"b{i}", blk.expanded, sh, sw,
+                                  make_divisible(blk.expanded // 4, 8)))
+    return layers
+
+
 # ---- registry -----------------------------------------------------------------------------
 
+EFFICIENTDET = {
+    "efficientdet-d0": ("efficientnet-b0", 512),
+    "efficientdet-d1": ("efficientnet-b1", 640),
+    "efficientdet-d2": ("efficientnet-b2", 768),
+}
+"""EfficientDet's backbone and input size (Tan et al. 2020, Table 1)."""
+MOBILENETV3_LRASPP = {
+    "mobilenetv3-large-lraspp": "large",
+    "mobilenetv3-small-lraspp": "small",
+}
+
+
 def network_names() -> list[str]:
-    return [*REGNETY, *EFFICIENTNET]
+    return [*REGNETY, *EFFICIENTNET, *EFFICIENTDET, *MOBILENETV3_LRASPP]
 
 
 def builtin_network(name: str) -> Network:
@@ -258,6 +340,18 @@ def builtin_network(name: str) -> Network:
         return Network(key, tuple(efficientnet_se_layers(p)),
                        f"EfficientNet-B0 blocks at {p.resolution}x{p.resolution}, width x"
                        f"{p.width_mult}, depth x{p.depth_mult}")
+    if key in EFFICIENTDET:
+        backbone, resolution = EFFICIENTDET[key]
+        p = replace(EFFICIENTNET[backbone], resolution=resolution)
+        return Network(key, tuple(efficientnet_se_layers(p)),
+                       f"{backbone} backbone of {key} at {resolution}x{resolution} (the BiFPN "
+                       "and heads have no SE)")
+    if key in MOBILENETV3_LRASPP:
+        arch = MOBILENETV3_LRASPP[key]
+        h, w = CITYSCAPES
+        return Network(key, tuple(mobilenetv3_se_layers(arch, h, w)),
+                       f"MobileNetV3-{arch.capitalize()} backbone of LR-ASPP (torchvision, "
+                       f"dilated last stage) at {h}x{w}")
     near = difflib.get_close_matches(str(key), network_names(), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     raise ConfigError(f"network: {name!r} is not a built-in network{hint}; "

@@ -58,6 +58,10 @@ register. It delays the output only: pops, and so the strip-buffer occupancy, ke
 model's timing."""
 
 
+EXCITE_KERNEL_TAPS = {"1x1": 1, "3x1": 3}
+"""Excite kernels (the paper's Appendix B): rows of tiles each excite convolution reads."""
+
+
 def strip_beats(tile_rows: int, width: int, channels: int, lanes: int) -> int:
     """Beats in one full strip of tile_rows rows."""
     return tile_rows * width * channels // lanes
@@ -80,20 +84,21 @@ def excite_issue_to_code(channels: int, hidden: int, multipliers: int) -> int:
             + ACCUMULATE_TO_CODE)
 
 
-def excite_fc2_start(channels: int, hidden: int, multipliers: int) -> int:
+def excite_fc2_start(channels: int, hidden: int, multipliers: int, taps: int = 1) -> int:
     """A tile's first fc2 issue, in cycles from its first fc1 issue: after fc1's issues, and
     late enough that fc2's read of the last hidden chunk (a cycle after its issue, K2 - 1
-    issues in) comes after the last hidden code is written."""
-    k1 = math.ceil(channels / multipliers)
-    k2 = math.ceil(hidden / multipliers)
+    issues in) comes after the last hidden code is written. taps: inputs per neuron are
+    taps x the layer's width (the paper's 3x1 excite: 3)."""
+    k1 = math.ceil(taps * channels / multipliers)
+    k2 = math.ceil(taps * hidden / multipliers)
     last1 = hidden * k1 - 1
     return max(last1 + 1, last1 + excite_issue_to_code(channels, hidden, multipliers) + 1 - k2)
 
 
-def excite_cycles_per_tile(channels: int, hidden: int, multipliers: int) -> int:
+def excite_cycles_per_tile(channels: int, hidden: int, multipliers: int, taps: int = 1) -> int:
     """Issue cycles of one tile (the module docstring's schedule); tiles follow each other."""
-    k2 = math.ceil(hidden / multipliers)
-    return excite_fc2_start(channels, hidden, multipliers) + channels * k2
+    k2 = math.ceil(taps * hidden / multipliers)
+    return excite_fc2_start(channels, hidden, multipliers, taps) + channels * k2
 
 
 def excite_drain_cycles(channels: int, hidden: int, multipliers: int) -> int:
@@ -102,30 +107,40 @@ def excite_drain_cycles(channels: int, hidden: int, multipliers: int) -> int:
 
 
 def excite_latency_cycles(channels: int, hidden: int, tiles_per_strip: int,
-                          multipliers: int) -> int:
-    """Cycles from a strip's last input beat until all its gates are written."""
+                          multipliers: int, taps: int = 1) -> int:
+    """Cycles from a strip's last input beat (with taps > 1: the last beat of the last strip
+    it looks ahead to) until all its gates are written."""
     return (EXCITE_LEAD_CYCLES + tiles_per_strip * excite_cycles_per_tile(channels, hidden,
-                                                                          multipliers)
+                                                                          multipliers, taps)
             + excite_drain_cycles(channels, hidden, multipliers))
 
 
+def lookahead_strips(taps: int) -> int:
+    """Strips after strip i whose pooled values its gates need: each of the two excite
+    convolutions with taps rows of tiles reaches taps // 2 strips down (the paper's 3x1
+    excite: 2; a 1x1 excite: 0)."""
+    return 2 * (taps // 2)
+
+
 def full_throughput_depth(tile_rows: int, width: int, channels: int, hidden: int,
-                          tiles_per_strip: int, lanes: int, multipliers: int) -> int:
-    """Strip-buffer depth in beats that never stalls the input: strip + excite latency."""
-    return (strip_beats(tile_rows, width, channels, lanes)
-            + excite_latency_cycles(channels, hidden, tiles_per_strip, multipliers))
+                          tiles_per_strip: int, lanes: int, multipliers: int,
+                          taps: int = 1) -> int:
+    """Strip-buffer depth in beats that never stalls the input: the strip, the strips its
+    excite looks ahead to, and the excite latency."""
+    return ((1 + lookahead_strips(taps)) * strip_beats(tile_rows, width, channels, lanes)
+            + excite_latency_cycles(channels, hidden, tiles_per_strip, multipliers, taps))
 
 
 def multipliers_for_full_throughput(tile_rows: int, width: int, channels: int, hidden: int,
-                                    tiles_per_strip: int, lanes: int) -> int:
+                                    tiles_per_strip: int, lanes: int, taps: int = 1) -> int:
     """Fewest excite multipliers whose strip latency fits in one strip time."""
     budget = strip_beats(tile_rows, width, channels, lanes)
-    for q in range(1, max(channels, hidden) + 1):
-        if excite_latency_cycles(channels, hidden, tiles_per_strip, q) <= budget:
+    for q in range(1, taps * max(channels, hidden) + 1):
+        if excite_latency_cycles(channels, hidden, tiles_per_strip, q, taps) <= budget:
             return q
     # Even one multiplier per neuron is too slow: the fixed per-tile overhead dominates
     # (tiny strips with many tiles). Report the widest useful MAC; the input will stall.
-    return max(channels, hidden)
+    return taps * max(channels, hidden)
 
 
 def multipliers_for_buffer_ratio(tile_rows: int, width: int, channels: int, hidden: int,
