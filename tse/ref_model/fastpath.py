@@ -204,7 +204,7 @@ def _requant_torch(acc, b_int, b_f32, b_mul, mult, zo, lo, out):
 
 @njit(cache=True, inline='always')
 def _lookup(codes, table, out):
-    """out[c] = table[codes[c]]: the sigmoid table."""
+    """out[c] = table[codes[c]]: the gate's table, or SiLU's (in place: out may be codes)."""
     for c in range(codes.shape[0]):
         out[c] = table[codes[c]]
 
@@ -385,22 +385,25 @@ def _broadcast(xf, c, b, i, th, tw, gate, method, t, coef, flat, ca, co, of):
 # of _State), in this order; _hw_params / _torch_params slice it back once per call. (Passed
 # as the 41-field tuple of numerics, the parameters cost ~1 us per call to unbox.)
 #   ints: zx, zh, ze, frac_bits, mean rounding, fc1 rounding, fc2 rounding, torch int16 pair
-#         saturation (N_SCALARS), then
+#         saturation, fc1's output zero point and lower clamp, whether the SiLU table
+#         follows (N_SCALARS), then
 #         hw:    fc1 bias, multiplier, shift [hidden]; fc2 bias, multiplier, shift [C];
 #                sigmoid table [256]; mean reciprocal, its shift [4 tile kinds]
 #         torch: fc1 integer bias [hidden]; fc2 integer bias [C]; sigmoid table [256]
+#         both, last: the hidden activation's table [256] (ints[-256:])
 #   f64:  hw: fc1, fc2 multipliers M 2**-s [hidden], [C]
 #   f32:  hw: mean reciprocal R 2**-shift [4]
 #         torch: f32(1/n) [4]; fc1 float bias, bias multiplier, multiplier [hidden] each;
 #                the same for fc2 [C] each
-N_SCALARS = 8
-ZX, ZH, ZE, FRAC_BITS, R_MEAN, R_FC1, R_FC2, PAIR_SAT = range(N_SCALARS)
+N_SCALARS = 11
+ZX, ZH, ZE, FRAC_BITS, R_MEAN, R_FC1, R_FC2, PAIR_SAT, Z1, LO1, HACT = range(N_SCALARS)
 
 
 def _pack(ip, profile_code: int):
     """(ints, f64, f32): the parameters of one profile in the layout above."""
     T = ip.tables()
-    scalars = [T.zx, T.zh, T.ze, T.frac_bits, T.r_mean, T.r_fc1, T.r_fc2, int(T.t_pair_sat)]
+    scalars = [T.zx, T.zh, T.ze, T.frac_bits, T.r_mean, T.r_fc1, T.r_fc2, int(T.t_pair_sat),
+               T.z1, T.lo1, int(T.hact)]
     if profile_code == nm.HW:
         ints = [scalars, T.h_b1, T.h_m1, T.h_s1, T.h_b2, T.h_m2, T.h_s2, T.h_lut, T.h_recip,
                 T.h_recip_shift]
@@ -410,6 +413,7 @@ def _pack(ip, profile_code: int):
         ints = [scalars, T.t_b1i, T.t_b2i, T.lut]
         f64 = []
         f32 = [T.t_recip, T.t_b1f, T.t_b1m, T.t_m1, T.t_b2f, T.t_b2m, T.t_m2]
+    ints.append(T.hlut)
     return (np.concatenate(ints).astype(np.int64), np.concatenate(f64 or [[0.0]]),
             np.concatenate(f32).astype(np.float32))
 
@@ -509,6 +513,7 @@ def _frames(s, x, sums, codes, hidden, out):
     zx, zh, ze, frac = ints[ZX], ints[ZH], ints[ZE], ints[FRAC_BITS]
     r_mean, r_fc1, r_fc2 = ints[R_MEAN], ints[R_FC1], ints[R_FC2]
     pair_sat = ints[PAIR_SAT] != 0
+    z1, lo1, hact, hlut = ints[Z1], ints[LO1], ints[HACT] != 0, ints[ints.shape[0] - 256:]
     # Both layouts are sliced; only the profile's own views are read.
     b1, M1, s1, b2, M2, s2, h_lut, h_recip, h_shift, m1, m2 = _hw_params(ints, f64, hid, c)
     t_b1i, t_b2i, t_lut, t_recip, t_b1f, t_b1m, t_m1, t_b2f, t_b2m, t_m2 = _torch_params(
@@ -539,8 +544,10 @@ def _frames(s, x, sums, codes, hidden, out):
                         _mean_hw(s_, h_recip[kind], h_shift[kind], zx, r_mean, p_)
                     _pairs(p_, zx, pairs1)
                     madd_pairs(wp1, pairs1, acc1, VARIANT)
-                    if _requant_hw(sums1, b1, frac, m1, zh, zh, near, h_):
-                        _requant_hw_exact(sums1, b1, frac, M1, s1, zh, zh, r_fc1, near, h_)
+                    if _requant_hw(sums1, b1, frac, m1, z1, lo1, near, h_):
+                        _requant_hw_exact(sums1, b1, frac, M1, s1, z1, lo1, r_fc1, near, h_)
+                    if hact:
+                        _lookup(h_, hlut, h_)   # numerics.fc1's SiLU table
                     _pairs(h_, zh, pairs2)
                     madd_pairs(wp2, pairs2, acc2, VARIANT)
                     if _requant_hw(sums2, b2, frac, m2, ze, 0, near, e_):
@@ -552,7 +559,9 @@ def _frames(s, x, sums, codes, hidden, out):
                     madd_pairs(wp1, pairs1, acc1, VARIANT)
                     if pair_sat:
                         _add_pair_saturation(p_, s.w1, sums1)
-                    _requant_torch(sums1, t_b1i, t_b1f, t_b1m, t_m1, zh, zh, h_)
+                    _requant_torch(sums1, t_b1i, t_b1f, t_b1m, t_m1, z1, lo1, h_)
+                    if hact:
+                        _lookup(h_, hlut, h_)   # numerics.fc1's SiLU table
                     _pairs(h_, zh, pairs2)
                     madd_pairs(wp2, pairs2, acc2, VARIANT)
                     if pair_sat:

@@ -1,7 +1,8 @@
 """The integer parameters of both numerics profiles, derived from the extracted PyTorch
 parameters (tse.ref_model.params.QuantParams) in one place: derive() -> IntParams.
 
-Owns IntParams (reciprocals, multipliers and shifts, fixed-point biases, the sigmoid table;
+Owns IntParams (reciprocals, multipliers and shifts, fixed-point biases, the gate's table and
+a SiLU's;
 saved and loaded as an artifact directory), Tables (IntParams flattened for the jitted stage
 functions of tse.ref_model.numerics), derive() and int_params_for(). docs/numerics.md writes
 every formula out.
@@ -21,9 +22,9 @@ from .config import TSEConfig
 from .errors import ConfigError, InputError
 from .hw_numerics import gate_table, quantize_multiplier
 from .hw_profile import PRODUCT_MAX, HwProfile, reciprocal, tile_counts
-from .params import QuantParams
+from .params import PRE_ACTIVATION, QuantParams
 from .rounding import ROUNDING_CODES, f32_of
-from .torch_numerics import sigmoid_table
+from .torch_numerics import gate_lut, silu_table
 
 
 Tables = namedtuple("Tables", [
@@ -50,6 +51,10 @@ Tables = namedtuple("Tables", [
     "sum_lo", "sum_hi", "fc1_lo", "fc1_hi", "fc2_lo", "fc2_hi",   # register ranges
     "saturate",
     "r_mean", "r_fc1", "r_fc2", "r_mul",                          # rounding codes
+    # hidden activation: fc1's output zero point and lower clamp (zh, zh with the fused
+    # ReLU; SiLU's input zero point, 0), whether a table follows (SiLU) and the table,
+    # int64 [256] (the identity without one)
+    "z1", "lo1", "hact", "hlut",
 ])
 """IntParams flattened for the jitted functions (IntParams.tables())."""
 
@@ -69,7 +74,8 @@ class IntParams:
     tile_counts: np.ndarray        # int64 [4]
     w1: np.ndarray                 # int8 [hidden, C]
     w2: np.ndarray                 # int8 [C, hidden]
-    sigmoid_lut: np.ndarray        # uint8 [256]: gate code of each excite code
+    sigmoid_lut: np.ndarray        # uint8 [256]: gate code of each excite code (the gate's
+                                   # table: sigmoid or hard sigmoid)
     # torch profile
     torch_recip: np.ndarray        # float32 [4]: f32(1/n)
     torch_fc1_bias_int: np.ndarray  # int64 [hidden]: qnnpack's integer bias (0 for fbgemm)
@@ -93,6 +99,9 @@ class IntParams:
     hw_mul_mult: np.ndarray        # int64 [1]
     hw_mul_shift: np.ndarray       # int64 [1]
     pair_saturation: bool = False  # QuantParams.pair_saturation (torch profile, fbgemm)
+    hidden_lut: np.ndarray | None = None
+    """uint8 [256]: the hidden code of each fc1 code (SiLU; fc1's output then has the
+    zero point zero_points["hidden_pre"] and no ReLU). None: ReLU, fused into fc1."""
     _tables: list = field(default_factory=list, repr=False, compare=False)
     _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # kernels.run's
 
@@ -117,9 +126,12 @@ class IntParams:
                    "hw_fc1_mult", "hw_fc1_shift", "hw_fc2_bias", "hw_fc2_mult",
                    "hw_fc2_shift", "hw_mul_mult", "hw_mul_shift")
 
+    OPTIONAL_ARRAYS = ("hidden_lut",)
+
     def arrays(self) -> dict:
         """Every table as a plain numpy array, by name (what save() writes)."""
-        return {name: getattr(self, name) for name in self.ARRAY_NAMES}
+        return {name: getattr(self, name) for name in self.ARRAY_NAMES + self.OPTIONAL_ARRAYS
+                if getattr(self, name) is not None}
 
     def manifest(self) -> dict:
         return {"kind": "int-params", "engine": self.engine, "hw": self.hw.to_dict(),
@@ -140,7 +152,8 @@ class IntParams:
             problems = artifacts.verify(directory)
             if problems:
                 raise InputError(f"{where}: {problems[0]}")
-            arrays = artifacts.load_arrays(directory, list(cls.ARRAY_NAMES))
+            arrays = artifacts.load_arrays(directory,
+                                           list(cls.ARRAY_NAMES + cls.OPTIONAL_ARRAYS))
             missing = [n for n in cls.ARRAY_NAMES if n not in arrays]
             if missing:
                 raise InputError(f"{where} lacks {', '.join(missing)}")
@@ -158,10 +171,18 @@ class IntParams:
         in 8-bit units. The ROM a gate_bits-wide datapath stores is this >> (8 - gate_bits)."""
         return gate_table(self.sigmoid_lut, self.hw.gate_bits)
 
+    def fc1_output(self) -> tuple[int, int]:
+        """(zero point, lower clamp) of fc1's requantized code: (zh, zh) with the fused ReLU,
+        (SiLU's input zero point, 0) when a table follows."""
+        if self.hidden_lut is None:
+            return self.zero_points["hidden"], self.zero_points["hidden"]
+        return self.zero_points[PRE_ACTIVATION], 0
+
     def equals(self, other: "IntParams") -> bool:
         return (self.engine == other.engine and self.hw == other.hw
                 and self.zero_points == other.zero_points
                 and self.pair_saturation == other.pair_saturation
+                and self.arrays().keys() == other.arrays().keys()
                 and all(np.array_equal(a, b) and a.dtype == b.dtype
                         for a, b in zip(self.arrays().values(), other.arrays().values())))
 
@@ -183,7 +204,10 @@ def _make_tables(ip: IntParams) -> Tables:
     sum_lo, sum_hi = reg(hw.sum_bits)
     fc1_lo, fc1_hi = reg(hw.fc1_acc_bits + f)
     fc2_lo, fc2_hi = reg(hw.fc2_acc_bits + f)
+    z1, lo1 = ip.fc1_output()
+    hlut = np.arange(256) if ip.hidden_lut is None else ip.hidden_lut
     return Tables(
+        z1=z1, lo1=lo1, hact=ip.hidden_lut is not None, hlut=i64(hlut),
         zx=zp["input"], zh=zp["hidden"], ze=zp["excite"], zo=zp["output"],
         w1=i64(ip.w1), w2=i64(ip.w2), lut=i64(ip.sigmoid_lut),
         h_lut=i64(gate_table(ip.sigmoid_lut, hw.gate_bits)),
@@ -268,6 +292,13 @@ def derive(params: QuantParams, cfg: TSEConfig) -> IntParams:
     if sc["gate"] != 1.0 / 256 or zp["gate"] != 0:
         raise InputError(f"params: the gate must be quantized with scale 1/256 and zero point "
                          f"0 (quantized sigmoid); got {sc['gate']}/{zp['gate']}")
+    silu = cfg.hidden_activation == "silu"
+    if silu != (PRE_ACTIVATION in sc):
+        raise InputError(f"params: {'without' if silu else 'with'} SiLU's input qparams "
+                         f"({PRE_ACTIVATION}_scale) for hidden_activation = "
+                         f"{cfg.hidden_activation!r}; allowed: params quantized for this "
+                         "dialect")
+    fc1_out = PRE_ACTIVATION if silu else "hidden"
     hw, f = cfg.hw, cfg.hw.bias_frac_bits
     counts = np.array(tile_counts(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols),
                       np.int64)
@@ -275,7 +306,7 @@ def derive(params: QuantParams, cfg: TSEConfig) -> IntParams:
               for n in counts]
     b1i, b1f, b1m, m1, hb1, hm1, hs1 = _conv_tables(
         params.engine, params.per_channel, sc["pooled"], params.w1_scale, params.b1,
-        sc["hidden"], hw.fc1_multiplier_bits, f)
+        sc[fc1_out], hw.fc1_multiplier_bits, f)
     b2i, b2f, b2m, m2, hb2, hm2, hs2 = _conv_tables(
         params.engine, params.per_channel, sc["hidden"], params.w2_scale, params.b2,
         sc["excite"], hw.fc2_multiplier_bits, f)
@@ -297,7 +328,10 @@ def derive(params: QuantParams, cfg: TSEConfig) -> IntParams:
         engine=params.engine, hw=hw, zero_points=dict(zp), tile_counts=counts,
         pair_saturation=params.pair_saturation,
         w1=params.w1.copy(), w2=params.w2.copy(),
-        sigmoid_lut=sigmoid_table(sc["excite"], zp["excite"]),
+        sigmoid_lut=gate_lut(cfg.gate, sc["excite"], zp["excite"], cfg.gate_slope,
+                             cfg.gate_offset, params.engine),
+        hidden_lut=(silu_table(sc[PRE_ACTIVATION], zp[PRE_ACTIVATION], sc["hidden"],
+                               zp["hidden"]) if silu else None),
         torch_recip=np.array([f32_of(1.0 / int(n)) for n in counts], np.float32),
         torch_fc1_bias_int=b1i, torch_fc1_bias_f32=b1f, torch_fc1_bias_mul=b1m,
         torch_fc1_mult=m1, torch_fc2_bias_int=b2i, torch_fc2_bias_f32=b2f,
@@ -325,5 +359,8 @@ def int_params_for(cfg: TSEConfig, params) -> IntParams:
         if params.hw != cfg.hw:
             raise InputError("int params: derived for other hw widths than the "
                              "configuration's [hw]; derive them for this configuration")
+        if (params.hidden_lut is not None) != (cfg.hidden_activation == "silu"):
+            raise InputError(f"int params: derived for another hidden activation than "
+                             f"{cfg.hidden_activation!r}; derive them for this configuration")
         return params
     return derive(params, cfg)

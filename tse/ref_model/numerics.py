@@ -23,8 +23,10 @@ Stages and their arrays (channels last; per-tile stages are [N, tiles_y, tiles_x
   tile_sums  int64  sum over the tile of (x - zx)                 line accumulator
   pooled     uint8  the tile mean, requantized                    excite MAC: squeeze
   hidden     uint8  ReLU(W1 pooled + b1), requantized             excite MAC: fc1
+                    (SiLU: table[W1 pooled + b1, requantized])          (+ the SiLU ROM)
   excite     uint8  W2 hidden + b2, requantized                   excite MAC: fc2
-  gate       uint8  sigmoid table[excite] (scale 1/256, zp 0)     excite MAC: sigmoid
+  gate       uint8  gate table[excite] (scale 1/256, zp 0)        excite MAC: gate ROM
+                    (sigmoid or hard sigmoid)
                     (hw: hw.gate_bits kept, gate_table)
   output     uint8  x * gate of its tile, requantized             tile broadcaster
 """
@@ -48,8 +50,9 @@ from .rounding import (F32, HALF_EVEN, HALF_UP, ROUNDING_CODES, clamp, f32,  # n
                        f32_of, floor_shift_mul, fma_f32, rint_to_int, round_half_even_shift,
                        round_half_even_shift_jit, round_shift_mul, round_significant,
                        saturating_add)
-from .torch_numerics import (mean_torch, mul_torch, pair_saturation_excess,  # noqa: F401
-                             requant_torch, sigmoid_table)
+from .torch_numerics import (gate_lut, hardsigmoid_table, mean_torch,  # noqa: F401
+                             mul_torch, pair_saturation_excess, requant_torch, sigmoid_table,
+                             silu_table)
 
 PROFILES = ("torch", "hw")
 TORCH, HW = 0, 1
@@ -124,9 +127,15 @@ def _fc(x, zx, w, t_bi, t_bf, t_bm, t_m, h_b, h_m, h_s, zo, lo, acc_lo, acc_hi, 
 
 @njit(cache=True)
 def fc1(pooled, T, profile, hidden):
-    """Excite MAC, fc1 with fused ReLU (lower clamp at the hidden zero point)."""
-    return _fc(pooled, T.zx, T.w1, T.t_b1i, T.t_b1f, T.t_b1m, T.t_m1, T.h_b1, T.h_m1, T.h_s1,
-               T.zh, T.zh, T.fc1_lo, T.fc1_hi, T.r_fc1, T, profile, hidden)
+    """Excite MAC, fc1 and the hidden activation: ReLU fused (lower clamp at the hidden zero
+    point), or SiLU: fc1's code (its own zero point, no clamp but 0) through the SiLU table
+    (the same table in both profiles: the RTL's ROM)."""
+    sat = _fc(pooled, T.zx, T.w1, T.t_b1i, T.t_b1f, T.t_b1m, T.t_m1, T.h_b1, T.h_m1, T.h_s1,
+              T.z1, T.lo1, T.fc1_lo, T.fc1_hi, T.r_fc1, T, profile, hidden)
+    if T.hact:
+        for j in range(hidden.shape[0]):
+            hidden[j] = T.hlut[hidden[j]]
+    return sat
 
 
 @njit(cache=True)
@@ -138,8 +147,9 @@ def fc2(hidden, T, profile, excite):
 
 @njit(cache=True)
 def sigmoid(excite, T, gate, profile=TORCH):
-    """Excite MAC, sigmoid: the 256-entry table indexed by the excite code. torch: the
-    quantized sigmoid's 8-bit codes; hw: the same table with hw.gate_bits kept (gate_table:
+    """Excite MAC, the gate (sigmoid or hard sigmoid, whichever the configuration's): the
+    256-entry table indexed by the excite code. torch: the quantized gate's 8-bit codes;
+    hw: the same table with hw.gate_bits kept (gate_table:
     the codes rounded to multiples of 2**(8 - gate_bits); the table itself at 8 bits).
     Without a profile: the 8-bit table (what both profiles use at gate_bits = 8)."""
     lut = T.lut if profile == TORCH else T.h_lut

@@ -91,8 +91,11 @@ def run(cfg: TSEConfig, ip: IntParams, x: np.ndarray) -> dict:
     sums = tile_sums(x, cfg, zx)
     kinds = tile_kinds(cfg)
     pooled = mean(sums, kinds, ip, zx)
-    hidden = fc(pooled, zx, ip.w1, ip.hw_fc1_bias, ip.hw_fc1_mult, ip.hw_fc1_shift, zh, zh,
+    z1, lo1 = ip.fc1_output()           # (zh, zh): fused ReLU; SiLU: its input's zp, 0
+    hidden = fc(pooled, zx, ip.w1, ip.hw_fc1_bias, ip.hw_fc1_mult, ip.hw_fc1_shift, z1, lo1,
                 f, hw.fc1_rounding)
+    if ip.hidden_lut is not None:
+        hidden = ip.hidden_lut.astype(np.int64)[hidden]
     excite = fc(hidden, zh, ip.w2, ip.hw_fc2_bias, ip.hw_fc2_mult, ip.hw_fc2_shift, ze, 0,
                 f, hw.fc2_rounding)
     gate = gate_table(ip.sigmoid_lut, hw.gate_bits)[excite].astype(np.int64)
