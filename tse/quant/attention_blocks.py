@@ -48,7 +48,7 @@ class TiledECA(nn.Module):
         if k < 1 or k % 2 == 0:
             raise ValueError(f"eca kernel: {k!r} is not allowed; allowed: an odd positive "
                              "integer")
-        self.kernel = tuple(kernel)
+        self.channels, self.kernel = channels, tuple(kernel)
         self.squeeze = nn.AvgPool2d(self.kernel, stride=self.kernel, ceil_mode=True)
         self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
         self.sigmoid = nn.Sigmoid()

@@ -159,6 +159,11 @@ class TSEConfig:
                 f"({HARDSIGMOID_SLOPE!r}, {HARDSIGMOID_OFFSET!r})")
 
     @property
+    def hidden_table(self) -> bool:
+        """The hidden activation is a table after fc1 (SiLU), not fused into it (ReLU)."""
+        return self.hidden_activation == "silu"
+
+    @property
     def dialect(self) -> dict:
         """The SE dialect: hidden activation, gate and the gate's slope and offset."""
         return {"hidden_activation": self.hidden_activation, "gate": self.gate,
@@ -206,14 +211,16 @@ class TSEConfig:
     @property
     def excite_latency_cycles(self) -> int:
         return plan.excite_latency_cycles(self.channels, self.hidden, self.tiles_x,
-                                          self.excite_multipliers)
+                                          self.excite_multipliers,
+                                          hidden_table=self.hidden_table)
 
     @property
     def full_throughput_depth(self) -> int:
         """Strip-buffer depth (beats) at which the input never stalls."""
         return plan.full_throughput_depth(self.tile_rows, self.width, self.channels,
                                           self.hidden, self.tiles_x, self.lanes,
-                                          self.excite_multipliers)
+                                          self.excite_multipliers,
+                                          hidden_table=self.hidden_table)
 
     @property
     def shortest_strip_beats(self) -> int:

@@ -49,7 +49,19 @@ ACCUMULATE_TO_CODE = 8
 """Cycles from the accumulator to the written code: the multiplier's ROM word, the multiply
 by M (tse/rtl/pipeline.MUL_STAGES), the rounding shift, the zero point, the clamp."""
 CODE_TO_GATE = 2
+HIDDEN_TABLE_CYCLES = 2
+"""With a hidden activation that is a table (SiLU, tse.ref_model.roms' silu ROM): cycles from
+fc1's code to its hidden code being written (the code's register, the ROM read), so fc2 starts
+that much later (excite_fc2_start's hidden_table)."""
 """Cycles from a written code to its gate's write: the code's register, the sigmoid ROM."""
+INPUT_SLICE_BEATS = 2
+"""Beats the input's register slice holds (tse/rtl/register_slice.py): its output register and
+its skid slot. s_axis_tready is "the skid slot is empty", a register, so it does not see the
+same cycle's take by the line accumulator."""
+INPUT_SLICE_CYCLES = 1
+"""Cycles from a beat's acceptance on s_axis to the line accumulator's take of it, unstalled:
+the slice's output register. It delays everything after the input by one cycle; the strip
+buffer's occupancy and the excite latency, counted from the line accumulator, keep theirs."""
 BROADCAST_LATENCY_CYCLES = 8
 """Cycles from a beat's pop off the strip buffer to its output beat on m_axis, unstalled
 (tse/rtl/tile_broadcaster.py): the beat beside its gate read, (x - zx), (x - zx) * g, the
@@ -84,21 +96,27 @@ def excite_issue_to_code(channels: int, hidden: int, multipliers: int) -> int:
             + ACCUMULATE_TO_CODE)
 
 
-def excite_fc2_start(channels: int, hidden: int, multipliers: int, taps: int = 1) -> int:
+def excite_fc2_start(channels: int, hidden: int, multipliers: int, taps: int = 1, *,
+                     hidden_table: bool = False) -> int:
     """A tile's first fc2 issue, in cycles from its first fc1 issue: after fc1's issues, and
     late enough that fc2's read of the last hidden chunk (a cycle after its issue, K2 - 1
     issues in) comes after the last hidden code is written. taps: inputs per neuron are
-    taps x the layer's width (the paper's 3x1 excite: 3)."""
+    taps x the layer's width (the paper's 3x1 excite: 3). hidden_table: the hidden code
+    comes out of a table (SiLU), HIDDEN_TABLE_CYCLES after fc1's code."""
     k1 = math.ceil(taps * channels / multipliers)
     k2 = math.ceil(taps * hidden / multipliers)
     last1 = hidden * k1 - 1
-    return max(last1 + 1, last1 + excite_issue_to_code(channels, hidden, multipliers) + 1 - k2)
+    written = (last1 + excite_issue_to_code(channels, hidden, multipliers)
+               + (HIDDEN_TABLE_CYCLES if hidden_table else 0))
+    return max(last1 + 1, written + 1 - k2)
 
 
-def excite_cycles_per_tile(channels: int, hidden: int, multipliers: int, taps: int = 1) -> int:
+def excite_cycles_per_tile(channels: int, hidden: int, multipliers: int, taps: int = 1, *,
+                           hidden_table: bool = False) -> int:
     """Issue cycles of one tile (the module docstring's schedule); tiles follow each other."""
     k2 = math.ceil(taps * hidden / multipliers)
-    return excite_fc2_start(channels, hidden, multipliers, taps) + channels * k2
+    return (excite_fc2_start(channels, hidden, multipliers, taps, hidden_table=hidden_table)
+            + channels * k2)
 
 
 def excite_drain_cycles(channels: int, hidden: int, multipliers: int) -> int:
@@ -107,11 +125,12 @@ def excite_drain_cycles(channels: int, hidden: int, multipliers: int) -> int:
 
 
 def excite_latency_cycles(channels: int, hidden: int, tiles_per_strip: int,
-                          multipliers: int, taps: int = 1) -> int:
+                          multipliers: int, taps: int = 1, *,
+                          hidden_table: bool = False) -> int:
     """Cycles from a strip's last input beat (with taps > 1: the last beat of the last strip
     it looks ahead to) until all its gates are written."""
-    return (EXCITE_LEAD_CYCLES + tiles_per_strip * excite_cycles_per_tile(channels, hidden,
-                                                                          multipliers, taps)
+    tile = excite_cycles_per_tile(channels, hidden, multipliers, taps, hidden_table=hidden_table)
+    return (EXCITE_LEAD_CYCLES + tiles_per_strip * tile
             + excite_drain_cycles(channels, hidden, multipliers))
 
 
@@ -124,11 +143,12 @@ def lookahead_strips(taps: int) -> int:
 
 def full_throughput_depth(tile_rows: int, width: int, channels: int, hidden: int,
                           tiles_per_strip: int, lanes: int, multipliers: int,
-                          taps: int = 1) -> int:
+                          taps: int = 1, *, hidden_table: bool = False) -> int:
     """Strip-buffer depth in beats that never stalls the input: the strip, the strips its
     excite looks ahead to, and the excite latency."""
     return ((1 + lookahead_strips(taps)) * strip_beats(tile_rows, width, channels, lanes)
-            + excite_latency_cycles(channels, hidden, tiles_per_strip, multipliers, taps))
+            + excite_latency_cycles(channels, hidden, tiles_per_strip, multipliers, taps,
+                                    hidden_table=hidden_table))
 
 
 def multipliers_for_full_throughput(tile_rows: int, width: int, channels: int, hidden: int,

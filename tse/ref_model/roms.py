@@ -15,6 +15,8 @@ complement of the field's width). Q = excite_lanes(cfg), K1 = ceil(C/Q), K2 = ce
                        hw.saturate) | multiplier (mult_bits) | shift (shift_bits)
   fc2      C           a = c: the same fields for fc2
   sigmoid  256         a = excite code e: the gate_bits-wide gate hw_gate_table[e] >> (8 - gate_bits)
+                       (the configuration's gate: sigmoid or hard sigmoid; the name stays)
+  silu     256         a = fc1 code: the hidden code (hidden_activation = silu only)
 
 acc_bits is the shared fc accumulator (the wider of the two layers' registers plus the bias
 fraction bits); mult_bits and shift_bits are the widest multiplier and shift of either layer.
@@ -32,10 +34,17 @@ from . import plan
 from .config import TSEConfig
 
 NAMES = ("w1", "w2", "fc1", "fc2", "sigmoid")
+"""The ROMs of every unit; OPTIONAL_NAMES those of some dialects (names(cfg))."""
+OPTIONAL_NAMES = ("silu",)
 ROM_DIR = "hex"
 """Where the images lie, relative to the directory of tse_unit.v (vectors and `tse rtl`)."""
 ROM_DIR_PLUSARG = "tse_rom_dir"
 """Simulation plusarg of the exported Verilog that names the image directory at run time."""
+
+
+def names(cfg: TSEConfig) -> tuple:
+    """The ROMs of cfg's unit: NAMES, and silu with a SiLU hidden activation."""
+    return NAMES + (("silu",) if cfg.hidden_activation == "silu" else ())
 
 
 def bits_for(n: int) -> int:
@@ -161,11 +170,18 @@ def images(cfg: TSEConfig, ip) -> dict[str, Rom]:
     g = gate_bits(hw)
     table = ip.hw_gate_table() if hasattr(ip, "hw_gate_table") else ip.sigmoid_lut
     sigmoid = tuple(int(v) >> (8 - g) for v in table)
+    extra = {}
+    if cfg.hidden_activation == "silu":
+        extra["silu"] = Rom("silu", tuple(int(v) for v in ip.hidden_lut),
+                            (Field("hidden", 8, False),),
+                            "word a: the hidden code of fc1 code a (0..255)")
     return {
         "w1": _weights("w1", np.asarray(ip.w1, dtype=np.int64), q),
         "w2": _weights("w2", np.asarray(ip.w2, dtype=np.int64), q),
         "fc1": _fc(ip, hw, 0),
         "fc2": _fc(ip, hw, 1),
         "sigmoid": Rom("sigmoid", sigmoid, (Field("gate", g, False),),
-                       "word e: the gate of excite code e (0..255)"),
+                       "word e: the gate of excite code e (0..255)" + (
+                           "" if cfg.gate == "sigmoid" else f" ({cfg.gate})")),
+        **extra,
     }

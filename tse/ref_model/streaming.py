@@ -1,20 +1,26 @@
 """The streaming model of the TSE unit: the executable specification the RTL follows.
 
-Written like an HLS dataflow design: three processes exchange beats and messages through
+Written like an HLS dataflow design: four processes exchange beats and messages through
 bounded FIFOs, one step per clock cycle.
 
-    input beats --> line_accumulator --(strip sums)--> excite_mac --(gates)--> GateMemory
-                          |                                                        |
-                          +--> StripBuffer (FIFO, depth in beats) --> tile_broadcaster --> output
+    input beats --> InputSlice --> line_accumulator --(strip sums)--> excite_mac --(gates)-->
+                                         |                                        GateMemory
+                                         |                                            |
+                                         +--> StripBuffer (FIFO) --> tile_broadcaster --> output
 
 A beat is P channel codes of one pixel ("lanes") and a last flag (TLAST, the last beat of a
 frame); beats come in raster order, channels innermost: for each row, for each pixel, its C
 channels P at a time. Every process keeps its own position counters, as the RTL does, and
 checks the last flag against them.
 
-  line_accumulator  takes one input beat per cycle when the strip buffer has room (and, on a
-                    beat that completes a tile, when the excite MAC can take the strip's
-                    sums); adds (x - zero point) of each lane into the sum of (tile column,
+  InputSlice        the input's register slice (tse/rtl/register_slice.py): takes a beat
+                    when it held fewer than plan.INPUT_SLICE_BEATS at the start of the cycle
+                    (a registered ready: the same cycle's take does not count); a beat taken
+                    in cycle t reaches the line accumulator in t + 1. The input stalls only
+                    when the slice is full.
+  line_accumulator  takes one beat per cycle from the slice when the strip buffer has room
+                    (and, on a beat that completes a tile, when the excite MAC can take the
+                    strip's sums); adds (x - zero point) of each lane into the sum of (tile column,
                     channel);
                     pushes the beat into the strip buffer; on a strip's last beat hands the
                     strip's sums and tile element counts to the excite MAC and clears them.
@@ -30,8 +36,9 @@ checks the last flag against them.
   StripBuffer       a FIFO of `depth` beats; its peak occupancy is recorded.
 
 Within a cycle the processes step downstream first (tile_broadcaster, excite_mac,
-line_accumulator), so a value written in cycle t is seen by its consumer in cycle t + 1 and
-a beat popped from a full FIFO frees its slot for a push in the same cycle. With that, the
+line_accumulator, input_slice), so a value written in cycle t is seen by its consumer in
+cycle t + 1 and a beat popped from a full FIFO frees its slot for a push in the same cycle
+(the input slice alone counts its occupancy at the cycle's start). With that, the
 strip buffer's peak occupancy at full throughput is the strip plus the excite latency
 (plan.full_throughput_depth), and a shallower buffer stalls the input.
 
@@ -103,6 +110,21 @@ class StripBuffer(Fifo):
         super().__init__("strip buffer", depth)
 
 
+class InputSlice(Fifo):
+    """The input's register slice: a FIFO of plan.INPUT_SLICE_BEATS whose ready is the
+    occupancy at the start of the cycle (tick), as the RTL's registered s_axis_tready."""
+
+    def __init__(self):
+        super().__init__("input slice", plan.INPUT_SLICE_BEATS)
+        self.held = 0
+
+    def tick(self) -> None:
+        self.held = len(self.items)
+
+    def can_push(self) -> bool:
+        return self.held < self.depth
+
+
 class GateMemory:
     """Two banks of [tiles_x, C] gates: strip s is written to bank s % 2 and read from it
     while strip s + 1 is written to the other bank."""
@@ -143,8 +165,18 @@ class StreamError(InputError):
 
 # ---- the three processes ---------------------------------------------------------------
 
-def line_accumulator(cfg: TSEConfig, T, profile: int, clock: Clock, source,
-                     strip_buffer: StripBuffer, to_excite: Fifo, stats: Stats):
+def input_slice(source, slice_: InputSlice, stats: Stats):
+    """Offer the source's beats one per cycle; each waits while the slice is full."""
+    for beat in source:
+        while not slice_.can_push():
+            stats.input_stall_cycles += 1          # the beat waits: input not ready
+            yield
+        slice_.push(beat)
+        yield
+
+
+def line_accumulator(cfg: TSEConfig, T, profile: int, clock: Clock, slice_: InputSlice,
+                     strip_buffer: StripBuffer, to_excite: Fifo):
     """Accumulate input beats into per-(tile column, channel) sums; forward every beat."""
     P, C, W, H = cfg.lanes, cfg.channels, cfg.width, cfg.height
     th, tw, tx = cfg.tile_rows, cfg.tile_cols, cfg.tiles_x
@@ -153,16 +185,17 @@ def line_accumulator(cfg: TSEConfig, T, profile: int, clock: Clock, source,
     saturated = np.zeros((tx, C), np.bool_)
     counts = np.zeros(tx, np.int64)
     frame = row = col = grp = 0
-    for beat in source:
+    while True:
         last_row = row % th == th - 1 or row == H - 1
         end_of_strip = grp == groups - 1 and col == W - 1 and last_row
         # a beat that completes a tile hands its sums to the excite MAC's pooled bank (the
         # RTL's mean units take them as they come), so it waits until the MAC can take the
         # strip: the bank is free once the strip two before is committed
         completes_tile = last_row and (col % tw == tw - 1 or col == W - 1)
-        while not strip_buffer.can_push() or (completes_tile and not to_excite.can_push()):
-            stats.input_stall_cycles += 1          # the beat waits: input not ready
-            yield
+        while not (slice_.can_pop() and strip_buffer.can_push()
+                   and (not completes_tile or to_excite.can_push())):
+            yield                                  # the slice holds the beat
+        beat = slice_.pop()
         expect_last = grp == groups - 1 and col == W - 1 and row == H - 1
         if beat.last != expect_last:
             raise StreamError(f"line_accumulator: last flag {beat.last} on beat "
@@ -284,11 +317,11 @@ def run(cfg: TSEConfig, params, x, depth: int | None = None,
         raise ConfigError(f"depth: {depth!r} is not allowed; allowed: an integer >= {strip} "
                           f"(one strip of {cfg.tile_rows} rows is {strip} beats: the gates "
                           "of a strip need all of it, so a smaller buffer deadlocks)")
-    latency = plan.excite_latency_cycles(cfg.channels, cfg.hidden, cfg.tiles_x,
-                                         cfg.excite_multipliers)
+    latency = cfg.excite_latency_cycles     # tse.ref_model.plan's, the dialect's included
     clock, stats = Clock(), Stats()
     strip_buffer = StripBuffer(depth)
     sums_fifo = Fifo("strip sums", 1)
+    slice_ = InputSlice()
     gates = GateMemory(cfg.tiles_x, cfg.channels)
     results = {"strips": []}
     out_beats: list = []
@@ -296,15 +329,17 @@ def run(cfg: TSEConfig, params, x, depth: int | None = None,
     processes = [  # downstream first: see the module docstring
         tile_broadcaster(cfg, T, code, clock, strip_buffer, gates, out_beats),
         excite_mac(cfg, T, code, clock, sums_fifo, gates, latency, results),
-        line_accumulator(cfg, T, code, clock, beats_of(cfg, x), strip_buffer, sums_fifo,
-                         stats),
+        line_accumulator(cfg, T, code, clock, slice_, strip_buffer, sums_fifo),
+        input_slice(beats_of(cfg, x), slice_, stats),
     ]
-    limit = 4 * total + (x.shape[0] * cfg.tiles_y + 2) * (latency + 2) + 100
+    limit = (4 * total + (x.shape[0] * cfg.tiles_y + 2) * (latency + 2) + 100
+             + plan.INPUT_SLICE_CYCLES)
     while len(out_beats) < total:
         clock.cycle += 1
         if clock.cycle > limit:
             raise RuntimeError(f"streaming model: no progress after {limit} cycles "
                                f"({len(out_beats)} of {total} output beats)")
+        slice_.tick()
         for p in processes:
             next(p, None)
     return _collect(cfg, x, results, out_beats, stats, strip_buffer, latency, depth,

@@ -123,7 +123,8 @@ class UnitPlan:
     def K2(self): return math.ceil(self.hidden / self.Q)        # noqa: E704
     @property
     def tile_cycles(self):                                      # noqa: E704
-        return plan.excite_cycles_per_tile(self.C, self.hidden, self.Q)
+        return plan.excite_cycles_per_tile(self.C, self.hidden, self.Q,
+                                           hidden_table=self.cfg.hidden_table)
     @property
     def strip_latency(self): return self.cfg.excite_latency_cycles  # noqa: E704
     @property
@@ -148,7 +149,8 @@ class UnitPlan:
     @property
     def fc2_start(self) -> int:
         """A tile's first fc2 issue, in cycles from its first (fc1) issue."""
-        return plan.excite_fc2_start(self.C, self.hidden, self.Q)
+        return plan.excite_fc2_start(self.C, self.hidden, self.Q,
+                                     hidden_table=self.cfg.hidden_table)
 
     def check_schedule(self) -> None:
         """The strip's parts add up to the plan's excite latency (kept as an
@@ -161,6 +163,11 @@ class UnitPlan:
     def zx(self): return int(self.ip.zero_points["input"])      # noqa: E704
     @property
     def zh(self): return int(self.ip.zero_points["hidden"])     # noqa: E704
+    @property
+    def fc1_output(self) -> tuple[int, int]:
+        """(zero point, lower clamp) of fc1's code: (zh, zh) with the fused ReLU, (SiLU's
+        input zero point, 0) before the silu ROM (IntParams.fc1_output)."""
+        return tuple(int(v) for v in self.ip.fc1_output())
     @property
     def ze(self): return int(self.ip.zero_points["excite"])     # noqa: E704
     @property
@@ -265,7 +272,14 @@ class UnitPlan:
 
     @property
     def gate_rom(self) -> list[int]:
+        """The gate's table (sigmoid or hard sigmoid), in the ROM named sigmoid."""
         return list(self.rom_images["sigmoid"].words)
+
+    @property
+    def silu_rom(self) -> list[int] | None:
+        """SiLU's table (fc1 code -> hidden code), or None with the fused ReLU."""
+        rom = self.rom_images.get("silu")
+        return None if rom is None else list(rom.words)
 
     # ================= storage =======================================================
     def memory_bits(self) -> dict:
@@ -283,6 +297,7 @@ class UnitPlan:
                 "fc2_params": self.C * self.fc_word_bits,
                 "reciprocal": 4 * self.recip_word_bits,
                 "sigmoid": 256 * self.gate_bits,
+                **({"silu": 256 * 8} if self.cfg.hidden_table else {}),
             },
         }
 

@@ -32,8 +32,9 @@ issue_to_code):
     A+2..A+5  acc x M: limb products, their adder tree (pipeline.mul, padded to 4 stages)
     A+6, A+7  rounding shift; increment and zero point
     X         clamp: the hidden code is written, or the code's register loaded
-    X+1       the sigmoid ROM read
-    X+2       the gate is written to the gate memory
+    X+1       the gate ROM read (sigmoid or hard sigmoid; SiLU's ROM too, on fc1's codes)
+    X+2       the gate is written to the gate memory (with SiLU: the hidden code, and fc2
+              starts plan.HIDDEN_TABLE_CYCLES later)
 The pipeline never stalls: a strip is a fixed sequence of cycles, so its latency is the
 plan's, and the test that compares it with the model is exact.
 
@@ -210,7 +211,7 @@ class ExciteMac(wiring.Component):
         tags = [Signal(tag_layout, name="tag0")]
         m.d.comb += tags[0].eq(Cat(in_fc1 | in_fc2, in_fc2, k == 0, k == kmax, k, o, tile,
                                    c_grp, c_lane))
-        for i in range(1, p.issue_to_code + plan.CODE_TO_GATE + 1):
+        for i in range(1, p.issue_to_code + max(plan.CODE_TO_GATE, plan.HIDDEN_TABLE_CYCLES) + 1):
             tags.append(Signal(tag_layout, name=f"tag{i}"))
             m.d.sync += tags[i].eq(tags[i - 1])
 
@@ -312,22 +313,30 @@ class ExciteMac(wiring.Component):
         tq = tags[A + 2 + pipeline.MUL_STAGES]
         max_shift = max(int(v) for v in list(p.ip.hw_fc1_shift) + list(p.ip.hw_fc2_shift))
         half_up = Mux(tq.fc2, p.rounding("fc2") == nm.HALF_UP, p.rounding("fc1") == nm.HALF_UP)
+        z1, lo1 = p.fc1_output          # (zh, zh): fused ReLU; SiLU's input zp, 0
         code = arith.wire(m, pipeline.requant(m, product, shift, max_shift,
-                                              Mux(tq.fc2, p.ze, p.zh), Mux(tq.fc2, 0, p.zh),
+                                              Mux(tq.fc2, p.ze, z1), Mux(tq.fc2, 0, lo1),
                                               half_up), "code")
         assert A + 2 + pipeline.MUL_STAGES + pipeline.REQUANT_STAGES == p.issue_to_code
-        tc = tags[p.issue_to_code]
+        code_reg = pipeline.cut(m, code, "code_reg")
+        if p.silu_rom is None:          # ReLU: fc1's code is the hidden code
+            tc, hidden_code = tags[p.issue_to_code], code
+        else:                           # SiLU: its ROM (block RAM) after the code's register
+            silu = m.submodules.silu_rom = memory.Memory(shape=8, depth=256, init=p.silu_rom)
+            sr = silu.read_port()
+            m.d.comb += sr.addr.eq(code_reg)
+            tc, hidden_code = tags[p.issue_to_code + plan.HIDDEN_TABLE_CYCLES], sr.data
         for i in range(hid):
             with m.If(tc.valid & tc.last & ~tc.fc2 & (tc.o == i)):
-                m.d.sync += hidden[i].eq(code)
+                m.d.sync += hidden[i].eq(hidden_code)
 
-        # the code's register, the sigmoid ROM (block RAM) and the gate write
+        # the code's register, the gate ROM (block RAM) and the gate write
         lut = m.submodules.sigmoid_rom = memory.Memory(shape=p.gate_bits, depth=256,
                                                       init=p.gate_rom)
         lr = lut.read_port()
         te = tags[p.issue_to_code + plan.CODE_TO_GATE]
         m.d.comb += [
-            lr.addr.eq(pipeline.cut(m, code, "code_reg")),
+            lr.addr.eq(code_reg),
             self.w_en.eq(te.valid & te.last & te.fc2), self.w_bank.eq(gb),
             self.w_tile.eq(te.tile), self.w_group.eq(te.grp), self.w_lane.eq(te.lane),
             self.w_data.eq(lr.data), self.w_channel.eq(te.o),

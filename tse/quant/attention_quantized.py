@@ -1,0 +1,123 @@
+"""Quantized PyTorch references of the tiled ECA and SRM blocks (eager mode, engine pinned).
+
+    ECA:  QuantStub -> AvgPool2d(ceil_mode) -> tiles as rows [N*ty*tx, 1, C]
+          -> quantized Conv1d(1, 1, k, zero padding, no bias) -> Sigmoid -> broadcast
+          -> FloatFunctional.mul(x, gate) -> DeQuantStub
+    SRM:  QuantStub -> AvgPool2d(ceil_mode) (the mean)
+          std: DeQuantStub -> the float block's unbiased tile deviation -> QuantStub (observed
+               qparams): there is no quantized standard deviation, so a deployment computes it
+               in float between stubs
+          FloatFunctional.cat(mean, std) (requantized to the observed qparams of the pair)
+          -> quantized Conv1d(C, C, 2, groups=C) with the batch norm folded into it (eager
+          mode's fuse_modules: weight * gamma / sqrt(var + eps), bias beta - mean * that)
+          -> Sigmoid -> broadcast -> FloatFunctional.mul(x, gate) -> DeQuantStub
+
+stages(x) returns every quantized intermediate by role, as tse.quant.quantized_block does for
+SE: input, pooled, (std, style for SRM), excite, gate, output, plus output_float.
+"""
+from __future__ import annotations
+
+import torch
+from torch.ao import quantization as tq
+from torch.ao.nn.quantized import FloatFunctional
+
+from .attention_blocks import TiledECA, TiledSRM
+from .float_block import broadcast_gate
+from .quantized_block import engine, quiet
+
+
+def _tiles_as_rows(t: torch.Tensor) -> torch.Tensor:
+    """[N, C, ty, tx] -> [N*ty*tx, C]: one row of channels per tile."""
+    n, c, ty, tx = t.shape
+    return t.permute(0, 2, 3, 1).reshape(n * ty * tx, c)
+
+
+def _rows_as_tiles(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    n, c, ty, tx = like.shape
+    return rows.reshape(n, ty, tx, c).permute(0, 3, 1, 2).contiguous()
+
+
+class QuantECA(TiledECA):
+    """The quantizable tiled ECA block on float input."""
+
+    def __init__(self, channels: int, kernel: tuple[int, int], k: int | None = None):
+        super().__init__(channels, kernel, k)
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.mul = FloatFunctional()
+        self.engine = None
+
+    def stages(self, x: torch.Tensor) -> dict:
+        q = self.quant(x.contiguous())
+        pooled = self.squeeze(q)
+        rows = _tiles_as_rows(pooled).unsqueeze(1)                      # [M, 1, C]
+        excite = _rows_as_tiles(self.conv(rows).squeeze(1), pooled)
+        gate = self.sigmoid(excite)
+        y = self.mul.mul(q, broadcast_gate(gate, self.kernel, q.shape[-2], q.shape[-1]))
+        return {"input": q, "pooled": pooled, "excite": excite, "gate": gate, "output": y,
+                "output_float": self.dequant(y)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)["output_float"]
+
+
+class QuantSRM(TiledSRM):
+    """The quantizable tiled SRM block on float input (batch norm folded at convert)."""
+
+    def __init__(self, channels: int, kernel: tuple[int, int]):
+        super().__init__(channels, kernel)
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.dequant_std, self.quant_std = tq.DeQuantStub(), tq.QuantStub()
+        self.cat, self.mul = FloatFunctional(), FloatFunctional()
+        self.engine = None
+
+    def stages(self, x: torch.Tensor) -> dict:
+        q = self.quant(x.contiguous())
+        pooled = self.squeeze(q)
+        _, std_float = TiledSRM.style(self, self.dequant_std(q))
+        std = self.quant_std(std_float)
+        m, s = _tiles_as_rows(pooled), _tiles_as_rows(std)             # [M, C] each
+        style = self.cat.cat([m.unsqueeze(-1), s.unsqueeze(-1)], dim=-1)   # [M, C, 2]
+        z = self.cfc(style)
+        if not isinstance(self.bn, torch.nn.Identity):                  # before fusion
+            z = self.bn(z)
+        excite = _rows_as_tiles(z.squeeze(-1), pooled)
+        gate = self.sigmoid(excite)
+        y = self.mul.mul(q, broadcast_gate(gate, self.kernel, q.shape[-2], q.shape[-1]))
+        return {"input": q, "pooled": pooled, "std": std, "style": style, "excite": excite,
+                "gate": gate, "output": y, "output_float": self.dequant(y)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)["output_float"]
+
+
+def quantize_attention(float_block, calibration: torch.Tensor, engine_name: str):
+    """Eager-mode post-training quantization of a TiledECA or TiledSRM on the given
+    activations; the converted block remembers its engine."""
+    if isinstance(float_block, TiledSRM):
+        model = QuantSRM(float_block.cfc.in_channels, float_block.kernel)
+    elif isinstance(float_block, TiledECA):
+        model = QuantECA(float_block.channels, float_block.kernel, float_block.conv.kernel_size[0])
+    else:
+        raise TypeError(f"block: {type(float_block).__name__} is not allowed; allowed: "
+                        "TiledECA, TiledSRM")
+    model.load_state_dict(float_block.state_dict())
+    model.eval()
+    with quiet(), engine(engine_name):
+        if isinstance(model, QuantSRM):
+            tq.fuse_modules(model, [["cfc", "bn"]], inplace=True)
+        model.qconfig = tq.get_default_qconfig(engine_name)
+        tq.prepare(model, inplace=True)
+        with torch.no_grad():
+            model.stages(calibration)
+        tq.convert(model, inplace=True)
+    model.engine = engine_name
+    return model
+
+
+def run_attention_stages(model, x: torch.Tensor) -> dict:
+    """Codes of every quantized stage as numpy (uint8), plus output_float."""
+    with quiet(), engine(model.engine), torch.no_grad():
+        out = model.stages(x)
+    codes = {role: t.int_repr().numpy() for role, t in out.items() if role != "output_float"}
+    codes["output_float"] = out["output_float"].numpy()
+    return codes
