@@ -164,7 +164,7 @@ def bundle(cfg, ip, frames: int, name: str = UNIT, probes: bool = False) -> dict
     files = {TB_FILE: ("testbench", testbench(manifest, unit, name).encode())}
     if unit is not None:
         hexes = ["hex/input.hex", "hex/output.hex",
-                 *(f"{roms.ROM_DIR}/rom_{n}.hex" for n in roms.NAMES)]
+                 *(f"{roms.ROM_DIR}/rom_{n}.hex" for n in roms.names(cfg))]
         files[f"{name}.v"] = ("unit_verilog", unit.encode())
         files[FILELIST] = ("filelist", filelist(name).encode())
         files[f"{name}.core"] = ("fusesoc_core", core(
