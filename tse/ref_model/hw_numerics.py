@@ -1,8 +1,9 @@
 """The hw profile's arithmetic: integer only, as the RTL computes it (multiply, add, shift,
 table lookup, saturate), every width a field of tse.ref_model.hw_profile.HwProfile.
 
-Owns the profile's exact and float32-like means, the requantizer, the final mul, the sigmoid
-table with hw.gate_bits kept, and how a real multiplier becomes an integer multiplier and
+Owns the profile's exact and float32-like means, the requantizer, the final mul, the gate's
+table (sigmoid or hard sigmoid; the hw datapath holds the torch profile's table in a ROM, as
+it holds SiLU's) with hw.gate_bits kept, and how a real multiplier becomes an integer multiplier and
 shift (quantize_multiplier); tse.ref_model.numerics dispatches each stage here (profile "hw").
 The jitted functions are numba @njit on scalars.
 """

@@ -17,7 +17,7 @@ Registers (all two's complement unless noted):
                    fixed-point value in accumulator units)
   - requantizers   (acc * M + round) >> s with an unsigned M of `*_multiplier_bits` bits,
                    rounding half_up or half_even, then the zero point and the 8-bit clamp
-  - gate           `gate_bits` bits kept from the 8-bit sigmoid table: each entry rounded
+  - gate           `gate_bits` bits kept from the 8-bit gate table (sigmoid or hard sigmoid): each entry rounded
                    (half up) to a multiple of 2**(8 - gate_bits), clamped to the largest
                    gate_bits-bit code; the gate memory and the broadcaster's multiplier
                    input are gate_bits wide (8: the table as it is)

@@ -4,7 +4,8 @@ A vectors directory is an artifact directory (tse.ref_model.artifacts) that a ha
 use without Python:
   - stages (channels last): input, output [N, H, W, C]; tile_sums, pooled, hidden, excite,
     gate [N, tiles_y, tiles_x, C'], each as <stage>.npy and hex/<stage>.hex;
-  - the unit's ROM images, hex/rom_<name>.hex for w1, w2, fc1, fc2, sigmoid: the words the
+  - the unit's ROM images, hex/rom_<name>.hex for w1, w2, fc1, fc2, sigmoid (the gate's
+    table, whichever the dialect's gate) and, with hidden_activation = silu, silu: the words the
     unit's ROMs hold (tse.ref_model.roms: address order, packed fields), which the exported
     tse_unit.v loads with $readmemh;
   - the hw constants built into the unit's logic, one value per word, for reference
