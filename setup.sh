@@ -12,13 +12,16 @@ run_main=1
 
 say() { printf '[setup] %s\n' "$*"; }
 
-# --- system packages: Icarus Verilog, Yosys for `tse rtl --synth`, ccache for Verilator (apt)
+# --- system packages: Icarus Verilog, Yosys for `tse rtl --synth`, ccache for Verilator,
+# Fashion-MNIST for the whole-model networks (docs/models.md) (apt)
 if ! command -v iverilog >/dev/null 2>&1 || ! command -v yosys >/dev/null 2>&1 \
-        || ! command -v ccache >/dev/null 2>&1; then
+        || ! command -v ccache >/dev/null 2>&1 \
+        || [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    say "installing Icarus Verilog, Yosys and ccache (apt)"
+    say "installing Icarus Verilog, Yosys, ccache and Fashion-MNIST (apt)"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iverilog yosys ccache >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iverilog yosys ccache \
+        dataset-fashion-mnist >/dev/null
 fi
 
 # --- Python: .venv with the project and its pinned dependencies ---------------------------

@@ -8,6 +8,12 @@ Verilog (tse_unit.v, when rtl/ is available) and a self-checking testbench (tb_t
 that runs under Icarus or Verilator with one command (docs/cosim.md). The torch profile must
 equal quantized PyTorch on every stage; any mismatch is reported and the exit status is 1.
 The hw profile's distance from quantized PyTorch is reported per stage.
+
+With --model FILE (a .py with build_model(), a torch.save'd model or a .onnx file) and
+--calibration IMAGES.npy (the model's input), every SE block of the model gets its own
+vectors directory DIR/<block>/, calibrated on the activations that reach it, with a
+manifest.json of every block and every skipped block's reason (tse/model_vectors.py,
+docs/models.md); the tile is clamped to each block's map.
 """
 from __future__ import annotations
 
@@ -27,8 +33,66 @@ def register(sub):
     add_config_arguments(p)
     add_source_arguments(p)
     add_unit_arguments(p)
+    p.add_argument("--model", metavar="FILE",
+                   help="a whole model (.py with build_model(), torch.save'd module, or .onnx): "
+                        "vectors of every SE block, calibrated on --calibration images (the "
+                        "model's input) (runs the file's code: use only files you trust)")
     p.add_argument("--json", action="store_true", help="print a one-line JSON summary")
     p.set_defaults(run=run)
+
+
+MODEL_FIELDS = ("tile", "lanes", "excite_multipliers", "buffer_depth", "profile", "engine",
+                "seed")
+"""Configuration flags that apply to every block of --model (the rest come from the blocks)."""
+
+
+def run_model(args):
+    from tse.ref_model.errors import ConfigError
+
+    from . import model_vectors
+
+    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    fixed = sorted(set(given) - set(MODEL_FIELDS))
+    if fixed or args.config or args.weights or args.input:
+        bad = ([f"--{f.replace('_', '-')}" for f in fixed]
+               + [f for f, v in (("--config", args.config), ("--weights", args.weights),
+                                 ("--input", args.input)) if v])
+        raise ConfigError(f"model: {', '.join(bad)} cannot be given with --model (each block's "
+                          "shape, dialect, weights and input come from the model); allowed: "
+                          + ", ".join(f"--{f.replace('_', '-')}" for f in MODEL_FIELDS))
+    if not args.calibration:
+        raise ConfigError("calibration: --model needs --calibration IMAGES.npy (float images "
+                          "[N, C, H, W], the model's input); allowed: a .npy file")
+    import argparse
+
+    from tse.ref_model.cli_args import config_from_args
+    per_block = ("tile", "lanes")           # clamped per block, so not checked on the default
+    typed = config_from_args(argparse.Namespace(
+        **{f"cfg_{k}": v for k, v in given.items() if k not in per_block}))
+    options = {k: getattr(typed, k) for k in given if k not in per_block}
+    lanes = given.get("lanes", "8")
+    if not str(lanes).isdigit() or int(lanes) < 1:
+        raise ConfigError(f"lanes (--lanes): {lanes!r} is not allowed; allowed: a positive "
+                          "integer (clamped per block to a divisor of its C)")
+    images = model_vectors.load_images(args.calibration)
+    log = None if args.json else (lambda m: print(f"  {m}"))
+    manifest = model_vectors.write(
+        args.model, args.out, images, tile=given.get("tile", "7xW"),
+        frames=args.frames, lanes=int(lanes),
+        allow_bad_calibration=args.allow_bad_calibration, log=log, **options)
+    if args.json:
+        print(json.dumps({k: manifest[k] for k in ("model", "tile", "blocks", "skipped")}))
+    else:
+        print(f"network vectors -> {args.out}: {len(manifest['blocks'])} block(s), "
+              f"{len(manifest['skipped'])} skipped")
+        for b in manifest["skipped"]:
+            print(f"  skipped {b['reason']}")
+    bad = {b["name"]: m for b in manifest["blocks"]
+           for m in [{s: n for s, n in b["vs_quantized_pytorch"].items() if n}] if m}
+    if bad and manifest["blocks"][0]["config"]["profile"] == "torch":
+        print(f"tse: error: the torch profile differs from quantized PyTorch: {bad}")
+        return 1
+    return 0
 
 
 def run(args):
@@ -37,6 +101,8 @@ def run(args):
 
     from . import golden
 
+    if args.model:
+        return run_model(args)
     from tse.rtl.export import check_name
     check_name(args.name)
     cfg, ref = build_reference(args)

@@ -60,12 +60,17 @@ def load_model(path: str | Path) -> nn.Module:
     return model
 
 
+def weight_layers(module: nn.Module) -> list[nn.Module]:
+    """The convolutions and linears inside module (itself included), in definition order."""
+    return [m for m in module.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+
+
 def _excite_layers(module: nn.Module):
     """(first, second, hidden) when module's weight layers are an SE excite, else None."""
-    layers = [m for m in module.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    layers = weight_layers(module)
     if len(layers) != 2 or not all(_is_pointwise(m) for m in layers):
         return None
-    (c_in, hidden), (hidden2, c_out) = (_io(m) for m in layers)
+    (c_in, hidden), (hidden2, c_out) = (excite_io(m) for m in layers)
     if hidden != hidden2 or c_in != c_out:
         return None
     return layers[0], layers[1], hidden
@@ -77,7 +82,8 @@ def _is_pointwise(m: nn.Module) -> bool:
     return (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1)
 
 
-def _io(m: nn.Module) -> tuple[int, int]:
+def excite_io(m: nn.Module) -> tuple[int, int]:
+    """(input, output) channels of a convolution or a linear."""
     if isinstance(m, nn.Linear):
         return m.in_features, m.out_features
     return m.in_channels, m.out_channels
@@ -121,7 +127,7 @@ def find_se_layers(model: nn.Module, input_size: tuple[int, int, int],
     squeezed = []
     for mod_name, x_shape, excite_shape in calls:
         hidden = candidates[mod_name][1][2]
-        if len(x_shape) != 4 or x_shape[1] != _io(candidates[mod_name][1][0])[0]:
+        if len(x_shape) != 4 or x_shape[1] != excite_io(candidates[mod_name][1][0])[0]:
             continue
         spatial = x_shape[2] * x_shape[3]
         excite_spatial = excite_shape[2] * excite_shape[3] if len(excite_shape) == 4 else 1

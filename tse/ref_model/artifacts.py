@@ -177,6 +177,12 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def replace_dir(tmp, out_dir) -> None:
+    """Put the finished directory tmp at out_dir in one rename (an existing out_dir, checked
+    with check_replaceable first, is moved aside and removed)."""
+    _swap_into_place(Path(tmp), Path(out_dir))
+
+
 # ---- what may be replaced ---------------------------------------------------------------
 
 ALLOWED_TARGET = ("allowed: a new path, an empty directory, or a directory an earlier tse "
