@@ -21,6 +21,7 @@ import torch
 from torch.ao import quantization as tq
 from torch.ao.nn.quantized import FloatFunctional
 
+from . import engine_probe
 from .attention_blocks import TiledECA, TiledSRM
 from .float_block import broadcast_gate
 from .quantized_block import engine, quiet
@@ -121,3 +122,21 @@ def run_attention_stages(model, x: torch.Tensor) -> dict:
     codes = {role: t.int_repr().numpy() for role, t in out.items() if role != "output_float"}
     codes["output_float"] = out["output_float"].numpy()
     return codes
+
+
+def extract_eca_params(model: QuantECA):
+    """The converted ECA block's scales, zero points and tap codes, torch-free."""
+    from tse.ref_model.attention_numerics import EcaQuantParams
+
+    with quiet(), engine(model.engine), torch.no_grad():
+        probe = model.stages(torch.zeros(1, model.channels, 1, 1))
+    roles = ("input", "excite", "output")
+    w = model.conv.weight()
+    scale = (w.q_per_channel_scales()[0].item() if w.qscheme() in (
+        torch.per_channel_affine, torch.per_channel_symmetric) else w.q_scale())
+    return EcaQuantParams(engine=model.engine,
+                          scales={r: float(probe[r].q_scale()) for r in roles},
+                          zero_points={r: int(probe[r].q_zero_point()) for r in roles},
+                          taps=w.int_repr().numpy().reshape(-1).astype("int8"),
+                          tap_scale=float(scale),
+                          pair_saturation=engine_probe.pair_saturation(model.engine))

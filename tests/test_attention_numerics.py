@@ -1,0 +1,54 @@
+"""The torch profile of tiled ECA against quantized PyTorch, code for code, on both engines:
+odd sizes, partial edge tiles, channel counts that are not powers of two, every kernel size
+from 1 to 7, and extreme inputs (frames of saturated codes, taps at the int8 limits)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tse.quant.attention_blocks import TiledECA
+from tse.quant.attention_quantized import (extract_eca_params, quantize_attention,
+                                           run_attention_stages)
+from tse.ref_model.attention_numerics import eca_stages, prepare_eca
+
+CASES = [  # C, H, W, tile, k
+    (24, 9, 7, (3, 7), None),
+    (13, 7, 5, (2, 2), 5),
+    (64, 6, 6, (6, 6), None),
+    (7, 5, 9, (1, 9), 3),
+    (5, 4, 3, (4, 1), 7),
+    (3, 3, 3, (2, 3), 1),
+]
+
+
+def extreme_inputs(c, h, w, gen):
+    x = torch.randn(6, c, h, w, generator=gen) * 3
+    x[0] = 50.0                                   # every code at 255 after clamping
+    x[1] = -50.0                                  # every code at 0
+    x[2, :, ::2] = 50.0                           # alternating rows of the two limits
+    x[2, :, 1::2] = -50.0
+    x[3, ::2] = 50.0                              # alternating channels
+    return x
+
+
+@pytest.mark.parametrize("engine_name", ["fbgemm", "qnnpack"])
+@pytest.mark.parametrize("c, h, w, tile, k", CASES)
+def test_eca_torch_profile_is_quantized_pytorch(engine_name, c, h, w, tile, k):
+    gen = torch.Generator().manual_seed(c * 100 + h)
+    block = TiledECA(c, tile, k).eval()
+    with torch.no_grad():
+        taps = torch.randn(block.conv.weight.shape, generator=gen) * 2
+        taps.view(-1)[0] = 8.0                    # one tap sets the scale: others small
+        block.conv.weight.copy_(taps)
+    model = quantize_attention(block, torch.randn(16, c, h, w, generator=gen) * 2,
+                               engine_name)
+    params = prepare_eca(extract_eca_params(model))
+    assert np.abs(params.taps).max() == 127       # the int8 limit is exercised
+    ref = run_attention_stages(model, extreme_inputs(c, h, w, gen))
+    ours = eca_stages(ref["input"], tile, params)
+    for role in ("pooled", "excite", "gate", "output"):
+        assert ours[role].shape == ref[role].shape, role
+        mismatches = int((ours[role] != ref[role]).sum())
+        assert mismatches == 0, f"{role}: {mismatches} of {ref[role].size} codes differ"
+    assert ref["output"].min() == 0 or ref["output"].max() == 255    # extremes reached

@@ -1,0 +1,121 @@
+"""The torch profile of the tiled ECA block: quantized PyTorch's integer arithmetic, code for
+code (tse.quant.attention_quantized is the reference it is tested against).
+
+    pooled  = mean_torch per tile (avg_pool2d on quint8; the input's qparams)
+    acc[c]  = sum_t w[t] * (pooled[c + t - (k-1)/2] - zp)     zero padding: the zero point,
+                                                              so a padded tap adds nothing
+              (+ fbgemm's int16 pair saturation over taps (t0, t1), (t2, t3), ...)
+    excite  = clamp(rint(f32(f32(acc) * mult)) + zo, 0, 255) (requant_torch with no bias)
+    gate    = the quantized sigmoid's table[excite]
+    output  = mul_torch(x, zx, gate, 0, ...)
+
+Vectorized numpy over whole frames: this is the reference the streaming model and the kernels
+will be held to, not the fast path. Parameters are prepared once (EcaParams) from the
+converted block's scales, zero points and weight codes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .rounding import f32_of
+from .torch_numerics import sigmoid_table
+
+
+@dataclass(frozen=True)
+class EcaQuantParams:
+    """What the converted quantized ECA block holds (tse.quant.attention_quantized)."""
+
+    engine: str
+    scales: dict          # role -> scale: input, excite, output (pooled keeps the input's)
+    zero_points: dict
+    taps: np.ndarray      # int8 [k]: the conv1d's weight codes
+    tap_scale: float
+    pair_saturation: bool  # fbgemm's int16 pairs saturate on this CPU (engine_probe)
+
+
+@dataclass(frozen=True)
+class EcaParams:
+    """Integer parameters, prepared once."""
+
+    zx: int
+    taps: np.ndarray      # int64 [k]
+    pair_saturation: bool
+    excite_mult: np.float32
+    excite_zp: int
+    gate_table: np.ndarray   # uint8 [256]
+    out_mult: np.float32
+    out_zp: int
+
+
+def prepare_eca(q: EcaQuantParams) -> EcaParams:
+    s_in, s_e, s_out = (q.scales[r] for r in ("input", "excite", "output"))
+    if q.engine == "fbgemm":
+        atw = f32_of(f32_of(s_in) * f32_of(q.tap_scale))
+        excite_mult = f32_of(atw / f32_of(s_e))
+    else:  # qnnpack
+        sxw = f32_of(np.float64(s_in) * np.float64(q.tap_scale))
+        excite_mult = f32_of(sxw * f32_of(np.float32(1.0) / f32_of(s_e)))
+    # the gate's qparams are fixed (1/256, 0)
+    out_mult = f32_of(f32_of(f32_of(s_in) * f32_of(1.0 / 256))
+                      * f32_of(np.float32(1.0) / f32_of(s_out)))
+    return EcaParams(zx=int(q.zero_points["input"]), taps=q.taps.astype(np.int64),
+                     pair_saturation=bool(q.pair_saturation),
+                     excite_mult=excite_mult, excite_zp=int(q.zero_points["excite"]),
+                     gate_table=sigmoid_table(s_e, q.zero_points["excite"]),
+                     out_mult=out_mult, out_zp=int(q.zero_points["output"]))
+
+
+def tile_means(x: np.ndarray, tile: tuple[int, int], zx: int) -> np.ndarray:
+    """avg_pool2d(ceil_mode) on quint8 codes [N, C, H, W] -> [N, C, ty, tx] (mean_torch)."""
+    n, c, h, w = x.shape
+    kh, kw = tile
+    ty, tx = -(-h // kh), -(-w // kw)
+    pooled = np.empty((n, c, ty, tx), np.uint8)
+    for i in range(ty):
+        for j in range(tx):
+            block = x[:, :, i * kh:(i + 1) * kh, j * kw:(j + 1) * kw].astype(np.int64) - zx
+            count = block.shape[2] * block.shape[3]
+            a = (block.sum(axis=(2, 3)).astype(np.float32) * f32_of(1.0 / count)).astype(
+                np.float32)
+            pooled[:, :, i, j] = np.clip(np.rint((a + np.float32(zx)).astype(np.float32)),
+                                         0, 255)
+    return pooled
+
+
+def _pair_saturation_excess(raw: np.ndarray, taps: np.ndarray, c: int) -> np.ndarray:
+    """What fbgemm's int16 pairs add to each accumulator: its vpmaddubsw sums the raw codes'
+    products two taps at a time, (t0, t1), (t2, t3), ..., saturating each pair to int16 (the
+    1x1 conv's pairs run over input channels; a one-channel conv1d's over taps, measured).
+    raw: the pooled codes padded with the zero point, channel axis 1."""
+    excess = np.zeros((raw.shape[0], c, *raw.shape[2:]), np.int64)
+    for t in range(0, len(taps), 2):
+        pair = taps[t] * raw[:, t:t + c]
+        if t + 1 < len(taps):
+            pair = pair + taps[t + 1] * raw[:, t + 1:t + 1 + c]
+        excess += np.clip(pair, -32768, 32767) - pair
+    return excess
+
+
+def eca_stages(x: np.ndarray, tile: tuple[int, int], p: EcaParams) -> dict:
+    """Codes of every stage for input codes x [N, C, H, W] (NCHW, like the reference)."""
+    pooled = tile_means(x, tile, p.zx)
+    centred = pooled.astype(np.int64) - p.zx
+    k = len(p.taps)
+    half = (k - 1) // 2
+    c = x.shape[1]
+    padded = np.zeros((*centred.shape[:1], c + k - 1, *centred.shape[2:]), np.int64)
+    padded[:, half:half + c] = centred
+    acc = sum(p.taps[t] * padded[:, t:t + c] for t in range(k))
+    if p.pair_saturation:
+        acc = acc + _pair_saturation_excess(padded + p.zx, p.taps, c)
+    v = (acc.astype(np.float32) * p.excite_mult).astype(np.float32)
+    excite = np.clip(np.rint(v).astype(np.int64) + p.excite_zp, 0, 255).astype(np.uint8)
+    gate = p.gate_table[excite]
+    kh, kw = tile
+    g = np.repeat(np.repeat(gate, kh, axis=2), kw, axis=3)[:, :, :x.shape[2], :x.shape[3]]
+    prod = ((x.astype(np.int64) - p.zx) * g.astype(np.int64)).astype(np.float32)
+    out = np.clip(np.rint((prod * p.out_mult).astype(np.float32)).astype(np.int64) + p.out_zp,
+                  0, 255).astype(np.uint8)
+    return {"input": x, "pooled": pooled, "excite": excite, "gate": gate, "output": out}
