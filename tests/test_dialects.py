@@ -231,3 +231,35 @@ def test_rtl_unit_matches_model(name):
     assert res["error"] == 0
     assert res["in_stalls"] == 0 == model["stats"]["input_stall_cycles"]
     assert max(res["levels"]) == model["stats"]["peak_strip_buffer_occupancy"]
+
+
+def test_vectors_carry_the_dialect(tmp_path):
+    """`tse vectors` of a SiLU, ONNX-hard-sigmoid unit with a free hidden width: the manifest
+    carries the fields and SiLU's input qparams, the gate ROM holds the hard sigmoid torch
+    computes on the excite qparams, the silu ROM is written, and the torch profile's vectors
+    equal quantized PyTorch."""
+    import json
+    out = tmp_path / "v"
+    r = subprocess.run([sys.executable, "-m", "tse", "vectors", "--channels", "12", "--hidden",
+                        "5", "--height", "6", "--width", "6", "--tile", "3xW", "--lanes", "4",
+                        "--hidden-activation", "silu", "--gate", "hardsigmoid",
+                        "--gate-slope", "0.2", "--profile", "torch", "--out", str(out),
+                        "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert all(v["mismatches"] == 0 for v in summary["vs_quantized_pytorch"].values())
+    m = json.loads((out / "manifest.json").read_text())
+    assert {k: m["config"][k] for k in ("hidden", "hidden_activation", "gate", "gate_slope",
+                                        "gate_offset")} == {
+        "hidden": 5, "hidden_activation": "silu", "gate": "hardsigmoid", "gate_slope": 0.2,
+        "gate_offset": 0.5}
+    q = m["quant"]
+    assert q["hidden_pre_scale"] > 0 and 0 <= q["hidden_pre_zero_point"] <= 255
+    xf = _qcodes(q["excite_scale"], q["excite_zero_point"]).dequantize()
+    want = torch.quantize_per_tensor(torch.clamp(xf * 0.2 + 0.5, 0.0, 1.0), 1 / 256, 0,
+                                     torch.quint8).int_repr().numpy()
+    rom = [int(v, 16) for v in (out / "hex" / "rom_sigmoid.hex").read_text().split()]
+    assert rom == want.tolist()
+    silu = (out / "hex" / "rom_silu.hex").read_text().split()
+    assert len(silu) == 256
+    assert "hex/rom_silu.hex" in [f["path"] for f in m["files"]]
