@@ -1,6 +1,7 @@
 """`tse check DIR [--against FILE [--role STAGE]]`: re-verify an artifact directory's checksums
 and, given another output file (.npy or hex), report its first mismatch by frame, row, column,
-channel and stage. Exit status 1 on any problem or mismatch."""
+channel and stage. Exit status 1 on any problem or mismatch. A network directory (`tse
+vectors --model`) is verified whole: its manifest, then every block's directory."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,8 @@ def run(args):
     from tse.ref_model import artifacts, check
 
     manifest = artifacts.read_manifest(args.directory)   # a one-line error if unusable
+    if manifest.get("kind") == "network" and not args.against:
+        return run_network(args, manifest)
     problems = artifacts.verify(args.directory)
     result = {"directory": args.directory, "problems": problems}
     if args.against:
@@ -37,4 +40,23 @@ def run(args):
             print(f"  {p}")
         if args.against:
             print(check.format_report(result["comparison"]))
+    return 1 if bad else 0
+
+
+def run_network(args, manifest):
+    from tse import model_vectors
+
+    found = model_vectors.verify(args.directory)
+    bad = {d: p for d, p in found.items() if p}
+    if args.json:
+        print(json.dumps({"directory": args.directory, "blocks": len(manifest["blocks"]),
+                          "skipped": len(manifest.get("skipped", [])), "problems": bad,
+                          "ok": not bad}))
+    else:
+        print(f"{args.directory}: network of {len(manifest['blocks'])} block(s), "
+              f"{len(manifest.get('skipped', []))} skipped: "
+              + ("every block's checksums match" if not bad else f"{len(bad)} with problems"))
+        for d, problems in bad.items():
+            for p in problems:
+                print(f"  {d or '.'}: {p}")
     return 1 if bad else 0

@@ -78,11 +78,16 @@ def _skip(g: Graph, tensor: str) -> str:
         tensor = n.output[0]
 
 
-def _is_global_mean(g: Graph, node) -> bool:
-    if node.op_type == "GlobalAveragePool":
-        return True
-    if node.op_type != "ReduceMean":
-        return False
+def _global_pool(g: Graph, node) -> str | None:
+    """"mean" for a global average over H and W, "max" for a global maximum, else None."""
+    kind = {"GlobalAveragePool": "mean", "GlobalMaxPool": "max"}.get(node.op_type)
+    if kind:
+        return kind
+    kind = {"ReduceMean": "mean", "ReduceMax": "max"}.get(node.op_type)
+    return kind if kind and _over_hw(g, node) else None
+
+
+def _over_hw(g: Graph, node) -> bool:
     axes = g.attr(node, "axes")
     if axes is None and len(node.input) > 1:
         axes = g.consts.get(node.input[1])
@@ -138,9 +143,27 @@ def _activation(g: Graph, tensor: str):
         mul = next(n for n in users if n.op_type == "Mul")
         if sorted(mul.input) == sorted([tensor, sig.output[0]]):
             return "silu", mul.output[0]
-    if len(users) == 1:
+    if len(users) == 1 and users[0].op_type not in WEIGHT_OPS:
         return users[0].op_type, users[0].output[0]
-    return "a branch (" + ", ".join(ops) + ")", None
+    return _unknown_to_weight(g, tensor)
+
+
+def _unknown_to_weight(g: Graph, tensor: str, limit: int = 16):
+    """(a name listing the ops, the input tensor of the next weight layer) when a chain of
+    other ops leads from tensor to one weight layer, else (that name, None)."""
+    seen, frontier, ops, target = set(), [tensor], [], None
+    while frontier and len(seen) < limit:
+        t = frontier.pop(0)
+        for n in g.consumers.get(t, []):
+            if n.op_type in WEIGHT_OPS:
+                target = target or t
+                continue
+            if id(n) not in seen:
+                seen.add(id(n))
+                ops.append(n.op_type)
+                frontier.extend(n.output)
+    name = "ops " + ", ".join(dict.fromkeys(ops)) if ops else "no activation"
+    return name, target
 
 
 def _gate(g: Graph, tensor: str):
@@ -160,11 +183,20 @@ def _gate(g: Graph, tensor: str):
     return n.op_type, None, None, n.output[0]
 
 
-def _block_name(node) -> str:
-    """The PyTorch module path the exporter wrote into the node's name, else the node name."""
-    name = node.name or node.output[0]
-    parts = [p for p in name.split("/") if p]
-    return parts[-2] if len(parts) >= 2 else name
+def scope_name(node, fallback: str) -> str:
+    """The PyTorch module path of the module that emitted node, from the scope the exporter
+    writes into its name ("/blocks/blocks.0/se/Mul" -> "blocks.0.se": a part that extends the
+    previous one, "blocks.0" after "blocks", replaces it); fallback without a scope."""
+    parts = [p for p in (node.name or "").split("/") if p][:-1]
+    if not parts:
+        return fallback
+    path: list[str] = []
+    for part in parts:
+        if path and part.startswith(path[-1] + "."):
+            path[-1] = part
+        else:
+            path.append(part)
+    return ".".join(path)
 
 
 def match(model) -> list[tuple[SEBlock, str]]:
@@ -174,13 +206,14 @@ def match(model) -> list[tuple[SEBlock, str]]:
     g = Graph(model)
     found = []
     for pool in g.nodes:
-        if not _is_global_mean(g, pool):
+        pooling = _global_pool(g, pool)
+        if pooling is None:
             continue
         x = pool.input[0]
         first = g.only_consumer(_skip(g, pool.output[0]))
         if first is None or first.op_type not in WEIGHT_OPS:
             continue
-        name = _block_name(first)
+        name = f"se{len(found)}"               # until the Mul names the module
         w1, b1, z1, problem = _weight_layer(g, first)
         act, a1 = ("unknown", None) if problem else _activation(g, z1)
         second = g.only_consumer(_skip(g, a1)) if a1 else None
@@ -193,6 +226,19 @@ def match(model) -> list[tuple[SEBlock, str]]:
         mul = g.only_consumer(_skip(g, gated)) if gated else None
         if not problem and (mul is None or mul.op_type != "Mul" or x not in mul.input):
             continue                            # the gate does not rescale X: not SE
+        if mul is not None:
+            name = scope_name(mul, name)
+        else:                                   # the module holding both pool and layer
+            a, b = (scope_name(n, name).split(".") for n in (pool, first))
+            common = []
+            for u, v in zip(a, b):
+                if u != v:
+                    break
+                common.append(u)
+            name = ".".join(common) or name
+        if not problem and pooling != "mean":
+            problem = (f"its squeeze is {pool.op_type}; allowed: GlobalAveragePool or "
+                       "ReduceMean over H and W")
         if not problem and (w1.shape[0] != w2.shape[1] or w1.shape[1] != w2.shape[0]):
             problem = (f"its excite is {w1.shape[1]} -> {w1.shape[0]} -> {w2.shape[0]}; "
                        "allowed: C -> hidden -> C")
@@ -234,12 +280,12 @@ def find_blocks(path, images, batch: int = 256, keep_inputs: bool = True
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
     images = np.asarray(images, dtype=np.float32)
-    inp = session.get_inputs()[0].name
     acts: dict[str, list] = {t: [] for t in tensors}
     try:
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0].name
         for k in range(0, len(images), batch):
             outs = session.run(tensors, {inp: images[k:k + batch]})
             for t, a in zip(tensors, outs):
