@@ -164,9 +164,9 @@ def test_eca_refuses_an_even_kernel():
 @pytest.mark.parametrize("kind", ["eca", "srm"])
 def test_quantized_reference_tracks_the_float_block(kind, engine_name):
     # Inputs inside the calibration range, so the measured gap is the block's quantization,
-    # not input clipping. Measured over 8 seeds, largest gate error in codes of 1/256: ECA
-    # 1.9 (fbgemm) and 2.8 (qnnpack); SRM 9.1 on both (mean, float deviation and their
-    # requantized pair feed one channel-wise FC). A float bound cannot see a subtle error (a
+    # not input clipping. Measured over 30 seeds, largest gate error in codes of 1/256: ECA
+    # 6.8 (fbgemm) and 5.4 (qnnpack); SRM 9.1 on both (mean, float deviation and their
+    # requantized pair feed one channel-wise FC); this seed: 4.3, 2.5, 6.3, 3.3. A float bound cannot see a subtle error (a
     # biased deviation is 3.6 codes off); it sees a gross one (no batch norm: 77 codes). The
     # integer model will be compared code for code.
     from tse.quant.attention_quantized import quantize_attention, run_attention_stages
@@ -175,6 +175,9 @@ def test_quantized_reference_tracks_the_float_block(kind, engine_name):
     g = torch.Generator().manual_seed(11)
     block = TiledECA(c, tile) if kind == "eca" else TiledSRM(c, tile)
     block.eval()
+    if kind == "eca":
+        with torch.no_grad():
+            block.conv.weight.copy_(torch.randn(block.conv.weight.shape, generator=g))
     if kind == "srm":
         with torch.no_grad():
             block.cfc.weight.copy_(torch.randn(block.cfc.weight.shape, generator=g))
@@ -190,7 +193,7 @@ def test_quantized_reference_tracks_the_float_block(kind, engine_name):
     assert codes["output"].shape == (2, c, h, w) and codes["output"].dtype == np.uint8
     gate = codes["gate"].astype(np.float64) / 256                # fixed qparams 1/256, 0
     expected = block.gate(x).detach().numpy()
-    assert np.abs(gate - expected).max() < (4 if kind == "eca" else 12) / 256
+    assert np.abs(gate - expected).max() < (8 if kind == "eca" else 12) / 256
     assert np.abs(codes["output_float"] - block(x).detach().numpy()).max() < 0.1
     if kind == "srm":
         assert "bn" not in dict(model.named_children()) or isinstance(model.bn, nn.Identity)
