@@ -317,6 +317,14 @@ MATRIX = {
     # C=64 row strips, 8 lanes
     "c64_row_strips": dict(channels=64, height=14, width=14, tile="7xW", lanes=8,
                            excite_multipliers=8),
+    # SE dialects (issue 17): SiLU after fc1 (its ROM, fc2 two cycles later) with PyTorch's
+    # hard sigmoid (slope 1/6) as the gate
+    "silu_hardsigmoid": dict(TINY, channels=8, tile="3xW", lanes=1, excite_multipliers=8,
+                             hidden_activation="silu", gate="hardsigmoid"),
+    # a free hidden width (C=12, hidden 5: no C // r) and ONNX's hard sigmoid (slope 0.2)
+    "hidden5_hardsigmoid_onnx": dict(channels=12, hidden=5, height=5, width=7, tile="3xW",
+                                     lanes=2, excite_multipliers=12, gate="hardsigmoid",
+                                     gate_slope=0.2, engine="qnnpack"),
 }
 
 
