@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "tse.cmd_sweep",
     "tse.cmd_network",
     "tse.cmd_rtl",
+    "tse.cmd_prove",
 )
 
 
