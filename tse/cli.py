@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "tse.cmd_network",
     "tse.cmd_rtl",
     "tse.cmd_prove",
+    "tse.cmd_mutate",
 )
 
 

