@@ -52,3 +52,39 @@ def test_eca_torch_profile_is_quantized_pytorch(engine_name, c, h, w, tile, k):
         mismatches = int((ours[role] != ref[role]).sum())
         assert mismatches == 0, f"{role}: {mismatches} of {ref[role].size} codes differ"
     assert ref["output"].min() == 0 or ref["output"].max() == 255    # extremes reached
+
+
+SRM_CASES = [  # C, H, W, tile: every tile holds 2 or more elements
+    (13, 7, 5, (2, 3)),
+    (6, 6, 6, (6, 6)),
+    (7, 5, 9, (2, 9)),
+    (5, 28, 28, (7, 28)),
+]
+
+
+@pytest.mark.parametrize("engine_name", ["fbgemm", "qnnpack"])
+@pytest.mark.parametrize("c, h, w, tile", SRM_CASES)
+def test_srm_torch_profile_is_quantized_pytorch(engine_name, c, h, w, tile):
+    from tse.quant.attention_blocks import TiledSRM
+    from tse.quant.attention_quantized import extract_srm_params
+    from tse.ref_model.attention_numerics import prepare_srm, srm_stages
+
+    gen = torch.Generator().manual_seed(c)
+    block = TiledSRM(c, tile).eval()
+    with torch.no_grad():
+        block.cfc.weight.copy_(torch.randn(block.cfc.weight.shape, generator=gen) * 2)
+        block.bn.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+        block.bn.bias.copy_(torch.randn(c, generator=gen))
+        block.bn.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
+    # Calibrated on the extreme frames too, so the deviation's range spans them.
+    calibration = torch.cat([torch.randn(16, c, h, w, generator=gen) * 2,
+                             extreme_inputs(c, h, w, gen)])
+    model = quantize_attention(block, calibration, engine_name)
+    params = prepare_srm(extract_srm_params(model))
+    ref = run_attention_stages(model, extreme_inputs(c, h, w, gen))
+    ours = srm_stages(ref["input"], tile, params)
+    for role in ("pooled", "std", "excite", "gate", "output"):
+        assert ours[role].shape == ref[role].shape, role
+        mismatches = int((ours[role] != ref[role]).sum())
+        assert mismatches == 0, f"{role}: {mismatches} of {ref[role].size} codes differ"
+    assert len(np.unique(ref["std"])) >= 3           # the deviation's codes really vary

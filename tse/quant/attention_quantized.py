@@ -140,3 +140,25 @@ def extract_eca_params(model: QuantECA):
                           taps=w.int_repr().numpy().reshape(-1).astype("int8"),
                           tap_scale=float(scale),
                           pair_saturation=engine_probe.pair_saturation(model.engine))
+
+
+def extract_srm_params(model: QuantSRM):
+    """The converted SRM block's scales, zero points, FC weight codes and folded bias."""
+    import numpy as np
+
+    from tse.ref_model.attention_numerics import SrmQuantParams
+
+    c = model.cfc.in_channels
+    with quiet(), engine(model.engine), torch.no_grad():
+        probe = model.stages(torch.zeros(1, c, 2, 1))
+    roles = ("input", "std", "style", "excite", "output")
+    w = model.cfc.weight()
+    per_channel = w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+    scale = (w.q_per_channel_scales().numpy().astype(np.float64) if per_channel
+             else np.full(c, w.q_scale(), np.float64))
+    return SrmQuantParams(
+        engine=model.engine, scales={r: float(probe[r].q_scale()) for r in roles},
+        zero_points={r: int(probe[r].q_zero_point()) for r in roles},
+        weights=w.int_repr().numpy().reshape(c, 2).astype(np.int8), weight_scale=scale,
+        bias=model.cfc.bias().detach().numpy().astype(np.float32), per_channel=per_channel,
+        pair_saturation=engine_probe.pair_saturation(model.engine))

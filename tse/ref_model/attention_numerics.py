@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .int_params import torch_requant_params
 from .rounding import f32_of
-from .torch_numerics import sigmoid_table
+from .torch_numerics import dequantized, quantized, requant_torch, sigmoid_table
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,120 @@ def eca_stages(x: np.ndarray, tile: tuple[int, int], p: EcaParams) -> dict:
     out = np.clip(np.rint((prod * p.out_mult).astype(np.float32)).astype(np.int64) + p.out_zp,
                   0, 255).astype(np.uint8)
     return {"input": x, "pooled": pooled, "excite": excite, "gate": gate, "output": out}
+
+
+# ---- SRM ----------------------------------------------------------------------------------
+#
+#     pooled  = mean_torch per tile (the input's qparams)
+#     std     = QuantStub(style deviation of the dequantized input), float32 steps:
+#               xf = f32(f32(s) * (q - zp)); mean = f32(sequential f32 sum over the tile / n)
+#               (avg_pool2d's float kernel, row by row); d = f32(xf - mean); var =
+#               f32(f32(f32(sum d*d / n) * n) / (n - 1)); std = the correctly rounded sqrt
+#     style   = cat(pooled, std): each dequantized and quantized to the pair's qparams
+#     acc[c]  = w[c,0] (style_mean - zs) + w[c,1] (style_std - zs)   (grouped conv1d, 2 taps,
+#               + fbgemm's int16 pair saturation over the two taps)
+#     excite  = requant_torch(acc, bias terms of the engine, mult, zo, 0)
+#     gate, output as for ECA
+
+
+@dataclass(frozen=True)
+class SrmQuantParams:
+    """What the converted quantized SRM block holds (batch norm folded into the FC)."""
+
+    engine: str
+    scales: dict          # role -> scale: input, std, style, excite, output
+    zero_points: dict
+    weights: np.ndarray   # int8 [C, 2]
+    weight_scale: np.ndarray   # float64 [C] (per channel on fbgemm, one value repeated else)
+    bias: np.ndarray      # float32 [C]
+    per_channel: bool
+    pair_saturation: bool
+
+
+@dataclass(frozen=True)
+class SrmParams:
+    scales: dict
+    zero_points: dict
+    weights: np.ndarray   # int64 [C, 2]
+    bias_i: np.ndarray
+    bias_f: np.ndarray
+    bias_mul: np.ndarray
+    mult: np.ndarray      # float32 [C]
+    pair_saturation: bool
+    gate_table: np.ndarray
+    out_mult: np.float32
+
+
+def prepare_srm(q: SrmQuantParams) -> SrmParams:
+    s_style, s_e = q.scales["style"], q.scales["excite"]
+    bias_i, bias_f, bias_mul, mult = torch_requant_params(
+        q.engine, q.per_channel, s_style, q.weight_scale, q.bias, s_e)
+    s_in, s_out = q.scales["input"], q.scales["output"]
+    out_mult = f32_of(f32_of(f32_of(s_in) * f32_of(1.0 / 256))
+                      * f32_of(np.float32(1.0) / f32_of(s_out)))
+    return SrmParams(scales=dict(q.scales), zero_points=dict(q.zero_points),
+                     weights=q.weights.astype(np.int64), bias_i=bias_i, bias_f=bias_f,
+                     bias_mul=bias_mul, mult=mult, pair_saturation=bool(q.pair_saturation),
+                     gate_table=sigmoid_table(s_e, q.zero_points["excite"]), out_mult=out_mult)
+
+
+def _tile_sums_f32(v: np.ndarray, tile) -> np.ndarray:
+    """Sequential float32 sums over each tile, row by row (avg_pool2d's float kernel)."""
+    n, c, h, w = v.shape
+    kh, kw = tile
+    ty, tx = -(-h // kh), -(-w // kw)
+    out = np.empty((n, c, ty, tx), np.float32)
+    for i in range(ty):
+        for j in range(tx):
+            s = np.zeros((n, c), np.float32)
+            for r in range(i * kh, min((i + 1) * kh, h)):
+                for col in range(j * kw, min((j + 1) * kw, w)):
+                    s = (s + v[:, :, r, col]).astype(np.float32)
+            out[:, :, i, j] = s
+    return out
+
+
+def srm_deviation(x: np.ndarray, tile, scale: float, zero_point: int) -> np.ndarray:
+    """The float32 tile deviation of the dequantized codes, as TiledSRM.style computes it."""
+    n, c, h, w = x.shape
+    kh, kw = tile
+    xf = dequantized(scale, zero_point)[x.astype(np.int64)]
+    rows = np.array([min(kh, h - i) for i in range(0, h, kh)], np.float32)
+    cols = np.array([min(kw, w - j) for j in range(0, w, kw)], np.float32)
+    counts = (rows[:, None] * cols[None, :]).astype(np.float32)
+    mean = (_tile_sums_f32(xf, tile) / counts).astype(np.float32)
+    d = (xf - np.repeat(np.repeat(mean, kh, 2), kw, 3)[:, :, :h, :w]).astype(np.float32)
+    var = (_tile_sums_f32((d * d).astype(np.float32), tile) / counts).astype(np.float32)
+    var = ((var * counts).astype(np.float32) / (counts - np.float32(1))).astype(np.float32)
+    return np.sqrt(var)
+
+
+def srm_stages(x: np.ndarray, tile: tuple[int, int], p: SrmParams) -> dict:
+    sc, zp = p.scales, p.zero_points
+    zx = zp["input"]
+    pooled = tile_means(x, tile, zx)
+    std = quantized(srm_deviation(x, tile, sc["input"], zx), sc["std"], zp["std"])
+    requantize = (lambda codes, role: quantized(
+        dequantized(sc[role], zp[role])[codes.astype(np.int64)], sc["style"], zp["style"]))
+    s_mean = requantize(pooled, "input").astype(np.int64)
+    s_std = requantize(std, "std").astype(np.int64)
+    zs = zp["style"]
+    w0 = p.weights[:, 0][None, :, None, None]
+    w1 = p.weights[:, 1][None, :, None, None]
+    acc = w0 * (s_mean - zs) + w1 * (s_std - zs)
+    if p.pair_saturation:                  # raw codes, the two taps as one int16 pair
+        pair = w0 * s_mean + w1 * s_std
+        acc = acc + np.clip(pair, -32768, 32767) - pair
+    excite = np.empty(acc.shape, np.uint8)
+    for idx in np.ndindex(*acc.shape):
+        ch = idx[1]
+        excite[idx] = requant_torch(int(acc[idx]), int(p.bias_i[ch]), p.bias_f[ch],
+                                    p.bias_mul[ch], p.mult[ch], zp["excite"], 0)
+    gate = p.gate_table[excite]
+    kh, kw = tile
+    g = np.repeat(np.repeat(gate, kh, axis=2), kw, axis=3)[:, :, :x.shape[2], :x.shape[3]]
+    prod = ((x.astype(np.int64) - zx) * g.astype(np.int64)).astype(np.float32)
+    out = np.clip(np.rint((prod * p.out_mult).astype(np.float32)).astype(np.int64)
+                  + zp["output"], 0, 255).astype(np.uint8)
+    return {"input": x, "pooled": pooled, "std": std, "excite": excite, "gate": gate,
+            "output": out}

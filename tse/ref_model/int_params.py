@@ -235,17 +235,14 @@ def _fixed(v: Fraction, frac_bits: int) -> int:
     return round(v * (1 << frac_bits))
 
 
-def _conv_tables(engine, per_channel, s_in, w_scale, bias, s_out, hw_bits, frac_bits):
-    """Requantization parameters of one 1x1 conv for both profiles (see
-    torch_numerics.requant_torch)."""
+def torch_requant_params(engine, per_channel, s_in, w_scale, bias, s_out):
+    """The torch profile's requantization parameters of one conv (bias_i, bias_f, bias_mul,
+    mult per output channel; see torch_numerics.requant_torch)."""
     n = len(w_scale)
     b_int = np.zeros(n, np.int64)
     b_f32 = np.zeros(n, np.float32)
     b_mul = np.ones(n, np.float32)
     mult = np.zeros(n, np.float32)
-    h_bias = np.zeros(n, np.int64)
-    h_mult = np.zeros(n, np.int64)
-    h_shift = np.zeros(n, np.int64)
     for j in range(n):
         if engine == "fbgemm":
             atw = f32_of(f32_of(s_in) * f32_of(w_scale[j]))
@@ -255,13 +252,28 @@ def _conv_tables(engine, per_channel, s_in, w_scale, bias, s_out, hw_bits, frac_
             else:
                 b_f32[j] = np.float32(bias[j])
                 b_mul[j] = f32_of(1.0 / np.float64(atw))
-            # the bias in accumulator units, exactly as the torch profile adds it
-            h_bias[j] = _fixed(Fraction(float(b_f32[j])) * Fraction(float(b_mul[j])),
-                               frac_bits)
         else:  # qnnpack
             sxw = f32_of(np.float64(s_in) * np.float64(w_scale[j]))
             mult[j] = f32_of(sxw * f32_of(np.float32(1.0) / f32_of(s_out)))
             b_int[j] = int(np.rint(f32_of(np.float32(bias[j]) * f32_of(np.float32(1.0) / sxw))))
+    return b_int, b_f32, b_mul, mult
+
+
+def _conv_tables(engine, per_channel, s_in, w_scale, bias, s_out, hw_bits, frac_bits):
+    """Requantization parameters of one 1x1 conv for both profiles (see
+    torch_numerics.requant_torch)."""
+    b_int, b_f32, b_mul, mult = torch_requant_params(engine, per_channel, s_in, w_scale, bias,
+                                                     s_out)
+    n = len(w_scale)
+    h_bias = np.zeros(n, np.int64)
+    h_mult = np.zeros(n, np.int64)
+    h_shift = np.zeros(n, np.int64)
+    for j in range(n):
+        if engine == "fbgemm":
+            # the bias in accumulator units, exactly as the torch profile adds it
+            h_bias[j] = _fixed(Fraction(float(b_f32[j])) * Fraction(float(b_mul[j])),
+                               frac_bits)
+        else:  # qnnpack
             h_bias[j] = b_int[j] << frac_bits
         m, s = quantize_multiplier(float(mult[j]), hw_bits)
         h_mult[j], h_shift[j] = m, s + frac_bits
