@@ -175,9 +175,10 @@ def input_slice(source, slice_: InputSlice, stats: Stats):
         yield
 
 
-def line_accumulator(cfg: TSEConfig, T, profile: int, clock: Clock, slice_: InputSlice,
+def line_accumulator(cfg: TSEConfig, T, profile: int, clock: Clock, slice_: Fifo,
                      strip_buffer: StripBuffer, to_excite: Fifo):
-    """Accumulate input beats into per-(tile column, channel) sums; forward every beat."""
+    """Accumulate the beats of slice_ (the input slice) into per-(tile column, channel) sums;
+    forward every beat."""
     P, C, W, H = cfg.lanes, cfg.channels, cfg.width, cfg.height
     th, tw, tx = cfg.tile_rows, cfg.tile_cols, cfg.tiles_x
     groups = C // P

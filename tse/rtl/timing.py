@@ -30,9 +30,10 @@ DEFAULT_DEVICE = "85k"
 DEFAULT_PACKAGE = "CABGA381"
 PACKAGES = ("CABGA256", "CABGA381", "CABGA554", "CABGA756", "CSFBGA285", "TQFP144")
 DEFAULT_TARGET_MHZ = 100.0
-STAGES = ("excite_mac", "line_accumulator", "tile_broadcaster", "gate_memory", "strip_buffer")
+STAGES = ("excite_mac", "line_accumulator", "tile_broadcaster", "gate_memory", "strip_buffer",
+          "input_slice")
 TOP_STAGE = "tse_unit"
-"""Stage of a cell or net outside the five submodules (the top module's glue and ports)."""
+"""Stage of a cell or net outside the submodules (the top module's glue and ports)."""
 
 REPORTED_RESOURCES = ("TRELLIS_COMB", "TRELLIS_FF", "TRELLIS_RAMW", "DP16KD", "MULT18X18D",
                       "TRELLIS_IO")

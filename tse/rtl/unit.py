@@ -1,8 +1,9 @@
-"""TSEUnit: the top level; wires the three stages, the strip buffer and the gate memory.
+"""TSEUnit: the top level; wires the input slice, the stages, the strip buffer and gate memory.
 
-    s_axis --> line_accumulator --(finished sums)--> excite_mac --(gates)--> GateMemory
-                    |                                                             |
-                    +--> StripBuffer (FIFO) -----------------------> tile_broadcaster --> m_axis
+    s_axis --> RegisterSlice --> line_accumulator --(finished sums)--> excite_mac --(gates)-->
+                                      |                                              GateMemory
+                                      |                                                   |
+                                      +--> StripBuffer (FIFO) --------> tile_broadcaster --> m_axis
 
 Ports are flat, plain names, so the exported Verilog drops into a standard streaming flow.
 With axi=True (tse.rtl.export's top) the clock and reset are ports `aclk` and `aresetn` (active
@@ -28,6 +29,7 @@ from .excite_mac import ExciteMac
 from .gate_memory import GateMemory
 from .line_accumulator import LineAccumulator
 from .params import RtlParams, beat_layout, field, rtl_params, whole
+from .register_slice import RegisterSlice
 from .strip_buffer import StripBuffer
 from .tile_broadcaster import TileBroadcaster
 
@@ -61,20 +63,23 @@ class TSEUnit(wiring.Component):
             # a local sync domain: every stage's sync logic follows aclk, reset by ~aresetn
             m.domains.sync = cd = ClockDomain("sync", local=True)
             m.d.comb += [cd.clk.eq(self.aclk), cd.rst.eq(~self.aresetn)]
+        # the input port reaches registers only (tse/rtl/register_slice.py says why)
+        inp = m.submodules.input_slice = RegisterSlice(beat_layout(p))
         acc = m.submodules.line_accumulator = LineAccumulator(p)
         buf = m.submodules.strip_buffer = StripBuffer(p)
         mac = m.submodules.excite_mac = ExciteMac(p)
         gates = m.submodules.gate_memory = GateMemory(p)
         bc = m.submodules.tile_broadcaster = TileBroadcaster(p)
 
+        wiring.connect(m, inp.o, acc.i_beat)
         wiring.connect(m, acc.o_beat, buf.i_beat)
         wiring.connect(m, acc.o_sums, mac.i_sums)
         wiring.connect(m, buf.o_beat, bc.i_beat)
         m.d.comb += [
-            acc.i_beat.payload.eq(whole(beat_layout(p), data=self.s_axis_tdata,
-                                        last=self.s_axis_tlast)),
-            acc.i_beat.valid.eq(self.s_axis_tvalid),
-            self.s_axis_tready.eq(acc.i_beat.ready),
+            inp.i.payload.eq(whole(beat_layout(p), data=self.s_axis_tdata,
+                                   last=self.s_axis_tlast)),
+            inp.i.valid.eq(self.s_axis_tvalid),
+            self.s_axis_tready.eq(inp.i.ready),
             self.m_axis_tdata.eq(bc.o_beat.payload.data),
             self.m_axis_tlast.eq(bc.o_beat.payload.last),
             self.m_axis_tvalid.eq(bc.o_beat.valid),
