@@ -94,3 +94,10 @@ def test_another_recipe_is_refused(monkeypatch):
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stdout.strip().count("\n") == 0
     assert "'resnet' is not allowed; allowed: senet, efficientnet, mobilenetv3" in r.stdout
+
+
+def test_training_is_seeded():
+    small = fm.split(0, 256, 0)
+    a, b = zoo.train("mobilenetv3", small, epochs=1), zoo.train("mobilenetv3", small, epochs=1)
+    for (k, v1), v2 in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v1, v2), k

@@ -220,9 +220,9 @@ class Mini(nn.Module):
     spelling) and one it cannot (GELU)."""
     def __init__(self):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU())
-        self.se1 = SELinear(8)
-        self.conv = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU())
+        self.se1 = SELinear(16)
+        self.conv = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1), nn.ReLU())
         self.se2 = SqueezeExcite(16, 4)
         self.se2.act1 = nn.ReLU()
         self.odd = Gelu(16, 4)
@@ -259,7 +259,7 @@ def test_vectors_model_writes_every_block_with_reasons_for_the_rest(network_dir)
         ("se1", "se1", "tse_se1"), ("se2", "se2", "tse_se2")]
     c1, c2 = (b["config"] for b in manifest["blocks"])
     assert (c1["channels"], c1["height"], c1["width"], c1["hidden"], c1["tile"]) == (
-        8, 14, 14, 2, "7xW")
+        16, 14, 14, 4, "7xW")
     assert (c2["channels"], c2["height"], c2["width"], c2["hidden"], c2["tile"]) == (
         16, 7, 7, 4, "HxW")                 # 7xW clamped to the 7x7 map: plain SE
     assert c1["lanes"] == 8 and c2["lanes"] == 8

@@ -7,6 +7,7 @@ another directory holding the same four files. Images come as float32 [N, 1, 28,
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from dataclasses import dataclass
@@ -31,9 +32,16 @@ def data_dir() -> Path:
 
 
 def read_idx(path) -> np.ndarray:
-    """An unsigned-byte IDX array (gzipped or plain); a one-line InputError naming the file
-    when it is missing or not IDX."""
+    """An unsigned-byte IDX array (gzipped or plain, read-only; each file is read once per
+    process); a one-line InputError naming the file when it is missing or not IDX."""
     path = Path(path)
+    stat = path.stat() if path.is_file() else None
+    return _read_idx(str(path), stat and (stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_idx(name: str, _version) -> np.ndarray:
+    path = Path(name)
     if not path.is_file():
         raise InputError(f"fashion-mnist: {str(path)!r} does not exist; install it with "
                          f"{SETUP}, or set {ENV} to a directory with the four IDX .gz files")
@@ -53,7 +61,7 @@ def read_idx(path) -> np.ndarray:
     if len(body) != int(np.prod(dims)):
         raise InputError(f"fashion-mnist: {str(path)!r} holds {len(body)} bytes for shape "
                          f"{dims}; allowed: a whole IDX file")
-    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)      # read-only: shared
 
 
 def load(split: str, directory=None) -> tuple[np.ndarray, np.ndarray]:
