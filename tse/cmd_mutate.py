@@ -7,7 +7,7 @@ seeded frames plus stress frames of extreme codes, and reports killed and surviv
 survivor gets a formal equivalence check against the original (yosys equiv_make /
 equiv_simple / equiv_induct: a proof, not bounded), and a mutant proven equivalent counts as
 "equivalent", not killed. score = killed / (mutants - equivalent). --mutation-seed picks the
-mutants (--seed is the configuration's). Exit status 0 when the campaign ran (whatever the
+mutants (--seed is the configuration's); --kind runs a small configuration of a tiling kind. Exit status 0 when the campaign ran (whatever the
 score), 1 when a tool failed, 2 on bad input (docs/mutation.md).
 """
 from __future__ import annotations
@@ -34,6 +34,9 @@ def register(sub):
                    help="seed of Yosys's mutant sampling (default 1)")
     g.add_argument("--frames", type=int, default=3, metavar="N",
                    help="seeded frames before the stress frames (default 3)")
+    g.add_argument("--kind", choices=("row_strip", "column_strip", "patch", "se"),
+                   help="a small configuration of that tiling kind (tse.sim.mutate.KINDS: "
+                        "C=8, 5x7 or so, one lane) instead of the configuration flags")
     g.add_argument("--no-formal", action="store_true",
                    help="skip the formal check of survivors (they count as survived)")
     g.add_argument("--json", action="store_true",
@@ -51,7 +54,11 @@ def run(args):
                          "0 <= S < 2^31")
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
-    cfg = config_from_args(args)
+    if args.kind:
+        from tse.ref_model.config import TSEConfig
+        cfg = TSEConfig(**mutate.KINDS[args.kind])
+    else:
+        cfg = config_from_args(args)
     cfg.check_hw()
     try:
         vectors_dir = mutate.campaign_vectors(cfg, args.frames)

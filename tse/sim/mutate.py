@@ -41,7 +41,23 @@ STRESS_BEATS = 100_000
 """Input beats of stress frames the campaign's vectors add after the seeded ones (4..256
 frames): the seeded data alone leaves rare paths (rounding near a tie, saturation, the
 largest codes) unexercised."""
-STRESS_KINDS = ("max", "binary", "uniform", "zero")
+STRESS_KINDS = ("max", "binary", "uniform", "zero", "levels", "levels", "levels", "levels")
+"""Stress frames in turn. Uniform codes average to the middle of the range in every tile, so
+most frames are "levels": a random level per channel plus random offsets per row and column,
+which spreads the tiles' means (and the excite MAC's inputs) over the whole range."""
+KINDS = {
+    "row_strip": dict(channels=8, height=5, width=7, tile="3xW", reduction=2, lanes=1,
+                      excite_multipliers=8),
+    "column_strip": dict(channels=8, height=5, width=7, tile="Hx3", reduction=2, lanes=1,
+                         excite_multipliers=8),
+    "patch": dict(channels=8, height=5, width=8, tile="3x3", reduction=2, lanes=1,
+                  excite_multipliers=8),
+    "se": dict(channels=8, height=4, width=4, tile="HxW", reduction=2, lanes=1,
+               excite_multipliers=8),
+}
+"""A small configuration of each tiling kind for campaigns (C=8, hidden 4, 8 multipliers:
+tse prove's C=2 units have one hidden neuron, where most of the excite MAC is constant);
+the row strips' last strip and the patches' edge tiles are partial."""
 FORMAL_MEMORY_BITS = 1 << 16
 """Largest total memory (bits) the formal check maps to registers; above it: "unknown"."""
 FORMAL_SEQ = 2
@@ -90,7 +106,7 @@ def stage(verilog, workdir) -> Path:
 
 def stress_frames(cfg, count: int, seed: int, dtype) -> "np.ndarray":
     """count frames [N, H, W, C] of extreme input codes, kinds in turn: every code the
-    largest, each code 0 or the largest at random, uniform random codes, all zero."""
+    largest, each code 0 or the largest at random, uniform random codes, all zero, levels."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -105,6 +121,11 @@ def stress_frames(cfg, count: int, seed: int, dtype) -> "np.ndarray":
             f = rng.integers(0, 2, shape) * top
         elif kind == "uniform":
             f = rng.integers(0, top + 1, shape)
+        elif kind == "levels":
+            spread = top // 8
+            f = (rng.integers(0, top + 1, (1, 1, shape[2]))
+                 + rng.integers(-spread, spread + 1, (shape[0], 1, 1))
+                 + rng.integers(-spread, spread + 1, (1, shape[1], 1))).clip(0, top)
         else:
             f = np.zeros(shape)
         frames.append(f.astype(dtype))
