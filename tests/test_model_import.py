@@ -254,7 +254,7 @@ def network_dir(tmp_path_factory):
 def test_vectors_model_writes_every_block_with_reasons_for_the_rest(network_dir):
     d, stdout = network_dir
     manifest = json.loads((d / "out" / "manifest.json").read_text())
-    assert manifest["kind"] == "network"
+    assert manifest["kind"] == "network-vectors"
     assert [(b["name"], b["directory"], b["unit"]) for b in manifest["blocks"]] == [
         ("se1", "se1", "tse_se1"), ("se2", "se2", "tse_se2")]
     c1, c2 = (b["config"] for b in manifest["blocks"])
@@ -328,7 +328,8 @@ def test_every_block_elaborates_in_one_design(network_dir):
 def test_vectors_model_bad_input_is_one_line(tmp_path, network_dir):
     d, _ = network_dir
     cases = [
-        (["--model", str(d / "mini.py"), "--out", str(tmp_path / "a")], "--model needs --calibration"),
+        (["--model", str(d / "mini.py"), "--out", str(tmp_path / "a")],
+         "--model needs --calibration"),
         (["--model", str(d / "mini.py"), "--calibration", str(d / "images.npy"), "--channels",
           "8", "--out", str(tmp_path / "b")], "--channels cannot be given with --model"),
         (["--model", str(tmp_path / "x.onnx"), "--calibration", str(d / "images.npy"),
@@ -363,3 +364,34 @@ class TestDialectVectors:
         assert [(b["channels"], b["hidden"], b["hidden_activation"], b["gate"])
                 for b in summary["blocks"]] == [s[1:2] + s[4:7] for s in SPEC[name]]
         assert not summary["skipped"]
+
+
+@pytest.mark.parametrize("name", list(SPEC))
+def test_blocks_recomputed_from_their_description_give_the_models_logits(name, images):
+    from tse import model_accuracy as ma
+
+    model, _ = zoo.load(name)
+    found = mi.find_blocks(model, images, keep_inputs=False)
+    with torch.no_grad():
+        want = model(torch.from_numpy(images))
+        with ma.replaced(model, {b.name: (lambda t, b=b: ma.float_block(
+                b, t, (b.height, b.width))) for b, _ in found}):
+            got = model(torch.from_numpy(images))
+        with ma.replaced(model, {b.name: (lambda t: t) for b, _ in found}):   # hooks bite
+            assert not torch.allclose(model(torch.from_numpy(images)), want, atol=1e-3)
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+def test_network_model_top1_through_the_unit(tmp_path):
+    x, y = fm.load("test")
+    np.save(tmp_path / "x.npy", x[:300])
+    np.save(tmp_path / "y.npy", y[:300])
+    r = tse("network", "--model", "senet", "--images", str(tmp_path / "x.npy"), "--labels",
+            str(tmp_path / "y.npy"), "--json", timeout=600)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["images"] == 300 and rep["skipped"] == [] and len(rep["blocks"]) == 2
+    assert rep["float_se_recomputed"] == rep["float"] and rep["float"] > 0.75
+    assert abs(rep["integer"] - rep["float"]) <= 0.02, rep
+    r = tse("network", "--model", "senet", "--images", str(tmp_path / "x.npy"), timeout=300)
+    assert r.returncode == 2 and "--images and --labels go together" in r.stderr

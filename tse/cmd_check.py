@@ -23,7 +23,8 @@ def run(args):
     from tse.ref_model import artifacts, check
 
     manifest = artifacts.read_manifest(args.directory)   # a one-line error if unusable
-    if manifest.get("kind") == "network" and not args.against:
+    from tse import model_vectors
+    if manifest.get("kind") == model_vectors.KIND and not args.against:
         return run_network(args, manifest)
     problems = artifacts.verify(args.directory)
     result = {"directory": args.directory, "problems": problems}

@@ -22,8 +22,9 @@ def register(sub):
                    help="hw profile at the base and widest points only")
     p.add_argument("--engine", default="fbgemm", metavar="ENGINE",
                    help="quantized PyTorch engine: fbgemm or qnnpack (default fbgemm)")
-    p.add_argument("--tile", default="2xW", metavar="TILE",
-                   help="tile of the quantized network and the models (default 2xW; HxW: SE)")
+    p.add_argument("--tile", default=None, metavar="TILE",
+                   help="tile of the quantized network and the models (default 2xW, with "
+                        "--model 7xW, clamped per block; HxW: SE)")
     p.add_argument("--float-tiles", default="1xW,2xW,4xW", metavar="LIST",
                    help="tiles replacing SE in the float network (default 1xW,2xW,4xW)")
     p.add_argument("--weights", metavar="FILE",
@@ -32,10 +33,66 @@ def register(sub):
     p.add_argument("--out", metavar="DIR", help="also write network.json and network.csv")
     p.add_argument("--json", action="store_true",
                    help="print the report as one JSON object (no progress bar)")
+    p.add_argument("--model", metavar="FILE|NAME",
+                   help="instead of the digits network: a whole PyTorch model (.py with "
+                        "build_model() or torch.save'd) or a cached Fashion-MNIST net (senet, "
+                        "efficientnet, mobilenetv3); its SE blocks through the unit's integer "
+                        "model (docs/models.md)")
+    p.add_argument("--images", metavar="X.npy", help="with --model: test images (default: "
+                                                     "the Fashion-MNIST test file)")
+    p.add_argument("--labels", metavar="Y.npy", help="with --model and --images: their labels")
+    p.add_argument("--calibration", metavar="X.npy", help="with --model: calibration images "
+                   "(default: 256 seeded Fashion-MNIST training images)")
+    p.add_argument("--profile", default="hw", metavar="PROFILE",
+                   help="with --model: the integer model's profile, hw or torch (default hw)")
     p.set_defaults(run=run)
 
 
+def run_model(args):
+    """`tse network --model`: top-1 with every SE block through the unit (tse.model_accuracy)."""
+    import numpy as np
+
+    from tse import model_accuracy
+    from tse.model_vectors import CALIBRATION_CAP, load_images
+    from tse.quant import fashion_mnist, zoo
+    from tse.ref_model.errors import ConfigError, InputError
+
+    if args.retrain or args.weights or args.grid or args.quick or args.out:
+        raise ConfigError("model: --retrain, --weights, --grid, --quick and --out apply to the "
+                          "digits network only; allowed with --model: --images, --labels, "
+                          "--calibration, --tile, --engine, --profile, --json")
+    if args.profile not in ("hw", "torch"):
+        raise ConfigError(f"profile: {args.profile!r} is not allowed; allowed: hw, torch")
+    if args.model in zoo.NETS:
+        model, _ = zoo.load(args.model)
+    else:
+        from tse.quant.se_hooks import load_model
+        model = load_model(args.model)
+    if (args.images is None) != (args.labels is None):
+        raise ConfigError("images: --images and --labels go together; allowed: both or neither "
+                          "(neither: the Fashion-MNIST test file)")
+    if args.images:
+        x = load_images(args.images)
+        y = np.load(args.labels, allow_pickle=False).astype(np.int64)
+        if y.shape != (len(x),):
+            raise InputError(f"labels: shape {list(y.shape)} is not allowed; allowed: "
+                             f"[{len(x)}] (one label per image)")
+    else:
+        x, y = fashion_mnist.load("test")
+    calib = (load_images(args.calibration) if args.calibration
+             else fashion_mnist.split(0, CALIBRATION_CAP, 0).x_train)
+    log = None if args.json else (lambda m: print(f"tse network: {m}", file=sys.stderr))
+    rep = model_accuracy.report(model, calib, x, y, tile=args.tile or "7xW",
+                                profile=args.profile, engine=args.engine, log=log)
+    rep["model"] = args.model
+    print(json.dumps(rep) if args.json else model_accuracy.format_report(rep))
+    return 0
+
+
 def run(args):
+    if args.model:
+        return run_model(args)
+    args.tile = args.tile or "2xW"
     from tse.quant import network, sweep
 
     grid = sweep.load_grid(args.grid)

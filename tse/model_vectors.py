@@ -6,9 +6,9 @@ calibrated on the float activations that really reached it, and its first frames
 test input. Each block gets a full vectors directory DIR/<block name>/ (tse.api: stages, hex,
 ROM images, its Verilog NAME.v with a unit name of its own, so every block elaborates in one
 design, and the self-checking testbench), the tile clamped to the block's map as `tse buffer`
-does. DIR/manifest.json (kind "network") lists every block with its configuration and the
-checksum of its manifest, and every skipped block with its one-line reason. The directory is
-built beside DIR and renamed into place: written whole or not at all.
+does. DIR/manifest.json (kind "network-vectors") lists every block with its configuration
+and the checksum of its manifest, and every skipped block with its one-line reason. The
+directory is built beside DIR and renamed into place: written whole or not at all.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tse.ref_model import artifacts
 from tse.ref_model.buffers import parse_planner_tile
 from tse.ref_model.errors import ConfigError, InputError
 
-KIND = "network"
+KIND = "network-vectors"
 CALIBRATION_CAP = 256
 """Images whose activations calibrate a block (the first ones given)."""
 
@@ -166,10 +166,3 @@ def verify(directory) -> dict:
             out[b["directory"]] = [str(e)]
     return out
 
-
-def is_network(directory) -> bool:
-    """Whether directory's manifest is a network's (kind "network")."""
-    try:
-        return artifacts.read_manifest(directory).get("kind") == KIND
-    except InputError:
-        return False

@@ -223,7 +223,8 @@ def _hooks(mod_name, rec, order, state, keep_inputs):
             if mod_name not in order:
                 order.append(mod_name)
         x = args[0] if args and torch.is_tensor(args[0]) else None
-        if x is not None and keep_inputs and x.ndim == 4 and (state["first_pass"] or rec.calls == 1):
+        once = state["first_pass"] or rec.calls == 1      # a shared module: its first call
+        if x is not None and keep_inputs and x.ndim == 4 and once:
             rec.x.append(x.detach().float().numpy().copy())
         if state["first_pass"] and "x" not in rec.probe and x is not None:
             rec.probe.update(x=x.detach().clone(), stage=0)
