@@ -17,7 +17,6 @@ the output's value is the product checked bit-exactly by co-simulation (docs/cos
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
