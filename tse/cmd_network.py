@@ -73,7 +73,11 @@ def run_model(args):
                           "(neither: the Fashion-MNIST test file)")
     if args.images:
         x = load_images(args.images)
-        y = np.load(args.labels, allow_pickle=False).astype(np.int64)
+        try:
+            y = np.load(args.labels, allow_pickle=False).astype(np.int64)
+        except (OSError, ValueError, TypeError) as e:
+            raise InputError(f"labels: cannot read {args.labels!r} ({e}); allowed: a .npy of "
+                             "integer labels [N]") from None
         if y.shape != (len(x),):
             raise InputError(f"labels: shape {list(y.shape)} is not allowed; allowed: "
                              f"[{len(x)}] (one label per image)")
