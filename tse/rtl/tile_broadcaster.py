@@ -34,10 +34,6 @@ from .gate_memory import BANKS
 from .params import RtlParams, advance_raster, beat_layout, field, whole
 
 
-ENABLE_COPIES = 8
-"""Copies of the pipeline's enable (the skid flag) the stage registers share (see below)."""
-
-
 def stage(m, value, en, name: str) -> Signal:
     """A pipeline register of value, loaded when en (no reset: its valid flag has one)."""
     value = Value.cast(value)
@@ -106,18 +102,6 @@ class TileBroadcaster(wiring.Component):
                 m.d.sync += gaddr.eq(gaddr + 1)
 
         # ---- the lanes' scale pipelines: one register stage per step ------------------
-        # The enable of every stage register is `advance`: about 2,000 flip-flops on the
-        # default unit, too many for one net at 100 MHz. Copies of the skid flag share the
-        # load (the stage registers take them in turn); each is updated from its own value,
-        # so Yosys cannot merge them (see the end).
-        copies = [Signal(name=f"s_valid_copy{k}") for k in range(ENABLE_COPIES)]
-        turn = 0
-
-        def lane_enable():
-            nonlocal turn
-            turn += 1
-            return ~copies[turn % len(copies)]
-
         valid, last = pop, frame_last
         steps = 0
 
@@ -128,7 +112,7 @@ class TileBroadcaster(wiring.Component):
             with m.If(advance):
                 m.d.sync += [v.eq(valid), t.eq(last)]
             valid, last = v, t
-            return [stage(m, x, lane_enable(), f"{name}{i}") for i, x in enumerate(values)]
+            return [stage(m, x, advance, f"{name}{i}") for i, x in enumerate(values)]
 
         # the beat beside its gates (the memory's output register): the strip buffer's block
         # RAM output is slow, so nothing is computed on it before a register
@@ -157,10 +141,4 @@ class TileBroadcaster(wiring.Component):
                 m.d.sync += [o_valid.eq(arrive), o_data.eq(lanes), o_last.eq(last)]
         with m.Elif(arrive):
             m.d.sync += [s_valid.eq(1), s_data.eq(lanes), s_last.eq(last)]
-        # each copy follows s_valid: cleared when the output register is free, set when a
-        # beat leaves the pipeline into an occupied output register (set stays set). Written
-        # as logic, not as an if: Yosys would turn the if into a flip-flop enable, and copies
-        # with the same data and enable are merged back into one.
-        freed = ~o_valid | self.o_beat.ready
-        m.d.sync += [c.eq(~freed & (c | valid)) for c in copies]
         return m
