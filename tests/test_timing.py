@@ -143,6 +143,28 @@ after a multiply, or a long carry chain, fails it. (The tiny unit then places an
 allows.)"""
 
 
+PORT_DEPTH_BUDGET = 2
+"""Logic cells allowed between an AXI port and a register (tse.rtl.timing.port_logic_depth):
+the register slices' take and ready. Before the input slice: s_axis_tvalid and s_axis_tready
+4 (the line accumulator's take logic, whose placement between the pads and the position
+counters was the default unit's critical path, 11.6 ns). After it: 2 and 1."""
+
+
+def test_port_logic_depth_counts_cells_between_a_port_and_registers():
+    # in -> lut -> lut -> ff ; ff -> lut -> out ; in2 -> ff
+    cells = {
+        "a_LUT4": _cell("LUT4", {"A": [2], "Z": [3]}, {"Z"}),
+        "b_LUT4": _cell("LUT4", {"A": [3], "B": [2], "Z": [4]}, {"Z"}),
+        "f_TRELLIS_FF": _cell("TRELLIS_FF", {"DI": [4], "CE": [6], "Q": [5]}, {"Q"}),
+        "c_LUT4": _cell("LUT4", {"A": [5], "Z": [7]}, {"Z"}),
+    }
+    ports = {"i": {"direction": "input", "bits": [2]}, "i2": {"direction": "input", "bits": [6]},
+             "o": {"direction": "output", "bits": [7]}, "q": {"direction": "output",
+                                                              "bits": [5, "0"]}}
+    got = timing.port_logic_depth({"modules": {"tse_unit": {"cells": cells, "ports": ports}}})
+    assert got == {"i": 2, "i2": 0, "o": 1, "q": 0}
+
+
 @pytest.mark.parametrize("cfg", [TINY, SATURATING], ids=["f32-mean", "saturating-exact-mean"])
 def test_guard_tiny_unit_logic_path_within_budget(tmp_path, cfg):
     """synth_ecp5 of a tiny unit (about 40 s of CPU) and the static logic-path estimate, which
@@ -168,6 +190,10 @@ def test_guard_tiny_unit_logic_path_within_budget(tmp_path, cfg):
           f"{path['from']} -> {path['to']}; {syn['version']}")
     assert path["logic_ns"] > 1.0, path
     assert path["logic_ns"] <= LOGIC_BUDGET_NS, path
+    depth = timing.port_logic_depth(json.loads(syn["netlist"].read_text()))
+    axi = {k: v for k, v in depth.items() if k.startswith(("s_axis", "m_axis"))}
+    print(f"tiny unit: logic cells between each AXI port and a register: {axi}")
+    assert len(axi) == 8 and max(axi.values()) <= PORT_DEPTH_BUDGET, axi
 
 
 @pytest.mark.parametrize("depth, bits", [(2, 36), (512, 36), (513, 18), (3445, 4),

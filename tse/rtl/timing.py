@@ -357,6 +357,58 @@ def logic_paths(netlist: dict, top: str = "tse_unit", count: int = 10,
                     "stage_to": TOP_STAGE, "cells": 0}]
 
 
+def port_logic_depth(netlist: dict, top: str = "tse_unit") -> dict:
+    """{port: cells of logic (LUTs, carries, multipliers) on the longest path between the
+    top-level port and a register}: from an input port to a register's input, from a
+    register's output to an output port. 0 means the port connects straight to registers.
+    The unit's AXI ports are meant to reach one LUT at most (the register slices)."""
+    mod = netlist["modules"][top]
+    cells = {n: c for n, c in mod["cells"].items() if not c["type"].startswith("$")}
+    drivers, sinks = {}, defaultdict(list)
+    for name, c in cells.items():
+        for port, bits in c["connections"].items():
+            for b in bits:
+                if isinstance(b, int):
+                    if c["port_directions"].get(port) == "output":
+                        drivers[b] = name
+                    else:
+                        sinks[b].append(name)
+    seq = {n for n, c in cells.items() if c["type"] in SEQUENTIAL}
+
+    def bits_of(name, direction):
+        c = cells[name]
+        return [b for p, bs in c["connections"].items()
+                if c["port_directions"].get(p) == direction for b in bs if isinstance(b, int)]
+
+    memo = {}
+
+    def forward(bit):             # logic cells from this net to a register, at most
+        key = ("f", bit)
+        if key not in memo:
+            memo[key] = 0          # cut a (never expected) combinational loop
+            memo[key] = max([0] + [1 + max([0] + [forward(o) for o in bits_of(n, "output")])
+                                   for n in sinks[bit] if n not in seq])
+        return memo[key]
+
+    def backward(bit):            # logic cells from a register to this net, at most
+        key = ("b", bit)
+        if key not in memo:
+            memo[key] = 0
+            n = drivers.get(bit)
+            memo[key] = 0 if n is None or n in seq else \
+                1 + max([0] + [backward(i) for i in bits_of(n, "input")])
+        return memo[key]
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 1_000_000))
+    try:
+        return {name: max([0] + [(forward if p["direction"] == "input" else backward)(b)
+                                 for b in p["bits"] if isinstance(b, int)])
+                for name, p in mod["ports"].items()}
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def measure(verilog_path, workdir, device: str = DEFAULT_DEVICE,
             package: str = DEFAULT_PACKAGE, target_mhz: float = DEFAULT_TARGET_MHZ,
             timeout: float = 1800, progress=sys.stderr) -> dict:
