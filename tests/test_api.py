@@ -111,6 +111,15 @@ def test_shapes_are_inferred_from_the_weights_and_the_input():
     from tse.quant.float_block import TSE
     cfg = tse.config_for(TSE(16, (3, 5), 2), np.zeros((16, 9, 10)))
     assert (cfg.tile, cfg.hidden) == ("3x5", 8)
+    # A hidden width no reduction gives (C=10, hidden 4) keeps reduction 0.
+    cfg = tse.config_for(LinearSE(10, 4), np.zeros((10, 7, 6)), lanes=5)
+    assert (cfg.channels, cfg.hidden, cfg.reduction) == (10, 4, 0)
+    # The project's block carries its dialect into the configuration.
+    block = TSE(16, (3, 5), hidden=5, hidden_activation="silu", gate="hardsigmoid",
+                gate_slope=0.2, gate_offset=0.5)
+    cfg = tse.config_for(block, np.zeros((16, 9, 10)))
+    assert (cfg.hidden, cfg.hidden_activation, cfg.gate, cfg.gate_slope) == (5, "silu",
+                                                                             "hardsigmoid", 0.2)
 
 
 def bad_cases():
@@ -122,8 +131,8 @@ def bad_cases():
         nan_block.fc1.weight[0, 0] = float("nan")
     return [
         ("fc2 shape", wrong_fc2, good_x, {}, InputError, ["fc2.weight", "[12, 5]", "[12, 4]"]),
-        ("hidden not C // r", LinearSE(10, 4), activations(0, 1, c=10), {}, InputError,
-         ["hidden=4", "channels=10", "allowed hidden widths: 1, 2, 3, 5, 10"]),
+        ("inferred hidden", LinearSE(C, HIDDEN), good_x, {"hidden": 3}, ConfigError,
+         ["hidden", "infers"]),
         ("no SE layers", torch.nn.Linear(4, 4), good_x, {}, InputError, ["no SE excite layers"]),
         ("not a module", [1, 2], good_x, {}, InputError, ["block: list", "state_dict"]),
         ("input channels", LinearSE(C, HIDDEN), activations(0, 1, c=C + 1), {}, InputError,

@@ -25,7 +25,7 @@ from tse.ref_model.errors import ConfigError, InputError
 
 from .golden import Vectors
 
-INFERRED = ("channels", "height", "width", "reduction")
+INFERRED = ("channels", "height", "width", "reduction", "hidden")
 """Configuration fields the API takes from the block's weights and the input's shape."""
 
 __all__ = ["reference", "vectors", "config_for", "Vectors", "ConfigError", "InputError"]
@@ -46,14 +46,13 @@ def state_dict_of(block) -> dict:
 
 
 def reduction_for(channels: int, hidden: int) -> int:
-    """The smallest reduction r with channels // r == hidden (the configuration's rule)."""
+    """The smallest reduction r with channels // r == hidden, or 0 (none: the configuration
+    then keeps the hidden width alone, as RegNetY's C=768, hidden 80)."""
+    if not 1 <= hidden <= channels:
+        raise InputError(f"block: hidden={hidden} is not allowed with channels={channels}; "
+                         f"allowed hidden widths: 1..{channels}")
     r = channels // (hidden + 1) + 1
-    if not 1 <= hidden <= channels or channels // r != hidden:
-        allowed = sorted({channels // r for r in range(1, channels + 1)})
-        raise InputError(f"block: hidden={hidden} is not channels // r for any integer r with "
-                         f"channels={channels}; allowed hidden widths: "
-                         f"{', '.join(map(str, allowed))}")
-    return r
+    return r if channels // r == hidden else 0
 
 
 def frame_shape(x, what: str) -> tuple[int, int]:
@@ -82,8 +81,11 @@ def config_for(block, x, *, config: TSEConfig | None = None, **options) -> TSECo
     base = (config or DEFAULT).to_dict()
     if config is None and "lanes" not in options:
         base["lanes"] = math.gcd(channels, DEFAULT.lanes)
-    if isinstance(block, TSE) and "tile" not in options:
-        base["tile"] = "{}x{}".format(*block.kernel)
+    if isinstance(block, TSE):
+        if "tile" not in options:
+            base["tile"] = "{}x{}".format(*block.kernel)
+        dialect = {k: v for k, v in block.dialect().items() if k != "hidden"}
+        base.update({k: v for k, v in dialect.items() if k not in options})
     data = {**base, **options, "channels": channels, "height": height, "width": width,
             "reduction": reduction_for(channels, hidden), "hidden": hidden}
     return TSEConfig.from_dict(data, source="tse.api")

@@ -11,9 +11,10 @@ from tse.ref_model.unit_plan import plan_unit
 from .sweep_grid import COST_KEY
 
 FIXED_MEMORIES = ("strip_buffer_bits", "pooled_buffer_bits", "hidden_buffer_bits")
-FIXED_ROMS = ("w1", "w2")
+FIXED_ROMS = ("w1", "w2", "silu")
 """Storage that does not depend on the hw widths: the strip buffer, the 8-bit pooled and
-hidden codes, the weight ROMs (fixed_storage_bits)."""
+hidden codes, the weight ROMs and a SiLU unit's table of 256 8-bit codes
+(fixed_storage_bits; a ROM the unit does not build counts 0)."""
 
 
 def hardware_cost(cfg: TSEConfig, params) -> dict:
@@ -35,7 +36,7 @@ def hardware_cost(cfg: TSEConfig, params) -> dict:
     out = {"storage_bits": cost["memory_bits"], "multiplier_cells": cost["multiplier_bits"],
            COST_KEY: cost["memory_bits"] + cost["multiplier_bits"],
            "fixed_storage_bits": (sum(memory[k] for k in FIXED_MEMORIES)
-                                  + sum(rom_bits[k] for k in FIXED_ROMS)),
+                                  + sum(rom_bits.get(k, 0) for k in FIXED_ROMS)),
            "multipliers": cost["multipliers"],
            "multiplier_widths": "; ".join(f"{m['unit']} {m['a_bits']}x{m['b_bits']}"
                                           + (f" x{m['count']}" if m["count"] > 1 else "")
