@@ -24,6 +24,16 @@ def test_mac_free_properties_hold(kind, tmp_path):
     assert not list(tmp_path.glob("*.vcd"))
 
 
+OUTPUT_SIDE = ["m_axis_hold", "reset_quiet", "frame_tlast"]
+"""Properties cheap enough to check past the first output beats in CI (about 15 s a kind)."""
+
+
+@pytest.mark.parametrize("kind", list(SMALL))
+def test_output_side_properties_hold_past_first_frame_out(kind, tmp_path):
+    r = prove(SMALL[kind], 22, tmp_path, only=OUTPUT_SIDE, covers=False, mode="bmc")
+    assert {o.name: o.status for o in r["properties"]} == {n: "bounded" for n in OUTPUT_SIDE}
+
+
 def test_covers_reached():
     """The covers are reached on the model the MAC_FREE properties are checked on (so those
     checks are not vacuous): a full strip buffer, stalls on both sides, a frame out, back to
