@@ -97,14 +97,21 @@ def run(args):
                  "covers": [o.to_dict() for o in r["covers"]], "seconds": r["seconds"]}
         report.append(entry)
         failed |= any(o.status == "failed" for o in r["properties"])
+        first_read = cfg.strip_beats + cfg.excite_latency_cycles
         if not args.json:
             for o in r["properties"]:
                 how = {"proved": f"k-induction closed at depth {o.depth}",
                        "bounded": f"bounded to {o.depth} cycles",
                        "failed": f"counterexample: {o.trace}"}[o.status]
-                print(f"  {o.status:8s} {o.name}: {how}")
+                note = ""
+                if o.name == "gate_banks" and o.status == "bounded" and o.depth < first_read:
+                    note = (f" (the whole unit: its first gates are read after about "
+                            f"{first_read} cycles, so this depth checks the writes only)")
+                print(f"  {o.status:8s} {o.name}: {how}{note}")
             for o in r["covers"]:
-                print(f"  {o.status:9s} cover {o.name} (within {o.depth} cycles)")
+                where = (f"at step {o.depth}" if o.status == "reached"
+                         else f"within {o.depth} cycles")
+                print(f"  {o.status:9s} cover {o.name} ({where})")
             print(f"  {r['seconds']} s", flush=True)
     if args.json:
         print(json.dumps({"configs": report}))
