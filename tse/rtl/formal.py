@@ -130,7 +130,7 @@ def formal_params(cfg: TSEConfig):
     (CUTPOINTS), so the parameters' values do not matter, only their widths, which the
     configuration fixes. No PyTorch run."""
     from tse.ref_model import numerics as nm
-    from tse.ref_model.params import QuantParams
+    from tse.ref_model.params import PRE_ACTIVATION, QuantParams
 
     from .params import rtl_params
 
@@ -144,6 +144,8 @@ def formal_params(cfg: TSEConfig):
         w2=np.ones((c, h), np.int8), w2_scale=np.full(c, 1 / 128), b2=np.zeros(c, np.float32),
         per_channel=True)
     qp.scales["gate"] = 1.0 / 256
+    if cfg.hidden_activation == "silu":     # SiLU's input quantization (a table after fc1)
+        qp.scales[PRE_ACTIVATION], qp.zero_points[PRE_ACTIVATION] = 1.0 / 64, 128
     return rtl_params(cfg, nm.derive(qp, cfg))
 
 
