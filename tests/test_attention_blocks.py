@@ -197,3 +197,45 @@ def test_quantized_reference_tracks_the_float_block(kind, engine_name):
     assert np.abs(codes["output_float"] - block(x).detach().numpy()).max() < 0.1
     if kind == "srm":
         assert "bn" not in dict(model.named_children()) or isinstance(model.bn, nn.Identity)
+
+
+def test_3x1_excite_is_the_formula():
+    # The paper's Appendix B excite: both convolutions 3x1 over the rows of tiles, zero
+    # padding at the frame's top and bottom.
+    from tse.quant.float_block import TSE
+
+    c, hidden, h, w, tile = 6, 3, 7, 5, (2, 5)
+    block = TSE(c, tile, hidden=hidden, excite_kernel="3x1").double()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    x = random_input(c, h, w, seed=8)
+    y = block(x).detach().numpy()
+    w1, b1 = block.conv1.weight.detach().numpy(), block.conv1.bias.detach().numpy()
+    w2, b2 = block.conv2.weight.detach().numpy(), block.conv2.bias.detach().numpy()
+    xn = x.numpy()
+    ty = -(-h // tile[0])
+    expected = np.empty_like(xn)
+    for n in range(xn.shape[0]):
+        mean = np.zeros((c, ty))
+        for i, j, rows, cols in tiles(h, w, *tile):
+            for ch in range(c):
+                mean[ch, i // tile[0]] = np.mean([xn[n, ch, r, s] for r in rows for s in cols])
+        hid = np.zeros((hidden, ty))
+        for i in range(ty):
+            for k in range(hidden):
+                z = b1[k] + sum(w1[k, ch, t, 0] * mean[ch, i + t - 1] for t in range(3)
+                                for ch in range(c) if 0 <= i + t - 1 < ty)
+                hid[k, i] = max(z, 0.0)
+        for i, j, rows, cols in tiles(h, w, *tile):
+            ti = i // tile[0]
+            for ch in range(c):
+                z = b2[ch] + sum(w2[ch, k, t, 0] * hid[k, ti + t - 1] for t in range(3)
+                                 for k in range(hidden) if 0 <= ti + t - 1 < ty)
+                for r in rows:
+                    for s in cols:
+                        expected[n, ch, r, s] = xn[n, ch, r, s] * sigmoid(z)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="excite_kernel: '5x1'"):
+        TSE(c, tile, hidden=hidden, excite_kernel="5x1")

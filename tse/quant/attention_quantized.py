@@ -162,3 +162,39 @@ def extract_srm_params(model: QuantSRM):
         weights=w.int_repr().numpy().reshape(c, 2).astype(np.int8), weight_scale=scale,
         bias=model.cfc.bias().detach().numpy().astype(np.float32), per_channel=per_channel,
         pair_saturation=engine_probe.pair_saturation(model.engine))
+
+
+def excite3x1_params(model):
+    """The integer parameters of a converted 3x1-excite TSE block (quantized_block.quantize
+    of a float TSE with excite_kernel "3x1")."""
+    import numpy as np
+
+    from tse.ref_model.attention_numerics import Excite3x1Params, conv_layer
+    from tse.ref_model.rounding import f32_of
+
+    c = model.conv1.in_channels
+    with quiet(), engine(model.engine), torch.no_grad():
+        probe = model.stages(torch.zeros(1, c, 1, 1))
+    sc = {r: float(t.q_scale()) for r, t in probe.items() if r != "output_float"}
+    zp = {r: int(t.q_zero_point()) for r, t in probe.items() if r != "output_float"}
+
+    def layer(conv, s_in, s_out, zo, relu):
+        w = conv.weight()
+        per_channel = w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+        scale = (w.q_per_channel_scales().numpy().astype(np.float64) if per_channel
+                 else np.full(w.shape[0], w.q_scale(), np.float64))
+        codes = w.int_repr().numpy()[:, :, :, 0]                 # [out, in, taps]
+        return conv_layer(model.engine, per_channel, codes, scale,
+                          conv.bias().detach().numpy().astype(np.float32), s_in, s_out, zo,
+                          relu)
+
+    out_mult = f32_of(f32_of(f32_of(sc["input"]) * f32_of(1.0 / 256))
+                      * f32_of(np.float32(1.0) / f32_of(sc["output"])))
+    from tse.ref_model.torch_numerics import sigmoid_table
+    return Excite3x1Params(
+        zx=zp["input"],
+        fc1=layer(model.conv1, sc["input"], sc["hidden"], zp["hidden"], True),
+        fc2=layer(model.conv2, sc["hidden"], sc["excite"], zp["excite"], False),
+        pair_saturation=engine_probe.pair_saturation(model.engine),
+        gate_table=sigmoid_table(sc["excite"], zp["excite"]), out_mult=out_mult,
+        out_zp=zp["output"])

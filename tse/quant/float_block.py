@@ -6,7 +6,8 @@
     y  = repeat_interleave(y,          kw, dim=-1)[:, :, :, :W]
     return x * y
 
-The paper's (RegNet's) dialect is hidden = C // r, ReLU, sigmoid. The others: any hidden width,
+The paper's (RegNet's) dialect is hidden = C // r, ReLU, sigmoid; excite_kernel "3x1" makes
+both excite convolutions 3x1 across rows of tiles (the paper's Appendix B, TSE_1xW C_3x1 R_r). The others: any hidden width,
 SiLU after fc1 (EfficientNet), and a hard sigmoid clamp(slope * x + offset, 0, 1) as the gate
 (MobileNetV3: PyTorch's relu6(x + 3) / 6 is slope 1/6, offset 0.5, and is nn.Hardsigmoid
 itself; ONNX HardSigmoid's defaults are 0.2, 0.5). Edge tiles (when kh does not divide H or
@@ -47,6 +48,11 @@ def gate_module(gate: str, slope: float = HARDSIGMOID_SLOPE,
     return HardSigmoid(slope, offset)
 
 
+EXCITE_KERNELS = {"1x1": ((1, 1), (0, 0)), "3x1": ((3, 1), (1, 0))}
+"""Excite convolutions (kernel, padding) over the map of tiles: the paper's 1x1, or its
+Appendix B 3x1 across rows of tiles with zero padding at the frame's top and bottom."""
+
+
 class TSE(nn.Module):
     """Tiled Squeeze-and-Excite with tile (kh, kw) and reduction r, as in Figure A1; hidden
     (default C // r), hidden_activation ("relu", "silu") and gate ("sigmoid",
@@ -57,16 +63,21 @@ class TSE(nn.Module):
     def __init__(self, channels: int, kernel: tuple[int, int], reduction: int | None = None,
                  *, hidden: int | None = None, hidden_activation: str = "relu",
                  gate: str = "sigmoid", gate_slope: float = HARDSIGMOID_SLOPE,
-                 gate_offset: float = HARDSIGMOID_OFFSET):
+                 gate_offset: float = HARDSIGMOID_OFFSET, excite_kernel: str = "1x1"):
         super().__init__()
         hidden = channels // reduction if hidden is None else hidden
         self.kernel = tuple(kernel)
+        if excite_kernel not in EXCITE_KERNELS:
+            raise ValueError(f"excite_kernel: {excite_kernel!r} is not allowed; allowed: "
+                             f"{', '.join(EXCITE_KERNELS)}")
+        self.excite_kernel = excite_kernel
+        ek, pad = EXCITE_KERNELS[excite_kernel]
         self.hidden_activation, self.gate_kind = hidden_activation, gate
         self.gate_slope, self.gate_offset = float(gate_slope), float(gate_offset)
         self.squeeze = nn.AvgPool2d(self.kernel, stride=self.kernel, ceil_mode=True)
-        self.conv1 = nn.Conv2d(channels, hidden, 1)
+        self.conv1 = nn.Conv2d(channels, hidden, ek, padding=pad)
         setattr(self, hidden_activation, {"relu": nn.ReLU, "silu": nn.SiLU}[hidden_activation]())
-        self.conv2 = nn.Conv2d(hidden, channels, 1)
+        self.conv2 = nn.Conv2d(hidden, channels, ek, padding=pad)
         setattr(self, gate, gate_module(gate, gate_slope, gate_offset))
 
     @property

@@ -124,7 +124,7 @@ class QuantTSE(QuantSE):
 def quantize(float_block: TSE, calibration: torch.Tensor, engine_name: str) -> QuantTSE:
     """Eager-mode post-training quantization of a float block on the given activations."""
     model = QuantTSE(float_block.conv1.in_channels, float_block.kernel,
-                     **float_block.dialect())
+                     **float_block.dialect(), excite_kernel=float_block.excite_kernel)
     model.load_state_dict(float_block.state_dict())
     model.eval()
     with quiet(), engine(engine_name):
@@ -169,6 +169,10 @@ def extract_params(model: QuantTSE) -> QuantParams:
             zps = np.array([w.q_zero_point()])
         if np.any(zps != 0):
             raise ValueError(f"weights must be symmetric (zero point 0); got {zps}")
+        if tuple(w.shape[2:]) != (1, 1):
+            raise ValueError(f"excite kernel: {tuple(w.shape[2:])} is not allowed here; "
+                             "allowed: 1x1 (the 3x1 excite's integer model is "
+                             "tse.ref_model.attention_numerics)")
         codes = w.int_repr().numpy().reshape(w.shape[0], w.shape[1]).astype(np.int8)
         bias = conv.bias().detach().numpy().astype(np.float32)
         return codes, scale, bias, per_channel

@@ -237,3 +237,89 @@ def srm_stages(x: np.ndarray, tile: tuple[int, int], p: SrmParams) -> dict:
                   + zp["output"], 0, 255).astype(np.uint8)
     return {"input": x, "pooled": pooled, "std": std, "excite": excite, "gate": gate,
             "output": out}
+
+
+# ---- TSE with the 3x1 excite (paper Appendix B) ---------------------------------------------
+#
+#     pooled  = mean_torch per tile
+#     acc1[j] = sum_t sum_c w1[j, c, t] (pooled[c, i + t - 1] - zx) + b1   (rows of tiles i;
+#               zero padding: a padded row is the zero point, so it adds nothing)
+#               (+ fbgemm's int16 pairs over the flattened (tap, channel) index, channel fastest)
+#     hidden  = requant_torch(acc1, ..., lo = zh)                          (fused ReLU)
+#     excite  = requant_torch(acc2 over the hidden rows i-1, i, i+1, ...)
+#     gate    = the sigmoid's table; output = mul_torch
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One quantized excite convolution over rows of tiles: codes [out, in, taps], the torch
+    profile's requantization (int_params.torch_requant_params), the output zero point and
+    its lower clamp."""
+
+    weights: np.ndarray
+    bias_i: np.ndarray
+    bias_f: np.ndarray
+    bias_mul: np.ndarray
+    mult: np.ndarray
+    zo: int
+    lo: int
+
+
+def conv_layer(engine, per_channel, weights, w_scale, bias, s_in, s_out, zo, relu) -> ConvLayer:
+    bias_i, bias_f, bias_mul, mult = torch_requant_params(engine, per_channel, s_in, w_scale,
+                                                          bias, s_out)
+    return ConvLayer(weights.astype(np.int64), bias_i, bias_f, bias_mul, mult, int(zo),
+                     int(zo) if relu else 0)
+
+
+def conv_rows(codes: np.ndarray, z: int, layer: ConvLayer, pair_saturation: bool) -> np.ndarray:
+    """A taps x 1 convolution over the rows of tiles of codes [N, C, ty, tx] (zero padding),
+    requantized: [N, out, ty, tx] uint8."""
+    n, c, ty, tx = codes.shape
+    taps = layer.weights.shape[2]
+    half = (taps - 1) // 2
+    raw = np.full((n, c, ty + taps - 1, tx), z, np.int64)
+    raw[:, :, half:half + ty] = codes
+    # window[n, t, c, i, x] = raw[n, c, i + t, x]; flattened (t, c), channel fastest
+    window = np.stack([raw[:, :, t:t + ty] for t in range(taps)], axis=1)
+    flat = window.reshape(n, taps * c, ty, tx)
+    w = layer.weights.transpose(0, 2, 1).reshape(layer.weights.shape[0], taps * c)
+    acc = np.einsum("ok,nkyx->noyx", w, flat - z)
+    if pair_saturation:
+        for k in range(0, taps * c, 2):
+            pair = np.einsum("o,nyx->noyx", w[:, k], flat[:, k])
+            if k + 1 < taps * c:
+                pair = pair + np.einsum("o,nyx->noyx", w[:, k + 1], flat[:, k + 1])
+            acc += np.clip(pair, -32768, 32767) - pair
+    out = np.empty(acc.shape, np.uint8)
+    for idx in np.ndindex(*acc.shape):
+        o = idx[1]
+        out[idx] = requant_torch(int(acc[idx]), int(layer.bias_i[o]), layer.bias_f[o],
+                                 layer.bias_mul[o], layer.mult[o], layer.zo, layer.lo)
+    return out
+
+
+@dataclass(frozen=True)
+class Excite3x1Params:
+    zx: int
+    fc1: ConvLayer
+    fc2: ConvLayer
+    pair_saturation: bool
+    gate_table: np.ndarray
+    out_mult: np.float32
+    out_zp: int
+
+
+def excite3x1_stages(x: np.ndarray, tile: tuple[int, int], p: Excite3x1Params) -> dict:
+    """Codes of every stage of the 3x1-excite TSE block for input codes x [N, C, H, W]."""
+    pooled = tile_means(x, tile, p.zx)
+    hidden = conv_rows(pooled, p.zx, p.fc1, p.pair_saturation)
+    excite = conv_rows(hidden, p.fc1.zo, p.fc2, p.pair_saturation)
+    gate = p.gate_table[excite]
+    kh, kw = tile
+    g = np.repeat(np.repeat(gate, kh, axis=2), kw, axis=3)[:, :, :x.shape[2], :x.shape[3]]
+    prod = ((x.astype(np.int64) - p.zx) * g.astype(np.int64)).astype(np.float32)
+    out = np.clip(np.rint((prod * p.out_mult).astype(np.float32)).astype(np.int64) + p.out_zp,
+                  0, 255).astype(np.uint8)
+    return {"input": x, "pooled": pooled, "hidden": hidden, "excite": excite, "gate": gate,
+            "output": out}
