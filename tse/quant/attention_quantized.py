@@ -13,7 +13,10 @@
           -> Sigmoid -> broadcast -> FloatFunctional.mul(x, gate) -> DeQuantStub
 
 stages(x) returns every quantized intermediate by role, as tse.quant.quantized_block does for
-SE: input, pooled, (std, style for SRM), excite, gate, output, plus output_float.
+SE: input, pooled, (std, style for SRM), excite, gate, output, plus output_float. The
+extract_* functions and excite3x1_params (TSE with excite_kernel "3x1", quantized by
+tse.quant.quantized_block.quantize) give the torch-free parameters of
+tse.ref_model.attention_numerics.
 """
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
-"""The torch profile of the tiled ECA block: quantized PyTorch's integer arithmetic, code for
-code (tse.quant.attention_quantized is the reference it is tested against).
+"""The torch profile of the seeds' other blocks (issue 18): tiled ECA, tiled SRM and TSE with
+the paper's 3x1 excite, in quantized PyTorch's integer arithmetic, code for code
+(tse.quant.attention_quantized is the reference each is tested against). The streaming
+model, the kernels, the hw profile and the RTL do not run these blocks yet.
+
+ECA:
 
     pooled  = mean_torch per tile (avg_pool2d on quint8; the input's qparams)
     acc[c]  = sum_t w[t] * (pooled[c + t - (k-1)/2] - zp)     zero padding: the zero point,
