@@ -37,6 +37,8 @@ def register(sub):
     g.add_argument("--kind", choices=("row_strip", "column_strip", "patch", "se"),
                    help="a small configuration of that tiling kind (tse.sim.mutate.KINDS: "
                         "C=8, 5x7 or so, one lane) instead of the configuration flags")
+    g.add_argument("--formal-budget", type=float, metavar="SECONDS",
+                   help="stop starting formal checks after this long (the rest: unknown)")
     g.add_argument("--no-formal", action="store_true",
                    help="skip the formal check of survivors (they count as survived)")
     g.add_argument("--json", action="store_true",
@@ -64,7 +66,8 @@ def run(args):
         vectors_dir = mutate.campaign_vectors(cfg, args.frames)
         with tempfile.TemporaryDirectory(prefix="tse-mutate-") as work:
             report = mutate.campaign(vectors_dir, args.mutants, args.mutation_seed, work,
-                                     formal=not args.no_formal)
+                                     formal=not args.no_formal,
+                                     formal_budget_s=args.formal_budget)
     except (mutate.MutationError, runner.SimulationError) as e:
         print(f"tse: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1

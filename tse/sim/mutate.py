@@ -8,7 +8,8 @@ all to one netlist, each behind `mutsel == i` (`mutate -ctrl mutsel WIDTH i`; 0 
 original). A wrapper with the unit's AXI ports drives mutsel from the plusarg +mutsel=I, so
 Verilator compiles once and each mutant is one run of the testbench (+stop_on_mismatch).
 
-A mutant is killed when the testbench fails (a mismatch, a timeout, a wrong error flag).
+A mutant is killed when the testbench fails (a mismatch, a timeout, a wrong error flag) in
+one of RUNS (no pauses, then pauses on both sides, on the sink, on the source).
 Each survivor gets a formal check of the original against that mutant alone: yosys
 `equiv_make` pairs their signals by name, `equiv_simple` and `equiv_induct` prove pairs equal
 (SAT over a few cycles' cone, then induction assuming every pair equal), memories mapped to
@@ -262,10 +263,22 @@ def build(vectors_dir, verilog: Path, mutations: list[dict], build_dir) -> Path:
                            defines=[f"TSE_DUT={WRAPPER}"])
 
 
+RUNS = (
+    ("no pauses", ()),
+    ("pauses 30 % on both sides", ("+pause_in=30", "+pause_out=30", "+seed=7")),
+    ("sink pauses 60 %", ("+pause_out=60", "+seed=11")),
+    ("source pauses 60 %", ("+pause_in=60", "+seed=13")),
+)
+"""The testbench runs a mutant gets, in turn until one kills it: without pauses nothing
+exercises backpressure (skid buffers, ready logic, stalls)."""
+
+
 def simulate(program: Path, vectors_dir, index: int, *, blind: bool = False,
-             timeout: float = 600) -> dict:
-    """Run the testbench on mutant `index` (0: the original); {"passed", "reason", "wall_s"}."""
-    plusargs = [f"+{MUTSEL}={index}", "+stop_on_mismatch"] + (["+blind"] if blind else [])
+             timeout: float = 600, extra=()) -> dict:
+    """Run the testbench on mutant `index` (0: the original) with extra plusargs (a RUNS
+    entry's); {"passed", "reason", "wall_s"}."""
+    plusargs = [f"+{MUTSEL}={index}", "+stop_on_mismatch", *extra] + \
+        (["+blind"] if blind else [])
     cmd = selfcheck.command(program, "verilator", vectors_dir, plusargs=plusargs)
     t0 = time.perf_counter()
     try:
@@ -322,7 +335,8 @@ def equivalence(verilog: Path, mutation: dict, workdir, *,
 
 
 def campaign(vectors_dir, n: int, seed: int, workdir, *, build_dir=None, blind: bool = False,
-             formal: bool = True, progress=sys.stderr) -> dict:
+             formal: bool = True, formal_budget_s: float | None = None,
+             progress=sys.stderr) -> dict:
     """Seed n mutants into the unit of a vectors directory, run the testbench on each, check
     survivors formally; returns the report (mutants, killed, equivalent, survived, score...)."""
     t0 = time.perf_counter()
@@ -333,20 +347,34 @@ def campaign(vectors_dir, n: int, seed: int, workdir, *, build_dir=None, blind: 
     _say(progress, f"mutate: {len(mutations)} mutants of {verilog.name}; building them into "
                    "one Verilator model ...")
     program = build(vectors_dir, verilog, mutations, build_dir or runner.cache_root() / "mutants")
-    original = simulate(program, vectors_dir, 0, blind=blind)
-    if not original.get("passed"):
-        raise MutationError(f"the original unit fails its own testbench: {original['reason']}")
-    limit = max(30.0, 20 * original["wall_s"])
+    original_s = 0.0
+    for name, extra in RUNS:
+        original = simulate(program, vectors_dir, 0, blind=blind, extra=extra)
+        if not original.get("passed"):
+            raise MutationError(f"the original unit fails its own testbench ({name}): "
+                                f"{original['reason']}")
+        original_s = max(original_s, original["wall_s"])
+    limit = max(30.0, 20 * original_s)
     results = []
     for k, m in enumerate(mutations, 1):
-        r = simulate(program, vectors_dir, m["index"], blind=blind, timeout=limit)
-        results.append(dict(m, killed=not r["passed"], reason=r["reason"]))
+        for name, extra in RUNS:
+            r = simulate(program, vectors_dir, m["index"], blind=blind, timeout=limit,
+                         extra=extra)
+            if not r["passed"]:
+                break
+        results.append(dict(m, killed=not r["passed"], reason=r["reason"],
+                            killed_by=None if r["passed"] else name))
         _say(progress, f"\rmutate: {k}/{len(mutations)} run, "
                        f"{sum(x['killed'] for x in results)} killed", end="")
     _say(progress, "")
     survivors = [r for r in results if not r["killed"]]
+    formal_t0 = time.perf_counter()
     for k, r in enumerate(survivors, 1):
-        if formal:
+        spent = time.perf_counter() - formal_t0
+        if formal and formal_budget_s is not None and spent > formal_budget_s:
+            r["formal"] = {"result": "unknown",
+                           "note": f"not checked (formal budget of {formal_budget_s:.0f} s spent)"}
+        elif formal:
             _say(progress, f"\rmutate: formal check of survivor {k}/{len(survivors)}", end="")
             r["formal"] = equivalence(verilog, r, workdir / f"formal{r['index']}")
         else:
@@ -360,14 +388,15 @@ def campaign(vectors_dir, n: int, seed: int, workdir, *, build_dir=None, blind: 
     return {"mutants": len(results), "killed": killed, "equivalent": equivalent,
             "survived": survived,
             "score": round(killed / scored, 4) if scored else None,
-            "seed": seed, "unit": verilog.name, "original_wall_s": original["wall_s"],
+            "seed": seed, "unit": verilog.name, "original_wall_s": original_s,
+            "runs": [name for name, _ in RUNS],
             "wall_s": round(time.perf_counter() - t0, 1),
             "detail": [_brief(r) for r in results]}
 
 
 def _brief(r: dict) -> dict:
     keep = ("index", "mode", "cell", "port", "portbit", "ctrlbit", "wire", "wirebit", "src",
-            "killed", "reason", "formal")
+            "killed", "killed_by", "reason", "formal")
     return {k: r[k] for k in keep if k in r}
 
 
