@@ -105,7 +105,7 @@ def stage(verilog, workdir) -> Path:
     return workdir / verilog.name
 
 
-def stress_frames(cfg, count: int, seed: int, dtype) -> "np.ndarray":
+def stress_frames(cfg, count: int, seed: int, dtype):
     """count frames [N, H, W, C] of extreme input codes, kinds in turn: every code the
     largest, each code 0 or the largest at random, uniform random codes, all zero, levels."""
     import numpy as np
