@@ -60,6 +60,17 @@ def lint(path: Path):
     assert "%Error" not in run.stderr and "%Warning" not in run.stderr, run.stderr
 
 
+def test_one_lane_group_and_one_tile_column_lints_clean(tmp_path):
+    """C = P with the whole width as the tile: the line accumulator's sums are one word, whose
+    zero-width address Verilog cannot spell (it was `wire [-1:0]`, an ASCRANGE lint error)."""
+    cfg = TSEConfig(channels=8, height=4, width=5, tile="HxW", reduction=2, lanes=8,
+                    excite_multipliers=4)
+    cfg, ip, _ = small_case(cfg, seed=2)
+    path = write_verilog(cfg, ip, tmp_path)
+    assert "[-1:0]" not in path.read_text()
+    lint(path)
+
+
 def test_verilog_top_has_the_contract_ports(tmp_path):
     cfg, ip, _ = small_case(SMALL, seed=1)
     path = write_verilog(cfg, ip, tmp_path)

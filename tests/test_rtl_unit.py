@@ -31,6 +31,8 @@ CONFIGS = {
                                          reduction=2, lanes=2, excite_multipliers=8),
     "patch-partial-PeqC": TSEConfig(channels=8, height=7, width=8, tile="3x3", reduction=2,
                                     lanes=8, excite_multipliers=8),
+    "se-PeqC": TSEConfig(channels=8, height=4, width=5, tile="HxW", reduction=2, lanes=8,
+                         excite_multipliers=4),
     "row-partial-Q1": TSEConfig(channels=4, height=5, width=6, tile="2xW", reduction=2,
                                 lanes=2, excite_multipliers=1),
     "saturating-narrow": TSEConfig(channels=8, height=4, width=6, tile="2x3", reduction=2,

@@ -88,15 +88,17 @@ class LineAccumulator(wiring.Component):
         st_kind = Signal(2)
         st_strip = Signal.like(strip)
 
+        # At least two words: a one-word memory has a zero-width address, which Amaranth
+        # writes as `wire [-1:0]` (Verilator's lint rejects it: C = P with one tile column)
         sums = m.submodules.sums = memory.Memory(
-            shape=data.ArrayLayout(signed(p.sum_bits), P), depth=tx * G, init=[])
+            shape=data.ArrayLayout(signed(p.sum_bits), P), depth=max(2, tx * G), init=[])
         wr = sums.write_port()
         # synchronous read, issued as a beat loads into the stage register with the beat's
         # address (so it adds no latency) and held while the beat waits; transparent, so a
         # beat loaded as the one before it writes the same word (same tile column and
         # channel group) reads the new sum
         rd = sums.read_port(domain="sync", transparent_for=(wr,))
-        st_addr = Signal(range(tx * G), name="st_addr")
+        st_addr = Signal(range(max(2, tx * G)), name="st_addr")
         m.d.comb += wr.addr.eq(st_addr)
         lo, hi = -(1 << (p.sum_bits - 1)), (1 << (p.sum_bits - 1)) - 1
         new = []
