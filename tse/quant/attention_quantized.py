@@ -27,7 +27,7 @@ from torch.ao.nn.quantized import FloatFunctional
 from . import engine_probe
 from .attention_blocks import TiledECA, TiledSRM
 from .float_block import broadcast_gate
-from .quantized_block import engine, quiet
+from .quantized_block import engine, post_training_quantize, quiet
 
 
 def _tiles_as_rows(t: torch.Tensor) -> torch.Tensor:
@@ -104,18 +104,8 @@ def quantize_attention(float_block, calibration: torch.Tensor, engine_name: str)
     else:
         raise TypeError(f"block: {type(float_block).__name__} is not allowed; allowed: "
                         "TiledECA, TiledSRM")
-    model.load_state_dict(float_block.state_dict())
-    model.eval()
-    with quiet(), engine(engine_name):
-        if isinstance(model, QuantSRM):
-            tq.fuse_modules(model, [["cfc", "bn"]], inplace=True)
-        model.qconfig = tq.get_default_qconfig(engine_name)
-        tq.prepare(model, inplace=True)
-        with torch.no_grad():
-            model.stages(calibration)
-        tq.convert(model, inplace=True)
-    model.engine = engine_name
-    return model
+    fuse = [["cfc", "bn"]] if isinstance(model, QuantSRM) else []
+    return post_training_quantize(model, float_block, calibration, engine_name, fuse)
 
 
 def run_attention_stages(model, x: torch.Tensor) -> dict:
@@ -172,8 +162,8 @@ def excite3x1_params(model):
     of a float TSE with excite_kernel "3x1")."""
     import numpy as np
 
-    from tse.ref_model.attention_numerics import Excite3x1Params, conv_layer
-    from tse.ref_model.rounding import f32_of
+    from tse.ref_model.attention_numerics import Excite3x1Params, conv_layer, gate_mul_mult
+    from tse.ref_model.torch_numerics import sigmoid_table
 
     c = model.conv1.in_channels
     with quiet(), engine(model.engine), torch.no_grad():
@@ -191,9 +181,7 @@ def excite3x1_params(model):
                           conv.bias().detach().numpy().astype(np.float32), s_in, s_out, zo,
                           relu)
 
-    out_mult = f32_of(f32_of(f32_of(sc["input"]) * f32_of(1.0 / 256))
-                      * f32_of(np.float32(1.0) / f32_of(sc["output"])))
-    from tse.ref_model.torch_numerics import sigmoid_table
+    out_mult = gate_mul_mult(sc["input"], sc["output"])
     return Excite3x1Params(
         zx=zp["input"],
         fc1=layer(model.conv1, sc["input"], sc["hidden"], zp["hidden"], True),

@@ -125,11 +125,20 @@ def quantize(float_block: TSE, calibration: torch.Tensor, engine_name: str) -> Q
     """Eager-mode post-training quantization of a float block on the given activations."""
     model = QuantTSE(float_block.conv1.in_channels, float_block.kernel,
                      **float_block.dialect(), excite_kernel=float_block.excite_kernel)
+    fuse = [["conv1", "relu"]] if model.hidden_activation == "relu" else []
+    return post_training_quantize(model, float_block, calibration, engine_name, fuse)
+
+
+def post_training_quantize(model, float_block, calibration: torch.Tensor, engine_name: str,
+                           fuse: list):
+    """Eager-mode post-training quantization of a quantizable block (stages(x) runs it) with
+    the float block's weights: fuse, the engine's default qconfig, prepare, calibrate,
+    convert, all on the pinned engine, which the block then remembers."""
     model.load_state_dict(float_block.state_dict())
     model.eval()
     with quiet(), engine(engine_name):
-        if model.hidden_activation == "relu":
-            tq.fuse_modules(model, [["conv1", "relu"]], inplace=True)
+        if fuse:
+            tq.fuse_modules(model, fuse, inplace=True)
         model.qconfig = tq.get_default_qconfig(engine_name)
         tq.prepare(model, inplace=True)
         with torch.no_grad():

@@ -63,13 +63,29 @@ def prepare_eca(q: EcaQuantParams) -> EcaParams:
         sxw = f32_of(np.float64(s_in) * np.float64(q.tap_scale))
         excite_mult = f32_of(sxw * f32_of(np.float32(1.0) / f32_of(s_e)))
     # the gate's qparams are fixed (1/256, 0)
-    out_mult = f32_of(f32_of(f32_of(s_in) * f32_of(1.0 / 256))
-                      * f32_of(np.float32(1.0) / f32_of(s_out)))
+    out_mult = gate_mul_mult(s_in, s_out)
     return EcaParams(zx=int(q.zero_points["input"]), taps=q.taps.astype(np.int64),
                      pair_saturation=bool(q.pair_saturation),
                      excite_mult=excite_mult, excite_zp=int(q.zero_points["excite"]),
                      gate_table=sigmoid_table(s_e, q.zero_points["excite"]),
                      out_mult=out_mult, out_zp=int(q.zero_points["output"]))
+
+
+def gate_mul_mult(s_in: float, s_out: float) -> np.float32:
+    """mul_torch's multiplier for x (s_in) times a gate (fixed qparams 1/256, 0) into s_out."""
+    return f32_of(f32_of(f32_of(s_in) * f32_of(1.0 / 256)) * f32_of(np.float32(1.0)
+                                                                 / f32_of(s_out)))
+
+
+def gated_output(x: np.ndarray, gate: np.ndarray, tile, zx: int, mult: np.float32,
+                 zo: int) -> np.ndarray:
+    """The gates [N, C, ty, tx] broadcast over their tiles and multiplied into x [N, C, H, W]
+    (mul_torch: clamp(rint(f32(f32((x - zx) g) * mult)) + zo, 0, 255))."""
+    kh, kw = tile
+    g = np.repeat(np.repeat(gate, kh, axis=2), kw, axis=3)[:, :, :x.shape[2], :x.shape[3]]
+    prod = ((x.astype(np.int64) - zx) * g.astype(np.int64)).astype(np.float32)
+    return np.clip(np.rint((prod * mult).astype(np.float32)).astype(np.int64) + zo,
+                   0, 255).astype(np.uint8)
 
 
 def tile_means(x: np.ndarray, tile: tuple[int, int], zx: int) -> np.ndarray:
@@ -118,11 +134,7 @@ def eca_stages(x: np.ndarray, tile: tuple[int, int], p: EcaParams) -> dict:
     v = (acc.astype(np.float32) * p.excite_mult).astype(np.float32)
     excite = np.clip(np.rint(v).astype(np.int64) + p.excite_zp, 0, 255).astype(np.uint8)
     gate = p.gate_table[excite]
-    kh, kw = tile
-    g = np.repeat(np.repeat(gate, kh, axis=2), kw, axis=3)[:, :, :x.shape[2], :x.shape[3]]
-    prod = ((x.astype(np.int64) - p.zx) * g.astype(np.int64)).astype(np.float32)
-    out = np.clip(np.rint((prod * p.out_mult).astype(np.float32)).astype(np.int64) + p.out_zp,
-                  0, 255).astype(np.uint8)
+    out = gated_output(x, gate, tile, p.zx, p.out_mult, p.out_zp)
     return {"input": x, "pooled": pooled, "excite": excite, "gate": gate, "output": out}
 
 
@@ -173,8 +185,7 @@ def prepare_srm(q: SrmQuantParams) -> SrmParams:
     bias_i, bias_f, bias_mul, mult = torch_requant_params(
         q.engine, q.per_channel, s_style, q.weight_scale, q.bias, s_e)
     s_in, s_out = q.scales["input"], q.scales["output"]
-    out_mult = f32_of(f32_of(f32_of(s_in) * f32_of(1.0 / 256))
-                      * f32_of(np.float32(1.0) / f32_of(s_out)))
+    out_mult = gate_mul_mult(s_in, s_out)
     return SrmParams(scales=dict(q.scales), zero_points=dict(q.zero_points),
                      weights=q.weights.astype(np.int64), bias_i=bias_i, bias_f=bias_f,
                      bias_mul=bias_mul, mult=mult, pair_saturation=bool(q.pair_saturation),
@@ -234,11 +245,7 @@ def srm_stages(x: np.ndarray, tile: tuple[int, int], p: SrmParams) -> dict:
         excite[idx] = requant_torch(int(acc[idx]), int(p.bias_i[ch]), p.bias_f[ch],
                                     p.bias_mul[ch], p.mult[ch], zp["excite"], 0)
     gate = p.gate_table[excite]
-    kh, kw = tile
-    g = np.repeat(np.repeat(gate, kh, axis=2), kw, axis=3)[:, :, :x.shape[2], :x.shape[3]]
-    prod = ((x.astype(np.int64) - zx) * g.astype(np.int64)).astype(np.float32)
-    out = np.clip(np.rint((prod * p.out_mult).astype(np.float32)).astype(np.int64)
-                  + zp["output"], 0, 255).astype(np.uint8)
+    out = gated_output(x, gate, tile, zx, p.out_mult, zp["output"])
     return {"input": x, "pooled": pooled, "std": std, "excite": excite, "gate": gate,
             "output": out}
 
@@ -320,10 +327,6 @@ def excite3x1_stages(x: np.ndarray, tile: tuple[int, int], p: Excite3x1Params) -
     hidden = conv_rows(pooled, p.zx, p.fc1, p.pair_saturation)
     excite = conv_rows(hidden, p.fc1.zo, p.fc2, p.pair_saturation)
     gate = p.gate_table[excite]
-    kh, kw = tile
-    g = np.repeat(np.repeat(gate, kh, axis=2), kw, axis=3)[:, :, :x.shape[2], :x.shape[3]]
-    prod = ((x.astype(np.int64) - p.zx) * g.astype(np.int64)).astype(np.float32)
-    out = np.clip(np.rint((prod * p.out_mult).astype(np.float32)).astype(np.int64) + p.out_zp,
-                  0, 255).astype(np.uint8)
+    out = gated_output(x, gate, tile, p.zx, p.out_mult, p.out_zp)
     return {"input": x, "pooled": pooled, "hidden": hidden, "excite": excite, "gate": gate,
             "output": out}
