@@ -26,6 +26,7 @@ from tse.ref_model import vectors as vectors_model
 from tse.ref_model.buffers import parse_planner_tile
 
 from .model_vectors import CALIBRATION_CAP, block_tile
+from .quant.zoo import top1
 
 
 def float_block(block, x: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
@@ -76,16 +77,6 @@ def replaced(model, blocks: dict):
     finally:
         for h in handles:
             h.remove()
-
-
-@torch.no_grad()
-def top1(model, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
-    model.eval()
-    hits = 0
-    for k in range(0, len(x), batch):
-        hits += int((model(torch.from_numpy(x[k:k + batch])).argmax(1).numpy()
-                     == y[k:k + batch]).sum())
-    return hits / len(x)
 
 
 def report(model, calibration: np.ndarray, x: np.ndarray, y: np.ndarray, *, tile: str = "7xW",
