@@ -48,6 +48,13 @@ def register(sub):
     p.add_argument("--target-mhz", type=float, default=DEFAULT_TARGET_MHZ, metavar="MHZ",
                    help="clock nextpnr-ecp5 aims for; Fmax is reported whether or not it is "
                         f"met (default {DEFAULT_TARGET_MHZ:g})")
+    p.add_argument("--pnr-seed", type=int, default=1, metavar="N",
+                   help="nextpnr-ecp5's placer seed for --synth ecp5 (default 1); Fmax moves "
+                        "with it (default unit, seeds 1 and 2: 71.6 and 84.3 MHz)")
+    p.add_argument("--out-of-context", action="store_true",
+                   help="--synth ecp5 as an IP inside a larger design: no I/O buffers, the "
+                        "ports not pulled to the pins (nextpnr-ecp5 --out-of-context, which "
+                        "also leaves the clock on local routing)")
     p.add_argument("--synth-timeout", type=float, default=1800, metavar="S",
                    help="give up synthesis after S seconds (default 1800)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -94,7 +101,9 @@ def run(args):
         report = resources.report(cfg, p, synth=None if args.synth == "none" else args.synth,
                                   verilog_path=path, timeout=args.synth_timeout,
                                   ecp5={"device": args.device, "package": args.package,
-                                        "target_mhz": args.target_mhz})
+                                        "target_mhz": args.target_mhz,
+                                        "seed": args.pnr_seed,
+                                        "out_of_context": args.out_of_context})
         files = {f.relative_to(tmp).as_posix(): f.read_bytes()
                  for f in sorted(Path(tmp).rglob("*")) if f.is_file()}
     report["verilog"] = str(out / unit_file(args.name))

@@ -185,9 +185,11 @@ def parse_stat_json(text: str) -> dict:
 
 def place_and_route(netlist, workdir, device: str = DEFAULT_DEVICE,
                     package: str = DEFAULT_PACKAGE, target_mhz: float = DEFAULT_TARGET_MHZ,
-                    timeout: float = 1800, seed: int = 1, progress=sys.stderr) -> dict:
+                    timeout: float = 1800, seed: int = 1, progress=sys.stderr,
+                    out_of_context: bool = False) -> dict:
     """nextpnr-ecp5 on the netlist; returns parse_report of its JSON report plus the tool,
-    version and wall time. Timing failure is allowed: the point is to measure Fmax."""
+    version and wall time. Timing failure is allowed: the point is to measure Fmax.
+    out_of_context: as an IP block (no I/O buffers, ports not at the pins)."""
     if device not in DEVICES:
         raise ValueError(f"device: {device!r} is not allowed; allowed: {', '.join(DEVICES)}")
     tool = nextpnr_tool()
@@ -201,7 +203,7 @@ def place_and_route(netlist, workdir, device: str = DEFAULT_DEVICE,
         shutil.copyfile(netlist, workdir / netlist.name)
     cmd = [tool, f"--{device}", "--package", package, "--json", netlist.name,
            "--report", report.name, "--freq", f"{target_mhz:g}", "--timing-allow-fail",
-           "--seed", str(seed)]
+           "--seed", str(seed)] + (["--out-of-context"] if out_of_context else [])
     t0 = time.monotonic()
     rc = run_logged(cmd, workdir, workdir / "nextpnr.log", timeout, "nextpnr-ecp5",
                     NEXTPNR_STAGE, progress)
@@ -210,6 +212,7 @@ def place_and_route(netlist, workdir, device: str = DEFAULT_DEVICE,
     out = parse_report(json.loads(report.read_text()))
     out.update(tool=Path(tool).name, version=tool_version(tool), device=DEVICES[device],
                package=package, target_mhz=target_mhz, seed=seed,
+               out_of_context=out_of_context,
                wall_s=round(time.monotonic() - t0, 1))
     return out
 
@@ -411,13 +414,14 @@ def port_logic_depth(netlist: dict, top: str = "tse_unit") -> dict:
 
 def measure(verilog_path, workdir, device: str = DEFAULT_DEVICE,
             package: str = DEFAULT_PACKAGE, target_mhz: float = DEFAULT_TARGET_MHZ,
-            timeout: float = 1800, progress=sys.stderr) -> dict:
+            timeout: float = 1800, progress=sys.stderr, seed: int = 1,
+            out_of_context: bool = False) -> dict:
     """Synthesis and place and route of tse_unit.v for an ECP5: the `synthesis` section of
     the resource report (family ecp5), with fmax_mhz and critical_path."""
     syn = synth_ecp5(verilog_path, workdir, timeout, progress)
     types = syn["cell_types"]
     pnr = place_and_route(syn["netlist"], workdir, device, package, target_mhz, timeout,
-                          progress=progress)
+                          seed=seed, progress=progress, out_of_context=out_of_context)
     return {"family": "ecp5", "device": pnr["device"], "package": package,
             "tools": {"yosys": syn["version"], "nextpnr": pnr["version"]},
             "cells": {"LUT4": types.get("LUT4", 0), "CARRY": types.get("CCU2C", 0),
@@ -426,5 +430,6 @@ def measure(verilog_path, workdir, device: str = DEFAULT_DEVICE,
                       "LUTRAM": types.get("TRELLIS_DPR16X4", 0)},
             "cell_types": types, "utilization": pnr["utilization"],
             "clock": pnr["clock"], "target_mhz": target_mhz, "fmax_mhz": pnr["fmax_mhz"],
+            "seed": seed, "out_of_context": out_of_context,
             "critical_path": pnr["critical_path"],
             "wall_s": {"synthesis": syn["wall_s"], "place_and_route": pnr["wall_s"]}}
