@@ -392,6 +392,10 @@ def test_network_model_top1_through_the_unit(tmp_path):
     rep = json.loads(r.stdout)
     assert rep["images"] == 300 and rep["skipped"] == [] and len(rep["blocks"]) == 2
     assert rep["float_se_recomputed"] == rep["float"] and rep["float"] > 0.75
+    # the float TSE row at several tiles; the whole map as the tile is SE itself
+    assert set(rep["float_tse_tiles"]) == {"1xW", "3xW", "7xW", "HxW"}
+    assert rep["float_tse_tiles"]["HxW"] == rep["float"]
+    assert rep["float_tse_tiles"]["7xW"] == rep["float_tse"]
     assert abs(rep["integer"] - rep["float"]) <= 0.02, rep
     r = tse("network", "--model", "senet", "--images", str(tmp_path / "x.npy"), timeout=300)
     assert r.returncode == 2 and "--images and --labels go together" in r.stderr

@@ -79,16 +79,21 @@ def replaced(model, blocks: dict):
             h.remove()
 
 
+MODEL_FLOAT_TILES = ("1xW", "3xW", "7xW", "HxW")
+"""Tiles of `tse network --model`'s float TSE row (the paper's Table 2 experiment; HxW is SE)."""
+
+
 def report(model, calibration: np.ndarray, x: np.ndarray, y: np.ndarray, *, tile: str = "7xW",
-           lanes: int = 8, profile: str = "hw", engine: str = "fbgemm", log=None) -> dict:
+           lanes: int = 8, profile: str = "hw", engine: str = "fbgemm", log=None,
+           float_tiles=MODEL_FLOAT_TILES) -> dict:
     """Top-1 on (x, y): float; float with every block recomputed as SE from its description;
-    float TSE at tile; every computable block through the integer model at tile."""
+    float TSE at tile and at each of float_tiles (float_tse_tiles); every computable block
+    through the integer model at tile."""
     from tse.quant import model_import
 
     parse_planner_tile(tile)
     found = model_import.find_blocks(model, calibration)
     ok = [(b, a) for b, a in found if b.reason is None]
-    tiles = {b.name: parse_planner_tile(tile).resolve(b.height, b.width) for b, _ in ok}
     rep = {"images": int(len(x)), "tile": tile, "profile": profile, "engine": engine,
            "blocks": [b.describe() for b, _ in found],
            "skipped": [b.reason for b, _ in found if b.reason]}
@@ -96,9 +101,13 @@ def report(model, calibration: np.ndarray, x: np.ndarray, y: np.ndarray, *, tile
     with replaced(model, {b.name: (lambda t, b=b: float_block(b, t, (b.height, b.width)))
                           for b, _ in ok}):
         rep["float_se_recomputed"] = top1(model, x, y)
-    with replaced(model, {b.name: (lambda t, b=b: float_block(b, t, tiles[b.name]))
-                          for b, _ in ok}):
-        rep["float_tse"] = top1(model, x, y)
+    rep["float_tse_tiles"] = {}
+    for spec in dict.fromkeys((*float_tiles, tile)):
+        at = {b.name: parse_planner_tile(spec).resolve(b.height, b.width) for b, _ in ok}
+        with replaced(model, {b.name: (lambda t, b=b, at=at: float_block(b, t, at[b.name]))
+                              for b, _ in ok}):
+            rep["float_tse_tiles"][spec] = top1(model, x, y)
+    rep["float_tse"] = rep["float_tse_tiles"][tile]
     units = {}
     for b, a in ok:
         units[b.name] = IntegerBlock(b, a, block_tile(tile, b.height, b.width), lanes,
@@ -119,5 +128,8 @@ def format_report(rep: dict) -> str:
                       ("float_tse", f"float TSE {rep['tile']} (no retraining)"),
                       ("integer", f"unit's {rep['profile']} profile at {rep['tile']}")):
         lines.append(f"  {100 * rep[key]:6.2f} %  {text}")
+        if key == "float_tse":
+            lines += [f"  {100 * v:6.2f} %  float TSE {t}" for t, v in
+                      rep["float_tse_tiles"].items() if t != rep["tile"]]
     lines += [f"  left float: {r}" for r in rep["skipped"]]
     return "\n".join(lines)
