@@ -173,7 +173,8 @@ def test_builtin_names_and_unknown_network():
     assert network_names() == [
         "regnety-200mf", "regnety-400mf", "regnety-600mf", "regnety-800mf", "regnety-1.6gf",
         "regnety-3.2gf", "efficientnet-b0", "efficientnet-b1", "efficientnet-b2",
-        "efficientnet-b3"]
+        "efficientnet-b3", "efficientdet-d0", "efficientdet-d1", "efficientdet-d2",
+        "mobilenetv3-large-lraspp", "mobilenetv3-small-lraspp"]
     with pytest.raises(ConfigError, match=r"'regnety-80mf'.*did you mean 'regnety-800mf'"):
         builtin_network("regnety-80mf")
 
