@@ -25,27 +25,50 @@ def register(sub):
     p.add_argument("--tile", default=None, metavar="TILE",
                    help="tile of the quantized network and the models (default 2xW, with "
                         "--model 7xW, clamped per block; HxW: SE)")
-    p.add_argument("--float-tiles", default="1xW,2xW,4xW", metavar="LIST",
-                   help="tiles replacing SE in the float network (default 1xW,2xW,4xW)")
+    p.add_argument("--float-tiles", default=None, metavar="LIST",
+                   help="tiles replacing SE in the float network (default 1xW,2xW,4xW; with "
+                        "--model the tiles of the table, 1xW,3xW,7xW,HxW)")
     p.add_argument("--weights", metavar="FILE",
                    help="weight cache (default tse/quant/data/digits_se_cnn.pt; trained if absent)")
     p.add_argument("--retrain", action="store_true", help="train again and rewrite the cache")
     p.add_argument("--out", metavar="DIR", help="also write network.json and network.csv")
     p.add_argument("--json", action="store_true",
                    help="print the report as one JSON object (no progress bar)")
-    p.add_argument("--model", metavar="FILE|NAME",
-                   help="instead of the digits network: a whole PyTorch model (.py with "
-                        "build_model() or torch.save'd) or a cached Fashion-MNIST net (senet, "
-                        "efficientnet, mobilenetv3); its SE blocks through the unit's integer "
-                        "model (docs/models.md)")
+    p.add_argument("--model", metavar="FILE|NAME", action="append",
+                   help="instead of the digits network: a whole model (.py with build_model(), "
+                        "torch.save'd, or .onnx) or a cached Fashion-MNIST net (senet, "
+                        "efficientnet, mobilenetv3); its SE blocks through the unit's models "
+                        "(docs/models.md); repeat for several")
+    p.add_argument("--onnx", action="store_true",
+                   help="with --model NAME: the cached net's ONNX export instead of its .pt")
     p.add_argument("--images", metavar="X.npy", help="with --model: test images (default: "
                                                      "the Fashion-MNIST test file)")
     p.add_argument("--labels", metavar="Y.npy", help="with --model and --images: their labels")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="with --model: the first N test images only")
     p.add_argument("--calibration", metavar="X.npy", help="with --model: calibration images "
                    "(default: 256 seeded Fashion-MNIST training images)")
     p.add_argument("--profile", default="hw", metavar="PROFILE",
-                   help="with --model: the integer model's profile, hw or torch (default hw)")
+                   help="with --model: the profile of the 'integer' figure, hw or torch "
+                        "(default hw; the table has both)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="with --model: top-1 against the tile, a line per net and variant")
+    p.add_argument("--markdown", action="store_true",
+                   help="with --model: print one markdown table of every net (README's)")
     p.set_defaults(run=run)
+
+
+def model_file(name: str, onnx: bool) -> str:
+    """A --model value as the model file it names (a zoo net: its cached .pt or .onnx)."""
+    from tse.quant import zoo
+    from tse.ref_model.errors import ConfigError
+
+    if name in zoo.NETS:
+        return str(zoo.onnx_path(name)) if onnx else name
+    if onnx:
+        raise ConfigError(f"onnx: --onnx applies to the cached nets only ({', '.join(zoo.NETS)})"
+                          f"; {name!r} is a file: give the .onnx file itself")
+    return name
 
 
 def run_model(args):
@@ -60,14 +83,18 @@ def run_model(args):
     if args.retrain or args.weights or args.grid or args.quick or args.out:
         raise ConfigError("model: --retrain, --weights, --grid, --quick and --out apply to the "
                           "digits network only; allowed with --model: --images, --labels, "
-                          "--calibration, --tile, --engine, --profile, --json")
+                          "--limit, --calibration, --tile, --float-tiles, --engine, --profile, "
+                          "--onnx, --plot, --markdown, --json")
     if args.profile not in ("hw", "torch"):
         raise ConfigError(f"profile: {args.profile!r} is not allowed; allowed: hw, torch")
-    if args.model in zoo.NETS:
-        model, _ = zoo.load(args.model)
-    else:
-        from tse.quant.se_hooks import load_model
-        model = load_model(args.model)
+    if args.engine not in ("fbgemm", "qnnpack"):
+        raise ConfigError(f"engine: {args.engine!r} is not allowed; allowed: fbgemm, qnnpack")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"limit: {args.limit} is not allowed; allowed: a positive integer")
+    if args.plot and not args.plot.endswith(".png"):
+        raise ConfigError(f"plot: {args.plot!r} is not allowed; allowed: a file name ending "
+                          "in .png")
+    files = [model_file(m, args.onnx) for m in args.model]
     if (args.images is None) != (args.labels is None):
         raise ConfigError("images: --images and --labels go together; allowed: both or neither "
                           "(neither: the Fashion-MNIST test file)")
@@ -83,13 +110,33 @@ def run_model(args):
                              f"[{len(x)}] (one label per image)")
     else:
         x, y = fashion_mnist.load("test")
+    x, y = x[:args.limit], y[:args.limit]
     calib = (load_images(args.calibration) if args.calibration
              else fashion_mnist.split(0, CALIBRATION_CAP, 0).x_train)
+    tiles = [t.strip() for t in (args.float_tiles or "").split(",") if t.strip()] or list(
+        model_accuracy.MODEL_FLOAT_TILES)
     log = None if args.json else (lambda m: print(f"tse network: {m}", file=sys.stderr))
-    rep = model_accuracy.report(model, calib, x, y, tile=args.tile or "7xW",
-                                profile=args.profile, engine=args.engine, log=log)
-    rep["model"] = args.model
-    print(json.dumps(rep) if args.json else model_accuracy.format_report(rep))
+    reports = {}
+    for name, f in zip(args.model, files):
+        if log:
+            log(f"{name}: {f if f != name else zoo.weights_path(name)}")
+        model = zoo.load(f)[0] if f in zoo.NETS else f
+        rep = model_accuracy.report(model, calib, x, y, tile=args.tile or "7xW",
+                                    profile=args.profile, engine=args.engine, log=log,
+                                    float_tiles=tiles, progress=not args.json)
+        rep["model"] = f
+        reports[name] = rep
+    if args.plot:
+        from tse.quant.plots import accuracy_vs_tile
+        accuracy_vs_tile(reports, args.plot)
+    if args.json:
+        one = len(reports) == 1
+        print(json.dumps(next(iter(reports.values())) if one else {"models": reports}))
+    elif args.markdown:
+        print(model_accuracy.format_markdown(reports))
+    else:
+        print("\n\n".join(f"{n}:\n{model_accuracy.format_report(r)}"
+                          for n, r in reports.items()))
     return 0
 
 
@@ -103,7 +150,7 @@ def run(args):
     if args.out:
         from tse.ref_model.artifacts import claim_dir
         claim_dir(args.out, "network", legacy_names=("network.json", "network.csv"))
-    tiles = [t.strip() for t in args.float_tiles.split(",") if t.strip()]
+    tiles = [t.strip() for t in (args.float_tiles or "1xW,2xW,4xW").split(",") if t.strip()]
 
     def log(msg):
         if not args.json:

@@ -52,6 +52,7 @@ class SEBlock:
     b2: np.ndarray = field(repr=False)      # [C]
     reason: str | None = None               # why the unit cannot compute it; None: it can
     where: str = ""                         # module class or ONNX tensor it was found at
+    output: str = ""                        # ONNX: the tensor the block's Mul writes
 
     def describe(self) -> dict:
         """Everything but the weights, JSON-ready."""

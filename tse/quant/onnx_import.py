@@ -254,7 +254,8 @@ def match(model) -> list[tuple[SEBlock, str]]:
                         np.zeros(hidden, f32) if b1 is None else np.array(b1, f32),
                         np.zeros((c, hidden), f32) if w2 is None else w2.astype(f32),
                         np.zeros(c, f32) if b2 is None else np.array(b2, f32),
-                        None if problem is None else f"{name}: {problem}", x)
+                        None if problem is None else f"{name}: {problem}", x,
+                        mul.output[0] if mul is not None else "")
         found.append((block, x))
     return found
 
@@ -264,7 +265,6 @@ def find_blocks(path, images, batch: int = 256, keep_inputs: bool = True
     """Every SE block of an ONNX file run on images (the model's input), with H and W from the
     run and the activations that reached each (None unless keep_inputs)."""
     import onnx
-    import onnxruntime as ort
 
     model = load(path)
     found = match(model)
@@ -277,14 +277,10 @@ def find_blocks(path, images, batch: int = 256, keep_inputs: bool = True
     for t in tensors:
         if t not in declared:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
     images = np.asarray(images, dtype=np.float32)
     acts: dict[str, list] = {t: [] for t in tensors}
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        session = make_session(model)
         inp = session.get_inputs()[0].name
         for k in range(0, len(images), batch):
             outs = session.run(tensors, {inp: images[k:k + batch]})
@@ -303,3 +299,59 @@ def find_blocks(path, images, batch: int = 256, keep_inputs: bool = True
             block.height, block.width = int(a.shape[2]), int(a.shape[3])
         out.append((block, a if keep_inputs else None))
     return out
+
+
+def make_session(model):
+    """An onnxruntime CPU session of a ModelProto, on one thread, quiet."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+class Runner:
+    """The ONNX model's logits with chosen SE blocks computed by Python functions
+    (tse network --model on a .onnx; the PyTorch counterpart is a forward hook).
+
+    Each replaced block's Mul is removed and its output becomes a graph input; its input X
+    becomes a graph output. The graph runs once per replaced block plus once: run k feeds the
+    outputs computed so far (later ones as zeros, which nothing before them reads) and fetches
+    block k's input, the last run the logits."""
+
+    def __init__(self, path, blocks):
+        import onnx
+
+        self.model = load(path)
+        self.plain = make_session(self.model)
+        self.input = self.plain.get_inputs()[0].name
+        self.output = self.plain.get_outputs()[0].name
+        self.blocks = [b for b in blocks if b.output]
+        cut = onnx.ModelProto()
+        cut.CopyFrom(self.model)
+        outs = {b.output for b in self.blocks}
+        keep = [n for n in cut.graph.node if not (n.op_type == "Mul" and n.output[0] in outs)]
+        del cut.graph.node[:]
+        cut.graph.node.extend(keep)
+        for b in self.blocks:
+            cut.graph.input.append(onnx.helper.make_tensor_value_info(
+                b.output, onnx.TensorProto.FLOAT, None))
+            if b.where not in {o.name for o in cut.graph.output}:
+                cut.graph.output.append(onnx.helper.make_empty_tensor_value_info(b.where))
+        self.cut = make_session(cut)
+
+    def __call__(self, x: np.ndarray, fns: dict | None = None) -> np.ndarray:
+        """Logits on images x; fns: block name -> f(float input NCHW) -> float output (numpy),
+        every block the runner was built with (None: the model as it is)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not fns:
+            return self.plain.run([self.output], {self.input: x})[0]
+        feed = {self.input: x}
+        for b in self.blocks:
+            feed[b.output] = np.zeros((len(x), b.channels, b.height, b.width), np.float32)
+        for b in self.blocks:
+            xb = self.cut.run([b.where], feed)[0]
+            feed[b.output] = np.ascontiguousarray(fns[b.name](xb), dtype=np.float32)
+        return self.cut.run([self.output], feed)[0]

@@ -140,3 +140,44 @@ def sweep_plots(cfg, grid, rows, summary, out_dir, slices) -> dict:
     plt.close(fig)
     files["pareto_plot"] = path
     return files
+
+
+TILE_PLOT_SOURCE = "tse network"
+TILE_PLOT_MARKER = b"tEXtSource\x00" + TILE_PLOT_SOURCE.encode()
+TILE_SERIES = (("float_tse_tiles", "float TSE", "--", "o"), ("hw_tiles", "hw profile", "-", "s"))
+"""The series of accuracy_vs_tile: report key, label, line style, marker."""
+
+
+def accuracy_vs_tile(reports: dict, path) -> Path:
+    """accuracy_vs_tile PNG of `tse network --model` (tse.model_accuracy.report per net):
+    top-1 (%) against the tile, one line per net and series (float TSE dashed, hw profile
+    solid), the nets' float top-1 as dotted lines. Written whole (artifacts.write_file)."""
+    from tse.ref_model.artifacts import write_file
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    tiles = list(dict.fromkeys(t for rep in reports.values() for t in rep["tiles"]))
+    for k, (name, rep) in enumerate(reports.items()):
+        color = colors[k % len(colors)]
+        xs = [tiles.index(t) for t in rep["tiles"]]
+        for key, label, style, marker in TILE_SERIES:
+            ax.plot(xs, [100 * rep[key][t] for t in rep["tiles"]], style, marker=marker,
+                    color=color, lw=1.2, ms=5, label=f"{name}: {label}")
+        ax.axhline(100 * rep["float"], color=color, ls=":", lw=0.8,
+                   label=f"{name}: float SE (the model)")
+    ax.set_xticks(range(len(tiles)), tiles)
+    ax.set_xlabel("tile (rows x columns of the SE block's map; W: full width, H: full height "
+                  "= SE)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    n = next(iter(reports.values()))["images"]
+    ax.set_title(f"Fashion-MNIST top-1 against the tile, {n} test images", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    try:
+        return write_file(path, lambda tmp: fig.savefig(
+            tmp, dpi=90, format="png", metadata={"Source": TILE_PLOT_SOURCE}),
+            TILE_PLOT_MARKER, "plot")
+    finally:
+        plt.close(fig)
