@@ -48,7 +48,59 @@ def register(sub):
     g.add_argument("--run-dir", metavar="DIR", help="where the job, results and simulator "
                    "log go (default under ~/.cache/tse/cosim/runs)")
     g.add_argument("--json", action="store_true", help="print one JSON object on one line")
+    m = p.add_argument_group("whole model (docs/models.md)")
+    m.add_argument("--model", metavar="FILE|NAME",
+                   help="co-simulate every SE block of a model (.py with build_model(), "
+                        "torch.save'd or .onnx; or a cached Fashion-MNIST net: senet, "
+                        "efficientnet, mobilenetv3): vectors as tse vectors --model writes them "
+                        "into --out, then each block's unit; pass/fail per block")
+    m.add_argument("--calibration", metavar="X.npy", help="with --model: the model's input "
+                   "images (default for the cached nets: 256 seeded Fashion-MNIST training "
+                   "images)")
+    m.add_argument("--out", metavar="DIR", help="with --model: the network vectors directory")
     p.set_defaults(run=run)
+
+
+MODEL_FIELDS = ("tile", "lanes", "engine", "seed")
+"""Configuration flags that apply to every block of --model."""
+
+
+def run_model(args, pause_in: float, pause_out: float, kinds) -> int:
+    """`tse cosim --model`: every block's unit against its vectors (tse.model_cosim)."""
+    from tse import model_cosim
+    from tse.model_vectors import CALIBRATION_CAP, load_images
+    from tse.quant import fashion_mnist, zoo
+    from tse.ref_model.errors import ConfigError
+
+    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    bad = [f"--{f.replace('_', '-')}" for f in sorted(set(given) - set(MODEL_FIELDS))]
+    bad += [f for f, v in (("--config", args.config), ("--vectors", args.vectors),
+                           ("--run-dir", args.run_dir)) if v]
+    if bad:
+        raise ConfigError(f"model: {', '.join(bad)} cannot be given with --model; allowed: "
+                          + ", ".join(f"--{f}" for f in MODEL_FIELDS))
+    if not args.out:
+        raise ConfigError("out: --model needs --out DIR (the network vectors directory)")
+    lanes = given.get("lanes", "8")
+    if not str(lanes).isdigit() or int(lanes) < 1:
+        raise ConfigError(f"lanes (--lanes): {lanes!r} is not allowed; allowed: a positive "
+                          "integer (clamped per block to a divisor of its C)")
+    if args.calibration:
+        images = load_images(args.calibration)
+    elif args.model in zoo.NETS:
+        images = fashion_mnist.split(0, CALIBRATION_CAP, 0).x_train
+    else:
+        raise ConfigError("calibration: --model FILE needs --calibration IMAGES.npy (the "
+                          "model's input); allowed: a .npy file, or a cached net's name")
+    options = {k: given[k] for k in ("engine",) if k in given}
+    seed = int(given.get("seed", 0))
+    log = None if args.json else (lambda m: print(f"  {m}"))
+    rep = model_cosim.run(args.model, args.out, images, args.sim, tile=given.get("tile", "7xW"),
+                          frames=args.frames, lanes=int(lanes), kinds=kinds,
+                          pause_in=pause_in, pause_out=pause_out, seed=seed, log=log,
+                          **options)
+    print(json.dumps(rep) if args.json else model_cosim.format_report(rep))
+    return 0 if rep["ok"] else 1
 
 
 def run(args):
@@ -64,6 +116,8 @@ def run(args):
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
     kinds = cosim.KINDS if args.scenarios == "all" else \
         tuple(k.strip() for k in args.scenarios.split(",") if k.strip())
+    if args.model:
+        return run_model(args, pause_in, pause_out, kinds)
     cfg = config_from_args(args)
     if args.run_dir:
         claim_dir(args.run_dir, "cosim-run", "run-dir", legacy_names=RUN_DIR_FILES)

@@ -48,8 +48,20 @@ def load_images(path) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def model_source(model_path) -> Path:
+    """The file a --model value stands for (a cached Fashion-MNIST net's name: its .pt)."""
+    from tse.quant import zoo
+    return zoo.weights_path(model_path) if model_path in zoo.NETS else Path(model_path)
+
+
 def find(model_path, images, keep_inputs: bool = True):
-    """[(SEBlock, activations [N, C, H, W] or None)] of a PyTorch or ONNX model file."""
+    """[(SEBlock, activations [N, C, H, W] or None)] of a PyTorch or ONNX model file, or of a
+    cached Fashion-MNIST net by name (tse.quant.zoo)."""
+    from tse.quant import zoo
+    if model_path in zoo.NETS:
+        from tse.quant import model_import
+        return model_import.find_blocks(zoo.load(model_path)[0], images,
+                                        keep_inputs=keep_inputs, name=model_path)
     path = Path(model_path)
     if path.suffix == ".onnx":
         from tse.quant import onnx_import
@@ -137,7 +149,7 @@ def write(model_path, out, images, *, tile: str = "7xW", frames: int = 2,
             raise ConfigError(f"model: none of its {len(found)} SE block(s) can be computed by "
                               f"the unit ({reasons})")
         body = {"kind": KIND, "model": str(model_path),
-                "model_sha256": artifacts.sha256_of(Path(model_path)),
+                "model_sha256": artifacts.sha256_of(model_source(model_path)),
                 "images": int(len(images)), "tile": tile, "blocks": blocks,
                 "skipped": skipped}
         artifacts.write_manifest(tmp, body, {f"block:{b['name']}":
