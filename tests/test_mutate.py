@@ -46,7 +46,7 @@ def design(tmp_path_factory):
     """The campaign vectors, SAMPLE mutants plus the three mutants of m_axis_tvalid's
     register (inverted, stuck at 0, stuck at 1), built into one model."""
     work = tmp_path_factory.mktemp("mutate")
-    vectors = mutate.campaign_vectors(TINY)
+    vectors = mutate.campaign_vectors(TINY)[0]
     verilog = mutate.stage(mutate.selfcheck.unit_verilog_of(vectors), work / "design")
     sample = mutate.mutation_list(verilog, SAMPLE, 1)
     tvalid = mutate.mutation_list(verilog, 3, 1, filters="-wire m_axis_tvalid")

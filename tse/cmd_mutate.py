@@ -20,6 +20,7 @@ from tse.ref_model.cli_args import add_config_arguments, config_from_args
 from tse.ref_model.errors import InputError
 
 MAX_MUTANTS = 4095
+MAX_SETS = 8
 
 
 def register(sub):
@@ -34,6 +35,10 @@ def register(sub):
                    help="seed of Yosys's mutant sampling (default 1)")
     g.add_argument("--frames", type=int, default=3, metavar="N",
                    help="seeded frames before the stress frames (default 3)")
+    g.add_argument("--parameter-sets", type=int, default=3, metavar="N",
+                   help="other parameter sets every mutant also runs with, 0..8 (weights at "
+                        "the int8 ends, spread requantizer shifts, random: tse.sim.param_sets; "
+                        "default 3)")
     g.add_argument("--kind", choices=("row_strip", "column_strip", "patch", "se"),
                    help="a small configuration of that tiling kind (tse.sim.mutate.KINDS: "
                         "C=8, 5x7 or so, one lane) instead of the configuration flags")
@@ -56,6 +61,9 @@ def run(args):
                          "0 <= S < 2^31")
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
+    if not 0 <= args.parameter_sets <= MAX_SETS:
+        raise InputError(f"parameter-sets: {args.parameter_sets} is not allowed; allowed: "
+                         f"0..{MAX_SETS}")
     if args.kind:
         from tse.ref_model.config import TSEConfig
         cfg = TSEConfig(**mutate.KINDS[args.kind])
@@ -63,9 +71,9 @@ def run(args):
         cfg = config_from_args(args)
     cfg.check_hw()
     try:
-        vectors_dir = mutate.campaign_vectors(cfg, args.frames)
+        vector_sets = mutate.campaign_vectors(cfg, args.frames, sets=args.parameter_sets)
         with tempfile.TemporaryDirectory(prefix="tse-mutate-") as work:
-            report = mutate.campaign(vectors_dir, args.mutants, args.mutation_seed, work,
+            report = mutate.campaign(vector_sets, args.mutants, args.mutation_seed, work,
                                      formal=not args.no_formal,
                                      formal_budget_s=args.formal_budget)
     except (mutate.MutationError, runner.SimulationError) as e:

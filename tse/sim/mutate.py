@@ -42,10 +42,13 @@ STRESS_BEATS = 100_000
 """Input beats of stress frames the campaign's vectors add after the seeded ones (4..256
 frames): the seeded data alone leaves rare paths (rounding near a tie, saturation, the
 largest codes) unexercised."""
-STRESS_KINDS = ("max", "binary", "uniform", "zero", "levels", "levels", "levels", "levels")
+STRESS_KINDS = ("max", "binary", "uniform", "zero", "levels", "sparse", "levels", "sparse")
 """Stress frames in turn. Uniform codes average to the middle of the range in every tile, so
-most frames are "levels": a random level per channel plus random offsets per row and column,
-which spreads the tiles' means (and the excite MAC's inputs) over the whole range."""
+half the rest are "levels": a random level per channel plus random offsets per row and
+column, which spreads the tiles' means (and the excite MAC's inputs) over the whole range;
+"sparse" frames sit at the input zero point but for a few codes off it by 1 to 128, so tile
+sums near zero reach every binade of the mean unit's float rounding (dense frames only reach
+the top few)."""
 KINDS = {
     "row_strip": dict(channels=8, height=5, width=7, tile="3xW", reduction=2, lanes=1,
                       excite_multipliers=8),
@@ -105,9 +108,10 @@ def stage(verilog, workdir) -> Path:
     return workdir / verilog.name
 
 
-def stress_frames(cfg, count: int, seed: int, dtype):
+def stress_frames(cfg, count: int, seed: int, dtype, zero_point: int = 0):
     """count frames [N, H, W, C] of extreme input codes, kinds in turn: every code the
-    largest, each code 0 or the largest at random, uniform random codes, all zero, levels."""
+    largest, each code 0 or the largest at random, uniform random codes, all zero, levels,
+    sparse (about the input's zero point)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -127,6 +131,11 @@ def stress_frames(cfg, count: int, seed: int, dtype):
             f = (rng.integers(0, top + 1, (1, 1, shape[2]))
                  + rng.integers(-spread, spread + 1, (shape[0], 1, 1))
                  + rng.integers(-spread, spread + 1, (1, shape[1], 1))).clip(0, top)
+        elif kind == "sparse":
+            # each code off the zero point with probability 1/16, by +-2**k (k up to 7)
+            off = rng.integers(1, 3, shape) << rng.integers(0, 7, shape)
+            f = (zero_point + (rng.integers(0, 16, shape) == 0) * off
+                 * rng.choice((-1, 1), shape)).clip(0, top)
         else:
             f = np.zeros(shape)
         frames.append(f.astype(dtype))
@@ -137,38 +146,59 @@ def stress_count(cfg) -> int:
     return max(4, min(256, STRESS_BEATS // cfg.beats_per_frame))
 
 
-def campaign_vectors(cfg, frames: int = 3, stress: int | None = None, root=None) -> Path:
-    """A cached vectors directory for the campaign: the seeded frames (as `tse vectors`
-    writes them) then `stress` stress_frames, golden values from the same bit-accurate
-    model; keyed like tse.sim.cosim.prepare."""
+def campaign_vectors(cfg, frames: int = 3, stress: int | None = None, root=None,
+                     sets: int = 0) -> list[Path]:
+    """Cached vectors directories for the campaign: first the block's own parameters on the
+    seeded frames (as `tse vectors` writes them) then `stress` stress_frames; then `sets`
+    other parameter sets (tse.sim.param_sets, kinds in turn) on as many frames of other
+    stress codes. Golden values from the same bit-accurate model; keyed like
+    tse.sim.cosim.prepare."""
     from .cosim import source_digest
 
     stress = stress_count(cfg) if stress is None else stress
-    key = hashlib.sha256(json.dumps([cfg.to_dict(), frames, stress, source_digest()],
-                                    sort_keys=True).encode()).hexdigest()[:20]
     root = Path(root) if root else runner.cache_root() / "mutation-vectors"
-    out = root / key
-    with runner.locked(root / f".{key}.lock"):
-        if not (out / selfcheck.UNIT_FILE).is_file():
-            _write_campaign_vectors(cfg, frames, stress, out)
-    return out
+    dirs, ref = [], None
+    for k in range(sets + 1):
+        key = hashlib.sha256(json.dumps([cfg.to_dict(), frames, stress, source_digest()]
+                                        + ([k] if k else []),
+                                        sort_keys=True).encode()).hexdigest()[:20]
+        out = root / key
+        with runner.locked(root / f".{key}.lock"):
+            if not (out / selfcheck.UNIT_FILE).is_file():
+                ref = ref or _reference(cfg, frames)
+                _write_campaign_vectors(cfg, ref, stress, k, out)
+        dirs.append(out)
+    return dirs
 
 
-def _write_campaign_vectors(cfg, frames: int, stress: int, out: Path) -> None:
+def _reference(cfg, frames: int):
+    from tse.quant import reference
+    return reference.build(cfg, frames)
+
+
+def _write_campaign_vectors(cfg, ref, stress: int, k: int, out: Path) -> None:
     import numpy as np
     import torch
 
-    from tse.quant import reference
     from tse.ref_model import kernels, vectors
 
-    ref = reference.build(cfg, frames)
+    from . import param_sets
+
     x = kernels.nhwc(ref.codes["input"])
-    x = np.concatenate([x, stress_frames(cfg, stress, cfg.seed, x.dtype)])
-    result = vectors.build(cfg, ref.params, x, cfg.profile)
+    x = np.concatenate([x, stress_frames(cfg, stress, cfg.seed + 7919 * k, x.dtype,
+                                         ref.params.zero_points["input"])])
+    params, meta = ref.params, {}
+    if k:
+        kind = param_sets.KINDS[(k - 1) % len(param_sets.KINDS)]
+        found = param_sets.variant(cfg, params, kind, cfg.seed + k)
+        if found is None:
+            raise MutationError(f"parameter set {k} ({kind}): no draw keeps the unit's Verilog")
+        params, meta = found[0], {"parameter_set": kind}
+    result = vectors.build(cfg, params, x, cfg.profile)
     files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]))
-    vectors.write(out, cfg, ref.params, result, cfg.profile,
+    vectors.write(out, cfg, params, result, cfg.profile,
                   {"versions": {"torch": torch.__version__}, "sources": ref.sources,
-                   "stress_frames": stress}, extra_files=files)
+                   "stress_frames": stress, **meta}, extra_files=files)
 
 
 def read_script(verilog: Path) -> str:
@@ -249,7 +279,31 @@ def mutants_netlist(verilog: Path, mutations: list[dict]) -> Path:
     yosys(read_script(verilog) + "script mutants.ys\n"
           + f"rename {verilog.stem} {MUTANTS_TOP}\n"
           + "write_verilog -noattr mutants.v\n", verilog.parent)
-    return verilog.parent / "mutants.v"
+    out = verilog.parent / "mutants.v"
+    out.write_text(loadable_roms(out.read_text()))
+    return out
+
+
+_ROM = re.compile(r"^(  reg (?:\[\d+:0\] )?(\\\S*?(\w+)_rom) +\[(\d+):0\];\n)"
+                  r"  initial begin\n(.*?)^  end\n", re.M | re.S)
+
+
+def loadable_roms(netlist: str) -> str:
+    """The netlist with every ROM's constant contents replaced, when the simulation gets
+    +tse_rom_dir=DIR, by DIR/rom_NAME.hex read at time zero: one compiled model then runs
+    other parameter sets (tse.sim.param_sets) with the same mutants."""
+    from tse.ref_model.roms import ROM_DIR_PLUSARG
+
+    def load(m):
+        decl, mem, name, last, body = m.groups()
+        d, f = f"tse_mut_dir_{name}", f"tse_mut_file_{name}"
+        return (f"{decl}  reg [8*1024-1:0] {d}, {f};\n  initial begin\n"
+                f'    if ($value$plusargs("{ROM_DIR_PLUSARG}=%s", {d})) begin\n'
+                f'      $sformat({f}, "%0s/rom_{name}.hex", {d});\n'
+                f"      $readmemh({f}, {mem} , 0, {last});\n"
+                f"    end else begin\n{body}    end\n  end\n")
+
+    return _ROM.sub(load, netlist)
 
 
 def build(vectors_dir, verilog: Path, mutations: list[dict], build_dir) -> Path:
@@ -334,22 +388,28 @@ def equivalence(verilog: Path, mutation: dict, workdir, *,
                 note=f"{m.group(2)} signals unproven: {', '.join(unproven[:4])}")
 
 
-def campaign(vectors_dir, n: int, seed: int, workdir, *, build_dir=None, blind: bool = False,
+def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: bool = False,
              formal: bool = True, formal_budget_s: float | None = None,
              progress=sys.stderr) -> dict:
-    """Seed n mutants into the unit of a vectors directory, run the testbench on each, check
-    survivors formally; returns the report (mutants, killed, equivalent, survived, score...)."""
+    """Seed n mutants into the unit of the vectors directories (campaign_vectors: one, or
+    the block's own then other parameter sets), run the testbench on each, check survivors
+    formally; returns the report (mutants, killed, equivalent, survived, score...)."""
     t0 = time.perf_counter()
     runner.prepare_environment("verilator")
-    vectors_dir, workdir = Path(vectors_dir).resolve(), Path(workdir)
+    if isinstance(vector_sets, (str, Path)):
+        vector_sets = [vector_sets]
+    vector_sets, workdir = [Path(v).resolve() for v in vector_sets], Path(workdir)
+    vectors_dir = vector_sets[0]
     verilog = stage(selfcheck.unit_verilog_of(vectors_dir), workdir / "design")
     mutations = mutation_list(verilog, n, seed)
     _say(progress, f"mutate: {len(mutations)} mutants of {verilog.name}; building them into "
                    "one Verilator model ...")
     program = build(vectors_dir, verilog, mutations, build_dir or runner.cache_root() / "mutants")
+    runs = [(f"{name}, parameter set {k}" if k else name, vdir, extra)
+            for k, vdir in enumerate(vector_sets) for name, extra in RUNS]
     original_s = 0.0
-    for name, extra in RUNS:
-        original = simulate(program, vectors_dir, 0, blind=blind, extra=extra)
+    for name, vdir, extra in runs:
+        original = simulate(program, vdir, 0, blind=blind, extra=extra)
         if not original.get("passed"):
             raise MutationError(f"the original unit fails its own testbench ({name}): "
                                 f"{original['reason']}")
@@ -357,9 +417,8 @@ def campaign(vectors_dir, n: int, seed: int, workdir, *, build_dir=None, blind: 
     limit = max(30.0, 20 * original_s)
     results = []
     for k, m in enumerate(mutations, 1):
-        for name, extra in RUNS:
-            r = simulate(program, vectors_dir, m["index"], blind=blind, timeout=limit,
-                         extra=extra)
+        for name, vdir, extra in runs:
+            r = simulate(program, vdir, m["index"], blind=blind, timeout=limit, extra=extra)
             if not r["passed"]:
                 break
         results.append(dict(m, killed=not r["passed"], reason=r["reason"],
@@ -389,7 +448,7 @@ def campaign(vectors_dir, n: int, seed: int, workdir, *, build_dir=None, blind: 
             "survived": survived,
             "score": round(killed / scored, 4) if scored else None,
             "seed": seed, "unit": verilog.name, "original_wall_s": original_s,
-            "runs": [name for name, _ in RUNS],
+            "runs": [name for name, _, _ in runs], "parameter_sets": len(vector_sets),
             "wall_s": round(time.perf_counter() - t0, 1),
             "detail": [_brief(r) for r in results]}
 
