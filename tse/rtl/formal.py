@@ -115,6 +115,11 @@ MAC_FREE = ("m_axis_hold", "reset_quiet", "conservation", "beat_counts", "frame_
 """Properties proved with the MAC abstracted; the others (gate_banks) run on the whole
 unit."""
 
+INDUCTIVE = ("m_axis_hold", "reset_quiet", "strip_buffer_bounds")
+"""Properties whose k-induction closes (depth 8, every SMALL kind): proved for every cycle,
+not only the first N. The others still need invariants linking the harness's counters to the
+stages' state (the line accumulator's position and mode, the broadcaster's output count)."""
+
 
 def formal_params(cfg: TSEConfig):
     """The unit's plan with fixed, plain integer parameters: the proofs cut the arithmetic
@@ -316,6 +321,11 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     level = Signal(range(depth + 2))
     m.d.sync += level.eq(level + push - pop)
     check("strip_buffer_bounds", (level == buf.level) & (level <= depth))
+    # the storage behind the output register holds 0..depth - 1 beats: true of every
+    # reachable state, and what lets k-induction close (without it an unreachable storage
+    # count past depth - 1 counts on, or wraps `level` to 0 under a full output register)
+    check("strip_buffer_bounds", (buf.level <= depth - 1 + buf.o_beat.valid)
+          & (buf.level >= buf.o_beat.valid))
     check("strip_buffer_bounds", ~push | (level < depth) | pop)
     check("strip_buffer_bounds", ~pop | (level > 0))
 

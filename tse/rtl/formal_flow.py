@@ -144,7 +144,13 @@ def prove_group(work: Path, cfg, p, keep: list, mutation, depth: int, traces: Pa
             keep.remove(name)
             continue
         if "DONE (UNKNOWN" in log:       # the base case held to `depth`, induction did not close
-            results.update({n: Outcome(n, "bounded", depth) for n in keep})
+            if len(keep) > 1:
+                # a group's induction fails when any member's does: each alone may close
+                for n in keep:
+                    results.update(prove_group(work / n, cfg, p, [n], mutation, depth,
+                                               traces, mode, timeout, abstract_mac))
+            else:
+                results.update({n: Outcome(n, "bounded", depth) for n in keep})
             break
         raise RuntimeError(f"tse prove: SymbiYosys gave no verdict:\n{log[-3000:]}")
     return results
