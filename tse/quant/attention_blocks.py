@@ -22,21 +22,12 @@ elements they hold.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from tse.ref_model.config import eca_kernel_size
+
 from .float_block import broadcast_gate
-
-ECA_GAMMA = 2
-ECA_B = 1
-
-
-def eca_kernel_size(channels: int, gamma: int = ECA_GAMMA, b: int = ECA_B) -> int:
-    """The ECA code's adaptive kernel size for C channels."""
-    t = int(abs((math.log2(channels) + b) / gamma))
-    return t if t % 2 else t + 1
 
 
 class TiledECA(nn.Module):

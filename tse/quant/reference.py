@@ -66,6 +66,7 @@ def prepare(cfg: TSEConfig, frames: int = 1, weights: str | None = None,
             calibration_file: str | None = None, input_file: str | None = None) -> Prepared:
     """Quantize the block of cfg (calibrated on the user's file, else on the bounded synthetic
     set of tse.quant.calibration) and load or generate its input frames."""
+    cfg.require_unit_block("the SE quantized reference (tse.quant.reference)")
     state_dict = None
     if weights:
         from .se_weights import load_state_dict_file
@@ -93,6 +94,7 @@ def prepare_arrays(cfg: TSEConfig, state_dict: dict | None, calib, x, sources: d
     """prepare() on objects held in memory (tse.api): an SE state_dict (None: seeded
     weights), float calibration and input activations (numpy arrays or tensors, [N, C, H, W]
     or [C, H, W], checked as a file's are)."""
+    cfg.require_unit_block("the SE quantized reference (tse.quant.reference)")
     float_block = float_block_for(cfg, state_dict)
     x = calibration.check_activations(x, cfg, "input")   # first: calibration defaults to x
     model = quantize(float_block, calibration.check_activations(calib, cfg, "calibration"),

@@ -31,7 +31,13 @@ _FLAGS = (
     ("--profile", "profile", str, "numerics profile: torch or hw"),
     ("--engine", "engine", str, "quantized PyTorch engine: fbgemm or qnnpack"),
     ("--seed", "seed", int, "seed for weights and synthetic data"),
+    ("--block", "block", str, "channel-attention block: se, eca or srm"),
+    ("--excite-kernel", "excite_kernel", str, "SE's excite convolutions: 1x1 or 3x1 (across "
+                                              "neighbouring rows of tiles)"),
+    ("--eca-kernel", "eca_kernel", int, "ECA's taps k, odd; 0 = adaptive from C"),
 )
+UNIT_BLOCKS = ("se",)
+"""What a command runs unless it says otherwise (config_from_args' blocks)."""
 
 
 _KINDS = {int: "an integer", float: "a number", str: "a string"}
@@ -47,7 +53,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                            help=f"{text} (default {getattr(DEFAULT, name)})")
 
 
-def config_from_args(args: argparse.Namespace) -> TSEConfig:
+def config_from_args(args: argparse.Namespace, blocks=UNIT_BLOCKS,
+                     excite_kernels=("1x1",)) -> TSEConfig:
+    """The configuration of the file and flags. A command runs only the blocks and excite
+    kernels it names (default: SE with the 1x1 excite, what the unit implements); another is
+    a one-line ConfigError naming the command, never a silent SE run."""
+    cfg = _config(args)
+    if cfg.block not in blocks or cfg.excite_kernel not in excite_kernels:
+        cfg.require_unit_block(f"tse {getattr(args, 'command', None) or 'this command'}")
+    return cfg
+
+
+def _config(args: argparse.Namespace) -> TSEConfig:
     changes = {}
     for flag, name, convert, _ in _FLAGS:
         raw = getattr(args, f"cfg_{name}", None)

@@ -19,7 +19,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import plan
+from . import attention_widths, plan
 from .errors import ConfigError
 from .hw_profile import DEFAULT_HW, HwProfile, tile_counts
 
@@ -33,6 +33,19 @@ HARDSIGMOID_SLOPE = 1 / 6
 defaults are 0.2 and 0.5)."""
 HARDSIGMOID_OFFSET = 0.5
 DEFAULT_REDUCTION = 4
+BLOCKS = ("se", "eca", "srm")
+BLOCK_FIELDS = {"block": "se", "excite_kernel": "1x1", "eca_kernel": 0}
+"""The block fields and their defaults (left out of to_dict and to_toml at these values)."""
+ECA_GAMMA = 2
+ECA_B = 1
+
+
+def eca_kernel_size(channels: int, gamma: int = ECA_GAMMA, b: int = ECA_B) -> int:
+    """The ECA code's adaptive kernel size for C channels: t = int(|(log2(C) + b) / gamma|),
+    k = t if t is odd else t + 1 (|log2(C)/2 + 1/2| rounded to the nearest odd, an even t
+    rounded up)."""
+    t = int(abs((math.log2(channels) + b) / gamma))
+    return t if t % 2 else t + 1
 
 
 def tiling_kind(tile_rows: int, tile_cols: int, height: int, width: int) -> str:
@@ -77,6 +90,16 @@ class TSEConfig:
     profile: str = "hw"
     engine: str = "fbgemm"
     seed: int = 0
+    block: str = "se"
+    """The channel-attention block: se (TSE), eca (tiled ECA, seed 002) or srm (tiled SRM,
+    seed 003). Only se runs through the unit (RTL, co-simulation, vectors) so far; the others
+    run in the integer models (tse.ref_model.attention_*), and the rest refuses them
+    (require_unit_block)."""
+    excite_kernel: str = "1x1"
+    """SE's excite convolutions: 1x1 (per tile) or 3x1 (the paper's Appendix B: across
+    neighbouring rows of tiles; plan.EXCITE_KERNEL_TAPS)."""
+    eca_kernel: int = 0
+    """ECA's taps k (odd); 0: adaptive from C (eca_kernel_size). Only with block = 'eca'."""
     hw: HwProfile = DEFAULT_HW
     """Widths and roundings of the hw numerics profile (TOML table [hw])."""
 
@@ -85,6 +108,7 @@ class TSEConfig:
             _require_positive_int(name, getattr(self, name))
         self._resolve_hidden()
         self._check_dialect()
+        self._check_block()
         if (not isinstance(self.seed, int) or isinstance(self.seed, bool)
                 or not 0 <= self.seed <= MAX_SEED):
             raise ConfigError(f"seed: {self.seed!r} is not allowed; allowed: a non-negative "
@@ -158,6 +182,58 @@ class TSEConfig:
                 "only to gate = 'hardsigmoid'; allowed with gate = 'sigmoid': the defaults "
                 f"({HARDSIGMOID_SLOPE!r}, {HARDSIGMOID_OFFSET!r})")
 
+    def _check_block(self) -> None:
+        if self.block not in BLOCKS:
+            raise ConfigError(f"block: {self.block!r} is not allowed; "
+                              f"allowed: {', '.join(BLOCKS)}")
+        if self.excite_kernel not in plan.EXCITE_KERNEL_TAPS:
+            raise ConfigError(f"excite_kernel: {self.excite_kernel!r} is not allowed; "
+                              f"allowed: {', '.join(plan.EXCITE_KERNEL_TAPS)}")
+        if self.excite_kernel != "1x1" and self.block != "se":
+            raise ConfigError(f"excite_kernel: {self.excite_kernel!r} applies only to block = "
+                              f"'se'; allowed with block = {self.block!r}: '1x1'")
+        k, c = self.eca_kernel, self.channels
+        if (not isinstance(k, int) or isinstance(k, bool) or k < 0
+                or (k and (k % 2 == 0 or k > 2 * c - 1))):
+            raise ConfigError(f"eca_kernel: {k!r} is not allowed; allowed: 0 (adaptive from C: "
+                              f"{eca_kernel_size(c)} for C={c}) or an odd integer 1..{2 * c - 1}")
+        if k and self.block != "eca":
+            raise ConfigError(f"eca_kernel: {k} applies only to block = 'eca'; allowed with "
+                              f"block = {self.block!r}: 0")
+        if self.block == "se":
+            return
+        changed = [f"{name} = {getattr(self, name)!r}" for name, default in
+                   (("hidden_activation", "relu"), ("gate", "sigmoid"))
+                   if getattr(self, name) != default]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)}: the SE dialect applies only to block = "
+                              f"'se'; allowed with block = {self.block!r}: hidden_activation "
+                              "'relu', gate 'sigmoid' (the seed's sigmoid gate)")
+        if self.block == "srm":
+            least = min(tile_counts(self.height, self.width, self.tile_rows, self.tile_cols))
+            if least < 2:
+                raise ConfigError(
+                    f"tile: {self.tile!r} on {self.height}x{self.width} leaves a tile of "
+                    f"{least} element for block = 'srm', which has no unbiased standard "
+                    "deviation; allowed: a tiling whose every tile holds 2 or more elements")
+
+    @property
+    def eca_taps(self) -> int:
+        """ECA's taps: eca_kernel, or the adaptive size from C when 0."""
+        return self.eca_kernel or eca_kernel_size(self.channels)
+
+    def require_unit_block(self, what: str) -> None:
+        """Refuse a block or excite kernel that `what` (a command or a layer: the RTL,
+        co-simulation, the SE integer parameters) does not implement yet: one ConfigError
+        naming the value, instead of silently running SE."""
+        if self.block != "se":
+            raise ConfigError(f"block: {self.block!r} is not supported by {what} yet; "
+                              f"allowed: 'se' ({self.block} runs in the integer models only: "
+                              "tse.ref_model.attention_*)")
+        if self.excite_kernel != "1x1":
+            raise ConfigError(f"excite_kernel: {self.excite_kernel!r} is not supported by "
+                              f"{what} yet; allowed: '1x1'")
+
     @property
     def hidden_table(self) -> bool:
         """The hidden activation is a table after fc1 (SiLU), not fused into it (ReLU)."""
@@ -174,8 +250,12 @@ class TSEConfig:
         Only the hw profile uses them; a command that runs the hw numerics whatever the
         profile (the RTL, co-simulation, tse run, a sweep) calls this itself."""
         th, tw = parse_tile(self.tile, self.height, self.width)
-        self.hw.check(self.channels, self.hidden,
-                      tile_counts(self.height, self.width, th, tw))
+        counts = tile_counts(self.height, self.width, th, tw)
+        attention_widths.check(self.block, self.hw, self.eca_taps, counts)
+        # ECA and SRM have no fc1 / fc2: attention_widths checked their registers (the tile
+        # sums too); the mean's reciprocal is checked as for SE
+        hw = self.hw if self.block == "se" else self.hw.replace(saturate=True)
+        hw.check(self.channels, self.hidden, counts)
 
     # ---- derived shape -------------------------------------------------------------
     @property
@@ -263,11 +343,27 @@ class TSEConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, except the block fields at their defaults (block_fields_written):
+        an SE configuration writes the same manifests, cache keys and TOML as before they
+        existed."""
+        d = dataclasses.asdict(self)
+        for name in BLOCK_FIELDS:
+            if name not in self.block_fields_written:
+                del d[name]
+        return d
+
+    @property
+    def block_fields_written(self) -> tuple:
+        """The block fields that differ from their defaults (to_dict and to_toml write
+        only those)."""
+        return tuple(name for name, default in BLOCK_FIELDS.items()
+                     if getattr(self, name) != default)
 
     def to_toml(self) -> str:
         lines = ["# TSE configuration (tse --help explains each field)"]
         for f in dataclasses.fields(self):
+            if f.name in BLOCK_FIELDS and f.name not in self.block_fields_written:
+                continue
             if f.name != "hw":
                 lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
         lines += ["", "[hw]  # widths and roundings of the hw numerics profile (docs/numerics.md)"]

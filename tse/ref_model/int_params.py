@@ -280,10 +280,15 @@ def _conv_tables(engine, per_channel, s_in, w_scale, bias, s_out, hw_bits, frac_
     return b_int, b_f32, b_mul, mult, h_bias, h_mult, h_shift
 
 
+conv_tables = _conv_tables
+"""Public name of _conv_tables (the other blocks' hw profile: tse.ref_model.attention_hw)."""
+
+
 def derive(params: QuantParams, cfg: TSEConfig) -> IntParams:
     """The integer parameters of both profiles for a configuration, from the extracted
     PyTorch parameters. The one place where scales become multipliers, shifts, fixed-point
     biases, reciprocals and the sigmoid table."""
+    cfg.require_unit_block("the SE integer parameters (int_params.derive)")
     if not isinstance(params, QuantParams):
         raise InputError(f"params: {type(params).__name__} is not allowed; allowed: "
                          "QuantParams (tse.quant.reference.build(...).params or loaded artifacts)")
@@ -358,6 +363,7 @@ def derive(params: QuantParams, cfg: TSEConfig) -> IntParams:
 
 def int_params_for(cfg: TSEConfig, params) -> IntParams:
     """IntParams from QuantParams (derived) or IntParams (checked against cfg)."""
+    cfg.require_unit_block("the SE integer models (kernels, streaming model, vectors)")
     if isinstance(params, IntParams):
         counts = tile_counts(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
         if (params.channels, params.hidden) != (cfg.channels, cfg.hidden):

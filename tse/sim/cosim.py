@@ -134,6 +134,7 @@ def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str 
     plusargs = [f"+{roms.ROM_DIR_PLUSARG}={vectors_dir / roms.ROM_DIR}", *(plusargs or [])]
     manifest = json.loads((vectors_dir / "manifest.json").read_text())
     cfg = TSEConfig.from_dict(manifest["config"])
+    cfg.require_unit_block("co-simulation")
     if "unit" not in manifest:
         raise runner.SimulationError(f"{vectors_dir}: the manifest has no unit plan (\"unit\"); "
                                      "write the vectors again with this version")

@@ -147,6 +147,7 @@ def bundle(cfg, ip, frames: int, name: str = UNIT, probes: bool = False) -> dict
     written in the same atomic write as the vectors and listed in their manifest: the unit's
     Verilog NAME.v (when rtl/ is available), the self-checking testbench, files.f, NAME.core
     and the two run scripts."""
+    cfg.require_unit_block("the self-checking testbench")
     import importlib.util
 
     from tse.ref_model import roms
