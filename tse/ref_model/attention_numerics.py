@@ -1,7 +1,8 @@
 """The torch profile of the seeds' other blocks (issue 18): tiled ECA, tiled SRM and TSE with
 the paper's 3x1 excite, in quantized PyTorch's integer arithmetic, code for code
-(tse.quant.attention_quantized is the reference each is tested against). The streaming
-model, the kernels, the hw profile and the RTL do not run these blocks yet.
+(tse.quant.attention_quantized is the reference each is tested against). ECA's and SRM's hw
+profile, kernels and streaming model are tse.ref_model.attention_hw, attention_kernels and
+attention_streaming; the 3x1 excite has only this profile so far, and no block here has RTL.
 
 ECA:
 
