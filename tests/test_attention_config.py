@@ -84,3 +84,12 @@ def test_se_only_layers_refuse_another_block(block, tmp_path):
                  lambda: reference.prepare(cfg)):
         with pytest.raises(ConfigError, match=f"block: '{block}' is not supported by"):
             call()
+
+
+def test_a_3x1_excite_needs_wider_accumulators():
+    from tse.ref_model.hw_profile import DEFAULT_HW
+
+    hw = DEFAULT_HW.replace(fc1_acc_bits=24)       # C=128: 23 bits for 1x1, 25 for 3x1
+    assert DEFAULT.replace(hw=hw).hw.fc1_acc_bits == 24
+    with pytest.raises(ConfigError, match=r"hw.fc1_acc_bits: 24 can overflow .*allowed: >= 25"):
+        DEFAULT.replace(hw=hw, excite_kernel="3x1")

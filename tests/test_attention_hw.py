@@ -179,3 +179,34 @@ def test_kernels_refuse_a_config_of_another_block():
 def test_hw_widths_of_the_other_blocks_are_validated(changes, message):
     with pytest.raises(ConfigError, match=message):
         TSEConfig(lanes=1, reduction=1, **changes)
+
+
+EXCITE3X1_CASES = [  # C, H, W, tile, hidden
+    (12, 7, 6, (1, 6), 3),
+    (13, 9, 5, (2, 5), 4),
+    (5, 4, 4, (4, 4), 5),
+]
+
+
+@pytest.mark.parametrize("engine_name", ["fbgemm", "qnnpack"])
+@pytest.mark.parametrize("c, h, w, tile, hidden", EXCITE3X1_CASES)
+def test_excite3x1_hw_profile_against_quantized_pytorch(engine_name, c, h, w, tile, hidden):
+    from test_attention_numerics import quantized_3x1
+    from tse.quant.attention_quantized import excite3x1_params
+    from tse.quant.quantized_block import run_stages
+    from tse.ref_model.attention_numerics import excite3x1_stages
+
+    model, x = quantized_3x1(engine_name, c, h, w, tile, hidden)
+    ref = run_stages(model, x)
+    p = excite3x1_params(model)
+    cfg = TSEConfig(channels=c, height=h, width=w, tile=f"{tile[0]}x{tile[1]}", hidden=hidden,
+                    lanes=1, excite_kernel="3x1")
+    ours = ah.excite3x1_hw_stages(ref["input"], cfg, p)
+    assert differ(ours["pooled"], ref["pooled"]) == (0, 0)
+    # Without fbgemm's int16 pairs (these weights saturate them on purpose; qnnpack has
+    # none), the torch profile's codes exactly: the requantizers agree on every code here.
+    plain = excite3x1_stages(ref["input"], tile, dataclasses.replace(p, pair_saturation=False))
+    for role in ("hidden", "excite", "gate", "output"):
+        assert differ(ours[role], plain[role]) == (0, 0), role
+    if engine_name == "qnnpack":
+        assert differ(ours["output"], ref["output"]) == (0, 0)

@@ -1,5 +1,6 @@
 """The hw profile of tiled ECA and tiled SRM (issue 18): the integer datapath a unit would
-compute, every multiplier an integer and a shift, the widths of cfg.hw
+compute (and TSE's 3x1 excite: excite3x1_hw_stages), every multiplier an integer and a
+shift, the widths of cfg.hw
 (tse.ref_model.hw_profile; the extra SRM registers: tse.ref_model.attention_widths).
 
 Owns the blocks' integer parameters (EcaHw, SrmHw, from the torch profile's parameters of
@@ -45,7 +46,8 @@ import numpy as np
 from numba import njit
 
 from . import hw_numerics
-from .attention_numerics import EcaParams, SrmParams, SrmQuantParams
+from .attention_numerics import (ConvLayer, EcaParams, Excite3x1Params, SrmParams,
+                                 SrmQuantParams)
 from .attention_widths import STD_FRAC_BITS
 from .config import TSEConfig
 from .hw_numerics import gate_table, mean_hw, mean_hw_f32, mul_hw, quantize_multiplier, requant_hw
@@ -289,7 +291,7 @@ def _pooled(sums, kinds, h: MeanHw, zx) -> np.ndarray:
     return pooled
 
 
-def _requant(acc, mult, shift, zo, rounding) -> np.ndarray:
+def _requant(acc, mult, shift, zo, rounding, lo=0) -> np.ndarray:
     """requant_hw elementwise; mult and shift broadcast along the channel axis 1."""
     mult = np.broadcast_to(np.asarray(mult, np.int64).reshape(-1, *[1] * (acc.ndim - 2)),
                            acc.shape[1:])
@@ -297,7 +299,7 @@ def _requant(acc, mult, shift, zo, rounding) -> np.ndarray:
                             acc.shape[1:])
     out = np.empty(acc.shape, np.uint8)
     for idx in np.ndindex(*acc.shape):
-        out[idx] = requant_hw(np.int64(acc[idx]), mult[idx[1:]], shift[idx[1:]], zo, 0,
+        out[idx] = requant_hw(np.int64(acc[idx]), mult[idx[1:]], shift[idx[1:]], zo, lo,
                               rounding)
     return out
 
@@ -344,6 +346,55 @@ def srm_hw_stages(x: np.ndarray, tile, h: SrmHw) -> dict:
     return {"input": x, "tile_sums": s1, "square_sums": s2, "pooled": pooled, "std": std,
             "style": np.stack([sm, ss], -1).astype(np.uint8), "excite": excite, "gate": gate,
             "output": out}
+
+
+# ---- TSE with the paper's 3x1 excite (Appendix B), hw profile -------------------------------
+#
+#     pooled  as SE's squeeze (the mean of hw.mean_rounding)
+#     hidden  requant_hw(b1 + (sum_t sum_c w1[j, c, t] (pooled[c, i + t - 1] - zx)) << f,
+#             fc1's multiplier and rounding, lower clamp zh: the fused ReLU)
+#             rows of tiles i; zero padding at the frame's top and bottom (a padded row is
+#             the zero point: it adds nothing)
+#     excite  the same over the hidden rows with fc2's multiplier and rounding
+#     gate, output as ECA (fbgemm's int16 pairs: not this datapath's)
+
+def conv_rows_hw(codes: np.ndarray, z: int, layer: ConvLayer, bits: int, frac_bits: int,
+                 rounding: int) -> np.ndarray:
+    """A taps x 1 convolution over the rows of tiles of codes [N, C, ty, tx] in the hw
+    profile: the bias as a fixed-point value (int_params.conv_tables), integer products,
+    requant_hw."""
+    engine, per_channel, w_scale, bias, s_in, s_out = layer.quantization
+    *_, hb, hm, hs = conv_tables(engine, per_channel, s_in, w_scale, bias, s_out, bits,
+                                 frac_bits)
+    n, c, ty, tx = codes.shape
+    taps = layer.weights.shape[2]
+    half = (taps - 1) // 2
+    raw = np.full((n, c, ty + taps - 1, tx), z, np.int64)
+    raw[:, :, half:half + ty] = codes
+    acc = np.zeros((n, layer.weights.shape[0], ty, tx), np.int64)
+    for t in range(taps):
+        acc += np.einsum("oc,ncyx->noyx", layer.weights[:, :, t], raw[:, :, t:t + ty] - z)
+    acc = hb[None, :, None, None] + (acc << frac_bits)
+    return _requant(acc, hm, hs, layer.zo, rounding, layer.lo)
+
+
+def excite3x1_hw_stages(x: np.ndarray, cfg: TSEConfig, p: Excite3x1Params) -> dict:
+    """Codes of every stage of the 3x1-excite TSE block in the hw profile of cfg (its tile
+    and [hw]), x uint8 [N, C, H, W]; p: attention_numerics.Excite3x1Params."""
+    hw, f = cfg.hw, cfg.hw.bias_frac_bits
+    tile = (cfg.tile_rows, cfg.tile_cols)
+    _, _, kinds = _tiles(x, tile)
+    sums = _tile_sums(x.astype(np.int64) - p.zx, tile)
+    pooled = _pooled(sums, kinds, mean_tables(cfg), p.zx)
+    hidden = conv_rows_hw(pooled, p.zx, p.fc1, hw.fc1_multiplier_bits, f,
+                          ROUNDING_CODES[hw.fc1_rounding])
+    excite = conv_rows_hw(hidden, p.fc1.zo, p.fc2, hw.fc2_multiplier_bits, f,
+                          ROUNDING_CODES[hw.fc2_rounding])
+    gate = gate_table(p.gate_table, hw.gate_bits)[excite].astype(np.uint8)
+    mm, ms = quantize_multiplier(float(p.out_mult), hw.mul_multiplier_bits)
+    out = _broadcast(x, gate, tile, p.zx, mm, ms, p.out_zp, ROUNDING_CODES[hw.mul_rounding])
+    return {"input": x, "tile_sums": sums, "pooled": pooled, "hidden": hidden,
+            "excite": excite, "gate": gate, "output": out}
 
 
 JIT_SOURCES = (*hw_numerics.JIT_SOURCES, sys.modules[__name__])

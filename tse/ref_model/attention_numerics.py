@@ -275,13 +275,18 @@ class ConvLayer:
     mult: np.ndarray
     zo: int
     lo: int
+    quantization: tuple = ()
+    """(engine, per_channel, w_scale, bias, s_in, s_out): what the hw profile derives its own
+    requantizer from (tse.ref_model.attention_hw.conv_rows_hw)."""
 
 
 def conv_layer(engine, per_channel, weights, w_scale, bias, s_in, s_out, zo, relu) -> ConvLayer:
     bias_i, bias_f, bias_mul, mult = torch_requant_params(engine, per_channel, s_in, w_scale,
                                                           bias, s_out)
     return ConvLayer(weights.astype(np.int64), bias_i, bias_f, bias_mul, mult, int(zo),
-                     int(zo) if relu else 0)
+                     int(zo) if relu else 0,
+                     (engine, per_channel, np.asarray(w_scale, np.float64),
+                      np.asarray(bias, np.float32), float(s_in), float(s_out)))
 
 
 def conv_rows(codes: np.ndarray, z: int, layer: ConvLayer, pair_saturation: bool) -> np.ndarray:

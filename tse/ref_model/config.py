@@ -255,7 +255,8 @@ class TSEConfig:
         # ECA and SRM have no fc1 / fc2: attention_widths checked their registers (the tile
         # sums too); the mean's reciprocal is checked as for SE
         hw = self.hw if self.block == "se" else self.hw.replace(saturate=True)
-        hw.check(self.channels, self.hidden, counts)
+        taps = plan.EXCITE_KERNEL_TAPS[self.excite_kernel]   # a 3x1 excite: 3x the products
+        hw.check(self.channels * taps, self.hidden * taps, counts)
 
     # ---- derived shape -------------------------------------------------------------
     @property
