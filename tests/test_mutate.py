@@ -4,6 +4,7 @@ testbench as the judge, a formal check of survivors. A small unit (mutate.KINDS[
 the module."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -41,20 +42,81 @@ def test_stress_frames_reach_the_extremes():
     assert np.ptp(levels.mean(axis=(1, 2))) > 64      # tile means spread over the range
 
 
+def test_rom_contents_load_at_run_time():
+    netlist = ("  reg [7:0] \\excite_mac.sigmoid_rom  [1:0];\n  initial begin\n"
+               "    \\excite_mac.sigmoid_rom [0] = 8'h14;\n"
+               "    \\excite_mac.sigmoid_rom [1] = 8'h15;\n  end\n  assign x = 1;\n")
+    out = mutate.loadable_roms(netlist)
+    assert '$value$plusargs("tse_rom_dir=%s"' in out
+    assert '"%0s/rom_sigmoid.hex"' in out and "\\excite_mac.sigmoid_rom , 0, 1);" in out
+    assert "sigmoid_rom [1] = 8'h15;" in out and out.endswith("  assign x = 1;\n")
+
+
+def rom_words(vectors, name):
+    bits = json.loads((vectors / "manifest.json").read_text())["hex"][f"rom_{name}"]["bits"]
+    words = [int(w, 16) for w in (vectors / "hex" / f"rom_{name}.hex").read_text().split()]
+    return bits, words
+
+
+def stuck_rom_bits(base, other, name="fc1", most=4):
+    """Mutations sticking a bit of the ROM's read data (every read port) at the value the
+    block's own words all give it, where the other set's words do not: invisible to the
+    block's own parameters by construction, a real fault for the other set."""
+    bits, words = rom_words(base, name)
+    _, others = rom_words(other, name)
+    found = []
+    for b in range(bits):
+        seen = {w >> b & 1 for w in words}
+        if len(seen) == 1 and {w >> b & 1 for w in others} != seen:
+            found.append((b, seen.pop()))
+    return bits, found[-most:]         # the top fields first: shift, multiplier
+
+
 @pytest.fixture(scope="module")
 def design(tmp_path_factory):
-    """The campaign vectors, SAMPLE mutants plus the three mutants of m_axis_tvalid's
-    register (inverted, stuck at 0, stuck at 1), built into one model."""
+    """The campaign vectors (the block's own parameters and one other set, "extreme"),
+    SAMPLE mutants, the three mutants of m_axis_tvalid's register (inverted, stuck at 0,
+    stuck at 1) and fc1 ROM bits stuck at the block's own constant values, built into one
+    model."""
     work = tmp_path_factory.mktemp("mutate")
-    vectors = mutate.campaign_vectors(TINY)[0]
+    vectors, other = mutate.campaign_vectors(TINY, sets=1)
     verilog = mutate.stage(mutate.selfcheck.unit_verilog_of(vectors), work / "design")
     sample = mutate.mutation_list(verilog, SAMPLE, 1)
     tvalid = mutate.mutation_list(verilog, 3, 1, filters="-wire m_axis_tvalid")
     assert {m["mode"] for m in tvalid} == {"inv", "const0", "const1"}
     mutations = [dict(m, index=i) for i, m in enumerate(sample + tvalid, 1)]
-    program = mutate.build(vectors, verilog, mutations, work / "build")
-    return {"vectors": vectors, "verilog": verilog, "program": program,
-            "sample": mutations[:SAMPLE], "tvalid": mutations[SAMPLE:], "work": work}
+    width, stuck = stuck_rom_bits(vectors, other)
+    assert stuck, "the other set's fc1 words differ nowhere from the block's constant bits"
+    rom = []
+    for b, v in stuck:      # one index per bit, both read ports (the cell's RD_DATA)
+        index = len(mutations) + len(rom) + 1
+        rom.append({"index": index, "bit": b, "commands": [
+            f"mutate -mode const{v} -module tse_unit -cell excite_mac.fc1_rom -port RD_DATA "
+            f"-portbit {port * width + b}" for port in range(2)]})
+    listed = mutations + [{"index": r["index"], "command": c} for r in rom
+                          for c in r["commands"]]
+    program = mutate.build(vectors, verilog, listed, work / "build")
+    return {"vectors": vectors, "other": other, "verilog": verilog, "program": program,
+            "sample": mutations[:SAMPLE], "tvalid": mutations[SAMPLE:], "rom": rom,
+            "work": work}
+
+
+def test_other_parameter_sets_run_through_the_same_model(design):
+    """The same compiled mutants, the other set's ROM images read at run time: the original
+    passes its outputs (which differ from the block's own), so the images were loaded."""
+    out = [(d / "hex" / "output.hex").read_text() for d in (design["vectors"], design["other"])]
+    assert out[0] != out[1]
+    assert mutate.simulate(design["program"], design["other"], 0)["passed"]
+
+
+def test_stuck_rom_bits_are_killed_only_by_other_parameter_sets(design):
+    """A known fault the block's own parameters cannot show (a fc1 ROM bit stuck at the
+    value all its words have): it survives them, and the other set kills it."""
+    for r in design["rom"]:
+        assert mutate.simulate(design["program"], design["vectors"], r["index"])["passed"], r
+    killed = [r["bit"] for r in design["rom"]
+              if not mutate.simulate(design["program"], design["other"], r["index"])["passed"]]
+    assert killed, design["rom"]
 
 
 def test_original_passes_and_stuck_tvalid_is_killed(design):

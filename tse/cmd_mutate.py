@@ -2,13 +2,15 @@
 
 Seeds N mutants into the unit's netlist with Yosys's `mutate` (the MCY method), builds one
 Verilator model holding all of them (a run-time select, so it compiles once), runs the
-self-checking testbench (stream, reset mid-frame, early and late TLAST) on each over the
-seeded frames plus stress frames of extreme codes, and reports killed and survived; each
+self-checking testbench (stream, reset mid-frame, early and late TLAST; without and with
+pauses) on each over the seeded frames plus stress frames of extreme codes, with the block's
+own parameters and --parameter-sets others (ROM images loaded at run time into the same
+model), and reports killed and survived; each
 survivor gets a formal equivalence check against the original (yosys equiv_make /
-equiv_simple / equiv_induct: a proof, not bounded), and a mutant proven equivalent counts as
+equiv_struct / equiv_simple / equiv_induct on the outputs: a proof, not bounded), and a mutant proven equivalent counts as
 "equivalent", not killed. score = killed / (mutants - equivalent). --mutation-seed picks the
 mutants (--seed is the configuration's); --kind runs a small configuration of a tiling kind. Exit status 0 when the campaign ran (whatever the
-score), 1 when a tool failed, 2 on bad input (docs/mutation.md).
+score), 1 when a tool failed, 2 on bad input (docs/verification.md).
 """
 from __future__ import annotations
 

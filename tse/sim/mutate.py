@@ -8,14 +8,20 @@ all to one netlist, each behind `mutsel == i` (`mutate -ctrl mutsel WIDTH i`; 0 
 original). A wrapper with the unit's AXI ports drives mutsel from the plusarg +mutsel=I, so
 Verilator compiles once and each mutant is one run of the testbench (+stop_on_mismatch).
 
-A mutant is killed when the testbench fails (a mismatch, a timeout, a wrong error flag) in
-one of RUNS (no pauses, then pauses on both sides, on the sink, on the source).
+The netlist's ROM contents load at run time from +tse_rom_dir (loadable_roms), so the same
+model also runs other parameter sets (tse.sim.param_sets: weights at the int8 ends, spread
+requantizer shifts, random), each with its own golden vectors from the model. A mutant is
+killed when the testbench fails (a mismatch, a timeout, a wrong error flag) in one of RUNS
+(no pauses, then pauses on both sides, on the sink, on the source) with any parameter set.
 Each survivor gets a formal check of the original against that mutant alone: yosys
-`equiv_make` pairs their signals by name, `equiv_simple` and `equiv_induct` prove pairs equal
-(SAT over a few cycles' cone, then induction assuming every pair equal), memories mapped to
-registers so the ROMs' words are known. "equivalent": every pair proven, a proof for all
-time (no output can ever differ); "not proven": some pair was not (a reachable difference
-the testbench missed, or a fact deeper than the induction sees; not a counterexample);
+`equiv_make` pairs their signals by name, `equiv_struct` merges the equal logic outside the
+mutant's cone, `equiv_simple` and `equiv_induct` prove pairs equal (SAT over a few cycles'
+cone, then induction assuming the proven pairs equal), memories mapped to registers so the
+ROMs' words are known. "equivalent": every pair of the unit's OUTPUTS proven, a proof for
+all time (no output can ever differ; internal signals of the mutant's cone may differ, the
+mutated wire itself does whenever the mutation is active); "not proven": some output pair
+was not (a reachable difference the testbench missed, or a fact deeper than the induction
+sees; not a counterexample);
 "unknown": the check ran out of time or the memories are too large to map
 (FORMAL_MEMORY_BITS). The mutants are drawn on the netlist after `prep -flatten` and
 simulated from Yosys's netlist, not the exported Verilog. Only "equivalent" leaves the
@@ -67,8 +73,9 @@ FORMAL_MEMORY_BITS = 1 << 16
 FORMAL_SEQ = 2
 FORMAL_TIMEOUT_S = 600.0
 FORMAL_METHOD = (f"yosys equiv_make (original vs mutant, memories mapped to registers), "
-                 f"equiv_simple -seq {FORMAL_SEQ}, equiv_induct -seq {FORMAL_SEQ}: a proof by "
-                 "induction over matching registers, not bounded")
+                 f"equiv_struct, equiv_simple -seq {FORMAL_SEQ}, equiv_induct -seq "
+                 f"{FORMAL_SEQ}: every output pair proven by induction over matching "
+                 "registers, not bounded")
 
 
 class MutationError(RuntimeError):
@@ -271,8 +278,9 @@ endmodule
 
 
 def mutants_netlist(verilog: Path, mutations: list[dict]) -> Path:
-    """One netlist (MUTANTS_TOP) holding every mutation behind mutsel, beside the unit."""
-    width = ctrl_width(len(mutations))
+    """One netlist (MUTANTS_TOP) holding every mutation behind mutsel, beside the unit
+    (mutations sharing an index form one mutant)."""
+    width = ctrl_width(max(m["index"] for m in mutations))
     applied = "".join(f"{m['command']} -ctrl {MUTSEL} {width} {m['index']}\n"
                       for m in mutations)
     (verilog.parent / "mutants.ys").write_text(applied)
@@ -312,7 +320,8 @@ def build(vectors_dir, verilog: Path, mutations: list[dict], build_dir) -> Path:
         "lanes"]
     netlist = mutants_netlist(verilog, mutations)
     wrap = verilog.parent / f"{WRAPPER}.v"
-    wrap.write_text(wrapper(verilog.stem, ctrl_width(len(mutations)), 8 * lanes))
+    wrap.write_text(wrapper(verilog.stem, ctrl_width(max(m["index"] for m in mutations)),
+                            8 * lanes))
     return selfcheck.build(vectors_dir, "verilator", build_dir, unit_sources=[wrap, netlist],
                            defines=[f"TSE_DUT={WRAPPER}"])
 
@@ -356,6 +365,11 @@ def memory_bits(verilog: Path) -> int:
     return total
 
 
+OUTPUTS = ("s_axis_tready", "m_axis_tdata", "m_axis_tvalid", "m_axis_tlast", "error")
+"""The unit's outputs: a mutant whose every output pair is proven is equivalent, whatever
+its internal signals do (its own mutated wire differs whenever the mutation is active)."""
+
+
 def equivalence(verilog: Path, mutation: dict, workdir, *,
                 timeout: float = FORMAL_TIMEOUT_S) -> dict:
     """Formal check of one mutant against the original (module docstring): {"result":
@@ -369,9 +383,11 @@ def equivalence(verilog: Path, mutation: dict, workdir, *,
     stage(verilog, workdir)
     top = verilog.stem
     command = mutation["command"].replace(f"-module {top} ", "-module mutant ", 1)
+    # equiv_struct first: it merges the structurally equal logic outside the mutant's cone,
+    # so the SAT and induction passes only see that cone
     script = (read_script(verilog) + "memory_map\nopt_clean\n"
               + f"copy {top} mutant\n{command}\n"
-              + f"equiv_make {top} mutant equiv\nhierarchy -top equiv\n"
+              + f"equiv_make {top} mutant equiv\nhierarchy -top equiv\nequiv_struct\n"
               + f"equiv_simple -seq {FORMAL_SEQ}\nequiv_induct -seq {FORMAL_SEQ}\n"
               + "equiv_status\n")
     try:
@@ -381,11 +397,15 @@ def equivalence(verilog: Path, mutation: dict, workdir, *,
     m = re.search(r"Of those cells (\d+) are proven and (\d+) are unproven", log)
     if m is None:
         return dict(base, result="unknown", note="no equiv_status summary in the log")
-    if int(m.group(2)) == 0:
-        return dict(base, result="equivalent", note=f"all {m.group(1)} $equiv cells proven")
-    unproven = re.findall(r"Unproven \$equiv \S+: (\S+)", log)
+    unproven = [u.lstrip("\\").removesuffix("_gold")
+                for u in re.findall(r"Unproven \$equiv \S+: (\S+)", log)]
+    outputs = sorted({u.split("[")[0] for u in unproven} & set(OUTPUTS))
+    if not outputs:
+        return dict(base, result="equivalent",
+                    note=f"every output proven ({m.group(2)} internal signals of the "
+                         f"mutant's cone unproven: {', '.join(unproven[:3])})")
     return dict(base, result="not proven",
-                note=f"{m.group(2)} signals unproven: {', '.join(unproven[:4])}")
+                note=f"outputs unproven: {', '.join(outputs)} ({m.group(2)} signals)")
 
 
 def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: bool = False,
