@@ -14,6 +14,9 @@ With --model FILE (a .py with build_model(), a torch.save'd model or a .onnx fil
 vectors directory DIR/<block>/, calibrated on the activations that reach it, with a
 manifest.json of every block and every skipped block's reason (tse/model_vectors.py,
 docs/models.md); the tile is clamped to each block's map.
+
+With --block eca|srm: the hw profile's vectors of the seeded block (no unit or testbench yet;
+tse.ref_model.attention_vectors).
 """
 from __future__ import annotations
 
@@ -103,6 +106,11 @@ def run(args):
 
     if args.model:
         return run_model(args)
+    from tse.ref_model.cli_args import config_from_args
+    from tse.ref_model.config import BLOCKS
+    cfg = config_from_args(args, blocks=BLOCKS)
+    if cfg.block != "se":
+        return run_attention(args, cfg)
     from tse.rtl.export import check_name
     check_name(args.name)
     cfg, ref = build_reference(args)
@@ -139,4 +147,40 @@ def run(args):
     if cfg.profile == "torch" and mismatched:
         print(f"tse: error: the torch profile differs from quantized PyTorch: {mismatched}")
         return 1
+    return 0
+
+
+def run_attention(args, cfg):
+    """`tse vectors --block eca|srm`: the hw profile's vectors of the seeded block
+    (tse.ref_model.attention_vectors), no unit or testbench (no RTL for these blocks yet)."""
+    from tse.quant import attention_reference
+    from tse.ref_model import attention_vectors
+    from tse.ref_model.errors import ConfigError, InputError
+
+    given = [f for f, v in (("--weights", args.weights), ("--calibration", args.calibration),
+                            ("--input", args.input), ("--probes", args.probes)) if v]
+    if given or cfg.profile != "hw":
+        what = ", ".join(given) if given else f"profile {cfg.profile!r}"
+        raise ConfigError(f"{what}: not supported with block = {cfg.block!r} yet; allowed: "
+                          "the hw profile on seeded weights and synthetic frames")
+    if args.frames < 1:
+        raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
+    preflight.replaceable_out(args.out)
+    preflight.memory(cfg, args.frames, "tse vectors")
+    ref = attention_reference.build(cfg, args.frames)
+    x = ref.codes["input"].transpose(0, 2, 3, 1).copy()
+    stages = attention_vectors.build(cfg, ref.quant, x)
+    vs_torch = attention_vectors.compare(cfg, stages, ref.codes)
+    attention_vectors.write(args.out, cfg, x, stages,
+                            {"sources": ref.sources, "vs_quantized_pytorch": vs_torch})
+    if args.json:
+        print(json.dumps({"out": args.out, "block": cfg.block, "profile": "hw",
+                          "engine": cfg.engine, "frames": int(x.shape[0]),
+                          "vs_quantized_pytorch": vs_torch}))
+        return 0
+    print(f"golden vectors ({cfg.block}, hw profile, engine {cfg.engine}) -> {args.out}: "
+          f"{x.shape[0]} frame(s)")
+    for stage, d in vs_torch.items():
+        print(f"  {stage:7s} vs quantized PyTorch: {d['mismatches']} of {d['values']} codes "
+              f"differ ({100 * d['mismatch_rate']:.4f} %), largest {d['max_err_lsb']} LSB")
     return 0

@@ -1,0 +1,58 @@
+"""Golden vectors of tiled ECA and SRM in the hw profile (issue 18): every stage of
+attention_kernels as .npy and $readmemh hex (the layouts of tse.ref_model.vectors), and a
+manifest with the block, its configuration and parameters, and how the vectors compare with
+quantized PyTorch. No unit plan, ROM images or testbench: these blocks have no RTL yet.
+"""
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+
+from . import artifacts, attention_hw, attention_kernels, hexfmt
+from .attention_numerics import prepare_eca, prepare_srm
+from .attention_widths import square_sum_bits
+from .config import TSEConfig
+from .kernels import distance
+from .vectors import STREAM_AXES, TILE_AXES, stage_layout
+
+COMPARED = {"eca": ("pooled", "excite", "gate", "output"),
+            "srm": ("pooled", "std", "excite", "gate", "output")}
+
+
+def build(cfg: TSEConfig, quant, x_nhwc: np.ndarray) -> dict:
+    """Every stage (channels last) of the hw profile for the block's quantized parameters."""
+    if cfg.block == "eca":
+        h = attention_hw.eca_hw_params(prepare_eca(quant), cfg)
+        return attention_kernels.eca_frames(cfg, h, x_nhwc)
+    h = attention_hw.srm_hw_params(quant, prepare_srm(quant), cfg)
+    return attention_kernels.srm_frames(cfg, h, x_nhwc)
+
+
+def compare(cfg: TSEConfig, stages: dict, reference_nchw: dict) -> dict:
+    """Per compared stage, the distance from quantized PyTorch's codes (kernels.distance)."""
+    roles = COMPARED[cfg.block]
+    ref = {r: np.ascontiguousarray(np.moveaxis(reference_nchw[r], 1, -1)) for r in roles}
+    return distance({r: stages[r] for r in roles}, ref, stages=roles)
+
+
+def write(out_dir, cfg: TSEConfig, x_nhwc: np.ndarray, stages: dict, meta: dict) -> None:
+    """Write the vectors directory (whole or not at all)."""
+    arrays = {"input": np.ascontiguousarray(x_nhwc), **stages}
+    hex_layout, extra = {}, {}
+    n_max = cfg.tile_rows * cfg.tile_cols
+    for s, a in arrays.items():
+        layout = stage_layout(cfg, s, a.shape[-1], "hw")
+        if s == "square_sums":
+            layout = {**layout, "bits": square_sum_bits(n_max), "signed": False}
+        hex_layout[s] = layout
+        extra[layout["path"]] = (f"{s}_hex", hexfmt.writer(a, layout["bits"], layout["lanes"]))
+    manifest = {
+        "kind": "golden-vectors", "block": cfg.block, "config": cfg.to_dict(), "profile": "hw",
+        "engine": cfg.engine, "seed": cfg.seed, "frames": int(x_nhwc.shape[0]),
+        "axes": {s: STREAM_AXES if s in ("input", "output") else TILE_AXES for s in arrays},
+        "hex": hex_layout,
+        "versions": {"numpy": np.__version__, "python": platform.python_version()},
+        **meta,
+    }
+    artifacts.write_artifacts(out_dir, arrays, manifest, extra_files=extra)
