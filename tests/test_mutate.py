@@ -155,7 +155,8 @@ def test_formal_check_does_not_call_a_killed_mutant_equivalent(design):
 
 
 def test_cli_rejects_bad_counts():
-    for args in (["--mutants", "0"], ["--mutants", "5000"], ["--mutation-seed", "-1"]):
+    for args in (["--mutants", "0"], ["--mutants", "5000"], ["--mutation-seed", "-1"],
+                 ["--parameter-sets", "9"]):
         r = subprocess.run([sys.executable, "-m", "tse", "mutate", *args],
                            capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr

@@ -172,7 +172,7 @@ def campaign_vectors(cfg, frames: int = 3, stress: int | None = None, root=None,
         out = root / key
         with runner.locked(root / f".{key}.lock"):
             if not (out / selfcheck.UNIT_FILE).is_file():
-                ref = ref or _reference(cfg, frames)
+                ref = _reference(cfg, frames) if ref is None else ref
                 _write_campaign_vectors(cfg, ref, stress, k, out)
         dirs.append(out)
     return dirs
