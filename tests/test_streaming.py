@@ -114,9 +114,9 @@ def test_full_throughput_depth_is_the_peak_and_does_not_stall(default_like):
     assert stats["peak_strip_buffer_occupancy"] == cfg.full_throughput_depth
     assert stats["input_stall_cycles"] == 0 and not stats["stalls"]
     beats = 2 * cfg.beats_per_frame
-    # the input slice's cycle, the last strip's gates `latency` cycles after the last input
-    # beat, then the strip drains
-    assert stats["cycles"] == beats + 1 + latency + cfg.strip_beats
+    # the two input slices' cycles, the last strip's gates `latency` cycles after the last
+    # input beat, then the strip drains
+    assert stats["cycles"] == beats + 2 + latency + cfg.strip_beats
 
 
 def test_a_shallower_buffer_stalls_the_input(default_like):
@@ -168,16 +168,16 @@ def test_slow_excite_mac_backs_up_into_the_input():
 
 def test_a_short_last_strip_shorter_than_the_latency_stalls_at_full_depth():
     """The depth formula's stated limit: a 1-row last strip (12 beats) shorter than the
-    excite latency (67 cycles: 21 lead-in, 30 for the tile, 16 drain) lets the excite MAC lag
+    excite latency (68 cycles: 21 lead-in, 31 for the tile, 16 drain) lets the excite MAC lag
     at the full-throughput depth; 12 rows (two whole strips) of the same layer do not stall."""
     stalls = {}
     for h in (7, 12):
         cfg = TSEConfig(channels=11, height=h, width=12, tile="6xW", reduction=4, lanes=11,
                         excite_multipliers=4)
-        assert cfg.excite_latency_cycles == 67 and cfg.strip_beats == 72
+        assert cfg.excite_latency_cycles == 68 and cfg.strip_beats == 72
         assert cfg.excite_keeps_up == (h == 12)
         ip = nm.derive(random_quant_params(4, 11, cfg.hidden, "fbgemm", True), cfg)
-        # three frames: the input slice's extra beat absorbs the lag of the first short strip
+        # three frames: the input slices' extra beats absorb the lag of the first short strip
         x = np.random.default_rng(2).integers(0, 256, (3, h, 12, 11)).astype(np.uint8)
         got = streaming.run(cfg, ip, x)
         _assert_same(got, kernels.run(cfg, ip, x, cfg.profile))

@@ -61,6 +61,30 @@ def test_parse_report_reads_a_recorded_nextpnr_report():
         "delay_ns": 9.48, "logic_ns": 4.45, "routing_ns": 5.03, "cells": 1}
 
 
+@pytest.mark.parametrize("ooc, placement", [(False, "pins"), (True, "out-of-context")])
+def test_report_says_which_placement_its_fmax_is(monkeypatch, tmp_path, ooc, placement):
+    """The figure depends on where the ports are (issue 16: 84.3 MHz on the pins, 97.1 out of
+    context, same netlist): the ECP5 section and the text report name the placement."""
+    seen = {}
+
+    def fake_synth(verilog_path, workdir, timeout, progress):
+        return {"version": "Yosys x", "netlist": tmp_path / "n.json", "wall_s": 1.0,
+                "cell_types": {"LUT4": 5, "TRELLIS_FF": 3}}
+
+    def fake_pnr(netlist, workdir, device, package, target_mhz, timeout, **kw):
+        seen.update(kw)
+        return dict(timing.parse_report(json.loads(json.dumps(REPORT_EXCERPT))),
+                    version="nextpnr y", device="LFE5U-85F", wall_s=2.0)
+
+    monkeypatch.setattr(timing, "synth_ecp5", fake_synth)
+    monkeypatch.setattr(timing, "place_and_route", fake_pnr)
+    s = timing.measure("u.v", tmp_path, seed=7, out_of_context=ooc, progress=None)
+    assert seen["out_of_context"] is ooc and seen["seed"] == 7
+    assert (s["placement"], s["seed"], s["fmax_mhz"]) == (placement, 7, 19.82)
+    text = "\n".join(resources.format_ecp5(s))
+    assert f"Fmax 19.82 MHz (target 100 MHz; placement {placement}, seed 7)" in text
+
+
 def test_parse_report_without_a_clock_is_an_error():
     with pytest.raises(ValueError, match="fmax"):
         timing.parse_report({"utilization": {}, "critical_paths": []})

@@ -49,19 +49,28 @@ ACCUMULATE_TO_CODE = 8
 """Cycles from the accumulator to the written code: the multiplier's ROM word, the multiply
 by M (tse/rtl/pipeline.MUL_STAGES), the rounding shift, the zero point, the clamp."""
 CODE_TO_GATE = 2
+"""Cycles from a written code to its gate's write: the code's register, the sigmoid ROM."""
+HIDDEN_CODE_CYCLES = 1
+"""Cycles from fc1's code to its hidden code being written (ReLU): the code's register. The
+clamp and the hidden word's lane enables in one cycle were the out-of-context critical path
+(10.3 ns at 97.1 MHz), so fc2 starts one cycle later (excite_fc2_start)."""
 HIDDEN_TABLE_CYCLES = 2
 """With a hidden activation that is a table (SiLU, tse.ref_model.roms' silu ROM): cycles from
 fc1's code to its hidden code being written (the code's register, the ROM read), so fc2 starts
 that much later (excite_fc2_start's hidden_table)."""
-"""Cycles from a written code to its gate's write: the code's register, the sigmoid ROM."""
+INPUT_SLICE_STAGES = 2
+"""Register slices in a row at the input (tse/rtl/register_slice.py's SliceChain): the first
+sits by the pads, the second by the line accumulator, so the line accumulator's ready (from
+the strip buffer's level) reaches a register near it, not across the die (with one slice
+that route was the default unit's critical path on the pins: 12.2 of 14 ns routing)."""
 INPUT_SLICE_BEATS = 2
-"""Beats the input's register slice holds (tse/rtl/register_slice.py): its output register and
-its skid slot. s_axis_tready is "the skid slot is empty", a register, so it does not see the
-same cycle's take by the line accumulator."""
-INPUT_SLICE_CYCLES = 1
+"""Beats one input register slice holds (tse/rtl/register_slice.py): its output register and
+its skid slot. Its ready is "the skid slot is empty", a register, so it does not see the
+same cycle's take downstream; s_axis_tready is the first slice's."""
+INPUT_SLICE_CYCLES = INPUT_SLICE_STAGES
 """Cycles from a beat's acceptance on s_axis to the line accumulator's take of it, unstalled:
-the slice's output register. It delays everything after the input by one cycle; the strip
-buffer's occupancy and the excite latency, counted from the line accumulator, keep theirs."""
+each slice's output register. It delays everything after the input; the strip buffer's
+occupancy and the excite latency, counted from the line accumulator, keep theirs."""
 BROADCAST_LATENCY_CYCLES = 8
 """Cycles from a beat's pop off the strip buffer to its output beat on m_axis, unstalled
 (tse/rtl/tile_broadcaster.py): the beat beside its gate read, (x - zx), (x - zx) * g, the
@@ -102,12 +111,13 @@ def excite_fc2_start(channels: int, hidden: int, multipliers: int, taps: int = 1
     late enough that fc2's read of the last hidden chunk (a cycle after its issue, K2 - 1
     issues in) comes after the last hidden code is written. taps: inputs per neuron are
     taps x the layer's width (the paper's 3x1 excite: 3). hidden_table: the hidden code
-    comes out of a table (SiLU), HIDDEN_TABLE_CYCLES after fc1's code."""
+    comes out of a table (SiLU), HIDDEN_TABLE_CYCLES after fc1's code; else (ReLU) it is
+    the code's register, HIDDEN_CODE_CYCLES after."""
     k1 = math.ceil(taps * channels / multipliers)
     k2 = math.ceil(taps * hidden / multipliers)
     last1 = hidden * k1 - 1
     written = (last1 + excite_issue_to_code(channels, hidden, multipliers)
-               + (HIDDEN_TABLE_CYCLES if hidden_table else 0))
+               + (HIDDEN_TABLE_CYCLES if hidden_table else HIDDEN_CODE_CYCLES))
     return max(last1 + 1, written + 1 - k2)
 
 

@@ -16,8 +16,9 @@ checks the last flag against them.
   InputSlice        the input's register slice (tse/rtl/register_slice.py): takes a beat
                     when it held fewer than plan.INPUT_SLICE_BEATS at the start of the cycle
                     (a registered ready: the same cycle's take does not count); a beat taken
-                    in cycle t reaches the line accumulator in t + 1. The input stalls only
-                    when the slice is full.
+                    in cycle t reaches the next slice or the line accumulator in t + 1.
+                    plan.INPUT_SLICE_STAGES of them in a row (slice_stage moves a beat from
+                    one to the next); the input stalls only when the first is full.
   line_accumulator  takes one beat per cycle from the slice when the strip buffer has room
                     (and, on a beat that completes a tile, when the excite MAC can take the
                     strip's sums); adds (x - zero point) of each lane into the sum of (tile column,
@@ -36,9 +37,9 @@ checks the last flag against them.
   StripBuffer       a FIFO of `depth` beats; its peak occupancy is recorded.
 
 Within a cycle the processes step downstream first (tile_broadcaster, excite_mac,
-line_accumulator, input_slice), so a value written in cycle t is seen by its consumer in
-cycle t + 1 and a beat popped from a full FIFO frees its slot for a push in the same cycle
-(the input slice alone counts its occupancy at the cycle's start). With that, the
+line_accumulator, slice_stage, input_slice), so a value written in cycle t is seen by its
+consumer in cycle t + 1 and a beat popped from a full FIFO frees its slot for a push in the
+same cycle (the input slices alone count their occupancy at the cycle's start). With that, the
 strip buffer's peak occupancy at full throughput is the strip plus the excite latency
 (plan.full_throughput_depth), and a shallower buffer stalls the input.
 
@@ -172,6 +173,14 @@ def input_slice(source, slice_: InputSlice, stats: Stats):
             stats.input_stall_cycles += 1          # the beat waits: input not ready
             yield
         slice_.push(beat)
+        yield
+
+
+def slice_stage(upstream: InputSlice, downstream: InputSlice):
+    """Move a beat from one input slice to the next, one a cycle, when the next has room."""
+    while True:
+        if upstream.can_pop() and downstream.can_push():
+            downstream.push(upstream.pop())
         yield
 
 
@@ -322,7 +331,7 @@ def run(cfg: TSEConfig, params, x, depth: int | None = None,
     clock, stats = Clock(), Stats()
     strip_buffer = StripBuffer(depth)
     sums_fifo = Fifo("strip sums", 1)
-    slice_ = InputSlice()
+    slices = [InputSlice() for _ in range(plan.INPUT_SLICE_STAGES)]
     gates = GateMemory(cfg.tiles_x, cfg.channels)
     results = {"strips": []}
     out_beats: list = []
@@ -330,8 +339,9 @@ def run(cfg: TSEConfig, params, x, depth: int | None = None,
     processes = [  # downstream first: see the module docstring
         tile_broadcaster(cfg, T, code, clock, strip_buffer, gates, out_beats),
         excite_mac(cfg, T, code, clock, sums_fifo, gates, latency, results),
-        line_accumulator(cfg, T, code, clock, slice_, strip_buffer, sums_fifo),
-        input_slice(beats_of(cfg, x), slice_, stats),
+        line_accumulator(cfg, T, code, clock, slices[-1], strip_buffer, sums_fifo),
+        *[slice_stage(a, b) for a, b in reversed(list(zip(slices, slices[1:])))],
+        input_slice(beats_of(cfg, x), slices[0], stats),
     ]
     limit = (4 * total + (x.shape[0] * cfg.tiles_y + 2) * (latency + 2) + 100
              + plan.INPUT_SLICE_CYCLES)
@@ -340,7 +350,8 @@ def run(cfg: TSEConfig, params, x, depth: int | None = None,
         if clock.cycle > limit:
             raise RuntimeError(f"streaming model: no progress after {limit} cycles "
                                f"({len(out_beats)} of {total} output beats)")
-        slice_.tick()
+        for s in slices:
+            s.tick()
         for p in processes:
             next(p, None)
     return _collect(cfg, x, results, out_beats, stats, strip_buffer, latency, depth,

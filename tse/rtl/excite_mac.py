@@ -31,8 +31,10 @@ issue_to_code):
               in front of the multiply)
     A+2..A+5  acc x M: limb products, their adder tree (pipeline.mul, padded to 4 stages)
     A+6, A+7  rounding shift; increment and zero point
-    X         clamp: the hidden code is written, or the code's register loaded
-    X+1       the gate ROM read (sigmoid or hard sigmoid; SiLU's ROM too, on fc1's codes)
+    X         clamp: the code's register loaded
+    X+1       ReLU: the hidden code is written from it (fc2 starts plan.HIDDEN_CODE_CYCLES
+              later); the gate ROM read (sigmoid or hard sigmoid; SiLU's ROM too, on fc1's
+              codes)
     X+2       the gate is written to the gate memory (with SiLU: the hidden code, and fc2
               starts plan.HIDDEN_TABLE_CYCLES later)
 The pipeline never stalls: a strip is a fixed sequence of cycles, so its latency is the
@@ -211,7 +213,9 @@ class ExciteMac(wiring.Component):
         tags = [Signal(tag_layout, name="tag0")]
         m.d.comb += tags[0].eq(Cat(in_fc1 | in_fc2, in_fc2, k == 0, k == kmax, k, o, tile,
                                    c_grp, c_lane))
-        for i in range(1, p.issue_to_code + max(plan.CODE_TO_GATE, plan.HIDDEN_TABLE_CYCLES) + 1):
+        last_tag = p.issue_to_code + max(plan.CODE_TO_GATE, plan.HIDDEN_TABLE_CYCLES,
+                                         plan.HIDDEN_CODE_CYCLES)
+        for i in range(1, last_tag + 1):
             tags.append(Signal(tag_layout, name=f"tag{i}"))
             m.d.sync += tags[i].eq(tags[i - 1])
 
@@ -319,8 +323,8 @@ class ExciteMac(wiring.Component):
                                               half_up), "code")
         assert A + 2 + pipeline.MUL_STAGES + pipeline.REQUANT_STAGES == p.issue_to_code
         code_reg = pipeline.cut(m, code, "code_reg")
-        if p.silu_rom is None:          # ReLU: fc1's code is the hidden code
-            tc, hidden_code = tags[p.issue_to_code], code
+        if p.silu_rom is None:          # ReLU: fc1's code, from its register, is the hidden code
+            tc, hidden_code = tags[p.issue_to_code + plan.HIDDEN_CODE_CYCLES], code_reg
         else:                           # SiLU: its ROM (block RAM) after the code's register
             silu = m.submodules.silu_rom = memory.Memory(shape=8, depth=256, init=p.silu_rom)
             sr = silu.read_port()

@@ -124,6 +124,7 @@ def report(cfg: TSEConfig, ip, synth: str | None = None, verilog_path=None,
         out["synthesis"] = synthesize_ecp5(cfg, p, verilog_path, timeout, **(ecp5 or {}))
         out["fmax_mhz"] = out["synthesis"].get("fmax_mhz")
         out["critical_path"] = out["synthesis"].get("critical_path")
+        out["placement"] = out["synthesis"].get("placement")
     elif synth:
         out["synthesis"] = synthesize(cfg, p, synth, verilog_path, timeout)
     return out
@@ -263,7 +264,8 @@ def format_ecp5(s: dict) -> list[str]:
              + ", ".join(f"{k} {v}" for k, v in s["cells"].items()),
              "    utilization: " + ", ".join(f"{k} {v['used']}/{v['available']} "
                                              f"({v['percent']} %)" for k, v in u.items()),
-             f"    Fmax {s['fmax_mhz']} MHz (target {s['target_mhz']:g} MHz)"]
+             f"    Fmax {s['fmax_mhz']} MHz (target {s['target_mhz']:g} MHz; placement "
+             f"{s.get('placement', 'pins')}, seed {s.get('seed', 1)})"]
     c = s.get("critical_path")
     if c:
         lines.append(f"    critical path {c['delay_ns']} ns ({c['logic_ns']} logic, "

@@ -417,7 +417,8 @@ def measure(verilog_path, workdir, device: str = DEFAULT_DEVICE,
             timeout: float = 1800, progress=sys.stderr, seed: int = 1,
             out_of_context: bool = False) -> dict:
     """Synthesis and place and route of tse_unit.v for an ECP5: the `synthesis` section of
-    the resource report (family ecp5), with fmax_mhz and critical_path."""
+    the resource report (family ecp5), with fmax_mhz, critical_path and placement ("pins":
+    the ports at the package's pads; "out-of-context": as an IP block inside a design)."""
     syn = synth_ecp5(verilog_path, workdir, timeout, progress)
     types = syn["cell_types"]
     pnr = place_and_route(syn["netlist"], workdir, device, package, target_mhz, timeout,
@@ -431,5 +432,6 @@ def measure(verilog_path, workdir, device: str = DEFAULT_DEVICE,
             "cell_types": types, "utilization": pnr["utilization"],
             "clock": pnr["clock"], "target_mhz": target_mhz, "fmax_mhz": pnr["fmax_mhz"],
             "seed": seed, "out_of_context": out_of_context,
+            "placement": "out-of-context" if out_of_context else "pins",
             "critical_path": pnr["critical_path"],
             "wall_s": {"synthesis": syn["wall_s"], "place_and_route": pnr["wall_s"]}}

@@ -1,6 +1,6 @@
 """TSEUnit: the top level; wires the input slice, the stages, the strip buffer and gate memory.
 
-    s_axis --> RegisterSlice --> line_accumulator --(finished sums)--> excite_mac --(gates)-->
+    s_axis --> SliceChain --> line_accumulator --(finished sums)--> excite_mac --(gates)-->
                                       |                                              GateMemory
                                       |                                                   |
                                       +--> StripBuffer (FIFO) --------> tile_broadcaster --> m_axis
@@ -23,13 +23,14 @@ from amaranth import ClockDomain, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from tse.ref_model import plan
 from tse.ref_model.config import TSEConfig
 
 from .excite_mac import ExciteMac
 from .gate_memory import GateMemory
 from .line_accumulator import LineAccumulator
 from .params import RtlParams, beat_layout, field, rtl_params, whole
-from .register_slice import RegisterSlice
+from .register_slice import SliceChain
 from .strip_buffer import StripBuffer
 from .tile_broadcaster import TileBroadcaster
 
@@ -63,8 +64,9 @@ class TSEUnit(wiring.Component):
             # a local sync domain: every stage's sync logic follows aclk, reset by ~aresetn
             m.domains.sync = cd = ClockDomain("sync", local=True)
             m.d.comb += [cd.clk.eq(self.aclk), cd.rst.eq(~self.aresetn)]
-        # the input port reaches registers only (tse/rtl/register_slice.py says why)
-        inp = m.submodules.input_slice = RegisterSlice(beat_layout(p))
+        # the input port reaches registers only, and the line accumulator's ready a slice
+        # near it (tse/rtl/register_slice.py and plan.INPUT_SLICE_STAGES say why)
+        inp = m.submodules.input_slice = SliceChain(beat_layout(p), plan.INPUT_SLICE_STAGES)
         acc = m.submodules.line_accumulator = LineAccumulator(p)
         buf = m.submodules.strip_buffer = StripBuffer(p)
         mac = m.submodules.excite_mac = ExciteMac(p)
