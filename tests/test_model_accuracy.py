@@ -1,0 +1,166 @@
+"""Whole models through the unit (issue 17): `tse network --model`'s table (tse.model_accuracy)
+on the PyTorch and ONNX forms of the three Fashion-MNIST nets, its plot, `tse vectors --model`
+on every form (torch profile: 0 mismatching codes per block, `tse check`, every block's Verilog
+in one design) and `tse cosim --model`.
+
+Expected values come from the model itself (its own forward pass), from hand-written shapes or
+from a second form of the same net, never from the code under test."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from tse import model_accuracy as ma
+from tse import model_vectors
+from tse.quant import fashion_mnist as fm
+from tse.quant import plots, zoo
+from tse.quant.sweep_grid import profile_with
+from tse.ref_model.errors import InputError
+from tse.ref_model.hw_profile import DEFAULT_HW
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKS = {"senet": ["s1.2", "s2.2"], "efficientnet": ["blocks.0.se", "blocks.1.se"],
+          "mobilenetv3": ["features.1.block.4", "features.2.block.4"]}
+POINTS = (ma.MODEL_HW_POINTS[0], ("narrowest+gate_bits=2",
+                                  {**ma.SWEEP_NARROWEST, "gate_bits": 2}))
+
+
+def tse(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "tse", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = fm.load("test")
+    return fm.split(0, 256, 0).x_train, x[:100], y[:100]
+
+
+@pytest.mark.parametrize("name", list(zoo.NETS))
+def test_pytorch_and_onnx_forms_give_the_same_table(name, data):
+    calib, x, y = data
+    model, _ = zoo.load(name)
+    kw = dict(float_tiles=("3xW", "HxW"), hw_points=POINTS)
+    pt = ma.report(model, calib, x, y, **kw)
+    ox = ma.report(str(zoo.onnx_path(name)), calib, x, y, **kw)
+    keys = ("float", "float_se_recomputed", "float_tse_tiles", "quantized_pytorch_tiles",
+            "torch_profile_tiles", "hw_tiles", "torch_logits_differing", "hw_points")
+    assert {k: pt[k] for k in keys} == {k: ox[k] for k in keys}
+    assert pt["tiles"] == ["3xW", "HxW", "7xW"] and len(pt["blocks"]) == 2
+    with torch.no_grad():
+        own = float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+    assert pt["float"] == own and pt["float_tse_tiles"]["HxW"] == own
+    # the torch profile is quantized PyTorch, logit for logit, at every tile
+    assert pt["torch_logits_differing"] == {"3xW": 0, "HxW": 0, "7xW": 0}
+    assert pt["torch_profile_tiles"] == pt["quantized_pytorch_tiles"]
+    base, narrow = pt["hw_points"]
+    assert base["accuracy"] == pt["hw_tiles"]["7xW"]
+    assert narrow["agreement"] < 1.0            # a 2-bit gate moves predictions: the hw path is live
+
+
+def test_torch_profile_comparison_can_fail(data):
+    """The logits the table compares differ when the integer model is not the torch profile."""
+    calib, x, y = data
+    model, _ = zoo.load("mobilenetv3")
+    found, runner = ma.find(model, calib)
+    units = {b.name: ma.IntegerBlock(b, a, "7xW" if b.height > 7 else "HxW", 8, "hw", "fbgemm")
+             for b, a in found}
+    _, q = ma.evaluate(runner, x, y, {n: u.pytorch for n, u in units.items()})
+    _, t = ma.evaluate(runner, x, y, {n: u.model("torch") for n, u in units.items()})
+    narrow = profile_with(DEFAULT_HW, {"gate_bits": 3}, "test")
+    _, h = ma.evaluate(runner, x, y, {n: u.model("hw", narrow) for n, u in units.items()})
+    assert np.array_equal(q, t) and (h != q).sum() > 0
+
+
+def fake_report(acc: dict, floats: float) -> dict:
+    return {"images": 10, "tiles": list(acc), "float": floats,
+            "float_tse_tiles": {t: a - 0.01 for t, a in acc.items()}, "hw_tiles": acc}
+
+
+def test_plot_draws_top1_against_the_tile_per_net(tmp_path, monkeypatch):
+    figures = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self),
+                                                                  real(self, *a, **k))[1])
+    reports = {"a": fake_report({"1xW": 0.5, "7xW": 0.75, "HxW": 0.8}, 0.81),
+               "b": fake_report({"1xW": 0.25, "7xW": 0.5, "HxW": 0.625}, 0.7)}
+    path = plots.accuracy_vs_tile(reports, tmp_path / "p.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    (ax,) = figures[0].axes
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert lines["a: hw profile"].get_ydata().tolist() == [50.0, 75.0, 80.0]
+    assert lines["b: hw profile"].get_ydata().tolist() == [25.0, 50.0, 62.5]
+    assert np.allclose(lines["b: float TSE"].get_ydata(), [24.0, 49.0, 61.5])
+    assert lines["a: hw profile"].get_xdata().tolist() == [0, 1, 2]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1xW", "7xW", "HxW"]
+    assert "(%)" in ax.get_ylabel() and "tile" in ax.get_xlabel()
+    plots.accuracy_vs_tile(reports, path)                     # its own file: replaced
+    foreign = tmp_path / "notes.png"
+    foreign.write_text("mine")
+    with pytest.raises(InputError, match="tse did not write it"):
+        plots.accuracy_vs_tile(reports, foreign)
+    assert foreign.read_text() == "mine"
+
+
+def test_network_model_cli_table_and_errors(tmp_path):
+    r = tse("network", "--model", "senet", "--onnx", "--limit", "40", "--float-tiles", "HxW",
+            "--markdown", "--plot", str(tmp_path / "p.png"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("| net | tile | float | float TSE |"), r.stdout
+    assert "| senet | HxW |" in r.stdout and "| senet | 7xW |" in r.stdout
+    assert (tmp_path / "p.png").is_file() and "network [" in r.stderr      # progress shown
+    for args, text in ((["--limit", "0"], "limit: 0 is not allowed"),
+                       (["--plot", str(tmp_path / "p.txt")], "ending in .png"),
+                       (["--onnx", "--model", "x.pt"], "--onnx applies to the cached nets"),
+                       (["--engine", "x86"], "engine: 'x86' is not allowed")):
+        r = tse("network", "--model", "senet", *args, timeout=120)
+        assert r.returncode == 2 and text in r.stderr, (args, r.stderr)
+        assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "p.txt").exists()
+
+
+@pytest.mark.parametrize("form", ["pt", "onnx"])
+def test_vectors_model_on_every_net_and_form(form, tmp_path):
+    """Every block of the three nets: torch profile equal to quantized PyTorch on every stage,
+    the directory verified, and the blocks' Verilog elaborated together (Icarus)."""
+    images = fm.load("test")[0][:32]
+    for name in zoo.NETS:
+        out = tmp_path / name
+        model = name if form == "pt" else str(zoo.onnx_path(name))
+        manifest = model_vectors.write(model, out, images, frames=1, profile="torch")
+        assert [b["name"] for b in manifest["blocks"]] == BLOCKS[name]
+        assert not manifest["skipped"]
+        for b in manifest["blocks"]:
+            assert b["vs_quantized_pytorch"] and all(
+                n == 0 for n in b["vs_quantized_pytorch"].values()), (name, b)
+        problems = model_vectors.verify(out)
+        assert set(problems) == {"", *(b["directory"] for b in manifest["blocks"])}
+        assert not any(problems.values()), problems
+        files = [str(out / b["verilog"]) for b in manifest["blocks"]]
+        r = subprocess.run(["iverilog", "-g2012", "-o", os.devnull, *files],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+
+
+def test_cosim_model_every_block_of_senet_on_icarus(tmp_path):
+    r = tse("cosim", "--model", "senet", "--sim", "icarus", "--frames", "1", "--out",
+            str(tmp_path / "v"), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["ok"] and rep["skipped"] == []
+    # one frame: H*W*C/lanes beats per block (s1.2: 14x14x32, s2.2: 7x7x64; 8 lanes)
+    assert [(b["name"], b["ok"], b["mismatches"], b["beats"]) for b in rep["blocks"]] == [
+        ("s1.2", True, 0, 14 * 14 * 32 // 8), ("s2.2", True, 0, 7 * 7 * 64 // 8)]
+    assert json.loads((tmp_path / "v" / "manifest.json").read_text())["kind"] == \
+        "network-vectors"
+    for args, text in ((["--channels", "8", "--out", str(tmp_path / "w")],
+                        "--channels cannot be given with --model"),
+                       ([], "--model needs --out")):
+        r = tse("cosim", "--model", "senet", "--sim", "icarus", *args, timeout=120)
+        assert r.returncode == 2 and text in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "w").exists()
