@@ -7,7 +7,7 @@ pauses) on each over the seeded frames plus stress frames of extreme codes, with
 own parameters and --parameter-sets others (ROM images loaded at run time into the same
 model), and reports killed and survived; each
 survivor gets a formal equivalence check against the original (yosys equiv_make /
-equiv_struct / equiv_simple / equiv_induct on the outputs: a proof, not bounded), and a mutant proven equivalent counts as
+equiv_simple / equiv_induct: a proof, not bounded), and a mutant proven equivalent counts as
 "equivalent", not killed. score = killed / (mutants - equivalent). --mutation-seed picks the
 mutants (--seed is the configuration's); --kind runs a small configuration of a tiling kind. Exit status 0 when the campaign ran (whatever the
 score), 1 when a tool failed, 2 on bad input (docs/verification.md).
