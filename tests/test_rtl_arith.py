@@ -75,6 +75,11 @@ def test_requant_matches_numerics(half_up):
     # exact ties: acc * mult = (k + 1/2) 2**shift
     for k in (-3, -1, 0, 1, 2, 5):
         vecs.append(dict(acc=(2 * k + 1) << 9, mult=1 << 20, shift=30, zo=10, lo=0))
+    # the floor (acc here) around the edges of pipeline.NEAR_BITS, where the saturation flags
+    # take over from the narrow add: -2**9 and 2**9, with the zero point at both ends
+    for floor in (*range(-516, -508), *range(-260, -252), *range(252, 260), *range(506, 516)):
+        for zo, lo in ((0, 0), (255, 0), (255, 200), (0, 255)):
+            vecs.append(dict(acc=floor, mult=1 << 20, shift=20, zo=zo, lo=lo))
     rounding = nm.HALF_UP if half_up else nm.HALF_EVEN
 
     def build(m, acc, mult, shift, zo, lo):    # the excite MAC's: multiply, then requantize

@@ -185,6 +185,11 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
     return arith.clamp(arith.wire(m, q0 + up, "mean_q"), 0, 255)[:8], stages
 
 
+NEAR_BITS = 10
+"""Bits of the requantizer's floor its add and clamp use (signed: -512..511); the rest only
+says whether the code saturates."""
+
+
 def requant(m, product, shift, max_shift: int, zo, lo, half_up) -> Value:
     """clamp(round(product / 2**shift) + zo, lo, 255) (numerics.requant_hw after its
     multiply) over REQUANT_STAGES registers: the shifted value with its half and sticky bits;
@@ -200,9 +205,18 @@ def requant(m, product, shift, max_shift: int, zo, lo, half_up) -> Value:
     zo, lo, half_up = (cut(m, x, f"rq_{n}") for x, n in ((zo, "zo"), (lo, "lo"),
                                                            (half_up, "half_up")))
     up = half & (sticky | half_up | floor[0])
-    q = cut(m, floor + up + zo, "rq_q")
     lo = cut(m, lo, "rq_lo2")
-    return arith.clamp(q, lo, 255)[:8]
+    if len(floor) <= NEAR_BITS:
+        return arith.clamp(cut(m, floor + up + zo, "rq_q"), lo, 255)[:8]
+    # The add and the clamp on NEAR_BITS of the floor, plus two flags: beyond them the
+    # increment (0, 1) and the zero point (0..255) cannot bring the code back into range.
+    # On the product's whole width both were carry chains of 38 cells, the out-of-context
+    # critical path after the hidden word's register (issue 16).
+    top = floor[NEAR_BITS - 1:]
+    over = cut(m, ~floor[-1] & top.any(), "rq_over")        # floor >= 2**(NEAR_BITS-1)
+    under = cut(m, floor[-1] & ~top.all(), "rq_under")      # floor < -2**(NEAR_BITS-1)
+    q = cut(m, floor[:NEAR_BITS].as_signed() + up + zo, "rq_q")
+    return Mux(over, 255, Mux(under, lo, arith.clamp(q, lo, 255)))[:8]
 
 
 def compose_clamped(m, f, g, name: str = "cmp"):
