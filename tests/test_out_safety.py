@@ -140,3 +140,16 @@ def test_written_directory_has_the_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_written_file_has_the_umask_permissions(tmp_path):
+    """A file tse writes whole (a plot, a report) gets 0666 & ~umask, not mkstemp's 0600."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = artifacts.write_file(tmp_path / "r.txt", lambda p: p.write_bytes(b"tse\n"),
+                                   b"tse")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644

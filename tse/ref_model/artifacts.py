@@ -294,6 +294,7 @@ def write_file(path, write, marker: bytes, what: str = "out") -> Path:
         raise InputError(f"{what}: cannot write {given!r} ({e.strerror})") from None
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())    # mkstemp's 0600 would become the file's
         write(Path(tmp))
         os.replace(tmp, path)
     except OSError as e:
