@@ -124,27 +124,29 @@ def test_network_model_cli_table_and_errors(tmp_path):
         assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "p.txt").exists()
 
 
-@pytest.mark.parametrize("form", ["pt", "onnx"])
-def test_vectors_model_on_every_net_and_form(form, tmp_path):
-    """Every block of the three nets: torch profile equal to quantized PyTorch on every stage,
-    the directory verified, and the blocks' Verilog elaborated together (Icarus)."""
+@pytest.mark.parametrize("name,form", [("senet", "pt"), ("efficientnet", "onnx"),
+                                       ("mobilenetv3", "pt"), ("mobilenetv3", "onnx")])
+def test_vectors_model_on_every_net_and_form(name, form, tmp_path):
+    """Every block of every net, both forms among them: torch profile equal to quantized
+    PyTorch on every stage, the directory verified, and the blocks' Verilog elaborated
+    together (Icarus). (Each block costs ~25 s; the ONNX form's blocks of every net equal the
+    PyTorch form's: test_model_import.test_onnx_blocks_match_the_pytorch_ones.)"""
     images = fm.load("test")[0][:32]
-    for name in zoo.NETS:
-        out = tmp_path / name
-        model = name if form == "pt" else str(zoo.onnx_path(name))
-        manifest = model_vectors.write(model, out, images, frames=1, profile="torch")
-        assert [b["name"] for b in manifest["blocks"]] == BLOCKS[name]
-        assert not manifest["skipped"]
-        for b in manifest["blocks"]:
-            assert b["vs_quantized_pytorch"] and all(
-                n == 0 for n in b["vs_quantized_pytorch"].values()), (name, b)
-        problems = model_vectors.verify(out)
-        assert set(problems) == {"", *(b["directory"] for b in manifest["blocks"])}
-        assert not any(problems.values()), problems
-        files = [str(out / b["verilog"]) for b in manifest["blocks"]]
-        r = subprocess.run(["iverilog", "-g2012", "-o", os.devnull, *files],
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
+    out = tmp_path / name
+    model = name if form == "pt" else str(zoo.onnx_path(name))
+    manifest = model_vectors.write(model, out, images, frames=1, profile="torch")
+    assert [b["name"] for b in manifest["blocks"]] == BLOCKS[name]
+    assert not manifest["skipped"]
+    for b in manifest["blocks"]:
+        assert b["vs_quantized_pytorch"] and all(
+            n == 0 for n in b["vs_quantized_pytorch"].values()), (name, b)
+    problems = model_vectors.verify(out)
+    assert set(problems) == {"", *(b["directory"] for b in manifest["blocks"])}
+    assert not any(problems.values()), problems
+    files = [str(out / b["verilog"]) for b in manifest["blocks"]]
+    r = subprocess.run(["iverilog", "-g2012", "-o", os.devnull, *files],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
 
 
 def test_cosim_model_every_block_of_senet_on_icarus(tmp_path):
