@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from attention_cases import extreme_inputs, srm_case
 from tse.quant.attention_blocks import TiledECA
 from tse.quant.attention_quantized import (extract_eca_params, quantize_attention,
                                            run_attention_stages)
@@ -20,16 +21,6 @@ CASES = [  # C, H, W, tile, k
     (5, 4, 3, (4, 1), 7),
     (3, 3, 3, (2, 3), 1),
 ]
-
-
-def extreme_inputs(c, h, w, gen):
-    x = torch.randn(6, c, h, w, generator=gen) * 3
-    x[0] = 50.0                                   # every code at 255 after clamping
-    x[1] = -50.0                                  # every code at 0
-    x[2, :, ::2] = 50.0                           # alternating rows of the two limits
-    x[2, :, 1::2] = -50.0
-    x[3, ::2] = 50.0                              # alternating channels
-    return x
 
 
 @pytest.mark.parametrize("engine_name", ["fbgemm", "qnnpack"])
@@ -65,23 +56,11 @@ SRM_CASES = [  # C, H, W, tile: every tile holds 2 or more elements
 @pytest.mark.parametrize("engine_name", ["fbgemm", "qnnpack"])
 @pytest.mark.parametrize("c, h, w, tile", SRM_CASES)
 def test_srm_torch_profile_is_quantized_pytorch(engine_name, c, h, w, tile):
-    from tse.quant.attention_blocks import TiledSRM
-    from tse.quant.attention_quantized import extract_srm_params
     from tse.ref_model.attention_numerics import prepare_srm, srm_stages
 
-    gen = torch.Generator().manual_seed(c)
-    block = TiledSRM(c, tile).eval()
-    with torch.no_grad():
-        block.cfc.weight.copy_(torch.randn(block.cfc.weight.shape, generator=gen) * 2)
-        block.bn.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-        block.bn.bias.copy_(torch.randn(c, generator=gen))
-        block.bn.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-    # Calibrated on the extreme frames too, so the deviation's range spans them.
-    calibration = torch.cat([torch.randn(16, c, h, w, generator=gen) * 2,
-                             extreme_inputs(c, h, w, gen)])
-    model = quantize_attention(block, calibration, engine_name)
-    params = prepare_srm(extract_srm_params(model))
-    ref = run_attention_stages(model, extreme_inputs(c, h, w, gen))
+    # calibrated on the extreme frames too, so the deviation's range spans them
+    _, q, ref = srm_case(engine_name, c, h, w, tile)
+    params = prepare_srm(q)
     ours = srm_stages(ref["input"], tile, params)
     for role in ("pooled", "std", "excite", "gate", "output"):
         assert ours[role].shape == ref[role].shape, role
