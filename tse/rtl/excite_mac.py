@@ -26,9 +26,10 @@ issue_to_code):
     +2        the layer's weights picked
     +3        Q products
     +4..+3+L  adder tree, a level a cycle
-    A         accumulator (bias from the fc ROM, block RAM read a cycle ahead)
-    A+1       the multiplier's words from the fc ROMs (both on registers; the layer's picked
-              in front of the multiply)
+    A         accumulator (bias from the fc ROMs, block RAM read three cycles ahead, the
+              layer's word picked onto a register a cycle ahead)
+    A+1       the multiplier's word: both fc ROMs' words on registers (read at A - 1), the
+              layer's picked onto a register that feeds the multiply
     A+2..A+5  acc x M: limb products, their adder tree (pipeline.mul, padded to 4 stages)
     A+6, A+7  rounding shift; increment and zero point
     X         clamp: the code's register loaded
@@ -266,11 +267,14 @@ class ExciteMac(wiring.Component):
                                 init=p.fc_rom(layer))
             m.submodules[f"fc{layer + 1}_rom"] = rom
             fc_roms.append(rom)
-        bias_r = [rom.read_port() for rom in fc_roms]        # read two cycles ahead
-        m.d.comb += [r.addr.eq(tags[A - 2].o) for r in bias_r]
+        # the bias, read three cycles ahead: the block RAM's word, then the layer's word
+        # picked onto a register, so neither the slow data out nor the layer flag's mux
+        # precedes the accumulator's add
+        bias_r = [rom.read_port() for rom in fc_roms]
+        m.d.comb += [r.addr.eq(tags[A - 3].o) for r in bias_r]
         bias_w = [pipeline.cut(m, r.data[:p.acc_bits], f"bias{layer + 1}")
                   for layer, r in enumerate(bias_r)]
-        bias = arith.wire(m, Mux(tA.fc2, bias_w[1], bias_w[0]).as_signed(), "bias")
+        bias = pipeline.cut(m, Mux(tags[A - 1].fc2, bias_w[1], bias_w[0]).as_signed(), "bias")
         acc = Signal(signed(p.acc_bits))
         if p.saturate:
             (lo1, hi1), (lo2, hi2) = p.acc_range(0), p.acc_range(1)
@@ -300,11 +304,14 @@ class ExciteMac(wiring.Component):
         with m.If(tA.valid & tA.last):
             m.d.sync += rq_acc.eq(acc_next)
 
-        # A+1: the multiplier's word (M and the shift), read at A from the fc ROM (block RAM)
+        # A+2: the multiplier's word (M and the shift), read at A - 1 from the fc ROMs (block
+        # RAM) onto registers, then the layer's word picked onto a register: a multiply's
+        # operand comes from a flip-flop, no multiplexer between (the layer flag's mux before
+        # the multiply was the default unit's out-of-context critical path, 9.8 ns)
         mult_r = [rom.read_port() for rom in fc_roms]
-        m.d.comb += [r.addr.eq(tA.o) for r in mult_r]
+        m.d.comb += [r.addr.eq(tags[A - 1].o) for r in mult_r]
         words = [pipeline.cut(m, r.data, f"rq_word{layer + 1}") for layer, r in enumerate(mult_r)]
-        word = arith.wire(m, Mux(tags[A + 2].fc2, words[1], words[0]), "rq_word")
+        word = pipeline.cut(m, Mux(tags[A + 1].fc2, words[1], words[0]), "rq_word")
         acc2 = pipeline.cut(m, rq_acc, "rq_acc2")
         # A+2 ...: acc x M, in limbs (pipeline.mul), padded to the plan's MUL_STAGES
         product, n = pipeline.mul(m, acc2, word[p.acc_bits:p.acc_bits + p.mult_bits], "rq_mul")

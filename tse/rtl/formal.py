@@ -328,6 +328,9 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
           & (buf.level >= buf.o_beat.valid))
     check("strip_buffer_bounds", ~push | (level < depth) | pop)
     check("strip_buffer_bounds", ~pop | (level > 0))
+    # its ready is a register kept equal to "the storage behind the output register has room"
+    check("strip_buffer_bounds",
+          buf.i_beat.ready == (buf.level != depth - 1 + buf.o_beat.valid))
 
     # ---- gate_banks: a written flag per gate ------------------------------------------
     words = p.tx * p.G

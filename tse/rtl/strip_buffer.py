@@ -61,7 +61,12 @@ class StripBuffer(wiring.Component):
         width, inner = self.p.beat_bits, self.p.depth - 1   # the output register holds one
         level = Signal(range(inner + 1))        # beats in the storage
         out_valid = Signal()                    # the output register holds a beat
-        w_rdy = level != inner
+        # "the storage has room" (level != inner) as a register of its own, set with the
+        # level: the line accumulator's take and the input slice's enables hang off it, and
+        # behind a compare on the level that route crossed the die (the default unit's
+        # critical path on the pins, 12.9 ns: the level by the block RAMs, the take by the
+        # input slice)
+        w_rdy = Signal(init=1)
         do_write = self.i_beat.valid & w_rdy
         do_read = (level != 0) & (~out_valid | self.o_beat.ready)
         produce, consume = Signal(range(inner)), Signal(range(inner))
@@ -88,7 +93,7 @@ class StripBuffer(wiring.Component):
         with m.Elif(self.o_beat.ready):
             m.d.sync += out_valid.eq(0)
         with m.If(do_write & ~do_read):
-            m.d.sync += level.eq(level + 1)
+            m.d.sync += [level.eq(level + 1), w_rdy.eq(level != inner - 1)]
         with m.If(do_read & ~do_write):
-            m.d.sync += level.eq(level - 1)
+            m.d.sync += [level.eq(level - 1), w_rdy.eq(1)]
         return m
