@@ -151,11 +151,23 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
     def at(values, extra=0):     # a kind-dependent constant in the cycle `extra` stages on
         return arith.const_table(values, delay(m, kind, stages + extra, "mean_kind"))
 
+    def at_reg(values):          # a kind-dependent constant, on a register, `stages` on
+        return cut(m, arith.const_table(values, delay(m, kind, stages - 1, "mean_kind")),
+                   "mean_recip")
+
+    # Both operands of the multiply come from registers of the mean unit's own. A sum no
+    # wider than a float32's significand gets a register of its own in front (the deepest
+    # form, the float32 rounding, has its output register there): the excite MAC's input
+    # word feeds all P mean units, and its route to the multipliers was the default unit's
+    # critical path out of context (seed 2, 10.1 ns, mostly routing). MEAN_STAGES counts the
+    # deepest form, so the schedule does not change.
     zsh = [zx << k for k in sh]
     if p.mean_rounding == nm.F32:
         s24, n = round_significant(m, s, F32_BITS, "mean_s")
+        if n == 0:
+            s24, n = cut(m, s24, "mean_s_in"), 1
         stages += n
-        prod, n = mul(m, s24, at(r), "mean_mul")
+        prod, n = mul(m, s24, at_reg(r), "mean_mul")
         stages += n
         t, n = round_significant(m, prod, F32_BITS, "mean_a", add=lambda k: at(zsh, k))
         stages += n
@@ -167,7 +179,9 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
         q = cut(m, q, "mean_q")        # the rounding add and the clamp's compares apart
         return arith.clamp(q, 0, 255)[:8], stages + 1
     # exactly rounded: t = S R + zx 2**sh; q0 = t >> sh; the remainder against R decides
-    prod, n = mul(m, s, at(r), "mean_mul")
+    s = cut(m, s, "mean_s_in")
+    stages += 1
+    prod, n = mul(m, s, at_reg(r), "mean_mul")
     stages += n
     t = cut(m, prod + at(zsh), "mean_t")
     stages += 1
