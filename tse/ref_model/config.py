@@ -291,6 +291,8 @@ class TSEConfig:
 
     @property
     def excite_latency_cycles(self) -> int:
+        if self.block == "eca":     # ECA's excite stage (tse/rtl/eca_excite.py)
+            return plan.eca_latency_cycles(self.channels, self.eca_taps, self.tiles_x)
         return plan.excite_latency_cycles(self.channels, self.hidden, self.tiles_x,
                                           self.excite_multipliers,
                                           hidden_table=self.hidden_table)
@@ -298,6 +300,9 @@ class TSEConfig:
     @property
     def full_throughput_depth(self) -> int:
         """Strip-buffer depth (beats) at which the input never stalls."""
+        if self.block == "eca":
+            return plan.eca_full_throughput_depth(self.tile_rows, self.width, self.channels,
+                                                  self.eca_taps, self.tiles_x, self.lanes)
         return plan.full_throughput_depth(self.tile_rows, self.width, self.channels,
                                           self.hidden, self.tiles_x, self.lanes,
                                           self.excite_multipliers,

@@ -182,3 +182,54 @@ def multipliers_for_buffer_ratio(tile_rows: int, width: int, channels: int, hidd
                                  lanes, q) <= budget:
             return q
     return None
+
+
+# ---- ECA's excite stage (issue 18: tse/rtl/eca_excite.py) ----------------------------------
+#
+# The squeeze is SE's (P mean units into two pooled banks, MEAN_STAGES); then, per tile, a
+# window register of the tile's C pooled codes with (k-1)/2 zero-point codes at each end (the
+# zero padding: a padded tap adds 0) slides one channel a cycle, and each cycle issues one
+# output channel: k products of (code - zx) and the constant taps, an adder tree with a
+# register on every level, acc x M, the rounding shift and zero point, the code's register,
+# the sigmoid ROM, the gate write. A pipeline that never stalls, as SE's excite MAC: a strip
+# is a fixed number of cycles, lead-in + tiles_x * C + drain.
+
+ECA_LEAD_CYCLES = EXCITE_LEAD_CYCLES + 2
+"""Cycles from a strip's last sums to its first ECA issue: SE's lead-in (the means and the
+pooled register), the pooled bank read a cycle later, and the window register's load."""
+ECA_ISSUE_TO_TREE = 1
+"""Cycles from an ECA issue (its window on the register) to the adder tree's first level:
+the k products on registers."""
+ECA_TREE_TO_GATE = 8
+"""Cycles from the ECA accumulator (the tree's last level) to the gate's write: acc x M
+(tse/rtl/pipeline.MUL_STAGES = 4), the rounding shift and the zero point (REQUANT_STAGES = 2),
+the code's register, the sigmoid ROM's read."""
+
+
+def eca_tree_levels(taps: int) -> int:
+    """Levels of the ECA excite's adder tree over its k products (one register each)."""
+    return max(0, (taps - 1).bit_length())
+
+
+def eca_cycles_per_tile(channels: int) -> int:
+    """ECA issue cycles of one tile: one output channel a cycle, all k taps at once."""
+    return channels
+
+
+def eca_drain_cycles(taps: int) -> int:
+    """Cycles after a strip's last ECA issue until its last gate is written (inclusive)."""
+    return ECA_ISSUE_TO_TREE + eca_tree_levels(taps) + ECA_TREE_TO_GATE
+
+
+def eca_latency_cycles(channels: int, taps: int, tiles_per_strip: int) -> int:
+    """Cycles from a strip's last input beat until all its ECA gates are written."""
+    return (ECA_LEAD_CYCLES + tiles_per_strip * eca_cycles_per_tile(channels)
+            + eca_drain_cycles(taps))
+
+
+def eca_full_throughput_depth(tile_rows: int, width: int, channels: int, taps: int,
+                              tiles_per_strip: int, lanes: int) -> int:
+    """Strip-buffer depth in beats of the ECA unit that never stalls the input: the strip and
+    the ECA excite latency."""
+    return (strip_beats(tile_rows, width, channels, lanes)
+            + eca_latency_cycles(channels, taps, tiles_per_strip))

@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 from tse.ref_model import plan
 from tse.ref_model.config import TSEConfig
 
+from .eca_excite import EcaExcite
 from .excite_mac import ExciteMac
 from .gate_memory import GateMemory
 from .line_accumulator import LineAccumulator
@@ -40,6 +41,8 @@ class TSEUnit(wiring.Component):
 
     def __init__(self, cfg: TSEConfig, ip, *, probes: bool = True, axi: bool = False):
         p = self.p = ip if isinstance(ip, RtlParams) else rtl_params(cfg, ip)
+        # the excite stage by cfg.block: SE's excite MAC, or ECA's (p an EcaUnitPlan)
+        self.excite = EcaExcite if cfg.block == "eca" else ExciteMac
         self.probes, self.axi = probes, axi
         clock = {"aclk": In(1), "aresetn": In(1)} if axi else {}
         probe_ports = {
@@ -69,7 +72,8 @@ class TSEUnit(wiring.Component):
         inp = m.submodules.input_slice = SliceChain(beat_layout(p), plan.INPUT_SLICE_STAGES)
         acc = m.submodules.line_accumulator = LineAccumulator(p)
         buf = m.submodules.strip_buffer = StripBuffer(p)
-        mac = m.submodules.excite_mac = ExciteMac(p)
+        mac = m.submodules["eca_excite" if self.excite is EcaExcite else "excite_mac"] = \
+            self.excite(p)
         gates = m.submodules.gate_memory = GateMemory(p)
         bc = m.submodules.tile_broadcaster = TileBroadcaster(p)
 

@@ -1,0 +1,169 @@
+"""The ECA unit's RTL (issue 18): its excite stage alone in Amaranth's simulator against
+attention_hw.eca_excite_tile (the vectors' and the streaming model's per-tile function) on
+random tile sums and random integer parameters, with its plan's timing; and the whole unit
+co-simulated on Icarus and Verilator against `tse vectors --block eca`'s output."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from tse.ref_model import attention_hw as ah
+from tse.ref_model.config import TSEConfig
+from tse.ref_model.eca_unit_plan import EcaUnitPlan
+from tse.ref_model.edge_tiles import kind_table
+from tse.ref_model.hw_numerics import gate_table, quantize_multiplier
+from tse.ref_model.rounding import ROUNDING_CODES
+from tse.rtl.eca_excite import EcaExcite
+
+
+def random_eca(cfg: TSEConfig, seed: int) -> ah.EcaHw:
+    """EcaHw with random taps (int8, the extremes included), zero points, multipliers and
+    sigmoid table: no PyTorch run."""
+    rng = np.random.default_rng(seed)
+    hw = cfg.hw
+    k = cfg.eca_taps
+    taps = rng.integers(-128, 128, k)
+    taps[rng.integers(0, k)] = rng.choice([-128, 127])
+    # a multiplier that spreads the accumulator over more than the code range: the excite
+    # saturates at 0 and 255 on some channels
+    m, s = quantize_multiplier(float(10 ** rng.uniform(-3.5, -1.5)), hw.fc2_multiplier_bits)
+    mm, ms = quantize_multiplier(float(10 ** rng.uniform(-3, -2)), hw.mul_multiplier_bits)
+    lut = np.sort(rng.integers(0, 256, 256)).astype(np.uint8)
+    return ah.EcaHw(zx=int(rng.choice([0, 255, rng.integers(1, 255)])), taps=taps.astype(np.int64),
+                    mult=m, shift=s, ze=int(rng.integers(0, 256)),
+                    rounding=ROUNDING_CODES[hw.fc2_rounding],
+                    gate_lut=gate_table(lut, hw.gate_bits).astype(np.int64),
+                    mul_mult=mm, mul_shift=ms, zo=int(rng.integers(0, 256)),
+                    mul_rounding=ROUNDING_CODES[hw.mul_rounding], mean=ah.mean_tables(cfg))
+
+
+def eca_cfg(c, k, lanes, h=5, w=7, tile="2x3", **hw):
+    base = TSEConfig(channels=c, height=h, width=w, tile=tile, lanes=lanes, block="eca",
+                     eca_kernel=k, hidden=1)      # hidden: SE's field, unused by ECA
+    return base.replace(hw=base.hw.replace(**hw)) if hw else base
+
+
+STAGE_CASES = {
+    "C7_k3_odd": (eca_cfg(7, 3, 7), 1),
+    "C5_k5_P1": (eca_cfg(5, 5, 1, tile="Hx2"), 2),
+    "C6_k1": (eca_cfg(6, 1, 3, tile="3x3"), 3),
+    "C2_k3_C_lt_k": (eca_cfg(2, 3, 2), 4),
+    "C3_k5_C_lt_k_gate6": (eca_cfg(3, 5, 1, gate_bits=6, mean_rounding="half_up",
+                                   fc2_rounding="half_up"), 5),
+}
+
+
+@pytest.mark.parametrize("case", list(STAGE_CASES))
+def test_eca_excite_matches_the_model_and_its_latency(case):
+    """Random tile sums in the line accumulator's order (every sum at the range's ends in
+    some strips: pooled codes 0 and 255), strips arriving faster and slower than the excite
+    latency, gate banks released late: every gate equals eca_excite_tile's, written once, to
+    the strip's bank, and every strip commits exactly when the plan says (latency L after it
+    could start, not before the strip two before is released)."""
+    cfg, seed = STAGE_CASES[case]
+    h = random_eca(cfg, seed)
+    p = EcaUnitPlan(cfg, h)
+    C, P, tx, ty = cfg.channels, cfg.lanes, cfg.tiles_x, cfg.tiles_y
+    kinds = kind_table(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
+    rng = np.random.default_rng(seed + 50)
+    strips = 3 * ty
+    sums = np.zeros((strips, tx, C), np.int64)
+    want = np.zeros((strips, tx, C), np.int64)
+    pooled_seen = set()
+    for s in range(strips):
+        for j in range(tx):
+            kind = kinds[s % ty, j]
+            n = int(h.mean.counts[kind])
+            lo, hi = -h.zx * n, (255 - h.zx) * n
+            if s % 3 == 1:                  # the range's ends: pooled codes 0 and 255
+                sums[s, j] = rng.choice([lo, hi], C)
+            else:
+                sums[s, j] = rng.integers(lo, hi + 1, C)
+            pooled, excite, gate = (np.zeros(C, np.uint8) for _ in range(3))
+            ah.eca_excite_tile(sums[s, j], kind, *ah.eca_tile_args(h), pooled, excite, gate)
+            want[s, j] = gate
+            pooled_seen |= set(pooled.tolist())
+    L = cfg.excite_latency_cycles
+    assert L == p.lead_cycles + tx * C + p.drain_cycles
+    gaps = [0, 5, 3 * L, 0, 40, 2]
+    dut = EcaExcite(p)
+    writes, commits, ends, released = [], [], [], {}
+
+    async def tb(ctx):
+        full = [False] * 3
+        release_at, held = [None] * 3, [None] * 3
+        s = chunk = cycle = wait = 0
+        per_strip = tx * p.G
+        while len(commits) < strips:
+            assert cycle < 200 * L * strips, "no progress"
+            for b in range(3):              # the broadcaster releases in strip order
+                if release_at[b] is not None and release_at[b] <= cycle and \
+                        (held[b] == 0 or held[b] - 1 in released):
+                    full[b], release_at[b] = False, None
+                    released[held[b]] = cycle
+            ctx.set(dut.bank_free, sum((not f) << b for b, f in enumerate(full)))
+            offer = s < strips and wait == 0
+            ctx.set(dut.i_sums.valid, offer)
+            if offer:
+                j, g = divmod(chunk, p.G)
+                pl = dut.i_sums.payload
+                ctx.set(pl.tile, j)
+                ctx.set(pl.group, g)
+                ctx.set(pl.strip, s % ty)
+                ctx.set(pl.kind, int(kinds[s % ty, j]))
+                ctx.set(pl.strip_end, chunk == per_strip - 1)
+                for lane in range(P):
+                    ctx.set(pl.sums[lane], int(sums[s, j, g * P + lane]))
+                if ctx.get(dut.i_sums.ready):
+                    chunk += 1
+                    if chunk == per_strip:
+                        ends.append(cycle)
+                        s, chunk, wait = s + 1, 0, gaps[s % len(gaps)]
+            elif wait:
+                wait -= 1
+            if ctx.get(dut.w_en):
+                writes.append((ctx.get(dut.w_bank), ctx.get(dut.w_tile), ctx.get(dut.w_group),
+                               ctx.get(dut.w_lane), ctx.get(dut.w_channel),
+                               ctx.get(dut.w_frame_tile), ctx.get(dut.w_data)))
+            if ctx.get(dut.commit):
+                b = ctx.get(dut.commit_bank)
+                assert not full[b] and not full[(b + 1) % 3]    # strip s - 2 released
+                full[b], held[b] = True, len(commits)
+                release_at[b] = cycle + 1 + int(rng.integers(1, 3 * L))
+                commits.append(cycle)
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    per = tx * C
+    assert len(writes) == strips * per
+    got = -np.ones_like(want)
+    drop = 8 - cfg.hw.gate_bits
+    for n, (bank, tile, group, lane, channel, frame_tile, g) in enumerate(writes):
+        s = n // per
+        assert bank == s % 3 and channel == group * P + lane
+        assert frame_tile == (s % ty) * tx + tile
+        assert got[s, tile, channel] == -1                   # written once
+        got[s, tile, channel] = g << drop
+    np.testing.assert_array_equal(got, want)
+    assert {0, 255} <= pooled_seen                  # the case reaches the code range's ends
+    assert commits[0] == ends[0] + L - 1           # idle: the plan's latency exactly
+    assert all(b - a >= L for a, b in zip(commits, commits[1:]))
+    for s, c in enumerate(commits):
+        ready = max(ends[s], commits[s - 1] + 1 if s else 0)
+        release = released[s - 2] if s >= 2 else 0
+        assert c == max(ready + L - 1, release), (s, c, ready, release)
+
+
+def test_eca_strip_buffer_depth_follows_the_plan():
+    """block eca sizes the strip buffer from plan's ECA block (strip + ECA latency), not SE's
+    excite MAC: a C=16 unit with k=5, 2 tiles a strip."""
+    cfg = TSEConfig(channels=16, height=8, width=8, tile="4x4", lanes=4, block="eca",
+                    eca_kernel=5)
+    # lead-in 23 (MEAN_STAGES 20 + 3), 2 tiles x 16 channels, drain 1 + 3 levels + 8
+    assert cfg.excite_latency_cycles == 23 + 32 + 12
+    assert cfg.strip_buffer_depth == 4 * 8 * 16 // 4 + 67

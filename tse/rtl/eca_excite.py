@@ -1,0 +1,202 @@
+"""eca_excite: squeeze, the k-tap convolution across channels and the sigmoid of every tile of
+an ECA unit (tse.ref_model.attention_hw.eca_excite_tile; issue 18).
+
+Owns ECA's excite stage: the same ports as SE's excite MAC (finished tile sums in, gates out
+to the gate memory, the strip's commit), so TSEUnit swaps one for the other by cfg.block and
+keeps the line accumulator, strip buffer, gate memory and tile broadcaster. Its timing is
+tse.ref_model.plan's ECA block: a strip is exactly lead-in + tiles_x * C + drain cycles
+(eca_latency_cycles), the gates committed in its last cycle.
+
+Squeeze, as the excite MAC's: P mean units (tse/rtl/pipeline.mean) turn the P sums of each
+completing beat into pooled codes, MEAN_STAGES later, into the pooled bank of the strip's
+parity; a bank stays busy from its strip's last sums to its commit.
+
+Filter. Per tile, a window register of C + k - 1 codes is loaded with the tile's pooled codes
+between (k - 1) / 2 zero-point codes at each end (the zero padding: a padded tap adds 0) and
+slides one code a cycle, so in cycle c of the tile it holds pooled[c - (k-1)/2 ..
+c + (k-1)/2]. Each cycle issues output channel c (cycles after the issue):
+    +1          the k products tap[t] (code - zx), taps constant (the vectors' integer taps)
+    +2..+1+L    the adder tree, a register on every level (L = plan.eca_tree_levels)
+    then        acc x M (pipeline.mul, padded to MUL_STAGES), the rounding shift and zero
+                point (pipeline.requant: fc2's rounding, no lower clamp), the code's register,
+                the sigmoid ROM (block RAM), the gate write: plan.ECA_TREE_TO_GATE.
+The pipeline never stalls; a strip commits only once the broadcaster released the strip two
+before (gate bank (s + 1) mod 3 free), holding in its last cycle until then, as the excite MAC.
+"""
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from tse.ref_model import numerics as nm
+from tse.ref_model import plan
+
+from . import arith, pipeline
+from .params import field, sums_layout
+
+
+class EcaExcite(wiring.Component):
+    """Finished tile sums in, ECA gates out to the gate memory (see the module docstring);
+    p: tse.ref_model.eca_unit_plan.EcaUnitPlan."""
+
+    def __init__(self, p):
+        self.p = p
+        p.check_schedule()
+        super().__init__({
+            "i_sums": In(stream.Signature(sums_layout(p))),
+            "w_en": Out(1), "w_bank": Out(2), "w_tile": Out(field(p.tx)),
+            "w_group": Out(field(p.G)), "w_lane": Out(field(p.P)), "w_data": Out(p.gate_bits),
+            "w_channel": Out(field(p.C)), "w_frame_tile": Out(field(p.tx * p.ty)),
+            "commit": Out(1), "commit_bank": Out(2),
+            "bank_free": In(3),
+        })
+
+    def elaborate(self, platform):
+        p = self.p
+        m = Module()
+        P, C, tx, k = p.P, p.C, p.tx, p.k
+        assert (pipeline.MUL_STAGES + pipeline.REQUANT_STAGES + 2 == plan.ECA_TREE_TO_GATE), \
+            "plan.ECA_TREE_TO_GATE no longer matches the pipeline's stages"
+
+        # ================= squeeze: P mean units into two pooled banks =================
+        wbank = Signal()                     # bank of the strip whose sums arrive
+        pbusy = Signal(2)                    # bank holds a finished strip not yet committed
+        bank_strip = Array(Signal(field(p.ty), name=f"bank_strip{b}") for b in range(2))
+        s_in = self.i_sums.payload
+        sums_ready = Signal(init=1)          # a register, as the excite MAC's (its ready)
+        m.d.comb += self.i_sums.ready.eq(sums_ready)
+        accept = self.i_sums.valid & self.i_sums.ready
+        strip_done = accept & s_in.strip_end
+
+        a_valid = Signal()
+        a_word = Signal(P * p.sum_bits)
+        a_kind = Signal(2)
+        a_where = Signal(data.StructLayout({"tile": field(tx), "group": field(p.G), "bank": 1}))
+        m.d.sync += a_valid.eq(accept)
+        with m.If(accept):
+            m.d.sync += [a_kind.eq(s_in.kind), a_word.eq(s_in.sums),
+                         a_where.eq(Cat(s_in.tile, s_in.group, wbank))]
+        with m.If(strip_done):
+            m.d.sync += [wbank.eq(~wbank), bank_strip[wbank].eq(s_in.strip)]
+        means, depth = [], 0
+        for lane in range(P):
+            s = a_word[lane * p.sum_bits:(lane + 1) * p.sum_bits].as_signed()
+            code, depth = pipeline.mean(m, s[:p.sum_value_bits].as_signed(), a_kind, p)
+            means.append(code)
+        assert depth <= plan.MEAN_STAGES, (depth, plan.MEAN_STAGES)
+        means_word = pipeline.delay(m, Cat(*means), plan.MEAN_STAGES - depth, "means")
+        m_valid = pipeline.delay(m, a_valid, plan.MEAN_STAGES, "mean_valid", reset=True)
+        m_where = data.View(a_where.shape(),
+                            pipeline.delay(m, a_where.as_value(), plan.MEAN_STAGES, "mean_where"))
+        pooled = [[Signal(8 * C, name=f"pooled_b{b}_t{t}") for t in range(tx)]
+                  for b in range(2)]
+        for b in range(2):
+            for t in range(tx):
+                for g in range(p.G):
+                    with m.If(m_valid & (m_where.bank == b) & (m_where.tile == t)
+                              & (m_where.group == g)):
+                        m.d.sync += pooled[b][t][8 * P * g:8 * P * (g + 1)].eq(means_word)
+
+        # ============ strip control: lead-in, tiles of C cycles, drain ==================
+        lead, drain = p.lead_cycles, p.drain_cycles
+        LEAD, TILES, DRAIN = 0, 1, 2
+        running = Signal()
+        phase = Signal(2)
+        cnt = Signal(range(max(lead, drain) + 1))
+        rb = Signal()                        # pooled bank (strip parity) being excited
+        gb = Signal(2)                       # gate bank: strip number mod 3
+        tile = Signal(field(tx))
+        ch = Signal(field(C))                # output channel issued this cycle
+        grp, lane = Signal(field(p.G)), Signal(field(P))
+        cur_strip = Signal(field(p.ty))
+        waiting = Mux(rb, pbusy[1], pbusy[0]) | (strip_done & (wbank == rb))
+        start = ~running & waiting
+        in_tiles = running & (phase == TILES)
+        last_cycle = running & (phase == DRAIN) & (cnt == drain - 1)
+        older = Mux(gb == 2, 0, gb + 1)
+        can_commit = Array(self.bank_free[b] for b in range(3))[older]
+        commit = last_cycle & can_commit
+        m.d.comb += [self.commit.eq(commit), self.commit_bank.eq(gb)]
+        load = Signal()                      # the window takes tile `load_tile` this cycle
+        load_tile = Signal(field(tx))
+        with m.If(start):
+            m.d.sync += [running.eq(1), phase.eq(LEAD), cnt.eq(1),
+                         cur_strip.eq(Mux(strip_done & (wbank == rb), s_in.strip,
+                                          bank_strip[rb]))]
+        with m.Elif(running):
+            with m.Switch(phase):
+                with m.Case(LEAD):
+                    with m.If(cnt == lead - 1):
+                        m.d.sync += [phase.eq(TILES), tile.eq(0), ch.eq(0), grp.eq(0),
+                                     lane.eq(0)]
+                        m.d.comb += [load.eq(1), load_tile.eq(0)]
+                    with m.Else():
+                        m.d.sync += cnt.eq(cnt + 1)
+                with m.Case(TILES):
+                    m.d.sync += [ch.eq(ch + 1), lane.eq(lane + 1)]
+                    with m.If(lane == P - 1):
+                        m.d.sync += [lane.eq(0), grp.eq(grp + 1)]
+                    with m.If(ch == C - 1):
+                        m.d.sync += [ch.eq(0), grp.eq(0), lane.eq(0)]
+                        with m.If(tile != tx - 1):
+                            m.d.sync += tile.eq(tile + 1)
+                            m.d.comb += [load.eq(1), load_tile.eq(tile + 1)]
+                        with m.Else():
+                            m.d.sync += [phase.eq(DRAIN), cnt.eq(0)]
+                with m.Default():
+                    with m.If(cnt != drain - 1):
+                        m.d.sync += cnt.eq(cnt + 1)
+                    with m.Elif(can_commit):     # else: hold in the last cycle
+                        m.d.sync += [running.eq(0), rb.eq(~rb),
+                                     gb.eq(Mux(gb == 2, 0, gb + 1))]
+        busy_next = Cat(*[(pbusy[b] | (strip_done & (wbank == b))) & ~(commit & (rb == b))
+                          for b in range(2)])
+        m.d.sync += [pbusy.eq(busy_next),
+                     sums_ready.eq(~Mux(wbank ^ strip_done, busy_next[1], busy_next[0]))]
+
+        # ================= the sliding window and the k products ========================
+        half = (k - 1) // 2
+        pad = Cat(*[Const(p.zx, 8)] * half) if half else Const(0, 0)
+        win = Signal(8 * (C + k - 1), name="window")
+        words = Array(pooled[b][t] for b in range(2) for t in range(tx))
+        with m.If(load):
+            m.d.sync += win.eq(Cat(pad, words[rb * tx + load_tile], pad))
+        with m.Elif(in_tiles):
+            m.d.sync += win.eq(Cat(win[8:], Const(p.zx, 8)))
+        prods = []
+        for t, tap in enumerate(p.taps):
+            d = arith.minus_zp(win[8 * t:8 * t + 8], p.zx)[:9].as_signed()
+            prods.append(pipeline.cut(m, d * arith.sconst(tap), f"eca_prod{t}"))
+        values = prods
+        for level in range(p.tree_levels):
+            pairs = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+            values = [pipeline.cut(m, v, f"eca_tree{level}")
+                      for v in pairs + values[len(pairs) * 2:]]
+        acc = values[0]
+        assert len(values) == 1
+
+        # ================= requantizer, sigmoid ROM, gate write ===========================
+        product, n = pipeline.mul(m, acc, Const(p.mult), "eca_mul")
+        assert n <= pipeline.MUL_STAGES, n
+        product = pipeline.delay(m, product, pipeline.MUL_STAGES - n, "eca_mul_pad")
+        code = pipeline.requant(m, product, Const(p.shift), p.shift, Const(p.ze, 8),
+                                Const(0, 8), Const(int(p.rounding("fc2") == nm.HALF_UP), 1))
+        code_reg = pipeline.cut(m, code, "eca_code")
+        lut = m.submodules.sigmoid_rom = memory.Memory(shape=p.gate_bits, depth=256,
+                                                      init=p.gate_rom)
+        lr = lut.read_port()
+        m.d.comb += lr.addr.eq(code_reg)
+
+        # what travels with an issue to its gate write
+        tag_layout = data.StructLayout({"valid": 1, "tile": field(tx), "ch": field(C),
+                                        "grp": field(p.G), "lane": field(P)})
+        tag = pipeline.delay(m, Cat(in_tiles, tile, ch, grp, lane), p.drain_cycles, "eca_tag",
+                             reset=True)
+        te = data.View(tag_layout, tag)
+        m.d.comb += [
+            self.w_en.eq(te.valid), self.w_bank.eq(gb), self.w_tile.eq(te.tile),
+            self.w_group.eq(te.grp), self.w_lane.eq(te.lane), self.w_data.eq(lr.data),
+            self.w_channel.eq(te.ch), self.w_frame_tile.eq(cur_strip * tx + te.tile),
+        ]
+        return m
