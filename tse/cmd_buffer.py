@@ -8,6 +8,12 @@ paper's minimum buffering (SE: H*W*C, tile: th*tw*C), the strip FIFO of this pro
 row-streaming unit (strip + excite latency) with P lanes and Q excite multipliers, the
 multipliers that keep up with one beat per clock, and the excite compute. Buffers are in
 elements of one byte. docs/buffer.md explains the model and compares it with the paper.
+
+--block eca|srm builds every SE layer as tiled ECA or SRM instead (same C, H, W): the same
+squeeze per tile, so the same paper's figures; the strip FIFO follows the block's excite
+latency (ECA: its own schedule, k adaptive from C; SRM: SE's excite latency as an estimate,
+no SRM schedule yet), and SRM's line accumulator also holds sums of squares (the S2 columns,
+in bits).
 """
 from __future__ import annotations
 
@@ -50,6 +56,11 @@ def register(sub):
                    help="excite convolutions: 1x1 (SE, default) or 3x1 across rows of tiles "
                         "(the paper's Appendix B): the unit then holds the two strips each "
                         "strip's gates look ahead to; the paper's figure counts the tile alone")
+    p.add_argument("--block", default="se",
+                   help="channel-attention block each layer is built as: se (default), eca "
+                        "(its own excite schedule: k multipliers, k adaptive from C) or srm "
+                        "(excite latency: SE's, an estimate; extra line-accumulator storage "
+                        "for the sums of squares, in bits)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: network, tile, layers (per-layer rows) and "
                         "the totals se_buffer, tse_buffer, tse_stream_buffer, ...")
@@ -70,13 +81,13 @@ def run(args):
         return 0
     network = _network(args)
     result = plan_network(network, args.tile, args.lanes, args.excite_multipliers,
-                          args.excite_kernel)
+                          args.excite_kernel, args.block)
     if args.plot:
         # The built-in networks in their order, this one in its place (or first if it is not
         # built in), so the chart puts the user's network among known ones.
         nets = [result if n == result.network else
                 plan_network(builtin_network(n), args.tile, args.lanes, args.excite_multipliers,
-                             args.excite_kernel)
+                             args.excite_kernel, args.block)
                 for n in network_names()]
         write_plot(result, nets if result.network in network_names() else [result, *nets],
                    args.plot)
@@ -136,6 +147,20 @@ _COLUMNS = (  # (header, width, value of a LayerPlan)
     ("latency", 7, lambda r: r.excite_latency_cycles),
     ("excite MACs", 11, lambda r: f"{r.tse_excite_macs:,}"),
 )
+_BLOCK_COLUMNS = {
+    "se": (),
+    "eca": (("k", 3, lambda r: r.eca_taps),),
+    "srm": (("S2 bits", 7, lambda r: r.square_sum_bits),
+            ("S2 storage", 10, lambda r: f"{r.square_sum_storage_bits:,}")),
+}
+"""Per block, the columns after _COLUMNS: ECA's taps; SRM's sum of squares (bits per tile
+column and channel) and the line accumulator's extra storage for them (bits)."""
+LATENCY_NOTES = {
+    "se": "",
+    "eca": "excite latency: ECA's schedule (tse.ref_model.plan.eca_latency_cycles), Q = k",
+    "srm": "excite latency: SE's excite schedule for the layer, an estimate (no SRM schedule "
+           "yet); S2: the sums of squares SRM's line accumulator adds, in bits",
+}
 
 
 def _cell(value, width: int) -> str:
@@ -144,21 +169,25 @@ def _cell(value, width: int) -> str:
 
 def format_table(result) -> str:
     t = result.totals
+    block = result.block
+    columns = _COLUMNS + _BLOCK_COLUMNS[block]
     q = ("the fewest per layer that keep up" if result.multipliers is None
          else f"{result.multipliers} per layer")
     lines = [f"{result.network}: {result.source}",
-             f"tile {result.tile}, {result.excite_kernel} excite, {result.lanes} lanes, "
-             f"excite multipliers Q: {q}; "
-             "buffers in elements (1 byte each)",
+             f"block {block}, tile {result.tile}, {result.excite_kernel} excite, "
+             f"{result.lanes} lanes, excite multipliers Q: "
+             f"{'k per layer' if block == 'eca' else q}; buffers in elements (1 byte each)",
+             *([LATENCY_NOTES[block]] if LATENCY_NOTES[block] else []),
              "",
-             "  ".join(_cell(h, w) for h, w, _ in _COLUMNS)]
+             "  ".join(_cell(h, w) for h, w, _ in columns)]
     for row in result.layers:
         mark = "  (stalls: Q too small)" if not row.keeps_up else ""
-        lines.append("  ".join(_cell(f(row), w) for _, w, f in _COLUMNS) + mark)
+        lines.append("  ".join(_cell(f(row), w) for _, w, f in columns) + mark)
     total = {"layer": "total", "SE buf": f"{t['se_buffer']:,}", "TSE buf": f"{t['tse_buffer']:,}",
              "stream buf": f"{t['tse_stream_buffer']:,}", "Q": t["excite_multipliers"],
-             "excite MACs": f"{t['tse_excite_macs']:,}"}
-    lines.append("  ".join(_cell(total.get(h, ""), w) for h, w, _ in _COLUMNS))
+             "excite MACs": f"{t['tse_excite_macs']:,}",
+             "S2 storage": f"{t['square_sum_storage_bits']:,}"}
+    lines.append("  ".join(_cell(total.get(h, ""), w) for h, w, _ in columns))
     lines += [
         "",
         f"paper's minimum buffering: SE {t['se_buffer'] / 1e6:.3f}M, TSE {result.tile} "
@@ -167,8 +196,13 @@ def format_table(result) -> str:
         f"row-streaming unit (strip{' + 2 lookahead strips' if result.excite_kernel == '3x1' else ''}"
         f" + excite latency): TSE {t['tse_stream_buffer'] / 1e6:.3f}M, "
         f"SE on the same unit {t['se_stream_buffer'] / 1e6:.3f}M",
-        f"excite compute: SE {t['se_excite_macs']:,} MACs, TSE {t['tse_excite_macs']:,} MACs "
-        f"(+{t['excite_macs_added']:,})",
+        (f"excite compute: SE {t['se_excite_macs']:,} MACs, TSE {t['tse_excite_macs']:,} MACs "
+         if block == "se" else
+         f"excite compute: {block.upper()} on the whole frame {t['se_excite_macs']:,} MACs, "
+         f"tiled {t['tse_excite_macs']:,} MACs ")
+        + f"(+{t['excite_macs_added']:,})",
+        *([f"SRM's sums of squares: {t['square_sum_storage_bits']:,} bits of line accumulator "
+           "beside the tile sums"] if block == "srm" else []),
     ]
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """`tse sweep`: accuracy of the hw profile against its widths and roundings, and their cost.
 
 Evaluates the configuration's [hw] profile over a grid of widths (reciprocal, requantizer
-multipliers, bias fraction, accumulators, gate) and roundings: exact match and error against
+multipliers, bias fraction, accumulators, gate) and roundings, for SE or (--block eca|srm)
+the widths the ECA or SRM hw profile has (their cost an estimate: no RTL yet): exact match and error against
 the torch profile, SQNR and cosine against the float block, saturation, hardware cost. Writes
 sweep.csv, sweep.json (with the Pareto front of cost against error) and PNG plots to --out;
 an interrupted sweep resumes there and skips finished points. docs/sweeps.md reads them.
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 
 from tse.ref_model.cli_args import add_config_arguments, config_from_args
+from tse.ref_model.config import BLOCKS
 from tse.ref_model.errors import ConfigError
 
 
@@ -25,7 +27,9 @@ def register(sub):
                        description=__doc__)
     add_config_arguments(p)
     p.add_argument("--grid", metavar="FILE",
-                   help="grid TOML (axes and values); default: tse/quant/sweep_grid_default.toml")
+                   help="grid TOML (axes and values); default: tse/quant/sweep_grid_default.toml "
+                        "(SE), sweep_grid_eca.toml or sweep_grid_srm.toml (--block eca, srm); "
+                        "an axis the block's hw profile does not have is refused")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory (resumes from DIR/points.jsonl; refused if it "
                         "holds files tse did not write)")
@@ -49,7 +53,7 @@ def register(sub):
 
 
 def run(args):
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, blocks=BLOCKS)
     from tse.quant import sweep
 
     if args.frames is not None and args.frames < 1:
@@ -61,7 +65,10 @@ def run(args):
     from tse.ref_model.artifacts import claim_dir, write_manifest
 
     cfg.check_hw()                       # the sweep varies the hw profile around cfg.hw
-    grid = sweep.load_grid(args.grid)
+    if args.yosys and cfg.block != "se":
+        raise ConfigError(f"yosys (--yosys): block = {cfg.block!r} has no RTL to synthesize "
+                          "yet; allowed: --yosys with block = 'se' only")
+    grid = sweep.load_grid(args.grid, cfg.block)
     out = claim_dir(args.out, "sweep", legacy_names=SWEEP_FILES)
     frames = args.frames or (sweep.QUICK_FRAMES if args.quick else None)
     yosys = [s.strip() for s in args.yosys.split(",") if s.strip()] if args.yosys else ()

@@ -26,10 +26,15 @@ hardware they are: an accumulator below the safe width (hw_profile.required_bits
 hw.saturate = true (saturating registers, counted), a reciprocal too short for the mean's
 promise gets hw.exact_mean = false (legalize).
 
+ECA and SRM (cfg.block, issue 18) sweep the widths their hw profile has
+(sweep_grid.BLOCK_AXES, default grids sweep_grid_eca.toml and sweep_grid_srm.toml), measured
+by tse.quant.sweep_attention; their cost is an estimate (sweep_cost.attention_cost: no RTL).
+
 This module is the entry point: run_sweep ties the parts together, and the names other
 modules use are importable from here. The parts:
   tse.quant.sweep_grid    the grid file, axes, points, legalizing, safe widths, column names
   tse.quant.sweep_eval    measuring one point (Context, build_context, evaluate)
+  tse.quant.sweep_attention  the same for ECA and SRM
   tse.quant.sweep_cost    a point's hardware cost (hardware_cost, rtl_cost)
   tse.quant.sweep_narrow  the greedy narrowest combination and the points beyond it
   tse.quant.sweep_run     the resume log, progress bar and executors (processes, Dask)
@@ -46,6 +51,7 @@ from tse.ref_model.config import TSEConfig
 from tse.ref_model.errors import ConfigError, InputError
 from tse.ref_model.hw_profile import HwProfile
 
+from . import sweep_attention
 from .sweep_cost import hardware_cost, rtl_cost
 from .sweep_eval import Context, build_context, evaluate
 from .sweep_grid import (ALIASES, AXES, CHOICE_AXES, COST_KEY, DEFAULT_GRID, ERROR_KEY,
@@ -77,7 +83,16 @@ def run_sweep(cfg: TSEConfig, grid: Grid | None, out_dir, *, frames: int | None 
     """Evaluate every point of the grid around cfg.hw and write the outputs to out_dir.
     Finished points found in out_dir/points.jsonl (same configuration, frames and point)
     are not evaluated again. Returns the summary (also in sweep.json)."""
-    grid = grid if grid is not None else load_grid()
+    grid = grid if grid is not None else load_grid(block=cfg.block)
+    if grid.block != cfg.block:
+        raise ConfigError(f"grid: {grid.source} was checked for block = {grid.block!r}; "
+                          f"allowed: a grid loaded for block = {cfg.block!r} "
+                          f"(load_grid(path, {cfg.block!r}))")
+    if yosys and cfg.block != "se":
+        raise ConfigError(f"yosys: block = {cfg.block!r} has no RTL to synthesize yet; "
+                          "allowed: leave --yosys out (its cost is an estimate)")
+    se = cfg.block == "se"
+    measure = evaluate if se else sweep_attention.evaluate
     frames = frames or grid.frames or 32
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if not isinstance(workers, int) or workers < 1:
@@ -92,7 +107,7 @@ def run_sweep(cfg: TSEConfig, grid: Grid | None, out_dir, *, frames: int | None 
     previous = read_log(log_path)
     rows = {p.id: previous[p.id] for p in points if p.id in previous}
     resumed = len(rows)
-    ctx = context or build_context(cfg, frames)
+    ctx = context or (build_context if se else sweep_attention.build_context)(cfg, frames)
     bar = Progress(len(points), resumed, progress)
     labels = {p.id: p for p in points}
     with open(log_path, "a") as log:
@@ -109,7 +124,7 @@ def run_sweep(cfg: TSEConfig, grid: Grid | None, out_dir, *, frames: int | None 
             bar.step(row["label"])
 
         todo = [p for p in points if p.id not in rows]
-        evaluate_points(ctx, todo, workers, scheduler, on_row, evaluate)
+        evaluate_points(ctx, todo, workers, scheduler, on_row, measure)
 
         def evaluate_one(p):
             if p.id not in labels:
@@ -120,7 +135,7 @@ def run_sweep(cfg: TSEConfig, grid: Grid | None, out_dir, *, frames: int | None 
                     rows[p.id] = dict(previous[p.id], label=p.label, axis="", value="")
                     bar.step(p.label)
                 else:
-                    evaluate_points(ctx, [p], 1, None, on_row, evaluate)
+                    evaluate_points(ctx, [p], 1, None, on_row, measure)
             return rows[p.id]
 
         if grid.mode == "axes":
@@ -139,7 +154,7 @@ def run_sweep(cfg: TSEConfig, grid: Grid | None, out_dir, *, frames: int | None 
                 bar.total += len(more)
                 bar.done += sum(p.id in rows for p in more)
                 evaluate_points(ctx, [p for p in more if p.id not in rows], workers,
-                                scheduler, on_row, evaluate)
+                                scheduler, on_row, measure)
     bar.close()
     table = [rows[p.id] for p in points]
     notes = []

@@ -1,12 +1,15 @@
 """The sweep's hardware cost of one point: the cost of the unit the RTL builds for that
 point's widths (tse.ref_model.unit_plan: the same plan rtl/ elaborates and `tse rtl` reports),
 and Yosys cells where rtl/ and Yosys are installed (rtl_cost). COST_KEY (tse.quant.sweep_grid)
-names the one-number cost column.
+names the one-number cost column. ECA and SRM (no RTL yet) get an estimate from their hw
+profile's widths (attention_cost).
 """
 from __future__ import annotations
 
+import math
+
 from tse.ref_model.config import TSEConfig
-from tse.ref_model.unit_plan import plan_unit
+from tse.ref_model.unit_plan import GATE_BANKS, POOLED_BANKS, plan_unit
 
 from .sweep_grid import COST_KEY
 
@@ -28,6 +31,8 @@ def hardware_cost(cfg: TSEConfig, params) -> dict:
                          flip-flop and a full adder are of similar size in standard cells)
       fixed_storage_bits the part of storage_bits no width changes (FIXED_MEMORIES,
                          FIXED_ROMS)."""
+    if cfg.block != "se":
+        return attention_cost(cfg)
     plan = plan_unit(cfg, params)
     memory = plan.memory_bits()
     rom_bits = memory.pop("rom_bits")
@@ -56,3 +61,58 @@ def rtl_cost(cfg: TSEConfig, params) -> dict | None:
         return None
     cells = resources.yosys_cells(cfg, numerics.derive(params, cfg))
     return None if cells is None else {"yosys_cells": cells}
+
+
+def attention_cost(cfg: TSEConfig) -> dict:
+    """The estimated cost of an ECA or SRM unit with cfg's widths, in hardware_cost's columns.
+    These blocks have no RTL or unit plan yet, so storage and multipliers are counted from
+    the datapath tse.ref_model.attention_hw describes, with SE's unit plan's conventions for
+    the parts they share (line accumulator, mean unit, pooled and gate banks, broadcaster): storage_bits (line accumulator, SRM's square sums,
+    pooled banks, gate banks, the reciprocal, sigmoid and parameter ROMs), multiplier_cells
+    (count x a_bits x b_bits) and cost_bits = their sum. The widths and the shape decide: no
+    parameters (an ECA or SRM unit's ROM contents do not change its size)."""
+    from tse.ref_model.attention_widths import (STD_FRAC_BITS, excite_acc_bits,
+                                                square_sum_bits, variance_numerator_bits)
+    from tse.ref_model.hw_profile import tile_counts
+    hw, c, tx, p = cfg.hw, cfg.channels, cfg.tiles_x, cfg.lanes
+    n = max(tile_counts(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols))
+    acc = excite_acc_bits(cfg.block, cfg.eca_taps)
+    memory = {
+        "accumulator_bits": tx * c * hw.sum_bits,
+        "pooled_buffer_bits": POOLED_BANKS * tx * c * 8,
+        "gate_memory_bits": GATE_BANKS * tx * c * hw.gate_bits,
+        "reciprocal_rom_bits": 4 * hw.reciprocal_bits,
+        "sigmoid_rom_bits": 256 * hw.gate_bits,
+    }
+    mults = [("mean: tile sum x reciprocal", p, hw.sum_bits, hw.reciprocal_bits),
+             ("broadcaster: (x - zx) x gate", p, 9, hw.gate_bits),
+             ("broadcaster: product x output multiplier", p, 9 + hw.gate_bits,
+              hw.mul_multiplier_bits)]
+    if cfg.block == "eca":
+        memory["taps_rom_bits"] = cfg.eca_taps * 8
+        memory["excite_params_bits"] = hw.fc2_multiplier_bits
+        mults += [("excite: (pooled - zx) x tap", 1, 9, 8),
+                  ("excite requantizer: acc x M", 1, acc, hw.fc2_multiplier_bits)]
+    else:
+        d_bits = variance_numerator_bits(n)
+        root_bits = math.ceil((d_bits + 2 * STD_FRAC_BITS) / 2) + 1
+        memory["square_sum_bits"] = tx * c * square_sum_bits(n)
+        memory["variance_rom_bits"] = 4 * hw.reciprocal_bits
+        memory["fc_params_bits"] = c * (2 * 8 + acc + hw.bias_frac_bits
+                                        + hw.fc2_multiplier_bits)
+        mults += [("line accumulator: d x d", p, 9, 9),
+                  ("variance: n x S2", 1, square_sum_bits(n), n.bit_length()),
+                  ("variance: S1 x S1", 1, hw.sum_bits, hw.sum_bits),
+                  ("variance: D x reciprocal of n (n - 1)", 1, d_bits, hw.reciprocal_bits),
+                  ("std requantizer: root x M", 1, root_bits, hw.fc1_multiplier_bits),
+                  ("style requantizers: mean, std x M", 2, 9, hw.fc1_multiplier_bits),
+                  ("excite: style x weight", 2, 9, 8),
+                  ("excite requantizer: acc x M", 1, acc + hw.bias_frac_bits,
+                   hw.fc2_multiplier_bits)]
+    storage = sum(memory.values())
+    cells = sum(k * a * b for _, k, a, b in mults)
+    return {"storage_bits": storage, "multiplier_cells": cells, COST_KEY: storage + cells,
+            "multipliers": sum(k for _, k, _, _ in mults),
+            "multiplier_widths": "; ".join(f"{what} {a}x{b}" + (f" x{k}" if k > 1 else "")
+                                           for what, k, a, b in mults),
+            **memory}

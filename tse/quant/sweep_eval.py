@@ -53,7 +53,7 @@ def build_context(cfg: TSEConfig, frames: int) -> Context:
                   np.ascontiguousarray(kernels.nhwc(ref.float_output), np.float32),
                   float(ref.params.scales["output"]), int(ref.params.zero_points["output"]))
     pytorch_out = kernels.nhwc(ref.codes["output"])
-    sq, cos = _float_metrics(ctx, stages["output"])
+    sq, cos = float_metrics(ctx, stages["output"])
     ctx.baseline = {
         "torch_profile_vs_pytorch_mismatches": int((pytorch_out != stages["output"]).sum()),
         "torch_profile_sqnr_db": sq, "torch_profile_cosine": cos,
@@ -61,7 +61,9 @@ def build_context(cfg: TSEConfig, frames: int) -> Context:
     return ctx
 
 
-def _float_metrics(ctx: Context, codes: np.ndarray) -> tuple[float, float]:
+def float_metrics(ctx: Context, codes: np.ndarray) -> tuple[float, float]:
+    """SQNR (dB, capped at 300) and cosine of output codes, dequantized, against the float
+    block's output."""
     y = (codes.astype(np.float64) - ctx.out_zero_point) * ctx.out_scale
     f = ctx.float_output.astype(np.float64)
     noise = float(((y - f) ** 2).sum())
@@ -91,7 +93,7 @@ def evaluate(ctx: Context, point: Point) -> dict:
     t_out = ctx.torch_stages["output"]
     d = np.abs(out["output"].astype(np.int16) - t_out.astype(np.int16))
     mism = int(np.count_nonzero(d))
-    sqnr, cos = _float_metrics(ctx, out["output"])
+    sqnr, cos = float_metrics(ctx, out["output"])
     row = {"id": point.id, "label": point.label, "axis": point.axis,
            "value": point.value if point.value is not None else ""}
     row.update(hw.to_dict())

@@ -28,6 +28,7 @@ from tse.ref_model.errors import ConfigError
 from tse.ref_model.hw_profile import HwProfile, required_bits, reciprocal_exact, tile_counts
 
 DEFAULT_GRID = Path(__file__).with_name("sweep_grid_default.toml")
+"""SE's default grid (DEFAULT_GRIDS: every block's)."""
 MODES = ("axes", "product")
 MAX_POINTS = 20000
 """Largest grid (after expanding a product) a sweep accepts."""
@@ -58,6 +59,27 @@ ALIASES = {
 }
 """Group axes: one value sets every field of the group."""
 AXES = tuple(INT_AXES) + tuple(CHOICE_AXES) + tuple(ALIASES)
+BLOCK_FIELDS = {
+    "eca": ("reciprocal_bits", "mean_rounding", "fc2_multiplier_bits", "fc2_rounding",
+            "gate_bits", "mul_multiplier_bits", "mul_rounding"),
+    "srm": ("reciprocal_bits", "mean_rounding", "fc1_multiplier_bits", "fc1_rounding",
+            "bias_frac_bits", "fc2_multiplier_bits", "fc2_rounding", "gate_bits",
+            "mul_multiplier_bits", "mul_rounding"),
+}
+"""The HwProfile fields the ECA and SRM hw profiles compute with (tse.ref_model.attention_hw:
+the mean's reciprocal and rounding, SRM's variance reciprocal, its std and style requantizers
+on fc1's multiplier bits and rounding and its folded bias on bias_frac_bits, the excite's
+requantizer on fc2's, the gate table, the broadcaster). Their accumulators (sum_bits,
+fc2_acc_bits) are only checked against the safe width (attention_widths: no saturating
+registers), and SRM's deviation has a fixed STD_FRAC_BITS, so neither is an axis."""
+BLOCK_AXES = {"se": AXES, **{
+    block: tuple(a for a in AXES if all(f in used for f in ALIASES.get(a, (a,))))
+    for block, used in BLOCK_FIELDS.items()}}
+"""The axes a sweep of each block may vary (a group axis only where the block has all of
+its fields)."""
+DEFAULT_GRIDS = {"se": Path(__file__).with_name("sweep_grid_default.toml"),
+                 "eca": Path(__file__).with_name("sweep_grid_eca.toml"),
+                 "srm": Path(__file__).with_name("sweep_grid_srm.toml")}
 HW_FIELDS = tuple(f.name for f in dataclasses.fields(HwProfile))
 STAGE_NAMES = ("pooled", "hidden", "excite", "gate")
 ERROR_KEY = "mean_abs_err_lsb"
@@ -69,19 +91,25 @@ COST_KEY = "cost_bits"
 @dataclass(frozen=True)
 class Grid:
     """A validated grid: axes (name -> values, in the file's order), mode, frames, extra
-    points ((name, {axis: value}) pairs) and where it came from."""
+    points ((name, {axis: value}) pairs), where it came from and the block whose axes it was
+    checked against."""
 
     axes: dict
     mode: str = "axes"
     frames: int | None = None
     points: tuple = ()
     source: str = "grid"
+    block: str = "se"
 
 
-def load_grid(path=None) -> Grid:
-    """Read and validate a grid TOML file (None: the default grid that ships with the tool).
-    Any problem is a one-line ConfigError naming the file, the axis and what is allowed."""
-    path = Path(path) if path is not None else DEFAULT_GRID
+def load_grid(path=None, block: str = "se") -> Grid:
+    """Read and validate a grid TOML file for a block (None: the block's default grid that
+    ships with the tool). Any problem is a one-line ConfigError naming the file, the axis and
+    what is allowed."""
+    if block not in BLOCK_AXES:
+        raise ConfigError(f"block: {block!r} is not allowed; allowed: "
+                          f"{', '.join(BLOCK_AXES)}")
+    path = Path(path) if path is not None else DEFAULT_GRIDS[block]
     source = f"grid {str(path)!r}"
     try:
         data = tomllib.loads(path.read_text())
@@ -89,11 +117,12 @@ def load_grid(path=None) -> Grid:
         raise ConfigError(f"{source}: file does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{source}: not valid TOML: {str(e).splitlines()[0]}") from None
-    return parse_grid(data, source)
+    return parse_grid(data, source, block)
 
 
-def parse_grid(data: dict, source: str = "grid") -> Grid:
-    """Validate a grid given as a dict (the TOML file's tables)."""
+def parse_grid(data: dict, source: str = "grid", block: str = "se") -> Grid:
+    """Validate a grid given as a dict (the TOML file's tables) for a block's axes."""
+    allowed_axes = BLOCK_AXES[block]
     _known(data, ("sweep", "axes", "point"), source, "table")
     sweep = data.get("sweep", {})
     if not isinstance(sweep, dict):
@@ -111,10 +140,10 @@ def parse_grid(data: dict, source: str = "grid") -> Grid:
     raw_axes = data.get("axes", {})
     if not isinstance(raw_axes, dict):
         raise ConfigError(f"{source}: [axes] must be a table of axis = [values]; allowed "
-                          f"axes: {', '.join(AXES)}")
+                          f"axes: {', '.join(allowed_axes)}")
     axes = {}
     for name, values in raw_axes.items():
-        _check_axis_name(name, source)
+        _check_axis_name(name, source, block)
         if not isinstance(values, list):
             raise ConfigError(f"{source}: axis {name!r} = {values!r} is not allowed; "
                               f"allowed: a list of {_allowed(name)}")
@@ -142,16 +171,17 @@ def parse_grid(data: dict, source: str = "grid") -> Grid:
                               "allowed: a non-empty string")
         if not p:
             raise ConfigError(f"{source}: point {name!r} sets no axis; allowed: "
-                              f"{', '.join(AXES)}")
+                              f"{', '.join(allowed_axes)}")
         for axis, v in p.items():
-            _check_axis_name(axis, f"{source}: point {name!r}")
+            _check_axis_name(axis, f"{source}: point {name!r}", block)
             _check_value(axis, v, f"{source}: point {name!r}")
         _check_overlap(p, f"{source}: point {name!r}")
         points.append((name, p))
     if not axes and not points:
         raise ConfigError(f"{source}: no axes; allowed: an [axes] table with at least one of "
-                          f"{', '.join(AXES)}")
-    grid = Grid(axes=axes, mode=mode, frames=frames, points=tuple(points), source=source)
+                          f"{', '.join(allowed_axes)}")
+    grid = Grid(axes=axes, mode=mode, frames=frames, points=tuple(points), source=source,
+                block=block)
     if mode == "product":
         size = math.prod(len(v) for v in axes.values())
         if size > MAX_POINTS:
@@ -171,11 +201,16 @@ def _known(table, allowed, source, what):
                               f"{', '.join(allowed)}")
 
 
-def _check_axis_name(name, source):
+def _check_axis_name(name, source, block="se"):
+    allowed = BLOCK_AXES[block]
+    if name in AXES and name not in allowed:
+        raise ConfigError(f"{source}: axis {name!r} is not a width of the {block} block's hw "
+                          f"profile; allowed for block = {block!r}: {', '.join(allowed)}")
     if name not in AXES:
-        near = difflib.get_close_matches(name, AXES, n=1)
+        near = difflib.get_close_matches(name, allowed, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError(f"{source}: unknown axis {name!r}{hint}; allowed: {', '.join(AXES)}")
+        raise ConfigError(f"{source}: unknown axis {name!r}{hint}; allowed: "
+                          f"{', '.join(allowed)}")
 
 
 def fields_of(name):
@@ -268,10 +303,12 @@ def raw_points(grid: Grid, base: HwProfile):
 def legalize(cfg: TSEConfig, hw: HwProfile) -> HwProfile:
     """hw with saturate and exact_mean set as the configuration needs them: saturating when
     an accumulator is narrower than the safe width (or the base already saturates), an
-    approximate mean when the reciprocal is too short for what mean_rounding promises."""
+    approximate mean when the reciprocal is too short for what mean_rounding promises.
+    ECA and SRM never saturate (their grids have no accumulator axes: BLOCK_AXES)."""
     counts = tile_counts(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
     need = required_bits(cfg.channels, cfg.hidden, max(counts))
-    saturate = bool(cfg.hw.saturate) or any(getattr(hw, k) < v for k, v in need.items())
+    saturate = cfg.block == "se" and (bool(cfg.hw.saturate)
+                                      or any(getattr(hw, k) < v for k, v in need.items()))
     if hw.mean_rounding == "f32":
         exact = hw.reciprocal_bits >= hw_profile.F32_BITS
     else:
@@ -309,9 +346,13 @@ def safe_widths(cfg: TSEConfig, params=None) -> dict:
     with the block's fixed-point biases added to the worst-case sums when params
     (QuantParams) are given: what numerics.derive checks without saturation."""
     from tse.ref_model import numerics
+    from tse.ref_model.attention_widths import excite_acc_bits
     from tse.ref_model.hw_profile import PRODUCT_MAX
     counts = tile_counts(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
     safe = required_bits(cfg.channels, cfg.hidden, max(counts))
+    if cfg.block != "se":               # the widths attention_widths.check holds them to
+        return {"sum_bits": safe["sum_bits"],
+                "fc2_acc_bits": excite_acc_bits(cfg.block, cfg.eca_taps)}
     if params is not None:
         f = cfg.hw.bias_frac_bits
         ip = numerics.derive(params, cfg.replace(hw=cfg.hw.replace(saturate=True)))

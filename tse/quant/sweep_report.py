@@ -132,7 +132,8 @@ def format_summary(s: dict) -> str:
     cfg = s["config"]
     b = s["baseline"]
     lines = [
-        f"width sweep: C={cfg['channels']} {cfg['height']}x{cfg['width']} tile {cfg['tile']} "
+        f"width sweep of {cfg.get('block', 'se').upper()}: C={cfg['channels']} "
+        f"{cfg['height']}x{cfg['width']} tile {cfg['tile']} "
         f"engine {cfg['engine']}, {s['frames']} frames, {s['points']} points "
         f"({s['resumed']} resumed), {s['grid']} ({s['mode']})",
         f"  torch profile vs quantized PyTorch: {b['torch_profile_vs_pytorch_mismatches']} "
@@ -160,6 +161,8 @@ def format_summary(s: dict) -> str:
                  f"point{'s' if len(s['pareto']) != 1 else ''}:")
     for r in s["pareto"]:
         lines.append(f"    {r[COST_KEY]:>8} bits  {r[ERROR_KEY]:<10.4g} LSB  {r['label']}")
+    if b.get("cost_basis"):
+        lines.append(f"  cost: {b['cost_basis']}")
     for n in s["notes"]:
         lines.append(f"  note: {n}")
     if "files" in s:

@@ -16,6 +16,14 @@ For every SE layer (tse.ref_model.networks.SELayer) and one tile shape this modu
   three rows of tiles, so a strip's gates wait for the pooled values of the two strips after it:
   the unit holds those strips too (plan.lookahead_strips), and every tile's excite costs three
   times the MACs. The paper's figure (tse_buffer) still counts the tile alone.
+- other blocks (issue 18; block "eca" or "srm" in place of each SE layer, same C, H, W): they
+  squeeze per tile like SE, so the paper's figures are the same and the strip FIFO is the
+  strip plus the block's excite latency. ECA's is its own schedule (plan.eca_latency_cycles:
+  k multipliers, one output channel a cycle, k adaptive from C); SRM has no schedule yet and
+  takes SE's excite latency for the layer as its estimate (excite_latency_basis says which).
+  SRM's line accumulator also holds every channel's sum of squares per tile column
+  (attention_widths.square_sum_bits of the tile's elements): square_sum_storage_bits. Excite
+  MACs are per tile: SE 2*C*hidden, ECA k*C, SRM 2*C (the channel-wise FC).
 
 Tiles are written as for TSEConfig ("7xW", "Hx3", "7x7", "HxW"), but a planner applies one tile
 to layers of every size, so a tile larger than a layer is clamped to it (a 7xW strip on a
@@ -29,7 +37,8 @@ import math
 from dataclasses import asdict, dataclass
 
 from . import plan
-from .config import parse_tile, tiling_kind
+from .attention_widths import square_sum_bits
+from .config import BLOCKS, eca_kernel_size, parse_tile, tiling_kind
 from .errors import ConfigError
 from .networks import Network, SELayer
 
@@ -104,6 +113,15 @@ class LayerPlan:
     """False when Q is too small: the excite latency exceeds a strip time and the input stalls."""
     se_excite_macs: int
     tse_excite_macs: int
+    block: str = "se"
+    eca_taps: int = 0
+    """ECA's k (adaptive from C); 0 for other blocks."""
+    excite_latency_basis: str = "se"
+    """Whose schedule excite_latency_cycles is: "se", "eca", or "se estimate" (SRM)."""
+    square_sum_bits: int = 0
+    """SRM: bits of one sum of squares (per tile column and channel); 0 for other blocks."""
+    square_sum_storage_bits: int = 0
+    """SRM: the line accumulator's extra storage, tiles_x * C (streamed) * square_sum_bits."""
 
     @property
     def excite_macs_added(self) -> int:
@@ -115,22 +133,36 @@ class LayerPlan:
 
 
 def plan_layer(layer: SELayer, tile: PlannerTile, lanes: int = 8,
-               multipliers: int | None = None, excite_kernel: str = "1x1") -> LayerPlan:
-    """The buffers of one layer; multipliers None means the fewest that keep up (per layer)."""
+               multipliers: int | None = None, excite_kernel: str = "1x1",
+               block: str = "se") -> LayerPlan:
+    """The buffers of one layer; multipliers None means the fewest that keep up (per layer;
+    ECA's excite always has k)."""
     taps = plan.EXCITE_KERNEL_TAPS[excite_kernel]
     th, tw = tile.resolve(layer.height, layer.width)
     tiles_y, tiles_x = math.ceil(layer.height / th), math.ceil(layer.width / tw)
     # The unit needs P | C (TSEConfig): a layer with other C streams zero-padded channels.
     c_stream = math.ceil(layer.channels / lanes) * lanes
     hidden, width = layer.hidden, layer.width
-    needed = plan.multipliers_for_full_throughput(th, width, c_stream, hidden, tiles_x, lanes,
-                                                  taps)
-    q = needed if multipliers is None else multipliers
     strip = plan.strip_beats(th, width, c_stream, lanes)
-    latency = plan.excite_latency_cycles(c_stream, hidden, tiles_x, q, taps)
-    depth = plan.full_throughput_depth(th, width, c_stream, hidden, tiles_x, lanes, q, taps)
-    se_depth = plan.full_throughput_depth(layer.height, width, c_stream, hidden, 1, lanes, q)
-    se_excite = 2 * layer.channels * hidden                 # fc1 C->hidden, fc2 hidden->C
+    k = eca_kernel_size(layer.channels) if block == "eca" else 0
+    if block == "eca":
+        needed = q = k
+        latency = plan.eca_latency_cycles(c_stream, k, tiles_x)
+        depth = plan.eca_full_throughput_depth(th, width, c_stream, k, tiles_x, lanes)
+        se_depth = plan.eca_full_throughput_depth(layer.height, width, c_stream, k, 1, lanes)
+    else:                                   # SE, and SRM on SE's schedule (an estimate)
+        needed = plan.multipliers_for_full_throughput(th, width, c_stream, hidden, tiles_x,
+                                                      lanes, taps)
+        q = needed if multipliers is None else multipliers
+        latency = plan.excite_latency_cycles(c_stream, hidden, tiles_x, q, taps)
+        depth = plan.full_throughput_depth(th, width, c_stream, hidden, tiles_x, lanes, q,
+                                           taps)
+        se_depth = plan.full_throughput_depth(layer.height, width, c_stream, hidden, 1, lanes,
+                                              q)
+    # excite MACs of one tile (the whole frame is one tile for the untiled block)
+    se_excite = {"se": 2 * layer.channels * hidden, "eca": k * layer.channels,
+                 "srm": 2 * layer.channels}[block]
+    sq_bits = square_sum_bits(th * tw) if block == "srm" else 0
     return LayerPlan(
         name=layer.name, channels=layer.channels, height=layer.height, width=width,
         hidden=hidden, tile_rows=th, tile_cols=tw, tiles_y=tiles_y, tiles_x=tiles_x,
@@ -142,13 +174,17 @@ def plan_layer(layer: SELayer, tile: PlannerTile, lanes: int = 8,
         strip_beats=strip, excite_latency_cycles=latency,
         tse_stream_beats=depth, tse_stream_buffer=depth * lanes,
         se_stream_buffer=se_depth * lanes, keeps_up=latency <= strip,
-        se_excite_macs=se_excite, tse_excite_macs=tiles_y * tiles_x * taps * se_excite)
+        se_excite_macs=se_excite, tse_excite_macs=tiles_y * tiles_x * taps * se_excite,
+        block=block, eca_taps=k,
+        excite_latency_basis={"se": "se", "eca": "eca", "srm": "se estimate"}[block],
+        square_sum_bits=sq_bits, square_sum_storage_bits=tiles_x * c_stream * sq_bits)
 
 
 # Per-layer quantities that add up to a network total (excite_multipliers: a dataflow
 # accelerator gives every SE layer its own unit, so the network needs the sum).
 TOTALS = ("se_buffer", "tse_buffer", "tse_stream_buffer", "se_stream_buffer",
-          "se_excite_macs", "tse_excite_macs", "excite_macs_added", "excite_multipliers")
+          "se_excite_macs", "tse_excite_macs", "excite_macs_added", "excite_multipliers",
+          "square_sum_storage_bits")
 
 
 @dataclass(frozen=True)
@@ -161,6 +197,7 @@ class NetworkPlan:
     """The fixed Q given by the user, or None for the fewest per layer that keep up."""
     layers: tuple[LayerPlan, ...]
     excite_kernel: str = "1x1"
+    block: str = "se"
 
     def total(self, key: str) -> int:
         return sum(getattr(layer, key) for layer in self.layers)
@@ -176,6 +213,7 @@ class NetworkPlan:
             "source": self.source,
             "tile": self.tile,
             "excite_kernel": self.excite_kernel,
+            "block": self.block,
             "lanes": self.lanes,
             "multipliers_per_layer": ("full throughput" if self.multipliers is None
                                       else self.multipliers),
@@ -189,17 +227,28 @@ class NetworkPlan:
 
 
 def plan_network(network: Network, tile: str, lanes: int = 8,
-                 multipliers: int | None = None, excite_kernel: str = "1x1") -> NetworkPlan:
-    """Per-layer and total buffers of a network's SE layers under one tile."""
+                 multipliers: int | None = None, excite_kernel: str = "1x1",
+                 block: str = "se") -> NetworkPlan:
+    """Per-layer and total buffers of a network's SE layers under one tile, each layer
+    built as the block (se, eca or srm)."""
+    if block not in BLOCKS:
+        raise ConfigError(f"block: {block!r} is not allowed; allowed: {', '.join(BLOCKS)}")
     if excite_kernel not in plan.EXCITE_KERNEL_TAPS:
         raise ConfigError(f"excite-kernel: {excite_kernel!r} is not allowed; allowed: "
                           f"{', '.join(plan.EXCITE_KERNEL_TAPS)}")
+    if block != "se" and excite_kernel != "1x1":
+        raise ConfigError(f"excite-kernel: {excite_kernel!r} is not allowed with block = "
+                          f"{block!r}; allowed: '1x1' (the 3x1 excite is SE's)")
+    if block == "eca" and multipliers is not None:
+        raise ConfigError(f"excite multipliers: {multipliers!r} is not allowed with block = "
+                          "'eca'; allowed: none given (ECA's excite has k multipliers, one "
+                          "output channel a cycle)")
     for name, value in (("lanes", lanes), ("excite multipliers", multipliers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
             raise ConfigError(f"{name}: {value!r} is not allowed; allowed: a positive integer")
     parsed = parse_planner_tile(tile)
-    layers = tuple(plan_layer(layer, parsed, lanes, multipliers, excite_kernel)
+    layers = tuple(plan_layer(layer, parsed, lanes, multipliers, excite_kernel, block)
                    for layer in network.layers)
     return NetworkPlan(network.name, network.source, parsed.spec, lanes, multipliers, layers,
-                       excite_kernel)
+                       excite_kernel, block)

@@ -1,0 +1,97 @@
+"""The sweep's measurements for tiled ECA and SRM (issue 18): what tse.quant.sweep_eval does
+for SE, on the other blocks' models, so `tse sweep --block eca|srm` runs the same machinery
+(grid, resume log, executors, Pareto front, outputs) over their hw profile.
+
+Owns build_context (the seeded block quantized by tse.quant.attention_reference, its torch
+profile from tse.ref_model.attention_numerics, the float block's output) and evaluate (the hw
+profile through tse.ref_model.attention_kernels against the torch profile). A point's cost is
+an estimate (tse.quant.sweep_cost.attention_cost): these blocks have no RTL yet.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from tse.ref_model.config import TSEConfig
+
+from .sweep_cost import hardware_cost
+from .sweep_eval import Context, float_metrics
+from .sweep_grid import Point
+
+STAGES = {"eca": ("pooled", "excite", "gate"), "srm": ("pooled", "std", "excite", "gate")}
+"""The stages compared per block (the *_mismatch_rate columns)."""
+COST_BASIS = ("estimate from the hw profile's widths (no RTL or unit plan for this block "
+              "yet): tse.quant.sweep_cost.attention_cost")
+
+
+def _nhwc(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def _torch_profile(cfg: TSEConfig, quant, x_nchw: np.ndarray) -> dict:
+    from tse.ref_model import attention_numerics as an
+    tile = (cfg.tile_rows, cfg.tile_cols)
+    if cfg.block == "eca":
+        return an.eca_stages(x_nchw, tile, an.prepare_eca(quant))
+    return an.srm_stages(x_nchw, tile, an.prepare_srm(quant))
+
+
+def hw_stages(cfg: TSEConfig, quant, x_nhwc: np.ndarray) -> dict:
+    """Every stage of the block's hw profile for cfg's widths (attention_vectors.build: the
+    kernels the vectors come from)."""
+    from tse.ref_model import attention_vectors
+    return attention_vectors.build(cfg, quant, x_nhwc)
+
+
+def build_context(cfg: TSEConfig, frames: int) -> Context:
+    """Quantize cfg's seeded ECA or SRM block (attention_reference.build), run its torch
+    profile and its float block once; baseline: the torch profile against quantized PyTorch
+    (codes) and against the float block."""
+    import torch
+
+    from . import attention_reference, calibration
+    ref = attention_reference.build(cfg, frames=frames)
+    x = ref.codes["input"]
+    torch_out = _torch_profile(cfg, ref.quant, x)
+    stages = {s: _nhwc(torch_out[s]) for s in STAGES[cfg.block] + ("output",)}
+    # the same synthetic activations attention_reference.build quantized (same seed)
+    xf = calibration.synthetic_activations(cfg, frames, seed=cfg.seed + 2)
+    with torch.no_grad():
+        y = attention_reference.float_block_for(cfg)(xf).numpy()
+    ctx = Context(cfg, frames, ref.quant, _nhwc(x), stages, _nhwc(y.astype(np.float32)),
+                  float(ref.quant.scales["output"]), int(ref.quant.zero_points["output"]))
+    sq, cos = float_metrics(ctx, stages["output"])
+    ctx.baseline = {
+        "torch_profile_vs_pytorch_mismatches": int(
+            (_nhwc(ref.codes["output"]) != stages["output"]).sum()),
+        "torch_profile_sqnr_db": sq, "torch_profile_cosine": cos,
+        "output_values": int(stages["output"].size), "block": cfg.block,
+        "cost_basis": COST_BASIS}
+    return ctx
+
+
+def evaluate(ctx: Context, point: Point) -> dict:
+    """One point's row, with the columns of tse.quant.sweep_eval.evaluate (stage mismatch
+    rates of the block's stages; no saturation: these blocks' registers never saturate)."""
+    t0 = time.perf_counter()
+    cfg = ctx.cfg.replace(hw=point.hw)
+    out = hw_stages(cfg, ctx.params, ctx.x)
+    t_out = ctx.torch_stages["output"]
+    d = np.abs(out["output"].astype(np.int16) - t_out.astype(np.int16))
+    mism = int(np.count_nonzero(d))
+    sqnr, cos = float_metrics(ctx, out["output"])
+    row = {"id": point.id, "label": point.label, "axis": point.axis,
+           "value": point.value if point.value is not None else ""}
+    row.update(point.hw.to_dict())
+    row.update({"exact_match": 1.0 - mism / d.size, "mismatches": mism,
+                "max_abs_err_lsb": int(d.max()), "mean_abs_err_lsb": float(d.mean()),
+                "sqnr_db": sqnr, "cosine": cos})
+    for s in STAGES[cfg.block]:
+        a, b = out[s], ctx.torch_stages[s]
+        row[f"{s}_mismatch_rate"] = float(np.count_nonzero(a != b) / a.size)
+    row.update(hardware_cost(cfg, ctx.params))
+    row["yosys_cells"] = ""
+    row["seconds"] = round(time.perf_counter() - t0, 4)
+    return row
