@@ -118,7 +118,10 @@ def run(args):
         tuple(k.strip() for k in args.scenarios.split(",") if k.strip())
     if args.model:
         return run_model(args, pause_in, pause_out, kinds)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, blocks=("se", "eca"))     # SRM: no unit yet
+    if cfg.block == "eca" and cfg.profile != "hw":
+        raise InputError(f"profile: {cfg.profile!r} is not supported with block = 'eca'; "
+                         "allowed: hw (the ECA vectors are the hw profile's)")
     if args.run_dir:
         claim_dir(args.run_dir, "cosim-run", "run-dir", legacy_names=RUN_DIR_FILES)
     if args.vectors:
@@ -126,7 +129,7 @@ def run(args):
     else:
         cfg.check_hw()                   # the unit computes the hw numerics
         preflight.memory(cfg, args.frames, "tse cosim")
-        note = preflight.excite_multipliers_note(cfg)
+        note = preflight.excite_multipliers_note(cfg) if cfg.block == "se" else None
         if note and not args.json:
             print(f"note: {note}")
     try:

@@ -36,8 +36,10 @@ def compare(cfg: TSEConfig, stages: dict, reference_nchw: dict) -> dict:
     return distance({r: stages[r] for r in roles}, ref, stages=roles)
 
 
-def write(out_dir, cfg: TSEConfig, x_nhwc: np.ndarray, stages: dict, meta: dict) -> None:
-    """Write the vectors directory (whole or not at all)."""
+def write(out_dir, cfg: TSEConfig, x_nhwc: np.ndarray, stages: dict, meta: dict,
+          extra_files: dict | None = None) -> None:
+    """Write the vectors directory (whole or not at all); extra_files {path: (role, bytes)}
+    go in the same write (the ECA unit's Verilog and ROM image, tse.sim.cosim)."""
     arrays = {"input": np.ascontiguousarray(x_nhwc), **stages}
     hex_layout, extra = {}, {}
     n_max = cfg.tile_rows * cfg.tile_cols
@@ -55,4 +57,5 @@ def write(out_dir, cfg: TSEConfig, x_nhwc: np.ndarray, stages: dict, meta: dict)
         "versions": {"numpy": np.__version__, "python": platform.python_version()},
         **meta,
     }
-    artifacts.write_artifacts(out_dir, arrays, manifest, extra_files=extra)
+    artifacts.write_artifacts(out_dir, arrays, manifest, extra_files={**extra,
+                                                                    **(extra_files or {})})

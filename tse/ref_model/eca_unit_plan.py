@@ -12,8 +12,10 @@ ECA block (lead-in, C cycles a tile, drain). facts() is what a vectors manifest 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from . import plan
+from .roms import Field, Rom
 from .attention_hw import EcaHw
 from .errors import ConfigError
 from .hw_profile import CODE_SPAN
@@ -87,6 +89,22 @@ class EcaUnitPlan(UnitPlan):
         """The sigmoid table as the gate memory holds it: gate_bits wide."""
         return [int(v) >> (8 - self.gate_bits) for v in self.ip.gate_lut]
 
+    @cached_property
+    def rom_images(self) -> dict:
+        """The ECA unit's one ROM (tse.rtl.export loads it from its hex image, as SE's)."""
+        return {"sigmoid": Rom("sigmoid", tuple(self.gate_rom),
+                               (Field("gate", self.gate_bits, False),),
+                               "word e: the gate of excite code e (0..255)")}
+
+    def memory_bits(self) -> dict:
+        """Storage of every buffer and ROM, in bits, as the components build it."""
+        return {"strip_buffer_bits": self.depth * self.beat_bits,
+                "gate_memory_bits": self.gate_banks * self.tx * self.C * self.gate_bits,
+                "accumulator_bits": self.tx * self.C * self.sum_bits,
+                "pooled_buffer_bits": self.pooled_banks * self.tx * self.C * 8,
+                "window_bits": 8 * (self.C + self.k - 1),
+                "rom_bits": {"sigmoid": 256 * self.gate_bits}}
+
     def facts(self) -> dict:
         """The derived facts a vectors manifest carries (JSON-able)."""
         return {"geometry": geometry(self.cfg),
@@ -94,4 +112,4 @@ class EcaUnitPlan(UnitPlan):
                              "strip_latency_cycles": self.strip_latency,
                              "strip_buffer_depth": self.depth, "gate_banks": self.gate_banks,
                              "pooled_banks": self.pooled_banks},
-                "ports": self.port_widths()}
+                "memory_bits": self.memory_bits(), "ports": self.port_widths()}

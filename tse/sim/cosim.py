@@ -68,6 +68,30 @@ def write_vectors(cfg: TSEConfig, frames: int, out_dir, ref=None, name: str = "t
     return {"files": sorted(files), "commands": selfcheck.COMMANDS}
 
 
+def write_eca_vectors(cfg: TSEConfig, frames: int, out_dir, name: str = "tse_unit",
+                      probes: bool = False) -> dict:
+    """What `tse vectors --block eca` writes (the same seeded block, synthetic frames and hw
+    profile, tse.ref_model.attention_vectors), plus the ECA unit's Verilog NAME.v, its ROM
+    image and the unit's facts (manifest "unit": geometry, schedule, ports)."""
+    from tse.quant import attention_reference
+    from tse.ref_model import attention_hw, attention_vectors
+    from tse.ref_model.attention_numerics import prepare_eca
+    from tse.ref_model.eca_unit_plan import EcaUnitPlan
+    from tse.rtl.export import check_name, rom_files, verilog_text
+
+    check_name(name)
+    ref = attention_reference.build(cfg, frames)
+    x = ref.codes["input"].transpose(0, 2, 3, 1).copy()
+    stages = attention_vectors.build(cfg, ref.quant, x)
+    plan = EcaUnitPlan(cfg, attention_hw.eca_hw_params(prepare_eca(ref.quant), cfg))
+    files = {f"{name}.v": ("unit_verilog", verilog_text(cfg, plan, name, probes).encode())}
+    files.update({rel: (Path(rel).stem, data) for rel, data in rom_files(cfg, plan).items()})
+    meta = {"sources": ref.sources, "unit": plan.facts(),
+            "vs_quantized_pytorch": attention_vectors.compare(cfg, stages, ref.codes)}
+    attention_vectors.write(out_dir, cfg, x, stages, meta, extra_files=files)
+    return {"files": sorted(files)}
+
+
 def prepare(cfg: TSEConfig, frames: int = 3, root=None, probes: bool = True,
             name: str = "tse_unit") -> Path:
     """A cached vectors directory with the unit's Verilog (NAME.v) for cfg and `frames`
@@ -78,7 +102,8 @@ def prepare(cfg: TSEConfig, frames: int = 3, root=None, probes: bool = True,
     out = root / key
     with runner.locked(root / f".{key}.lock"):
         if not (out / f"{name}.v").is_file():
-            write_vectors(cfg, frames, out, name=name, probes=probes)
+            write = write_eca_vectors if cfg.block == "eca" else write_vectors
+            write(cfg, frames, out, name=name, probes=probes)
             if not (out / f"{name}.v").is_file():
                 raise runner.SimulationError(f"tse.rtl.export is not available: no {name}.v")
     return out
@@ -134,7 +159,8 @@ def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str 
     plusargs = [f"+{roms.ROM_DIR_PLUSARG}={vectors_dir / roms.ROM_DIR}", *(plusargs or [])]
     manifest = json.loads((vectors_dir / "manifest.json").read_text())
     cfg = TSEConfig.from_dict(manifest["config"])
-    cfg.require_unit_block("co-simulation")
+    if cfg.block != "eca":           # the ECA unit: write_eca_vectors
+        cfg.require_unit_block("co-simulation")
     if "unit" not in manifest:
         raise runner.SimulationError(f"{vectors_dir}: the manifest has no unit plan (\"unit\"); "
                                      "write the vectors again with this version")
