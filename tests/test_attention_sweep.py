@@ -97,19 +97,19 @@ def test_sweep_cli_takes_eca_and_refuses_a_foreign_axis_in_one_line(tmp_path):
 
 def test_buffer_srm_json_has_the_square_sum_storage(tmp_path, capsys):
     path = tmp_path / "layers.csv"
-    path.write_text("name,C,H,W,hidden\nl1,16,14,14,4\n")
-    assert main(["buffer", "--layers", str(path), "--tile", "7x7", "--block", "srm",
+    path.write_text("name,C,H,W,hidden\nl1,16,10,39,4\n")
+    assert main(["buffer", "--layers", str(path), "--tile", "5x13", "--block", "srm",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     row = out["layers"][0]
-    # by hand: a 7x7 tile holds 49 elements; 255^2 x 49 = 3 186 225, and
-    # 2^21 = 2 097 152 <= 3 186 225 < 2^22 = 4 194 304: 22 bits per tile column and channel;
-    # 14 / 7 = 2 tile columns x 16 channels x 22 bits = 704 bits
+    # by hand: a 5x13 tile holds 65 elements; 255^2 x 65 = 4 226 625, and
+    # 2^22 = 4 194 304 <= 4 226 625 < 2^23: 23 bits per tile column and channel (64
+    # elements would need 22); 39 / 13 = 3 tile columns x 16 channels x 23 bits = 1104 bits
     assert out["block"] == "srm" and row["block"] == "srm"
-    assert row["square_sum_bits"] == 22
-    assert row["square_sum_storage_bits"] == 704 == out["square_sum_storage_bits"]
+    assert row["square_sum_bits"] == 23
+    assert row["square_sum_storage_bits"] == 1104 == out["square_sum_storage_bits"]
     assert row["excite_latency_basis"] == "se estimate"
-    assert main(["buffer", "--layers", str(path), "--tile", "7x7", "--json"]) == 0
+    assert main(["buffer", "--layers", str(path), "--tile", "5x13", "--json"]) == 0
     se = json.loads(capsys.readouterr().out)
     assert se["square_sum_storage_bits"] == 0 and se["layers"][0]["square_sum_bits"] == 0
 
