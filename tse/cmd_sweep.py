@@ -66,8 +66,9 @@ def run(args):
 
     cfg.check_hw()                       # the sweep varies the hw profile around cfg.hw
     if args.yosys and cfg.block != "se":
-        raise ConfigError(f"yosys (--yosys): block = {cfg.block!r} has no RTL to synthesize "
-                          "yet; allowed: --yosys with block = 'se' only")
+        raise ConfigError(f"yosys (--yosys): not available for block = {cfg.block!r} (the "
+                          "sweep synthesizes SE's unit only); allowed: --yosys with block = "
+                          "'se'")
     grid = sweep.load_grid(args.grid, cfg.block)
     out = claim_dir(args.out, "sweep", legacy_names=SWEEP_FILES)
     frames = args.frames or (sweep.QUICK_FRAMES if args.quick else None)

@@ -89,8 +89,8 @@ def run_sweep(cfg: TSEConfig, grid: Grid | None, out_dir, *, frames: int | None 
                           f"allowed: a grid loaded for block = {cfg.block!r} "
                           f"(load_grid(path, {cfg.block!r}))")
     if yosys and cfg.block != "se":
-        raise ConfigError(f"yosys: block = {cfg.block!r} has no RTL to synthesize yet; "
-                          "allowed: leave --yosys out (its cost is an estimate)")
+        raise ConfigError(f"yosys: not available for block = {cfg.block!r} (the sweep "
+                          "synthesizes SE's unit only); allowed: leave --yosys out")
     se = cfg.block == "se"
     measure = evaluate if se else sweep_attention.evaluate
     frames = frames or grid.frames or 32
