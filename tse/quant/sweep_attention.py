@@ -9,7 +9,6 @@ an estimate (tse.quant.sweep_cost.attention_cost): these blocks have no RTL yet.
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
