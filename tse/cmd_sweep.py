@@ -2,8 +2,9 @@
 
 Evaluates the configuration's [hw] profile over a grid of widths (reciprocal, requantizer
 multipliers, bias fraction, accumulators, gate) and roundings, for SE or (--block eca|srm)
-the widths the ECA or SRM hw profile has (their cost an estimate: no RTL yet): exact match and error against
-the torch profile, SQNR and cosine against the float block, saturation, hardware cost. Writes
+the widths the ECA or SRM hw profile has (their cost an estimate, not an RTL plan's): exact
+match and error against the torch profile, SQNR and cosine against the float block,
+saturation, hardware cost. Writes
 sweep.csv, sweep.json (with the Pareto front of cost against error) and PNG plots to --out;
 an interrupted sweep resumes there and skips finished points. docs/sweeps.md reads them.
 """

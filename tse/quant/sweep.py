@@ -28,7 +28,7 @@ promise gets hw.exact_mean = false (legalize).
 
 ECA and SRM (cfg.block, issue 18) sweep the widths their hw profile has
 (sweep_grid.BLOCK_AXES, default grids sweep_grid_eca.toml and sweep_grid_srm.toml), measured
-by tse.quant.sweep_attention; their cost is an estimate (sweep_cost.attention_cost: no RTL).
+by tse.quant.sweep_attention; their cost is an estimate (sweep_cost.attention_cost).
 
 This module is the entry point: run_sweep ties the parts together, and the names other
 modules use are importable from here. The parts:

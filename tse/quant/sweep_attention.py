@@ -5,7 +5,7 @@ for SE, on the other blocks' models, so `tse sweep --block eca|srm` runs the sam
 Owns build_context (the seeded block quantized by tse.quant.attention_reference, its torch
 profile from tse.ref_model.attention_numerics, the float block's output) and evaluate (the hw
 profile through tse.ref_model.attention_kernels against the torch profile). A point's cost is
-an estimate (tse.quant.sweep_cost.attention_cost): these blocks have no RTL yet.
+an estimate (tse.quant.sweep_cost.attention_cost), not an RTL unit plan's.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from .sweep_grid import Point
 
 STAGES = {"eca": ("pooled", "excite", "gate"), "srm": ("pooled", "std", "excite", "gate")}
 """The stages compared per block (the *_mismatch_rate columns)."""
-COST_BASIS = ("estimate from the hw profile's widths (no RTL or unit plan for this block "
-              "yet): tse.quant.sweep_cost.attention_cost")
+COST_BASIS = ("estimate from the hw profile's widths, not an RTL unit plan's: "
+              "tse.quant.sweep_cost.attention_cost")
 
 
 def _nhwc(a: np.ndarray) -> np.ndarray:

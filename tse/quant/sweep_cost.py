@@ -1,8 +1,8 @@
 """The sweep's hardware cost of one point: the cost of the unit the RTL builds for that
 point's widths (tse.ref_model.unit_plan: the same plan rtl/ elaborates and `tse rtl` reports),
 and Yosys cells where rtl/ and Yosys are installed (rtl_cost). COST_KEY (tse.quant.sweep_grid)
-names the one-number cost column. ECA and SRM (no RTL yet) get an estimate from their hw
-profile's widths (attention_cost).
+names the one-number cost column. ECA and SRM get an estimate from their hw profile's
+widths (attention_cost).
 """
 from __future__ import annotations
 
@@ -64,13 +64,12 @@ def rtl_cost(cfg: TSEConfig, params) -> dict | None:
 
 
 def attention_cost(cfg: TSEConfig) -> dict:
-    """The estimated cost of an ECA or SRM unit with cfg's widths, in hardware_cost's columns.
-    These blocks have no RTL or unit plan yet, so storage and multipliers are counted from
-    the datapath tse.ref_model.attention_hw describes, with SE's unit plan's conventions for
-    the parts they share (line accumulator, mean unit, pooled and gate banks, broadcaster): storage_bits (line accumulator, SRM's square sums,
-    pooled banks, gate banks, the reciprocal, sigmoid and parameter ROMs), multiplier_cells
-    (count x a_bits x b_bits) and cost_bits = their sum. The widths and the shape decide: no
-    parameters (an ECA or SRM unit's ROM contents do not change its size)."""
+    """The estimated cost of an ECA or SRM unit with cfg's widths, in hardware_cost's columns:
+    storage_bits (line accumulator, SRM's square sums, pooled and gate banks, the reciprocal,
+    sigmoid and parameter ROMs; no strip buffer), multiplier_cells (count x a_bits x b_bits)
+    and cost_bits = their sum. Not from an RTL unit plan (SRM has none; ECA's EcaUnitPlan is
+    not wired in here yet): counted from the datapath tse.ref_model.attention_hw describes,
+    with SE's unit plan's banking for the shared stages. The widths and the shape decide."""
     from tse.ref_model.attention_widths import (STD_FRAC_BITS, excite_acc_bits,
                                                 square_sum_bits, variance_numerator_bits)
     from tse.ref_model.hw_profile import tile_counts
