@@ -57,9 +57,9 @@ def test_bad_block_fields_are_one_line_errors(changes, message):
 
 
 @pytest.mark.parametrize("argv, what", [
-    (["rtl", "--block", "eca"], "block: 'eca' is not supported by tse rtl"),
+    (["rtl", "--block", "srm"], "block: 'srm' is not supported by tse rtl"),
     (["vectors", "--excite-kernel", "3x1"], "excite_kernel: '3x1' is not supported by tse vectors"),
-    (["cosim", "--sim", "icarus", "--block", "eca"], "block: 'eca' is not supported by tse cosim"),
+    (["cosim", "--sim", "icarus", "--block", "srm"], "block: 'srm' is not supported by tse cosim"),
     (["run", "--excite-kernel", "3x1"], "excite_kernel: '3x1' is not supported by tse run"),
     (["reference", "--block", "eca"], "block: 'eca' is not supported by tse reference"),
     (["sweep", "--block", "srm"], "block: 'srm' is not supported by tse sweep"),

@@ -211,3 +211,27 @@ def test_eca_unit_cosim_bit_exact(eca_design, sim):
     assert paused["input_pause_cycles"] > 0 and paused["output_pause_cycles"] > 0
     if sim == "verilator":
         assert r["scenarios"][2]["bad_frame_output_beats"] == bpf
+
+
+def test_tse_rtl_writes_the_eca_unit(tmp_path, capsys):
+    """`tse rtl --block eca`: the unit's Verilog with the ECA excite stage (not SE's MAC), its
+    sigmoid image, resources.json with the plan's schedule; --synth is refused in one line."""
+    import json
+
+    from tse import cli
+    out = tmp_path / "rtl"
+    args = ["rtl", "--block", "eca", "--channels", "6", "--height", "4", "--width", "5",
+            "--tile", "2x2", "--lanes", "2", "--eca-kernel", "5"]
+    assert cli.main([*args, "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    text = (out / "tse_unit.v").read_text()
+    assert "eca_excite" in text and "excite_mac" not in text
+    assert (out / "hex" / "rom_sigmoid.hex").is_file()
+    cfg = TSEConfig(channels=6, height=4, width=5, tile="2x2", lanes=2, block="eca",
+                    eca_kernel=5, hidden=1)
+    assert report["schedule"]["strip_latency_cycles"] == cfg.excite_latency_cycles
+    assert report["schedule"]["strip_buffer_depth"] == cfg.strip_buffer_depth
+    assert cli.main([*args, "--synth", "ecp5", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tse: error: --synth: not supported with block = 'eca'")
+    assert "\n" not in err and not (tmp_path / "x").exists()
