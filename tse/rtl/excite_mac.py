@@ -91,9 +91,10 @@ class ExciteMac(wiring.Component):
         # the next bank and busy flags (below): the line accumulator's take hangs off it, and
         # the multiplexer on the excite MAC's flags was the default unit's critical path on
         # the pins (10.6 ns, 8.9 of it routing)
+        # (the acceptance here uses the multiplexer itself: the register is for the far side)
         sums_ready = Signal(init=1)
         m.d.comb += self.i_sums.ready.eq(sums_ready)
-        accept = self.i_sums.valid & self.i_sums.ready
+        accept = self.i_sums.valid & ~Mux(wbank, pbusy[1], pbusy[0])
         strip_done = accept & s_in.strip_end
 
         a_valid = Signal()
@@ -142,6 +143,11 @@ class ExciteMac(wiring.Component):
         gb = Signal(2)                       # gate bank: strip number mod 3
         tile = Signal(field(tx))
         sc = Signal(range(B))                # cycle within the tile
+        # sc < hid K1 (fc1 issues) and sc >= fc2's start as registers kept with sc: the
+        # magnitude compares were carry chains in front of the issue counters' enables (the
+        # default unit's out-of-context critical path, 10.8 ns); sc only steps by one or
+        # restarts at 0, so each flag needs an equality only
+        sc_fc1, sc_fc2 = Signal(init=1), Signal()
         cur_strip = Signal(field(p.ty))
         waiting = Mux(rb, pbusy[1], pbusy[0]) | (strip_done & (wbank == rb))
         start = ~running & waiting
@@ -161,14 +167,17 @@ class ExciteMac(wiring.Component):
             with m.Switch(phase):
                 with m.Case(LEAD):
                     with m.If(cnt == lead - 1):
-                        m.d.sync += [phase.eq(TILES), tile.eq(0), sc.eq(0)]
+                        m.d.sync += [phase.eq(TILES), tile.eq(0), sc.eq(0), sc_fc1.eq(1),
+                                     sc_fc2.eq(0)]
                     with m.Else():
                         m.d.sync += cnt.eq(cnt + 1)
                 with m.Case(TILES):
                     with m.If(sc != B - 1):
-                        m.d.sync += sc.eq(sc + 1)
+                        m.d.sync += [sc.eq(sc + 1),
+                                     sc_fc1.eq(sc_fc1 & (sc != hid * p.K1 - 1)),
+                                     sc_fc2.eq(sc_fc2 | (sc == p.fc2_start - 1))]
                     with m.Elif(tile != tx - 1):
-                        m.d.sync += [sc.eq(0), tile.eq(tile + 1)]
+                        m.d.sync += [sc.eq(0), tile.eq(tile + 1), sc_fc1.eq(1), sc_fc2.eq(0)]
                     with m.Else():
                         m.d.sync += [phase.eq(DRAIN), cnt.eq(0)]
                 with m.Default():
@@ -185,8 +194,8 @@ class ExciteMac(wiring.Component):
 
         # ================= issue: (layer, output, chunk) per cycle ======================
         F2 = p.fc2_start
-        in_fc1 = in_tiles & (sc < hid * p.K1)
-        in_fc2 = in_tiles & (sc >= F2)
+        in_fc1 = in_tiles & sc_fc1           # sc < hid * K1
+        in_fc2 = in_tiles & sc_fc2           # sc >= F2
         o = Signal(field(max(C, hid)))       # output neuron
         k = Signal(field(max(p.K1, p.K2)))   # input chunk
         c_grp, c_lane = Signal(field(p.G)), Signal(field(P))   # fc2's output as group, lane
