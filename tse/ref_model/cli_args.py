@@ -60,7 +60,8 @@ def config_from_args(args: argparse.Namespace, blocks=UNIT_BLOCKS,
     a one-line ConfigError naming the command, never a silent SE run."""
     cfg = _config(args)
     if cfg.block not in blocks or cfg.excite_kernel not in excite_kernels:
-        cfg.require_unit_block(f"tse {getattr(args, 'command', None) or 'this command'}")
+        cfg.require_unit_block(f"tse {getattr(args, 'command', None) or 'this command'}",
+                               blocks, excite_kernels)
     return cfg
 
 

@@ -222,17 +222,18 @@ class TSEConfig:
         """ECA's taps: eca_kernel, or the adaptive size from C when 0."""
         return self.eca_kernel or eca_kernel_size(self.channels)
 
-    def require_unit_block(self, what: str) -> None:
+    def require_unit_block(self, what: str, blocks=("se",), excite_kernels=("1x1",)) -> None:
         """Refuse a block or excite kernel that `what` (a command or a layer: the RTL,
-        co-simulation, the SE integer parameters) does not implement yet: one ConfigError
-        naming the value, instead of silently running SE."""
-        if self.block != "se":
+        co-simulation, the SE integer parameters) does not implement yet (it implements
+        `blocks` and `excite_kernels`): one ConfigError naming the value and what is allowed,
+        instead of silently running SE."""
+        if self.block not in blocks:
             raise ConfigError(f"block: {self.block!r} is not supported by {what} yet; "
-                              f"allowed: 'se' ({self.block} runs in the integer models only: "
-                              "tse.ref_model.attention_*)")
-        if self.excite_kernel != "1x1":
+                              f"allowed: {', '.join(map(repr, blocks))} ({self.block} runs in "
+                              "the integer models: tse.ref_model.attention_*)")
+        if self.excite_kernel not in excite_kernels:
             raise ConfigError(f"excite_kernel: {self.excite_kernel!r} is not supported by "
-                              f"{what} yet; allowed: '1x1'")
+                              f"{what} yet; allowed: {', '.join(map(repr, excite_kernels))}")
 
     @property
     def hidden_table(self) -> bool:
