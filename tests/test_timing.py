@@ -218,6 +218,29 @@ def test_guard_tiny_unit_logic_path_within_budget(tmp_path, cfg):
     axi = {k: v for k, v in depth.items() if k.startswith(("s_axis", "m_axis"))}
     print(f"tiny unit: logic cells between each AXI port and a register: {axi}")
     assert len(axi) == 8 and max(axi.values()) <= PORT_DEPTH_BUDGET, axi
+    # a constant operand is tied off at its multiplier, never a (merged) constant register
+    const = timing.constant_registers(json.loads(syn["netlist"].read_text()))
+    assert not [r for r in const if r["multiplier_inputs"]], const
+
+
+def test_constant_registers_are_the_flip_flops_that_never_change():
+    cells = {
+        # constant input, no enable, no reset: a constant after the first clock
+        "k_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "parameters": {"CEMUX": "1 "},
+                           "port_directions": {"DI": "input", "LSR": "input", "Q": "output"},
+                           "connections": {"DI": ["1"], "LSR": ["0"], "Q": [5]}},
+        # constant input with an enable and a reset: a flag, it changes
+        "f_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "parameters": {"CEMUX": "CE"},
+                           "port_directions": {"DI": "input", "CE": "input", "LSR": "input",
+                                               "Q": "output"},
+                           "connections": {"DI": ["1"], "CE": [7], "LSR": [8], "Q": [6]}},
+        "m_MULT18X18D": _cell("MULT18X18D", {"A0": [5], "A1": [5], "B0": [6], "P0": [9]},
+                              {"P0"}),
+        "l_LUT4": _cell("LUT4", {"A": [5], "Z": [10]}, {"Z"}),
+    }
+    got = timing.constant_registers({"modules": {"tse_unit": {"cells": cells}}})
+    assert [(r["cell"], r["value"], r["fanout"], r["multiplier_inputs"]) for r in got] == [
+        ("k_TRELLIS_FF_Q", "1", 3, 2)]
 
 
 @pytest.mark.parametrize("depth, bits", [(2, 36), (512, 36), (513, 18), (3445, 4),

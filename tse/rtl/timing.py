@@ -360,6 +360,38 @@ def logic_paths(netlist: dict, top: str = "tse_unit", count: int = 10,
                     "stage_to": TOP_STAGE, "cells": 0}]
 
 
+def constant_registers(netlist: dict, top: str = "tse_unit") -> list[dict]:
+    """Flip-flops of a synth_ecp5 netlist that hold a constant after the first clock (a constant
+    data input, no enable, no set/reset), with how many cell inputs each drives, most first:
+    [{"cell", "stage", "signal", "value", "fanout", "multiplier_inputs"}]. Yosys keeps such a flip-flop when its
+    initial value differs from its input and merges all of one value into one, which then
+    reaches every place the constant went (one fed 98 multiplier inputs on the default unit:
+    its critical path); a constant belongs at its sinks, tied off."""
+    cells = netlist["modules"][top]["cells"]
+    fanout, multipliers = defaultdict(int), defaultdict(int)
+    for c in cells.values():
+        for port, bits in c["connections"].items():
+            if c["port_directions"].get(port) == "input":
+                for b in bits:
+                    if isinstance(b, int):
+                        fanout[b] += 1
+                        multipliers[b] += c["type"] == "MULT18X18D"
+    out = []
+    for name, c in cells.items():
+        conn = c["connections"]
+        if c["type"] != "TRELLIS_FF" or not all(isinstance(b, str) for b in conn.get("DI", [0])):
+            continue
+        if c["parameters"].get("CEMUX", "1").strip() not in ("1", "") and "CE" in conn:
+            continue                   # an enable: it holds what it was given
+        if any(not isinstance(b, str) or b != "0" for b in conn.get("LSR", ["0"])):
+            continue                   # a set or reset: it changes
+        stage, signal = locate(name)
+        q = conn["Q"][0]
+        out.append({"cell": name, "stage": stage, "signal": signal, "value": conn["DI"][0],
+                    "fanout": fanout[q], "multiplier_inputs": multipliers[q]})
+    return sorted(out, key=lambda r: -r["fanout"])
+
+
 def port_logic_depth(netlist: dict, top: str = "tse_unit") -> dict:
     """{port: cells of logic (LUTs, carries, multipliers) on the longest path between the
     top-level port and a register}: from an input port to a register's input, from a
