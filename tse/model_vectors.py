@@ -99,6 +99,34 @@ def block_tile(tile: str, height: int, width: int) -> str:
     return f"{'H' if rows == height else rows}x{'W' if cols == width else cols}"
 
 
+def block_reference(block, acts, *, tile: str, frames: int, lanes: int,
+                    allow_bad_calibration: bool = False, **options):
+    """One computable block's quantized reference (tse.api.reference) as `tse vectors
+    --model` builds it: calibrated on the first CALIBRATION_CAP images' activations, the first
+    frames as its input, the tile clamped to its map, lanes the largest divisor of C up to
+    lanes."""
+    import tse.api as api
+
+    return api.reference(block.state_dict(), acts[:frames],
+                         calibration=acts[:CALIBRATION_CAP],
+                         allow_bad_calibration=allow_bad_calibration,
+                         tile=block_tile(tile, block.height, block.width),
+                         lanes=math.gcd(block.channels, lanes), **block.dialect(), **options)
+
+
+def compare(model_path, images, *, tile: str = "7xW", frames: int = 2, lanes: int = 8,
+            **options) -> dict:
+    """{block name: {stage: mismatching codes}} of every computable block, the profile's
+    integer model against quantized PyTorch, exactly as write() computes them but with
+    nothing written and no Verilog elaborated (the cheap check of a model's numerics)."""
+    import tse.api as api
+
+    return {block.name: {s: d["mismatches"] for s, d in api.vectors(block_reference(
+                block, acts, tile=tile, frames=frames, lanes=lanes, **options))
+                .vs_quantized_pytorch.items()}
+            for block, acts in find(model_path, images) if not block.reason}
+
+
 def write(model_path, out, images, *, tile: str = "7xW", frames: int = 2,
           lanes: int = 8, allow_bad_calibration: bool = False, log=None,
           **options) -> dict:
@@ -124,12 +152,8 @@ def write(model_path, out, images, *, tile: str = "7xW", frames: int = 2,
                 continue
             unit, sub = unit_name(block.name, units), dir_name(block.name, dirs)
             try:
-                ref = api.reference(block.state_dict(), acts[:frames],
-                                    calibration=acts[:CALIBRATION_CAP],
-                                    allow_bad_calibration=allow_bad_calibration,
-                                    tile=block_tile(tile, block.height, block.width),
-                                    lanes=math.gcd(block.channels, lanes),
-                                    **block.dialect(), **options)
+                ref = block_reference(block, acts, tile=tile, frames=frames, lanes=lanes,
+                                      allow_bad_calibration=allow_bad_calibration, **options)
                 vec = api.vectors(ref, out=tmp / sub, name=unit)
             except (ConfigError, InputError) as e:
                 skipped.append({**desc, "reason": f"{block.name}: {e}"})
