@@ -9,13 +9,18 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tse.quant.float_block import TSE
+from tse.quant.reference import build
 from tse.quant.quantized_block import extract_params, quantize, seeded_weights
 from tse.ref_model import kernels, numpy_model, streaming
 from tse.ref_model import numerics as nm
 from tse.ref_model.config import TSEConfig
 from tse.ref_model.errors import ConfigError
+
+from test_numerics import SETTINGS, examples
 
 DIALECTS = {
     "silu": dict(hidden_activation="silu"),
@@ -263,3 +268,74 @@ def test_vectors_carry_the_dialect(tmp_path):
     silu = (out / "hex" / "rom_silu.hex").read_text().split()
     assert len(silu) == 256
     assert "hex/rom_silu.hex" in [f["path"] for f in m["files"]]
+
+
+# ---- property tests: random shapes of every dialect --------------------------------------
+
+@st.composite
+def dialect_configs(draw):
+    """A random small configuration of a random dialect: any hidden width 1..C, ReLU or
+    SiLU, sigmoid or a hard sigmoid of PyTorch's slope 1/6, ONNX's 0.2 or any slope and
+    offset; any tile (partial edge tiles), lanes a divisor of C, either engine."""
+    c = draw(st.integers(1, 12))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    rows = draw(st.sampled_from(["H", *map(str, range(1, h + 1))]))
+    cols = draw(st.sampled_from(["W", *map(str, range(1, w + 1))]))
+    gate = draw(st.sampled_from(["sigmoid", "hardsigmoid"]))
+    slope, offset = 1 / 6, 0.5
+    if gate == "hardsigmoid":
+        slope = draw(st.sampled_from([1 / 6, 0.2, draw(st.floats(0.05, 2.0))]))
+        offset = draw(st.sampled_from([0.5, draw(st.floats(-0.5, 1.0))]))
+    return TSEConfig(channels=c, height=h, width=w, tile=f"{rows}x{cols}",
+                     hidden=draw(st.integers(1, c)),
+                     hidden_activation=draw(st.sampled_from(["relu", "silu"])),
+                     gate=gate, gate_slope=slope, gate_offset=offset,
+                     lanes=draw(st.sampled_from([d for d in range(1, c + 1) if c % d == 0])),
+                     engine=draw(st.sampled_from(["fbgemm", "qnnpack"])),
+                     seed=draw(st.integers(0, 2 ** 16)))
+
+
+@settings(max_examples=examples(40), **SETTINGS)
+@given(cfg=dialect_configs())
+def test_dialects_property_torch_profile_and_implementations_agree(cfg):
+    """Random dialect configurations: the torch profile equals quantized PyTorch on every
+    stage (both kernel paths), and in both profiles the streaming model, the fast and
+    per-element kernels and (hw) the numpy model agree bit for bit."""
+    ref = build(cfg.replace(profile="torch"), frames=2)
+    ip = nm.derive(ref.params, cfg)
+    x = kernels.nhwc(ref.codes["input"])
+    for fast in (True, False):
+        got = kernels.run(cfg, ip, x, "torch", fast=fast)
+        for stage in ("pooled", "hidden", "excite", "gate", "output"):
+            assert np.array_equal(got[stage], kernels.nhwc(ref.codes[stage])), (
+                f"{cfg.dialect} {stage} fast={fast}")
+    for profile in ("torch", "hw"):
+        want = kernels.run(cfg, ip, x, profile)
+        others = {"per-element": kernels.run(cfg, ip, x, profile, fast=False),
+                  "streaming": streaming.run(cfg, ip, x, profile=profile)}
+        if profile == "hw":
+            others["numpy"] = numpy_model.run(cfg, ip, x)
+        for label, other in others.items():
+            for stage in nm.STAGES:
+                assert np.array_equal(want[stage], other[stage]), (
+                    f"{cfg.dialect} {profile} {stage}: fast vs {label}")
+
+
+# ---- the sweeps, per dialect --------------------------------------------------------------
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_sweep_widest_and_base_points_are_exact_per_dialect(name):
+    """`tse sweep`'s evaluation on a dialect block: its torch profile is quantized PyTorch,
+    the default grid's widest and base points reproduce it code for code, and a 2-bit gate
+    does not (the comparison is live)."""
+    from tse.quant import sweep
+    cfg = _cfg(name)
+    ctx = sweep.build_context(cfg, frames=2)
+    assert ctx.cfg.dialect == cfg.dialect and ctx.cfg.hidden == cfg.hidden
+    assert ctx.baseline["torch_profile_vs_pytorch_mismatches"] == 0
+    pts = {p.label: p for p in sweep.make_points(cfg, sweep.load_grid(), 2)}
+    for label in ("widest", "base"):
+        row = sweep.evaluate(ctx, pts[label])
+        assert row["exact_match"] == 1.0 and row["max_abs_err_lsb"] == 0, (name, label)
+    narrow = [p for p in pts.values() if p.hw.gate_bits <= 2]
+    assert narrow and sweep.evaluate(ctx, narrow[0])["exact_match"] < 1.0
