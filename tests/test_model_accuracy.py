@@ -213,3 +213,44 @@ def test_cosim_model_every_block_of_senet_on_icarus(tmp_path):
         r = tse("cosim", "--model", "senet", "--sim", "icarus", *args, timeout=120)
         assert r.returncode == 2 and text in r.stderr, (args, r.stderr)
         assert not (tmp_path / "w").exists()
+
+
+def table(text: str, header: str) -> list[list[str]]:
+    """The rows (cells stripped) of the markdown table whose header line starts with header."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(header))
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip().strip("|").split("|")])
+    return rows
+
+
+def test_readme_has_the_accuracy_table_and_plot():
+    """The README's whole-models table and plot (issue 17): the figure `tse network --plot`
+    wrote is referenced by the README and docs/models.md, one README row per net whose float
+    top-1 is the cached net's measured accuracy and whose other cells are docs/models.md's
+    full table (so the two tables cannot drift apart)."""
+    readme = (ROOT / "README.md").read_text()
+    models = (ROOT / "docs" / "models.md").read_text()
+    png = (ROOT / "docs" / "models_accuracy.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and plots.TILE_PLOT_MARKER in png
+    assert "](docs/models_accuracy.png)" in readme and "](models_accuracy.png)" in models
+    short = {r[0].split(" (")[0]: r for r in table(readme, "| net | float | float TSE 1xW")}
+    assert set(short) == set(zoo.NETS)
+    full = {(r[0], r[1]): r for r in table(models, "| net | tile | float | float TSE |")}
+    assert "| net | tile | float | float TSE | quantized PyTorch | torch profile | hw profile |" \
+        " torch logits != PyTorch | hw base | hw narrowest |" in models
+
+    def pct(cell: str) -> list[str]:
+        return [v.strip() for v in cell.removesuffix("%").split("/")]
+
+    for name, r in short.items():
+        assert r[1] == f"{100 * zoo.load(name)[1]['test_top1']:.2f} %", (name, r[1])
+        rows = {t: full[(name, t)] for t in ("1xW", "3xW", "7xW", "HxW")}
+        assert all(row[2] == r[1] for row in rows.values()), name        # float column
+        assert pct(r[2]) == [rows[t][3].removesuffix(" %") for t in ("1xW", "3xW", "7xW")]
+        assert pct(r[3]) == [rows[t][6].removesuffix(" %") for t in ("1xW", "3xW", "7xW", "HxW")]
+        assert all(row[4] == row[5] == row[6] and row[7] == "0" for row in rows.values()), name
+        assert pct(r[4]) == [rows["7xW"][k].removesuffix(" %") for k in (9, 11, 12)], name
