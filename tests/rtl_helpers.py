@@ -178,3 +178,70 @@ def gates_of(res, cfg) -> np.ndarray:
         i, j = divmod(tile, cfg.tiles_x)
         out[k // per_frame, i, j, c] = g
     return out
+
+
+def drive_excite_stage(dut, p, sums, kind, gaps, latency, rng):
+    """Feed an excite stage (SE's excite MAC or ECA's) the tile sums sums[strip, tile, C] in
+    the line accumulator's order, a gap of gaps[s % len(gaps)] cycles after strip s, and
+    release each committed gate bank 1..3*latency cycles later (in strip order, as the
+    broadcaster does). Checks on every cycle that i_sums.ready is the i_sums_ready_next of
+    the cycle before (the lookahead the line accumulator's take is set from) and that a
+    commit never lands on a full bank. Returns (writes, commits, ends, released): the gate
+    writes (bank, tile, group, lane, channel, frame tile, gate), the commit cycles, the
+    cycle of each strip's last sums and the release cycle of each strip."""
+    strips, tx = sums.shape[0], sums.shape[1]
+    writes, commits, ends, released = [], [], [], {}
+
+    async def tb(ctx):
+        full = [False] * 3
+        release_at, held = [None] * 3, [None] * 3
+        s = chunk = cycle = wait = 0
+        per_strip = tx * p.G
+        promised = None
+        while len(commits) < strips:
+            assert cycle < 200 * latency * strips, "no progress"
+            for b in range(3):
+                if release_at[b] is not None and release_at[b] <= cycle and \
+                        (held[b] == 0 or held[b] - 1 in released):
+                    full[b], release_at[b] = False, None
+                    released[held[b]] = cycle
+            ctx.set(dut.bank_free, sum((not f) << b for b, f in enumerate(full)))
+            offer = s < strips and wait == 0
+            ctx.set(dut.i_sums.valid, offer)
+            assert promised is None or ctx.get(dut.i_sums.ready) == promised
+            if offer:
+                j, g = divmod(chunk, p.G)
+                pl = dut.i_sums.payload
+                ctx.set(pl.tile, j)
+                ctx.set(pl.group, g)
+                ctx.set(pl.strip, s % p.ty)
+                ctx.set(pl.kind, int(kind(s % p.ty, j)))
+                ctx.set(pl.strip_end, chunk == per_strip - 1)
+                for lane in range(p.P):
+                    ctx.set(pl.sums[lane], int(sums[s, j, g * p.P + lane]))
+                if ctx.get(dut.i_sums.ready):
+                    chunk += 1
+                    if chunk == per_strip:
+                        ends.append(cycle)
+                        s, chunk, wait = s + 1, 0, gaps[s % len(gaps)]
+            elif wait:
+                wait -= 1
+            if ctx.get(dut.w_en):
+                writes.append((ctx.get(dut.w_bank), ctx.get(dut.w_tile), ctx.get(dut.w_group),
+                               ctx.get(dut.w_lane), ctx.get(dut.w_channel),
+                               ctx.get(dut.w_frame_tile), ctx.get(dut.w_data)))
+            if ctx.get(dut.commit):
+                b = ctx.get(dut.commit_bank)
+                assert not full[b] and not full[(b + 1) % 3]    # strip s - 2 released
+                full[b], held[b] = True, len(commits)
+                release_at[b] = cycle + 1 + int(rng.integers(1, 3 * latency))
+                commits.append(cycle)
+            promised = ctx.get(dut.i_sums_ready_next)
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return writes, commits, ends, released

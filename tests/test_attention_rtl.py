@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from tse.ref_model import attention_hw as ah
 from tse.ref_model.config import TSEConfig
@@ -15,6 +14,8 @@ from tse.ref_model.edge_tiles import kind_table
 from tse.ref_model.hw_numerics import gate_table, quantize_multiplier
 from tse.ref_model.rounding import ROUNDING_CODES
 from tse.rtl.eca_excite import EcaExcite
+
+from rtl_helpers import drive_excite_stage
 
 
 def random_eca(cfg: TSEConfig, seed: int) -> ah.EcaHw:
@@ -88,57 +89,8 @@ def test_eca_excite_matches_the_model_and_its_latency(case):
     assert L == p.lead_cycles + tx * C + p.drain_cycles
     gaps = [0, 5, 3 * L, 0, 40, 2]
     dut = EcaExcite(p)
-    writes, commits, ends, released = [], [], [], {}
-
-    async def tb(ctx):
-        full = [False] * 3
-        release_at, held = [None] * 3, [None] * 3
-        s = chunk = cycle = wait = 0
-        per_strip = tx * p.G
-        while len(commits) < strips:
-            assert cycle < 200 * L * strips, "no progress"
-            for b in range(3):              # the broadcaster releases in strip order
-                if release_at[b] is not None and release_at[b] <= cycle and \
-                        (held[b] == 0 or held[b] - 1 in released):
-                    full[b], release_at[b] = False, None
-                    released[held[b]] = cycle
-            ctx.set(dut.bank_free, sum((not f) << b for b, f in enumerate(full)))
-            offer = s < strips and wait == 0
-            ctx.set(dut.i_sums.valid, offer)
-            if offer:
-                j, g = divmod(chunk, p.G)
-                pl = dut.i_sums.payload
-                ctx.set(pl.tile, j)
-                ctx.set(pl.group, g)
-                ctx.set(pl.strip, s % ty)
-                ctx.set(pl.kind, int(kinds[s % ty, j]))
-                ctx.set(pl.strip_end, chunk == per_strip - 1)
-                for lane in range(P):
-                    ctx.set(pl.sums[lane], int(sums[s, j, g * P + lane]))
-                if ctx.get(dut.i_sums.ready):
-                    chunk += 1
-                    if chunk == per_strip:
-                        ends.append(cycle)
-                        s, chunk, wait = s + 1, 0, gaps[s % len(gaps)]
-            elif wait:
-                wait -= 1
-            if ctx.get(dut.w_en):
-                writes.append((ctx.get(dut.w_bank), ctx.get(dut.w_tile), ctx.get(dut.w_group),
-                               ctx.get(dut.w_lane), ctx.get(dut.w_channel),
-                               ctx.get(dut.w_frame_tile), ctx.get(dut.w_data)))
-            if ctx.get(dut.commit):
-                b = ctx.get(dut.commit_bank)
-                assert not full[b] and not full[(b + 1) % 3]    # strip s - 2 released
-                full[b], held[b] = True, len(commits)
-                release_at[b] = cycle + 1 + int(rng.integers(1, 3 * L))
-                commits.append(cycle)
-            await ctx.tick()
-            cycle += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
+    writes, commits, ends, released = drive_excite_stage(
+        dut, p, sums, lambda s, j: kinds[s, j], gaps, L, rng)
     per = tx * C
     assert len(writes) == strips * per
     got = -np.ones_like(want)

@@ -20,7 +20,8 @@ from tse.rtl.params import rtl_params
 from tse.rtl.strip_buffer import StripBuffer
 from tse.rtl.tile_broadcaster import TileBroadcaster
 
-from rtl_helpers import frame_beats, pack_lanes, small_case, unpack_lanes
+from rtl_helpers import (drive_excite_stage, frame_beats, pack_lanes, small_case,
+                         unpack_lanes)
 
 PATCH = TSEConfig(channels=8, height=7, width=8, tile="3x3", reduction=2, lanes=8,
                   excite_multipliers=8)
@@ -71,6 +72,9 @@ def test_line_accumulator_matches_model(cfg):
                 ctx.set(dut.i_beat.payload.last, beats[i][1])
             ctx.set(dut.o_beat.ready, not stall[1, cycle])
             ctx.set(dut.o_sums.ready, not stall[2, cycle])
+            # the takers' lookahead: their ready of the next cycle
+            ctx.set(dut.o_beat_ready_next, not stall[1, cycle + 1])
+            ctx.set(dut.o_sums_ready_next, not stall[2, cycle + 1])
             if offer and ctx.get(dut.i_beat.ready):
                 i += 1
             if ctx.get(dut.o_beat.valid) and ctx.get(dut.o_beat.ready):
@@ -104,8 +108,9 @@ def test_line_accumulator_pads_or_drops_a_misframed_frame(fault):
 
     async def tb(ctx):
         i = 0
-        ctx.set(dut.o_beat.ready, 1)
-        ctx.set(dut.o_sums.ready, 1)
+        for ready in (dut.o_beat.ready, dut.o_sums.ready, dut.o_beat_ready_next,
+                      dut.o_sums_ready_next):
+            ctx.set(ready, 1)
         while len(got) < 2 * n:
             offer = i < len(stream_in)
             ctx.set(dut.i_beat.valid, offer)
@@ -155,56 +160,9 @@ def test_excite_mac_matches_model_and_its_latency():
             want[s, j] = bufs[3]
     gaps = [0, 5, 3 * cfg.excite_latency_cycles, 0, 40, 2]
     dut = ExciteMac(p)
-    writes, commits, ends = [], [], []
     L = cfg.excite_latency_cycles
-
-    released = {}
-
-    async def tb(ctx):
-        full = [False] * 3
-        release_at, held = [None] * 3, [None] * 3
-        s = chunk = cycle = wait = 0
-        chunks_per_strip = cfg.tiles_x * p.G
-        while len(commits) < strips:
-            for b in range(3):              # the broadcaster releases in strip order
-                if release_at[b] is not None and release_at[b] <= cycle and \
-                        (held[b] == 0 or held[b] - 1 in released):
-                    full[b], release_at[b] = False, None
-                    released[held[b]] = cycle
-            ctx.set(dut.bank_free, sum((not f) << b for b, f in enumerate(full)))
-            offer = s < strips and wait == 0
-            ctx.set(dut.i_sums.valid, offer)
-            if offer:
-                j, g = divmod(chunk, p.G)
-                pl = dut.i_sums.payload
-                ctx.set(pl.tile, j)
-                ctx.set(pl.group, g)
-                ctx.set(pl.strip, s % cfg.tiles_y)
-                ctx.set(pl.kind, nm.tile_kind(s % cfg.tiles_y, j, cfg))
-                ctx.set(pl.strip_end, chunk == chunks_per_strip - 1)
-                for lane in range(cfg.lanes):
-                    ctx.set(pl.sums[lane], int(sums[s, j, g * cfg.lanes + lane]))
-                if ctx.get(dut.i_sums.ready):
-                    chunk += 1
-                    if chunk == chunks_per_strip:
-                        ends.append(cycle)
-                        s, chunk, wait = s + 1, 0, gaps[s % len(gaps)]
-            elif wait:
-                wait -= 1
-            if ctx.get(dut.w_en):
-                writes.append((ctx.get(dut.w_bank), ctx.get(dut.w_tile), ctx.get(dut.w_group),
-                               ctx.get(dut.w_lane), ctx.get(dut.w_channel),
-                               ctx.get(dut.w_frame_tile), ctx.get(dut.w_data)))
-            if ctx.get(dut.commit):
-                b = ctx.get(dut.commit_bank)
-                assert not full[b] and not full[(b + 1) % 3]    # strip s - 2 released
-                full[b], held[b] = True, len(commits)
-                release_at[b] = cycle + 1 + int(rng.integers(1, 3 * L))
-                commits.append(cycle)
-            await ctx.tick()
-            cycle += 1
-
-    simulate(dut, tb)
+    writes, commits, ends, released = drive_excite_stage(
+        dut, p, sums, lambda s, j: nm.tile_kind(s, j, cfg), gaps, L, rng)
     per_strip = cfg.tiles_x * cfg.channels
     assert len(writes) == strips * per_strip
     got = np.zeros_like(want)
@@ -306,6 +264,7 @@ def test_strip_buffer_is_the_models_fifo():
 
     async def tb(ctx):
         nonlocal pushed, popped
+        promised = None
         for cycle in range(6 * p.depth):
             filling = (cycle // (2 * p.depth)) % 2 == 0  # fill, drain, fill again
             push = rng.random() < (0.9 if filling else 0.2)
@@ -313,6 +272,10 @@ def test_strip_buffer_is_the_models_fifo():
             ctx.set(dut.i_beat.valid, push)
             ctx.set(dut.i_beat.payload, pushed)
             ctx.set(dut.o_beat.ready, pop)
+            # the lookahead the line accumulator's take is set from: the ready it promised
+            # a cycle ago
+            assert promised is None or ctx.get(dut.i_beat.ready) == promised
+            promised = ctx.get(dut.ready_next)
             level = ctx.get(dut.level)
             assert level == len(model) <= p.depth
             if pop and ctx.get(dut.o_beat.valid):

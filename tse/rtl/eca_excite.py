@@ -25,7 +25,7 @@ before (gate bank (s + 1) mod 3 free), holding in its last cycle until then, as 
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,6 +34,7 @@ from tse.ref_model import plan
 
 from . import arith, pipeline
 from .params import field, sums_layout
+from .squeeze import Squeeze, StripControl
 
 
 class EcaExcite(wiring.Component):
@@ -45,6 +46,7 @@ class EcaExcite(wiring.Component):
         p.check_schedule()
         super().__init__({
             "i_sums": In(stream.Signature(sums_layout(p))),
+            "i_sums_ready_next": Out(1),   # i_sums.ready of the next cycle (the lookahead)
             "w_en": Out(1), "w_bank": Out(2), "w_tile": Out(field(p.tx)),
             "w_group": Out(field(p.G)), "w_lane": Out(field(p.P)), "w_data": Out(p.gate_bits),
             "w_channel": Out(field(p.C)), "w_frame_tile": Out(field(p.tx * p.ty)),
@@ -60,106 +62,39 @@ class EcaExcite(wiring.Component):
             "plan.ECA_TREE_TO_GATE no longer matches the pipeline's stages"
 
         # ================= squeeze: P mean units into two pooled banks =================
-        wbank = Signal()                     # bank of the strip whose sums arrive
-        pbusy = Signal(2)                    # bank holds a finished strip not yet committed
-        bank_strip = Array(Signal(field(p.ty), name=f"bank_strip{b}") for b in range(2))
-        s_in = self.i_sums.payload
-        sums_ready = Signal(init=1)          # a register, as the excite MAC's (its ready)
-        m.d.comb += self.i_sums.ready.eq(sums_ready)
-        accept = self.i_sums.valid & self.i_sums.ready
-        strip_done = accept & s_in.strip_end
-
-        a_valid = Signal()
-        a_word = Signal(P * p.sum_bits)
-        a_kind = Signal(2)
-        a_where = Signal(data.StructLayout({"tile": field(tx), "group": field(p.G), "bank": 1}))
-        m.d.sync += a_valid.eq(accept)
-        with m.If(accept):
-            m.d.sync += [a_kind.eq(s_in.kind), a_word.eq(s_in.sums),
-                         a_where.eq(Cat(s_in.tile, s_in.group, wbank))]
-        with m.If(strip_done):
-            m.d.sync += [wbank.eq(~wbank), bank_strip[wbank].eq(s_in.strip)]
-        means, depth = [], 0
-        for lane in range(P):
-            s = a_word[lane * p.sum_bits:(lane + 1) * p.sum_bits].as_signed()
-            code, depth = pipeline.mean(m, s[:p.sum_value_bits].as_signed(), a_kind, p)
-            means.append(code)
-        assert depth <= plan.MEAN_STAGES, (depth, plan.MEAN_STAGES)
-        means_word = pipeline.delay(m, Cat(*means), plan.MEAN_STAGES - depth, "means")
-        m_valid = pipeline.delay(m, a_valid, plan.MEAN_STAGES, "mean_valid", reset=True)
-        m_where = data.View(a_where.shape(),
-                            pipeline.delay(m, a_where.as_value(), plan.MEAN_STAGES, "mean_where"))
-        pooled = [[Signal(8 * C, name=f"pooled_b{b}_t{t}") for t in range(tx)]
-                  for b in range(2)]
-        for b in range(2):
-            for t in range(tx):
-                for g in range(p.G):
-                    with m.If(m_valid & (m_where.bank == b) & (m_where.tile == t)
-                              & (m_where.group == g)):
-                        m.d.sync += pooled[b][t][8 * P * g:8 * P * (g + 1)].eq(means_word)
+        sq = Squeeze(m, p, self.i_sums, self.i_sums_ready_next)
+        ctl = StripControl(m, p, sq, self.bank_free)
 
         # ============ strip control: lead-in, tiles of C cycles, drain ==================
-        lead, drain = p.lead_cycles, p.drain_cycles
-        LEAD, TILES, DRAIN = 0, 1, 2
-        running = Signal()
-        phase = Signal(2)
-        cnt = Signal(range(max(lead, drain) + 1))
-        rb = Signal()                        # pooled bank (strip parity) being excited
-        gb = Signal(2)                       # gate bank: strip number mod 3
-        tile = Signal(field(tx))
         ch = Signal(field(C))                # output channel issued this cycle
         grp, lane = Signal(field(p.G)), Signal(field(P))
-        cur_strip = Signal(field(p.ty))
-        waiting = Mux(rb, pbusy[1], pbusy[0]) | (strip_done & (wbank == rb))
-        start = ~running & waiting
-        in_tiles = running & (phase == TILES)
-        last_cycle = running & (phase == DRAIN) & (cnt == drain - 1)
-        older = Mux(gb == 2, 0, gb + 1)
-        can_commit = Array(self.bank_free[b] for b in range(3))[older]
-        commit = last_cycle & can_commit
-        m.d.comb += [self.commit.eq(commit), self.commit_bank.eq(gb)]
         load = Signal()                      # the window takes tile `load_tile` this cycle
         load_tile = Signal(field(tx))
-        with m.If(start):
-            m.d.sync += [running.eq(1), phase.eq(LEAD), cnt.eq(1),
-                         cur_strip.eq(Mux(strip_done & (wbank == rb), s_in.strip,
-                                          bank_strip[rb]))]
-        with m.Elif(running):
-            with m.Switch(phase):
-                with m.Case(LEAD):
-                    with m.If(cnt == lead - 1):
-                        m.d.sync += [phase.eq(TILES), tile.eq(0), ch.eq(0), grp.eq(0),
-                                     lane.eq(0)]
-                        m.d.comb += [load.eq(1), load_tile.eq(0)]
-                    with m.Else():
-                        m.d.sync += cnt.eq(cnt + 1)
-                with m.Case(TILES):
-                    m.d.sync += [ch.eq(ch + 1), lane.eq(lane + 1)]
-                    with m.If(lane == P - 1):
-                        m.d.sync += [lane.eq(0), grp.eq(grp + 1)]
-                    with m.If(ch == C - 1):
-                        m.d.sync += [ch.eq(0), grp.eq(0), lane.eq(0)]
-                        with m.If(tile != tx - 1):
-                            m.d.sync += tile.eq(tile + 1)
-                            m.d.comb += [load.eq(1), load_tile.eq(tile + 1)]
-                        with m.Else():
-                            m.d.sync += [phase.eq(DRAIN), cnt.eq(0)]
-                with m.Default():
-                    with m.If(cnt != drain - 1):
-                        m.d.sync += cnt.eq(cnt + 1)
-                    with m.Elif(can_commit):     # else: hold in the last cycle
-                        m.d.sync += [running.eq(0), rb.eq(~rb),
-                                     gb.eq(Mux(gb == 2, 0, gb + 1))]
-        busy_next = Cat(*[(pbusy[b] | (strip_done & (wbank == b))) & ~(commit & (rb == b))
-                          for b in range(2)])
-        m.d.sync += [pbusy.eq(busy_next),
-                     sums_ready.eq(~Mux(wbank ^ strip_done, busy_next[1], busy_next[0]))]
+
+        def lead_end():
+            m.d.sync += [ch.eq(0), grp.eq(0), lane.eq(0)]
+            m.d.comb += [load.eq(1), load_tile.eq(0)]
+
+        def load_next():
+            m.d.comb += [load.eq(1), load_tile.eq(ctl.tile + 1)]
+
+        def tile_phase(next_tile):
+            m.d.sync += [ch.eq(ch + 1), lane.eq(lane + 1)]
+            with m.If(lane == P - 1):
+                m.d.sync += [lane.eq(0), grp.eq(grp + 1)]
+            with m.If(ch == C - 1):
+                m.d.sync += [ch.eq(0), grp.eq(0), lane.eq(0)]
+                next_tile(load_next)
+
+        ctl.build(lead_end, tile_phase)
+        in_tiles, tile, rb, gb, cur_strip = ctl.in_tiles, ctl.tile, ctl.rb, ctl.gb, ctl.cur_strip
+        m.d.comb += [self.commit.eq(ctl.commit), self.commit_bank.eq(gb)]
 
         # ================= the sliding window and the k products ========================
         half = (k - 1) // 2
         pad = Cat(*[Const(p.zx, 8)] * half) if half else Const(0, 0)
         win = Signal(8 * (C + k - 1), name="window")
-        words = Array(pooled[b][t] for b in range(2) for t in range(tx))
+        words = Array(sq.pooled[b][t] for b in range(2) for t in range(tx))
         with m.If(load):
             m.d.sync += win.eq(Cat(pad, words[rb * tx + load_tile], pad))
         with m.Elif(in_tiles):

@@ -59,6 +59,7 @@ from tse.ref_model import plan
 
 from . import arith, pipeline
 from .params import RtlParams, field, sums_layout
+from .squeeze import Squeeze, StripControl
 
 
 class ExciteMac(wiring.Component):
@@ -69,6 +70,7 @@ class ExciteMac(wiring.Component):
         p.check_schedule()
         super().__init__({
             "i_sums": In(stream.Signature(sums_layout(p))),
+            "i_sums_ready_next": Out(1),   # i_sums.ready of the next cycle (the lookahead)
             # gate writes, one gate a cycle, and the strip's commit
             "w_en": Out(1), "w_bank": Out(2), "w_tile": Out(field(p.tx)),
             "w_group": Out(field(p.G)), "w_lane": Out(field(p.P)), "w_data": Out(p.gate_bits),
@@ -83,114 +85,34 @@ class ExciteMac(wiring.Component):
         P, C, hid, Q, tx = p.P, p.C, p.hidden, p.Q, p.tx
 
         # ================= squeeze: P mean units into two pooled banks =================
-        wbank = Signal()                     # bank of the strip whose sums arrive
-        pbusy = Signal(2)                    # bank holds a finished strip not yet excited
-        bank_strip = Array(Signal(field(p.ty), name=f"bank_strip{b}") for b in range(2))
-        s_in = self.i_sums.payload
-        # ready = "the bank the sums go to is not busy", as a register of its own set from
-        # the next bank and busy flags (below): the line accumulator's take hangs off it, and
-        # the multiplexer on the excite MAC's flags was the default unit's critical path on
-        # the pins (10.6 ns, 8.9 of it routing)
-        # (the acceptance here uses the multiplexer itself: the register is for the far side)
-        sums_ready = Signal(init=1)
-        m.d.comb += self.i_sums.ready.eq(sums_ready)
-        accept = self.i_sums.valid & ~Mux(wbank, pbusy[1], pbusy[0])
-        strip_done = accept & s_in.strip_end
-
-        a_valid = Signal()
-        # registers that hold many fields are one Signal each, sliced: Icarus runs one
-        # process per register on every clock edge, and 381 of them were most of its work
-        a_word = Signal(P * p.sum_bits)
-        a_sums = [a_word[lane * p.sum_bits:(lane + 1) * p.sum_bits].as_signed()
-                  for lane in range(P)]
-        a_kind = Signal(2)
-        a_where = Signal(data.StructLayout({"tile": field(tx), "group": field(p.G), "bank": 1}))
-        m.d.sync += a_valid.eq(accept)
-        with m.If(accept):
-            m.d.sync += [a_kind.eq(s_in.kind), a_word.eq(s_in.sums),
-                         a_where.eq(Cat(s_in.tile, s_in.group, wbank))]
-        with m.If(strip_done):
-            m.d.sync += [wbank.eq(~wbank), bank_strip[wbank].eq(s_in.strip)]
-        means, depth = [], 0
-        for s in a_sums:
-            code, depth = pipeline.mean(m, s[:p.sum_value_bits].as_signed(), a_kind, p)
-            means.append(code)
-        assert depth <= plan.MEAN_STAGES, (depth, plan.MEAN_STAGES)
-        # every form of the mean leaves at the same cycle: the schedule is one
-        means_word = pipeline.delay(m, Cat(*means), plan.MEAN_STAGES - depth, "means")
-        m_valid = pipeline.delay(m, a_valid, plan.MEAN_STAGES, "mean_valid", reset=True)
-        m_where = data.View(a_where.shape(),
-                            pipeline.delay(m, a_where.as_value(), plan.MEAN_STAGES, "mean_where"))
-        pooled_words = [[Signal(8 * C, name=f"pooled_b{b}_t{t}") for t in range(tx)]
-                        for b in range(2)]
+        sq = Squeeze(m, p, self.i_sums, self.i_sums_ready_next)
+        ctl = StripControl(m, p, sq, self.bank_free)
         pooled = [[[word[8 * c:8 * c + 8] for c in range(C)] for word in bank]
-                  for bank in pooled_words]
-        for b in range(2):
-            for t in range(tx):
-                for g in range(p.G):
-                    with m.If(m_valid & (m_where.bank == b) & (m_where.tile == t)
-                              & (m_where.group == g)):
-                        m.d.sync += pooled_words[b][t][8 * P * g:8 * P * (g + 1)].eq(
-                            means_word)
+                  for bank in sq.pooled]
 
         # ============ strip control: lead-in, tiles of B cycles, drain ==================
-        B, lead, drain = p.tile_cycles, p.lead_cycles, p.drain_cycles
-        LEAD, TILES, DRAIN = 0, 1, 2
-        running = Signal()
-        phase = Signal(2)
-        cnt = Signal(range(max(lead, drain) + 1))
-        rb = Signal()                        # pooled bank (strip parity) the MAC works on
-        gb = Signal(2)                       # gate bank: strip number mod 3
-        tile = Signal(field(tx))
+        B = p.tile_cycles
         sc = Signal(range(B))                # cycle within the tile
         # sc < hid K1 (fc1 issues) and sc >= fc2's start as registers kept with sc: the
         # magnitude compares were carry chains in front of the issue counters' enables (the
         # default unit's out-of-context critical path, 10.8 ns); sc only steps by one or
         # restarts at 0, so each flag needs an equality only
         sc_fc1, sc_fc2 = Signal(init=1), Signal()
-        cur_strip = Signal(field(p.ty))
-        waiting = Mux(rb, pbusy[1], pbusy[0]) | (strip_done & (wbank == rb))
-        start = ~running & waiting
-        in_tiles = running & (phase == TILES)
-        last_cycle = running & (phase == DRAIN) & (cnt == drain - 1)
-        # like the model, a strip's gates become visible only once the broadcaster is done
-        # with the strip two before (its bank, gb + 1 mod 3, is free)
-        older = Mux(gb == 2, 0, gb + 1)
-        can_commit = Array(self.bank_free[b] for b in range(3))[older]
-        commit = last_cycle & can_commit
-        m.d.comb += [self.commit.eq(commit), self.commit_bank.eq(gb)]
-        with m.If(start):    # the start cycle is the lead-in's cycle 0
-            m.d.sync += [running.eq(1), phase.eq(LEAD), cnt.eq(1),
-                         cur_strip.eq(Mux(strip_done & (wbank == rb), s_in.strip,
-                                          bank_strip[rb]))]
-        with m.Elif(running):
-            with m.Switch(phase):
-                with m.Case(LEAD):
-                    with m.If(cnt == lead - 1):
-                        m.d.sync += [phase.eq(TILES), tile.eq(0), sc.eq(0), sc_fc1.eq(1),
-                                     sc_fc2.eq(0)]
-                    with m.Else():
-                        m.d.sync += cnt.eq(cnt + 1)
-                with m.Case(TILES):
-                    with m.If(sc != B - 1):
-                        m.d.sync += [sc.eq(sc + 1),
-                                     sc_fc1.eq(sc_fc1 & (sc != hid * p.K1 - 1)),
-                                     sc_fc2.eq(sc_fc2 | (sc == p.fc2_start - 1))]
-                    with m.Elif(tile != tx - 1):
-                        m.d.sync += [sc.eq(0), tile.eq(tile + 1), sc_fc1.eq(1), sc_fc2.eq(0)]
-                    with m.Else():
-                        m.d.sync += [phase.eq(DRAIN), cnt.eq(0)]
-                with m.Default():
-                    with m.If(cnt != drain - 1):
-                        m.d.sync += cnt.eq(cnt + 1)
-                    with m.Elif(can_commit):     # else: hold in the last cycle
-                        m.d.sync += [running.eq(0), rb.eq(~rb),
-                                     gb.eq(Mux(gb == 2, 0, gb + 1))]
-        # a bank is busy from its strip's last sums to its commit
-        busy_next = Cat(*[(pbusy[b] | (strip_done & (wbank == b))) & ~(commit & (rb == b))
-                          for b in range(2)])
-        m.d.sync += [pbusy.eq(busy_next),
-                     sums_ready.eq(~Mux(wbank ^ strip_done, busy_next[1], busy_next[0]))]
+
+        def tile_start():
+            m.d.sync += [sc.eq(0), sc_fc1.eq(1), sc_fc2.eq(0)]
+
+        def tile_phase(next_tile):
+            with m.If(sc != B - 1):
+                m.d.sync += [sc.eq(sc + 1),
+                             sc_fc1.eq(sc_fc1 & (sc != hid * p.K1 - 1)),
+                             sc_fc2.eq(sc_fc2 | (sc == p.fc2_start - 1))]
+            with m.Else():
+                next_tile(tile_start)
+
+        ctl.build(tile_start, tile_phase)
+        in_tiles, tile, rb, gb, cur_strip = ctl.in_tiles, ctl.tile, ctl.rb, ctl.gb, ctl.cur_strip
+        m.d.comb += [self.commit.eq(ctl.commit), self.commit_bank.eq(gb)]
 
         # ================= issue: (layer, output, chunk) per cycle ======================
         F2 = p.fc2_start

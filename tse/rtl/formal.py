@@ -242,6 +242,13 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     with m.If(started & p_rst):
         check("reset_quiet", ~m_valid & ~unit.error)
 
+    # the excite MAC's ready is its lookahead of the cycle before (reset: its initial 1):
+    # true of the real MAC by construction, and what its free outputs (ABSTRACT_MAC) must
+    # keep, since the line accumulator's take is set from the lookahead
+    with m.If(started):
+        m.d.comb += Assume(acc.o_sums.ready == Mux(p_rst, 1, past(acc.o_sums_ready_next,
+                                                                   "sums_ready_next")))
+
     accept = s_valid & s_ready & ~rst
     emit = m_valid & m_ready & ~rst
 

@@ -46,6 +46,10 @@ class LineAccumulator(wiring.Component):
             "i_beat": In(stream.Signature(beat_layout(p))),
             "o_beat": Out(stream.Signature(p.beat_bits)),
             "o_sums": Out(stream.Signature(sums_layout(p))),
+            # o_beat.ready and o_sums.ready of the next cycle (the takers' ready registers'
+            # inputs: the strip buffer's ready_next, the excite MAC's i_sums_ready_next)
+            "o_beat_ready_next": In(1),
+            "o_sums_ready_next": In(1),
             "holding": Out(1),     # the stage register holds a beat (strip-buffer occupancy)
             "error": Out(1),       # sticky: a TLAST in the wrong place since reset
         })
@@ -134,13 +138,21 @@ class LineAccumulator(wiring.Component):
         mode = Signal(Mode)
         error = Signal()
         m.d.comb += self.error.eq(error)
-        can_load = ~st_valid | fire
+        # can_load = ~st_valid | fire, as registers set a cycle ahead from the stage's next
+        # state and the takers' next readies. The take enables the whole stage (beat, x - zx
+        # of every lane, the sums' address, the position counters) and the input slice's
+        # registers; computed from the strip buffer's and the excite MAC's readies in the
+        # same cycle its route crossed the die (the default unit's critical path on the pins,
+        # 11.96 ns, 9.83 of it routing). Two copies, one per side: `slice_hold` (stored
+        # inverted, so Yosys does not merge the two) is the input slice's ready.
+        can_load = Signal(init=1)
+        slice_hold = Signal(init=0)
         take = Signal()
         beat = Signal(p.beat_bits)
         pad = Cat(*[Const(p.zx, 8)] * P)
         with m.Switch(mode):
             with m.Case(Mode.NORMAL):
-                m.d.comb += [self.i_beat.ready.eq(can_load),
+                m.d.comb += [self.i_beat.ready.eq(~slice_hold),
                              take.eq(self.i_beat.valid & can_load),
                              beat.eq(self.i_beat.payload.data)]
                 with m.If(take):
@@ -157,6 +169,14 @@ class LineAccumulator(wiring.Component):
                 m.d.comb += self.i_beat.ready.eq(1)
                 with m.If(self.i_beat.valid & self.i_beat.payload.last):
                     m.d.sync += mode.eq(Mode.NORMAL)
+
+        # the lookahead: the stage's valid and completing flag after this cycle, and the
+        # takers' readies then
+        st_valid_next = Mux(take, 1, st_valid & ~fire)
+        st_complete_next = Mux(take, at_complete, st_complete)
+        can_load_next = ~st_valid_next | (self.o_beat_ready_next
+                                          & (~st_complete_next | self.o_sums_ready_next))
+        m.d.sync += [can_load.eq(can_load_next), slice_hold.eq(~can_load_next)]
 
         m.d.comb += [rd.en.eq(take), rd.addr.eq(tile * G + grp)]
         with m.If(take):

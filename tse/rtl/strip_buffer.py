@@ -54,6 +54,9 @@ class StripBuffer(wiring.Component):
             "i_beat": In(stream.Signature(p.beat_bits)),
             "o_beat": Out(stream.Signature(p.beat_bits)),
             "level": Out(range(p.depth + 1)),
+            # i_beat.ready of the next cycle (what the ready register is loading): the line
+            # accumulator keeps its take as a register set a cycle ahead from it
+            "ready_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -68,7 +71,7 @@ class StripBuffer(wiring.Component):
         # the level by the block RAMs, the take by the input slice), and one register for
         # both was placed by the block RAMs (13.9 ns)
         room = level != inner
-        w_rdy = Signal(init=1)
+        w_rdy, w_rdy_next = Signal(init=1), Signal()
         do_write = self.i_beat.valid & room
         do_read = (level != 0) & (~out_valid | self.o_beat.ready)
         produce, consume = Signal(range(inner)), Signal(range(inner))
@@ -86,6 +89,7 @@ class StripBuffer(wiring.Component):
             self.o_beat.payload.eq(Cat(*data)),
             self.o_beat.valid.eq(out_valid),
             self.level.eq(level + out_valid),
+            self.ready_next.eq(w_rdy_next),
         ]
         with m.If(do_write):
             m.d.sync += produce.eq(Mux(produce == inner - 1, 0, produce + 1))
@@ -94,8 +98,12 @@ class StripBuffer(wiring.Component):
                          out_valid.eq(1)]
         with m.Elif(self.o_beat.ready):
             m.d.sync += out_valid.eq(0)
+        m.d.comb += w_rdy_next.eq(w_rdy)
         with m.If(do_write & ~do_read):
-            m.d.sync += [level.eq(level + 1), w_rdy.eq(level != inner - 1)]
+            m.d.sync += level.eq(level + 1)
+            m.d.comb += w_rdy_next.eq(level != inner - 1)
         with m.If(do_read & ~do_write):
-            m.d.sync += [level.eq(level - 1), w_rdy.eq(1)]
+            m.d.sync += level.eq(level - 1)
+            m.d.comb += w_rdy_next.eq(1)
+        m.d.sync += w_rdy.eq(w_rdy_next)
         return m

@@ -80,6 +80,8 @@ class TSEUnit(wiring.Component):
         wiring.connect(m, inp.o, acc.i_beat)
         wiring.connect(m, acc.o_beat, buf.i_beat)
         wiring.connect(m, acc.o_sums, mac.i_sums)
+        m.d.comb += [acc.o_beat_ready_next.eq(buf.ready_next),
+                     acc.o_sums_ready_next.eq(mac.i_sums_ready_next)]
         wiring.connect(m, buf.o_beat, bc.i_beat)
         m.d.comb += [
             inp.i.payload.eq(whole(beat_layout(p), data=self.s_axis_tdata,
