@@ -169,6 +169,32 @@ def test_mul_in_limbs_is_exact(a_shape, b_shape):
                                or min(a_shape.width, b_shape.width) > 31)
 
 
+@pytest.mark.parametrize("a_shape", [signed(17), unsigned(17), signed(40), signed(24)])
+def test_const_mul_is_exact(a_shape):
+    """pipeline.const_mul (the mean's multiply by a reciprocal the same for every tile
+    kind): a times constants with long runs of ones (the signed digits' subtractions), 0,
+    1, powers of two and random 26- and 30-bit values, for the operand's extremes."""
+    a_shape = Shape.cast(a_shape)
+    lo, hi = (-(1 << (a_shape.width - 1)), (1 << (a_shape.width - 1)) - 1) if a_shape.signed \
+        else (0, (1 << a_shape.width) - 1)
+    rng = np.random.default_rng(a_shape.width)
+    values = [lo, hi, 0, 1, lo + 1, hi - 1] + [int(v) for v in rng.integers(lo, hi, 40)]
+    consts = [0, 1, 2, 3, 1 << 25, (1 << 26) - 1, 0b1011011101111, 21399971,
+              int(rng.integers(1 << 25, 1 << 26)), int(rng.integers(1 << 29, 1 << 30))]
+    for c in consts:
+        stages = []
+
+        def build(m, a):
+            product, n = pipeline.const_mul(m, a, c)
+            stages.append(n)
+            return product, n
+
+        got = eval_pipe({"a": a_shape}, build, [dict(a=v) for v in values])
+        assert got == [v * c for v in values], c
+        assert stages[0] == pipeline.const_mul_stages(c)
+        assert c >= 1 << 27 or stages[0] <= pipeline.MUL_STAGES     # a 26-bit reciprocal fits
+
+
 def test_a_tree_of_clamp_shift_maps_is_the_chain_of_saturating_adds():
     """The saturating MAC's adder tree (pipeline.compose_clamped) equals adding in channel
     order with a clamp after every add (numerics.saturating_add), from any start value."""
