@@ -30,7 +30,8 @@ def test_mean_matches_numerics(mode, counts, bits, sum_bits):
     recs = [reciprocal(n, bits, f32=mode == "f32") for n in counts]
     for zx in (0, int(rng.integers(1, 255)), 255):
         p = types.SimpleNamespace(zx=zx, recip=[r for r, _ in recs],
-                                  recip_shift=[s for _, s in recs], mean_rounding=MODES[mode])
+                                  recip_shift=[s for _, s in recs], mean_rounding=MODES[mode],
+                                  mean_shift_add=len({r for r, _ in recs}) == 1)
         width = sum_bits or (255 * max(counts)).bit_length() + 1
         vecs = []
         for _ in range(150):

@@ -229,6 +229,12 @@ class UnitPlan:
         return [int(v) for v in self.ip.hw_recip_shift]
 
     @property
+    def mean_shift_add(self) -> bool:
+        """The mean's multiply is a shift-add tree, not DSP blocks: one reciprocal for every
+        tile kind, a constant (tse/rtl/pipeline.const_mul)."""
+        return len(set(self.recip)) == 1
+
+    @property
     def recip_bits(self) -> int:
         return bits_for(max(self.recip))
 
@@ -308,7 +314,9 @@ class UnitPlan:
         return [
             {"unit": "excite_mac", "what": "MAC product (code - zp) x int8 weight",
              "count": self.Q, "a_bits": 9, "b_bits": 8, "signed": "both"},
-            {"unit": "excite_mac", "what": "mean: tile sum x reciprocal R[n]",
+            {"unit": "excite_mac", "what": "mean: tile sum x reciprocal R[n]" + (
+                " (one R for every tile kind: a shift-add tree, no DSP block)"
+                if self.mean_shift_add else ""),
              "count": self.P, "a_bits": self.sum_value_bits, "b_bits": self.recip_bits,
              "signed": "a"},
             {"unit": "excite_mac", "what": "requantizer: fc accumulator x multiplier M",

@@ -180,11 +180,14 @@ def round_significant(m, v, bits: int, name: str = "r24", add=None) -> tuple[Val
     return cut(m, out, f"{name}_out"), ROUND24_STAGES
 
 
-def mean_mul(m, s, r) -> tuple[Value, int]:
-    """The mean's sum x reciprocal: a constant reciprocal (the same for every tile kind)
-    by const_mul, which MEAN_STAGES allows (at most MUL_STAGES, like mul's), else mul."""
-    if isinstance(r, Const) and const_mul_stages(r.value) <= MUL_STAGES:
-        return const_mul(m, s, r.value, "mean_cmul")
+def mean_mul(m, s, r, shift_add: bool) -> tuple[Value, int]:
+    """The mean's sum x reciprocal: with shift_add (p.mean_shift_add: one reciprocal for
+    every tile kind, r a Const) by const_mul, else mul (DSP blocks). MEAN_STAGES allows
+    either: a reciprocal below 2**31 has at most 16 signed digits, MUL_STAGES levels."""
+    if shift_add:
+        product, n = const_mul(m, s, r.value, "mean_cmul")
+        assert n <= MUL_STAGES, (r.value, n)
+        return product, n
     return mul(m, s, r, "mean_mul")
 
 
@@ -221,7 +224,7 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
         if n == 0:
             s24, n = cut(m, s24, "mean_s_in"), 1
         stages += n
-        prod, n = mean_mul(m, s24, at_reg(r))
+        prod, n = mean_mul(m, s24, at_reg(r), p.mean_shift_add)
         stages += n
         t, n = round_significant(m, prod, F32_BITS, "mean_a", add=lambda k: at(zsh, k))
         stages += n
@@ -235,7 +238,7 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
     # exactly rounded: t = S R + zx 2**sh; q0 = t >> sh; the remainder against R decides
     s = cut(m, s, "mean_s_in")
     stages += 1
-    prod, n = mean_mul(m, s, at_reg(r))
+    prod, n = mean_mul(m, s, at_reg(r), p.mean_shift_add)
     stages += n
     t = cut(m, prod + at(zsh), "mean_t")
     stages += 1
