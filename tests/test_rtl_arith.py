@@ -119,12 +119,15 @@ def test_scale_matches_numerics(gate_bits, rounding):
             assert g == want, (v, g, want)
 
 
-def test_round_significant_and_shift_edges():
-    """Carries into a new leading bit, exact powers of two, the most negative value."""
+@pytest.mark.parametrize("split", [False, True])
+def test_round_significant_and_shift_edges(split):
+    """Carries into a new leading bit, exact powers of two, the most negative value (split:
+    the increment and the shift back in stages of their own)."""
     width = 40
     values = [0, 1, -1, (1 << 24) - 1, 1 << 24, (1 << 25) - 1, (1 << 25) + 1, (1 << 25) + 3,
               -(1 << 39), (1 << 39) - 1, -((1 << 26) + 2), 0x123456789, -0x123456789]
-    got = eval_pipe({"v": signed(width)}, lambda m, v: pipeline.round_significant(m, v, 24),
+    got = eval_pipe({"v": signed(width)},
+                    lambda m, v: pipeline.round_significant(m, v, 24, split=split),
                     [dict(v=v) for v in values])
     for v, g in zip(values, got):
         mm, e = nm.round_significant(v, 0, 24)

@@ -25,6 +25,7 @@ from amaranth import Array, Cat, Const, Mux, Signal
 from amaranth.hdl import Value
 
 from tse.ref_model import numerics as nm
+from tse.ref_model import plan
 
 from . import arith
 
@@ -134,11 +135,14 @@ def const_mul(m, a, c: int, name: str = "cmul") -> tuple[Signal, int]:
     return (exact.as_signed() if full.signed else exact), stages
 
 
-def round_significant(m, v, bits: int, name: str = "r24", add=None) -> tuple[Value, int]:
+def round_significant(m, v, bits: int, name: str = "r24", add=None,
+                      split: bool = False) -> tuple[Value, int]:
     """v rounded to `bits` significant bits, ties to even (numerics.round_significant), in
-    ROUND24_STAGES stages; (value, stages). `add(stages)`, if given, is a value added in the
-    last stage (given how many stages precede it, so it can be delayed to match). A value no
-    wider than `bits` is already exact: 0 stages, or 1 for the add."""
+    ROUND24_STAGES stages, or one more with split (the increment and the shift back on
+    registers of their own, for a caller with stages to spare); (value, stages).
+    `add(stages)`, if given, is a value added in the last stage (given how many stages
+    precede it, so it can be delayed to match). A value no wider than `bits` is already
+    exact: 0 stages, or 1 for the add."""
     v = Value.cast(v)
     w = len(v)
     if w <= bits:
@@ -165,19 +169,26 @@ def round_significant(m, v, bits: int, name: str = "r24", add=None) -> tuple[Val
     inc = cut(m, half & (sticky | q0[0]), f"{name}_inc")
     hot = cut(m, Cat(*hot), f"{name}_hot")
     neg = cut(m, neg, f"{name}_neg3")
-    # 4: rounded and shifted back to the value's scale
+    # 4: rounded and shifted back to the value's scale (split: the increment a stage of its
+    # own; in one stage, a carry chain then the one-hot shift's AND-OR trees, was the
+    # default unit's out-of-context critical path, 10.44 ns, 7.65 of it routing)
     up = arith.wire(m, q + inc, f"{name}_up")
+    n_stages = ROUND24_STAGES
+    if split:
+        up, hot, neg = cut(m, up, f"{name}_up"), cut(m, hot, f"{name}_hot4"), \
+            cut(m, neg, f"{name}_neg35")
+        n_stages += 1
     rounded = cut(m, Cat(*[
         Cat(*[hot[d] & up[i - d] for d in range(n_drop + 1) if 0 <= i - d < len(up)]).any()
         for i in range(w + 1)]), f"{name}_rnd")
     neg = cut(m, neg, f"{name}_neg4")
     # 5: the sign, and the add
     if add:
-        extra = add(ROUND24_STAGES - 1)
+        extra = add(n_stages - 1)
         out = Mux(neg, extra - rounded, extra + rounded)
     else:
         out = Mux(neg, -rounded, rounded)
-    return cut(m, out, f"{name}_out"), ROUND24_STAGES
+    return cut(m, out, f"{name}_out"), n_stages
 
 
 def mean_mul(m, s, r, shift_add: bool) -> tuple[Value, int]:
@@ -226,9 +237,12 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
         stages += n
         prod, n = mean_mul(m, s24, at_reg(r), p.mean_shift_add)
         stages += n
-        t, n = round_significant(m, prod, F32_BITS, "mean_a", add=lambda k: at(zsh, k))
+        # both roundings split where MEAN_STAGES (the deepest form) leaves two stages spare
+        split = stages + 2 * (ROUND24_STAGES + 1) + 1 <= plan.MEAN_STAGES
+        t, n = round_significant(m, prod, F32_BITS, "mean_a", add=lambda k: at(zsh, k),
+                                 split=split)
         stages += n
-        b, n = round_significant(m, t, F32_BITS, "mean_b")
+        b, n = round_significant(m, t, F32_BITS, "mean_b", split=split)
         stages += n
         kind_b = delay(m, kind, stages, "mean_kb")
         q = Array(arith.round_shift(m, b, k, False) for k in sh)[kind_b] \
