@@ -16,7 +16,7 @@ import numpy as np
 from tse.ref_model.config import TSEConfig
 
 from .sweep_cost import hardware_cost
-from .sweep_eval import Context, float_metrics
+from .sweep_eval import Context, float_metrics, output_row
 from .sweep_grid import Point
 
 STAGES = {"eca": ("pooled", "excite", "gate"), "srm": ("pooled", "std", "excite", "gate")}
@@ -77,19 +77,7 @@ def evaluate(ctx: Context, point: Point) -> dict:
     t0 = time.perf_counter()
     cfg = ctx.cfg.replace(hw=point.hw)
     out = hw_stages(cfg, ctx.params, ctx.x)
-    t_out = ctx.torch_stages["output"]
-    d = np.abs(out["output"].astype(np.int16) - t_out.astype(np.int16))
-    mism = int(np.count_nonzero(d))
-    sqnr, cos = float_metrics(ctx, out["output"])
-    row = {"id": point.id, "label": point.label, "axis": point.axis,
-           "value": point.value if point.value is not None else ""}
-    row.update(point.hw.to_dict())
-    row.update({"exact_match": 1.0 - mism / d.size, "mismatches": mism,
-                "max_abs_err_lsb": int(d.max()), "mean_abs_err_lsb": float(d.mean()),
-                "sqnr_db": sqnr, "cosine": cos})
-    for s in STAGES[cfg.block]:
-        a, b = out[s], ctx.torch_stages[s]
-        row[f"{s}_mismatch_rate"] = float(np.count_nonzero(a != b) / a.size)
+    row = output_row(ctx, point, point.hw, out, STAGES[cfg.block])
     row.update(hardware_cost(cfg, ctx.params))
     row["yosys_cells"] = ""
     row["seconds"] = round(time.perf_counter() - t0, 4)

@@ -74,6 +74,26 @@ def float_metrics(ctx: Context, codes: np.ndarray) -> tuple[float, float]:
     return sqnr, cos
 
 
+def output_row(ctx: Context, point: Point, hw, out: dict, stages) -> dict:
+    """A point's row from the stage codes `out` of a run with `hw`: the output's match
+    against quantized PyTorch (exact-match share, mismatches, largest and mean error in
+    LSB, SQNR and cosine against the float block) and each of `stages`' mismatch rate."""
+    t_out = ctx.torch_stages["output"]
+    d = np.abs(out["output"].astype(np.int16) - t_out.astype(np.int16))
+    mism = int(np.count_nonzero(d))
+    sqnr, cos = float_metrics(ctx, out["output"])
+    row = {"id": point.id, "label": point.label, "axis": point.axis,
+           "value": point.value if point.value is not None else ""}
+    row.update(hw.to_dict())
+    row.update({"exact_match": 1.0 - mism / d.size, "mismatches": mism,
+                "max_abs_err_lsb": int(d.max()), "mean_abs_err_lsb": float(d.mean()),
+                "sqnr_db": sqnr, "cosine": cos})
+    for s in stages:
+        a, b = out[s], ctx.torch_stages[s]
+        row[f"{s}_mismatch_rate"] = float(np.count_nonzero(a != b) / a.size)
+    return row
+
+
 def evaluate(ctx: Context, point: Point) -> dict:
     """Every measurement of one point (one row of the sweep's tables)."""
     from tse.ref_model import kernels, numerics
@@ -90,24 +110,7 @@ def evaluate(ctx: Context, point: Point) -> dict:
         cfg = ctx.cfg.replace(hw=hw)
         ip = numerics.derive(ctx.params, cfg)
     out = kernels.run(cfg, ip, ctx.x, "hw")
-    t_out = ctx.torch_stages["output"]
-    d = np.abs(out["output"].astype(np.int16) - t_out.astype(np.int16))
-    mism = int(np.count_nonzero(d))
-    sqnr, cos = float_metrics(ctx, out["output"])
-    row = {"id": point.id, "label": point.label, "axis": point.axis,
-           "value": point.value if point.value is not None else ""}
-    row.update(hw.to_dict())
-    row.update({
-        "exact_match": 1.0 - mism / d.size,
-        "mismatches": mism,
-        "max_abs_err_lsb": int(d.max()),
-        "mean_abs_err_lsb": float(d.mean()),
-        "sqnr_db": sqnr,
-        "cosine": cos,
-    })
-    for s in STAGE_NAMES:
-        a, b = out[s], ctx.torch_stages[s]
-        row[f"{s}_mismatch_rate"] = float(np.count_nonzero(a != b) / a.size)
+    row = output_row(ctx, point, hw, out, STAGE_NAMES)
     for s, n in out["saturated"].items():
         row[f"saturated_{s}"] = int(n)
     row.update(hardware_cost(cfg, ip))
