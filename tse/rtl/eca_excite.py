@@ -26,33 +26,19 @@ before (gate bank (s + 1) mod 3 free), holding in its last cycle until then, as 
 from __future__ import annotations
 
 from amaranth import Array, Cat, Const, Module, Signal
-from amaranth.lib import data, memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, memory
 
 from tse.ref_model import numerics as nm
 from tse.ref_model import plan
 
 from . import arith, pipeline
-from .params import field, sums_layout
-from .squeeze import Squeeze, StripControl
+from .params import field
+from .squeeze import ExciteStage, Squeeze, StripControl
 
 
-class EcaExcite(wiring.Component):
+class EcaExcite(ExciteStage):
     """Finished tile sums in, ECA gates out to the gate memory (see the module docstring);
     p: tse.ref_model.eca_unit_plan.EcaUnitPlan."""
-
-    def __init__(self, p):
-        self.p = p
-        p.check_schedule()
-        super().__init__({
-            "i_sums": In(stream.Signature(sums_layout(p))),
-            "i_sums_ready_next": Out(1),   # i_sums.ready of the next cycle (the lookahead)
-            "w_en": Out(1), "w_bank": Out(2), "w_tile": Out(field(p.tx)),
-            "w_group": Out(field(p.G)), "w_lane": Out(field(p.P)), "w_data": Out(p.gate_bits),
-            "w_channel": Out(field(p.C)), "w_frame_tile": Out(field(p.tx * p.ty)),
-            "commit": Out(1), "commit_bank": Out(2),
-            "bank_free": In(3),
-        })
 
     def elaborate(self, platform):
         p = self.p

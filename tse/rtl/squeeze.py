@@ -9,6 +9,7 @@ Owns, built into the excite stage's module:
     own, set from the next bank and busy flags, with its input on i_sums_ready_next (the
     line accumulator's take is set a cycle ahead from it). The stage accepts on the flags
     themselves: the ready register is for the far side.
+  - ExciteStage: the component every excite stage is, with excite_ports, its ports.
   - StripControl: a strip's cycles, lead-in, the stage's own tile phase, drain, the commit
     in the last cycle once the broadcaster released the strip two before (gate bank
     (s + 1) mod 3 free; until then the stage holds in its last cycle), and the banks' rotation.
@@ -17,15 +18,41 @@ The stage's own part (the MAC's issue schedule, ECA's window) is the tile phase'
 from __future__ import annotations
 
 from amaranth import Array, Cat, Mux, Signal
-from amaranth.lib import data
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from tse.ref_model import plan
 
 from . import pipeline
-from .params import field
+from .params import field, sums_layout
 
 LEAD, TILES, DRAIN = 0, 1, 2
 """A strip's phases."""
+
+
+def excite_ports(p) -> dict:
+    """The ports of every excite stage (SE's excite MAC, ECA's excite), so TSEUnit swaps one
+    for the other."""
+    return {
+        "i_sums": In(stream.Signature(sums_layout(p))),
+        "i_sums_ready_next": Out(1),   # i_sums.ready of the next cycle (the lookahead)
+        # gate writes, one gate a cycle, and the strip's commit
+        "w_en": Out(1), "w_bank": Out(2), "w_tile": Out(field(p.tx)),
+        "w_group": Out(field(p.G)), "w_lane": Out(field(p.P)), "w_data": Out(p.gate_bits),
+        "w_channel": Out(field(p.C)), "w_frame_tile": Out(field(p.tx * p.ty)),
+        "commit": Out(1), "commit_bank": Out(2),
+        "bank_free": In(3),         # gate memory banks not holding a strip (GateMemory)
+    }
+
+
+class ExciteStage(wiring.Component):
+    """The interface every excite stage implements (excite_ports) for a plan p whose
+    schedule it checks; the subclass builds the stage in elaborate."""
+
+    def __init__(self, p):
+        self.p = p
+        p.check_schedule()
+        super().__init__(excite_ports(p))
 
 
 class Squeeze:
