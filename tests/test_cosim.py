@@ -215,6 +215,28 @@ def test_beats_pack_lane0_in_low_byte():
     assert np.array_equal(unpack_beats(words, 4), data)
 
 
+def test_verilator_build_key_names_cocotbs_libraries(monkeypatch, tmp_path):
+    """A Verilator model links cocotb's VPI library by its directory (the executable's run
+    path): another environment's cocotb, even of the same version, gets another build, so
+    a model from an environment since deleted is never reused (it would not load)."""
+    import cocotb_tools.config
+
+    src = tmp_path / "top.v"
+    src.write_text("module top; endmodule\n")
+    key = cosim.runner.build_key("verilator", "top", [src])
+    icarus = cosim.runner.build_key("icarus", "top", [src])
+    assert key == cosim.runner.build_key("verilator", "top", [src])
+    monkeypatch.setattr(cocotb_tools.config, "libs_dir", tmp_path / "other-venv" / "libs")
+    cosim.runner.tool_version.cache_clear()
+    try:
+        assert cosim.runner.build_key("verilator", "top", [src]) != key
+        # Icarus's compiled design names no library: vvp loads cocotb's at run time
+        assert cosim.runner.build_key("icarus", "top", [src]) == icarus
+    finally:
+        monkeypatch.undo()
+        cosim.runner.tool_version.cache_clear()
+
+
 def test_design_cache_key_covers_the_testbench(tmp_path):
     """Changing a source under sim/ (the harness, the cocotb test, the self-checking
     testbench's generator) changes the design key; a file outside the packages does not."""

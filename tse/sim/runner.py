@@ -130,13 +130,19 @@ def build_args(sim: str) -> list[str]:
 @functools.lru_cache(maxsize=None)
 def tool_version(sim: str) -> str:
     """The simulator's and cocotb's versions, part of every build key: a new simulator or
-    cocotb never reuses an old build. `sim` may carry a prefix ("selfcheck-icarus")."""
+    cocotb never reuses an old build. `sim` may carry a prefix ("selfcheck-icarus"). A
+    Verilator model is an executable whose run path names cocotb's library directory, so
+    that directory is part of its key too: the cache is per user, shared by every checkout
+    and environment, and a model built by an environment since deleted does not load
+    ("libcocotbvpi_verilator.so: cannot open shared object file")."""
     from importlib import metadata
     base = next((s for s in SIMULATORS if sim.endswith(s)), sim)
     parts = [f"cocotb {metadata.version('cocotb')}"]
     cmd = {"icarus": ["iverilog", "-V"], "verilator": ["verilator", "--version"]}.get(base)
     if cmd:
         if base == "verilator":
+            from cocotb_tools.config import libs_dir
+            parts.append(f"cocotb libraries {Path(libs_dir).resolve()}")
             prepare_environment(base)
             with contextlib.suppress(metadata.PackageNotFoundError):
                 parts.append(f"verilator package {metadata.version('verilator')}")
