@@ -193,11 +193,15 @@ def round_significant(m, v, bits: int, name: str = "r24", add=None,
 
 def mean_mul(m, s, r, shift_add: bool) -> tuple[Value, int]:
     """The mean's sum x reciprocal: with shift_add (p.mean_shift_add: one reciprocal for
-    every tile kind, r a Const) by const_mul, else mul (DSP blocks). MEAN_STAGES allows
-    either: a reciprocal below 2**31 has at most 16 signed digits, MUL_STAGES levels."""
+    every tile kind, r that int) by const_mul, else mul (DSP blocks; r a register). A
+    constant never sits on a register at a multiplier: Yosys keeps a flip-flop with a
+    constant input and another initial value and merges it with its likes, and one such
+    register fed the multipliers of all P mean units and the requantizer's across the die
+    (the default unit's critical path out of context, 10.3-10.8 ns). MEAN_STAGES allows
+    either form: a reciprocal below 2**31 has at most 16 signed digits, MUL_STAGES levels."""
     if shift_add:
-        product, n = const_mul(m, s, r.value, "mean_cmul")
-        assert n <= MUL_STAGES, (r.value, n)
+        product, n = const_mul(m, s, r, "mean_cmul")
+        assert n <= MUL_STAGES, (r, n)
         return product, n
     return mul(m, s, r, "mean_mul")
 
@@ -212,15 +216,10 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
     def at(values, extra=0):     # a kind-dependent constant in the cycle `extra` stages on
         return arith.const_table(values, delay(m, kind, stages + extra, "mean_kind"))
 
-    def at_reg(values):          # a kind-dependent constant, on a register, `stages` on
-        if len(set(int(v) for v in values)) == 1:
-            # one value for every kind: a constant, tied off at the multiplier. On a register
-            # it is a flip-flop with a constant input and a different initial value, which
-            # Yosys keeps and merges with every other such flip-flop: one register then fed
-            # the multipliers of all P mean units and the requantizer's across the die
-            # (the default unit's critical path out of context, 10.3-10.8 ns)
-            return Const(int(values[0]))
-        return cut(m, arith.const_table(values, delay(m, kind, stages - 1, "mean_kind")),
+    def recip():                 # the reciprocal at the multiply, `stages` on: a constant
+        if p.mean_shift_add:     # (one for every kind), else the kind's, on a register
+            return int(r[0])
+        return cut(m, arith.const_table(r, delay(m, kind, stages - 1, "mean_kind")),
                    "mean_recip")
 
     # Both operands of the multiply come from registers of the mean unit's own. A sum no
@@ -235,7 +234,7 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
         if n == 0:
             s24, n = cut(m, s24, "mean_s_in"), 1
         stages += n
-        prod, n = mean_mul(m, s24, at_reg(r), p.mean_shift_add)
+        prod, n = mean_mul(m, s24, recip(), p.mean_shift_add)
         stages += n
         # both roundings split where MEAN_STAGES (the deepest form) leaves two stages spare
         split = stages + 2 * (ROUND24_STAGES + 1) + 1 <= plan.MEAN_STAGES
@@ -252,7 +251,7 @@ def mean(m, s, kind, p) -> tuple[Value, int]:
     # exactly rounded: t = S R + zx 2**sh; q0 = t >> sh; the remainder against R decides
     s = cut(m, s, "mean_s_in")
     stages += 1
-    prod, n = mean_mul(m, s, at_reg(r), p.mean_shift_add)
+    prod, n = mean_mul(m, s, recip(), p.mean_shift_add)
     stages += n
     t = cut(m, prod + at(zsh), "mean_t")
     stages += 1
