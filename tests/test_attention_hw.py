@@ -210,3 +210,115 @@ def test_excite3x1_hw_profile_against_quantized_pytorch(engine_name, c, h, w, ti
         assert differ(ours[role], plain[role]) == (0, 0), role
     if engine_name == "qnnpack":
         assert differ(ours["output"], ref["output"]) == (0, 0)
+
+
+# ---- the 3x1 excite: kernels and streaming model against excite3x1_hw_stages ---------------
+
+EXCITE3X1_STREAM_CASES = [  # engine, C, H, W, tile, hidden, lanes
+    ("fbgemm", 12, 7, 6, (1, 6), 3, 4),     # 1xW: seven strips, C not a power of two
+    ("qnnpack", 13, 9, 5, (2, 2), 4, 1),    # lanes 1, C odd, short last strip and column
+    ("qnnpack", 5, 4, 4, (4, 4), 5, 5),     # one tile row: top and bottom padding at once
+    ("fbgemm", 6, 8, 3, (3, 3), 2, 6),      # lanes = C, three strips, the last one short
+    ("fbgemm", 7, 5, 9, (4, 4), 3, 7),      # two strips, short last strip and column
+]
+
+
+def excite3x1_case(engine_name, c, h, w, tile, hidden, lanes, **kw):
+    """(cfg, Excite3x1Hw, frames NHWC, excite3x1_hw_stages NHWC) of a seeded 3x1-excite block;
+    frames 0 and 1 are every code 255 and every code 0."""
+    from test_attention_numerics import quantized_3x1
+    from tse.quant.attention_quantized import excite3x1_params
+    from tse.quant.quantized_block import run_stages
+
+    model, x = quantized_3x1(engine_name, c, h, w, tile, hidden)
+    codes = run_stages(model, x)["input"]
+    p = excite3x1_params(model)
+    cfg = TSEConfig(channels=c, height=h, width=w, tile=f"{tile[0]}x{tile[1]}",
+                    hidden=hidden, lanes=lanes, excite_kernel="3x1", **kw)
+    profile = {k: v.transpose(0, 2, 3, 1) for k, v in
+               ah.excite3x1_hw_stages(codes, cfg, p).items()}
+    x = np.ascontiguousarray(codes.transpose(0, 2, 3, 1))
+    return cfg, attention_kernels.excite3x1_hw_params(p, cfg), x, profile
+
+
+EXCITE3X1_ROLES = ("tile_sums", "pooled", "hidden", "excite", "gate", "output")
+
+
+@pytest.mark.parametrize("engine_name, c, h, w, tile, hidden, lanes", EXCITE3X1_STREAM_CASES)
+def test_excite3x1_kernels_and_streaming_are_the_hw_profile(engine_name, c, h, w, tile, hidden,
+                                                            lanes):
+    from tse.ref_model import excite3x1_streaming
+
+    cfg, hp, x, profile = excite3x1_case(engine_name, c, h, w, tile, hidden, lanes)
+    assert (x[0] == 255).all() and (x[1] == 0).all()        # the extreme frames
+    kern = attention_kernels.excite3x1_frames(cfg, hp, x)
+    latency = 3
+    stream = excite3x1_streaming.run(cfg, hp, x, excite_latency=latency)
+    for role in EXCITE3X1_ROLES:
+        want = profile[role]
+        assert kern[role].shape == want.shape, role
+        assert np.array_equal(kern[role], want), role
+        assert np.array_equal(stream[role], want), role
+    assert len(np.unique(profile["gate"])) >= 3              # the gates are not all one code
+    stats = stream["stats"]
+    # the strip buffer holds a strip and the two it looks ahead to (or the whole frame), and
+    # the beats that arrive during the excite latency; no input stall at that depth
+    held = min(3 * cfg.strip_beats, cfg.beats_per_frame)
+    assert stats["peak_strip_buffer_occupancy"] == held + latency == stats["depth"]
+    assert stats["input_stall_cycles"] == 0 and stats["lookahead_strips"] == 2
+    window = min(3, cfg.tiles_y)                             # rows of pooled / hidden values
+    assert stats["pooled_window_rows"] == window and stats["hidden_window_rows"] == window
+    stalled = excite3x1_streaming.run(cfg, hp, x[:3], excite_latency=latency,
+                                      depth=held + latency - 1)
+    assert stalled["stats"]["input_stall_cycles"] > 0        # one beat less stalls the input
+    assert np.array_equal(stalled["output"], profile["output"][:3])
+
+
+@pytest.mark.parametrize("h, tile, equal", [(12, (3, 4), True),     # four strips: buffers'
+                                            (8, (3, 4), False),     # three, the last short
+                                            (4, (4, 4), False)])    # one strip: the frame
+def test_excite3x1_strip_buffer_against_the_buffer_planner(h, tile, equal):
+    """At the plan's excite latency (a unit that keeps up), the streaming model's peak is
+    buffers.plan_layer's tse_stream_beats when the frame holds three full strips; with fewer,
+    smaller by 3 strips less the frame (the frame's end supplies the lookahead)."""
+    from tse.ref_model import buffers, excite3x1_streaming, plan
+    from tse.ref_model.networks import SELayer
+
+    c, w, hidden, lanes = 8, 8, 2, 2
+    q = plan.multipliers_for_full_throughput(tile[0], w, c, hidden, -(-w // tile[1]), lanes,
+                                             taps=3)
+    cfg, hp, x, profile = excite3x1_case("qnnpack", c, h, w, tile, hidden, lanes,
+                                         excite_multipliers=q)
+    x = x[:3]
+    layer = buffers.plan_layer(SELayer("se", c, h, w, hidden),
+                               buffers.parse_planner_tile(f"{tile[0]}x{tile[1]}"), lanes, q,
+                               "3x1")
+    assert layer.keeps_up
+    stream = excite3x1_streaming.run(cfg, hp, x)             # the plan's latency by default
+    stats = stream["stats"]
+    assert stats["excite_latency"] == layer.excite_latency_cycles
+    assert stats["input_stall_cycles"] == 0
+    assert np.array_equal(stream["output"], profile["output"][:3])
+    peak = stats["peak_strip_buffer_occupancy"]
+    excess = 3 * cfg.strip_beats - cfg.beats_per_frame
+    assert (peak == layer.tse_stream_beats) == equal
+    assert peak == layer.tse_stream_beats - max(0, excess)
+
+
+def test_excite3x1_kernels_and_streaming_refuse_what_they_do_not_compute():
+    from tse.ref_model import excite3x1_streaming
+    from tse.ref_model.errors import InputError
+
+    cfg, hp, x, _ = excite3x1_case("qnnpack", 5, 4, 4, (4, 4), 5, 5)
+    for other in (cfg.replace(excite_kernel="1x1"), cfg.replace(block="eca", excite_kernel="1x1")):
+        with pytest.raises(ConfigError, match="allowed: block 'se' with excite_kernel '3x1'"):
+            attention_kernels.excite3x1_frames(other, hp, x)
+        with pytest.raises(ConfigError, match="allowed: block 'se' with excite_kernel '3x1'"):
+            excite3x1_streaming.run(other, hp, x)
+    with pytest.raises(ConfigError, match="allowed: \\[hidden, C, taps\\]"):
+        attention_kernels.excite3x1_frames(cfg.replace(channels=10, lanes=5), hp,
+                                           np.zeros((1, 4, 4, 10), np.uint8))
+    with pytest.raises(InputError, match="depth: 15 beats is not allowed; allowed: 16 or more"):
+        excite3x1_streaming.run(cfg, hp, x, depth=15, excite_latency=1)
+    with pytest.raises(InputError, match="excite_latency: 0 is not allowed"):
+        excite3x1_streaming.run(cfg, hp, x, excite_latency=0)
