@@ -1,6 +1,8 @@
 """The hw profile of tiled ECA and SRM (tse.ref_model.attention_hw) against quantized PyTorch
 and independent arithmetic, and the numba kernels and the streaming model against it, bit for
-bit: odd shapes, partial edge tiles, C not a power of two, extreme codes."""
+bit: odd shapes, partial edge tiles, C not a power of two, extreme codes. The same for TSE
+with the 3x1 excite (attention_kernels.excite3x1_frames, excite3x1_streaming against
+attention_hw.excite3x1_hw_stages), and its strip buffer's peak against tse.ref_model.buffers."""
 from __future__ import annotations
 
 import dataclasses
