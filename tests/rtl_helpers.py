@@ -180,9 +180,10 @@ def gates_of(res, cfg) -> np.ndarray:
     return out
 
 
-def drive_excite_stage(dut, p, sums, kind, gaps, latency, rng):
-    """Feed an excite stage (SE's excite MAC or ECA's) the tile sums sums[strip, tile, C] in
-    the line accumulator's order, a gap of gaps[s % len(gaps)] cycles after strip s, and
+def drive_excite_stage(dut, p, sums, kind, gaps, latency, rng, squares=None):
+    """Feed an excite stage (SE's excite MAC, ECA's or SRM's) the tile sums sums[strip, tile,
+    C] (and for SRM the sums of squares squares[strip, tile, C]) in the line accumulator's
+    order, a gap of gaps[s % len(gaps)] cycles after strip s, and
     release each committed gate bank 1..3*latency cycles later (in strip order, as the
     broadcaster does). Checks on every cycle that i_sums.ready is the i_sums_ready_next of
     the cycle before (the lookahead the line accumulator's take is set from) and that a
@@ -219,6 +220,8 @@ def drive_excite_stage(dut, p, sums, kind, gaps, latency, rng):
                 ctx.set(pl.strip_end, chunk == per_strip - 1)
                 for lane in range(p.P):
                     ctx.set(pl.sums[lane], int(sums[s, j, g * p.P + lane]))
+                    if squares is not None:
+                        ctx.set(pl.squares[lane], int(squares[s, j, g * p.P + lane]))
                 if ctx.get(dut.i_sums.ready):
                     chunk += 1
                     if chunk == per_strip:
@@ -245,3 +248,30 @@ def drive_excite_stage(dut, p, sums, kind, gaps, latency, rng):
     sim.add_testbench(tb)
     sim.run()
     return writes, commits, ends, released
+
+
+def check_excite_run(cfg, want, run, latency):
+    """The checks of an excite stage's run (drive_excite_stage's result `run`) against the
+    model's gates want[strip, tile, C] (8-bit units): every gate written once, to its strip's
+    bank, with its channel, group, lane and frame tile, equal to the model's; every strip
+    committed exactly when the plan says (latency after it could start, not before the strip
+    two before is released)."""
+    writes, commits, ends, released = run
+    C, P, tx, ty = cfg.channels, cfg.lanes, cfg.tiles_x, cfg.tiles_y
+    strips, per = want.shape[0], tx * C
+    assert len(writes) == strips * per
+    got = -np.ones_like(want)
+    drop = 8 - cfg.hw.gate_bits
+    for n, (bank, tile, group, lane, channel, frame_tile, g) in enumerate(writes):
+        s = n // per
+        assert bank == s % 3 and channel == group * P + lane
+        assert frame_tile == (s % ty) * tx + tile
+        assert got[s, tile, channel] == -1                   # written once
+        got[s, tile, channel] = g << drop
+    np.testing.assert_array_equal(got, want)
+    assert commits[0] == ends[0] + latency - 1       # idle: the plan's latency exactly
+    assert all(b - a >= latency for a, b in zip(commits, commits[1:]))
+    for s, c in enumerate(commits):
+        ready = max(ends[s], commits[s - 1] + 1 if s else 0)
+        release = released[s - 2] if s >= 2 else 0
+        assert c == max(ready + latency - 1, release), (s, c, ready, release)

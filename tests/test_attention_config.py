@@ -57,11 +57,10 @@ def test_bad_block_fields_are_one_line_errors(changes, message):
 
 
 @pytest.mark.parametrize("argv, what", [
-    (["rtl", "--block", "srm"], "block: 'srm' is not supported by tse rtl"),
     (["vectors", "--excite-kernel", "3x1"], "excite_kernel: '3x1' is not supported by tse vectors"),
-    (["cosim", "--sim", "icarus", "--block", "srm"], "block: 'srm' is not supported by tse cosim"),
     (["run", "--excite-kernel", "3x1"], "excite_kernel: '3x1' is not supported by tse run"),
     (["reference", "--block", "eca"], "block: 'eca' is not supported by tse reference"),
+    (["reference", "--block", "srm"], "block: 'srm' is not supported by tse reference"),
     (["sweep", "--excite-kernel", "3x1"], "excite_kernel: '3x1' is not supported by tse sweep"),
     (["prove", "--block", "eca"], "block: 'eca' is not supported by tse prove"),
 ])

@@ -15,7 +15,7 @@ from tse.ref_model.hw_numerics import gate_table, quantize_multiplier
 from tse.ref_model.rounding import ROUNDING_CODES
 from tse.rtl.eca_excite import EcaExcite
 
-from rtl_helpers import drive_excite_stage
+from rtl_helpers import check_excite_run, drive_excite_stage
 
 
 def random_eca(cfg: TSEConfig, seed: int) -> ah.EcaHw:
@@ -65,7 +65,7 @@ def test_eca_excite_matches_the_model_and_its_latency(case):
     cfg, seed = STAGE_CASES[case]
     h = random_eca(cfg, seed)
     p = EcaUnitPlan(cfg, h)
-    C, P, tx, ty = cfg.channels, cfg.lanes, cfg.tiles_x, cfg.tiles_y
+    C, tx, ty = cfg.channels, cfg.tiles_x, cfg.tiles_y
     kinds = kind_table(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
     rng = np.random.default_rng(seed + 50)
     strips = 3 * ty
@@ -89,26 +89,9 @@ def test_eca_excite_matches_the_model_and_its_latency(case):
     assert L == p.lead_cycles + tx * C + p.drain_cycles
     gaps = [0, 5, 3 * L, 0, 40, 2]
     dut = EcaExcite(p)
-    writes, commits, ends, released = drive_excite_stage(
-        dut, p, sums, lambda s, j: kinds[s, j], gaps, L, rng)
-    per = tx * C
-    assert len(writes) == strips * per
-    got = -np.ones_like(want)
-    drop = 8 - cfg.hw.gate_bits
-    for n, (bank, tile, group, lane, channel, frame_tile, g) in enumerate(writes):
-        s = n // per
-        assert bank == s % 3 and channel == group * P + lane
-        assert frame_tile == (s % ty) * tx + tile
-        assert got[s, tile, channel] == -1                   # written once
-        got[s, tile, channel] = g << drop
-    np.testing.assert_array_equal(got, want)
+    run = drive_excite_stage(dut, p, sums, lambda s, j: kinds[s, j], gaps, L, rng)
+    check_excite_run(cfg, want, run, L)
     assert {0, 255} <= pooled_seen                  # the case reaches the code range's ends
-    assert commits[0] == ends[0] + L - 1           # idle: the plan's latency exactly
-    assert all(b - a >= L for a, b in zip(commits, commits[1:]))
-    for s, c in enumerate(commits):
-        ready = max(ends[s], commits[s - 1] + 1 if s else 0)
-        release = released[s - 2] if s >= 2 else 0
-        assert c == max(ready + L - 1, release), (s, c, ready, release)
 
 
 def test_eca_strip_buffer_depth_follows_the_plan():
@@ -137,23 +120,19 @@ def eca_design():
     return cosim.prepare(COSIM_CFG, 2)
 
 
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_eca_unit_cosim_bit_exact(eca_design, sim):
-    """Two frames back to back without pauses, then with pauses on both sides (checked to
-    have happened), then an early TLAST on Verilator: every output beat and every probed gate
-    equals the ECA vectors', error only after the wrong TLAST."""
-    import json
-
+def check_unit_cosim(design, sim, cfg):
+    """A unit's co-simulation (ECA's, SRM's) against its vectors: two frames back to back
+    without pauses, then with pauses on both sides (checked to have happened), then an early
+    TLAST on Verilator: every output beat and every probed gate equals the vectors', error
+    only after the wrong TLAST."""
     from tse.sim import cosim
-    manifest = json.loads((eca_design / "manifest.json").read_text())
-    assert manifest["block"] == "eca" and manifest["unit"]["schedule"]["eca_taps"] == 3
     kinds = ["stream", "tlast_early"] if sim == "verilator" else ["stream"]
     scs = (cosim.scenarios(["stream"], 2)
            + cosim.scenarios(kinds, 2, 0.3, 0.25, seed=5))
-    r = cosim.cosimulate(eca_design, sim, scs)
+    r = cosim.cosimulate(design, sim, scs)
     assert r["ok"], f"{sim}: {r['problems']}"
     assert r["mismatches"] == 0
-    bpf = COSIM_CFG.beats_per_frame
+    bpf = cfg.beats_per_frame
     for s in r["scenarios"]:
         assert s["beats_out"] == s["beats"] > 0
         g = s["gates"]
@@ -163,6 +142,17 @@ def test_eca_unit_cosim_bit_exact(eca_design, sim):
     assert paused["input_pause_cycles"] > 0 and paused["output_pause_cycles"] > 0
     if sim == "verilator":
         assert r["scenarios"][2]["bad_frame_output_beats"] == bpf
+    return r
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_eca_unit_cosim_bit_exact(eca_design, sim):
+    """check_unit_cosim on the ECA unit of COSIM_CFG."""
+    import json
+
+    manifest = json.loads((eca_design / "manifest.json").read_text())
+    assert manifest["block"] == "eca" and manifest["unit"]["schedule"]["eca_taps"] == 3
+    check_unit_cosim(eca_design, sim, COSIM_CFG)
 
 
 def test_tse_rtl_writes_the_eca_unit(tmp_path, capsys):

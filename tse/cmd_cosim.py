@@ -118,10 +118,11 @@ def run(args):
         tuple(k.strip() for k in args.scenarios.split(",") if k.strip())
     if args.model:
         return run_model(args, pause_in, pause_out, kinds)
-    cfg = config_from_args(args, blocks=("se", "eca"))     # SRM: no unit yet
-    if cfg.block == "eca" and cfg.profile != "hw":
-        raise InputError(f"profile: {cfg.profile!r} is not supported with block = 'eca'; "
-                         "allowed: hw (the ECA vectors are the hw profile's)")
+    cfg = config_from_args(args, blocks=("se", "eca", "srm"))
+    if cfg.block != "se" and cfg.profile != "hw":
+        raise InputError(f"profile: {cfg.profile!r} is not supported with block = "
+                         f"{cfg.block!r}; allowed: hw (the {cfg.block.upper()} vectors are the "
+                         "hw profile's)")
     if args.run_dir:
         claim_dir(args.run_dir, "cosim-run", "run-dir", legacy_names=RUN_DIR_FILES)
     if args.vectors:

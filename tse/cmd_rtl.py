@@ -73,7 +73,7 @@ def _int_params(cfg, params_dir):
 
 def run(args):
     # the unit computes the hw numerics whatever --profile: its widths are checked as such
-    cfg = config_from_args(args, blocks=("se", "eca")).replace(profile="hw")   # SRM: no unit
+    cfg = config_from_args(args, blocks=("se", "eca", "srm")).replace(profile="hw")
     if args.synth_timeout <= 0:
         raise InputError(f"synth-timeout: {args.synth_timeout} is not allowed; allowed: a "
                          "positive number of seconds")
@@ -92,8 +92,8 @@ def run(args):
     preflight.replaceable_out(args.out)
     if not args.params:
         preflight.memory(cfg, 1, "tse rtl")
-    if cfg.block == "eca":
-        return run_eca(args, cfg)
+    if cfg.block in ("eca", "srm"):
+        return run_attention(args, cfg)
     p = rtl_params(cfg, _int_params(cfg, args.params))
     out = Path(args.out)
     # Elaborated once into a scratch directory (synthesis reads the files there), then the
@@ -125,32 +125,30 @@ def run(args):
     return 0
 
 
-def run_eca(args, cfg) -> int:
-    """`tse rtl --block eca`: the ECA unit's Verilog (tse/rtl/eca_excite.py) from the seeded
-    block's hw parameters (those `tse vectors --block eca` uses), its ROM image, files.f and
-    resources.json (the unit plan's schedule and memory bits); no synthesis yet."""
+def run_attention(args, cfg) -> int:
+    """`tse rtl --block eca|srm`: the ECA or SRM unit's Verilog (tse/rtl/eca_excite.py,
+    srm_excite.py) from the seeded block's hw parameters (those `tse vectors --block eca|srm`
+    uses), its ROM images, files.f and resources.json (the unit plan's schedule and memory
+    bits); no synthesis yet."""
     from tse.quant import attention_reference
-    from tse.ref_model import attention_hw
     from tse.ref_model.artifacts import write_artifacts
-    from tse.ref_model.attention_numerics import prepare_eca
-    from tse.ref_model.eca_unit_plan import EcaUnitPlan
     from tse.rtl.export import unit_file, write_verilog
+    from tse.sim.cosim import attention_unit_plan
     from tse.sim.selfcheck import FILELIST, filelist
 
     bad = [f for f, v in (("--params", args.params), ("--synth", args.synth != "none"),
                           ("--out-of-context", args.out_of_context)) if v]
     if bad:
-        raise InputError(f"{', '.join(bad)}: not supported with block = 'eca' yet; allowed: "
-                         "the seeded block's parameters, no synthesis")
-    quant = attention_reference.build(cfg, 1).quant
-    p = EcaUnitPlan(cfg, attention_hw.eca_hw_params(prepare_eca(quant), cfg))
+        raise InputError(f"{', '.join(bad)}: not supported with block = {cfg.block!r} yet; "
+                         "allowed: the seeded block's parameters, no synthesis")
+    p = attention_unit_plan(cfg, attention_reference.build(cfg, 1).quant)
     out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="tse-rtl-") as tmp:
         write_verilog(cfg, p, tmp, args.name, args.probes)
         files = {f.relative_to(tmp).as_posix(): f.read_bytes()
                  for f in sorted(Path(tmp).rglob("*")) if f.is_file()}
     facts = p.facts()
-    report = {"block": "eca", "verilog": str(out / unit_file(args.name)),
+    report = {"block": cfg.block, "verilog": str(out / unit_file(args.name)),
               **{k: facts[k] for k in ("schedule", "memory_bits", "ports")}}
     files[FILELIST] = filelist(args.name).encode()
     files["resources.json"] = (json.dumps(report, indent=1) + "\n").encode()
@@ -160,7 +158,9 @@ def run_eca(args, cfg) -> int:
         print(json.dumps(report))
         return 0
     s, mem = facts["schedule"], facts["memory_bits"]
-    print(f"{report['verilog']} (top module {args.name}): ECA unit, k = {s['eca_taps']} taps")
+    what = (f"ECA unit, k = {s['eca_taps']} taps" if cfg.block == "eca" else
+            f"SRM unit, deviation units of {s['deviation_stages']} stages")
+    print(f"{report['verilog']} (top module {args.name}): {what}")
     print(f"  excite: {s['tile_cycles']} cycles a tile, strip latency "
           f"{s['strip_latency_cycles']} cycles; strip buffer {s['strip_buffer_depth']} beats "
           f"({mem['strip_buffer_bits']} bits)")

@@ -294,6 +294,8 @@ class TSEConfig:
     def excite_latency_cycles(self) -> int:
         if self.block == "eca":     # ECA's excite stage (tse/rtl/eca_excite.py)
             return plan.eca_latency_cycles(self.channels, self.eca_taps, self.tiles_x)
+        if self.block == "srm":     # SRM's excite stage (tse/rtl/srm_excite.py)
+            return plan.srm_latency_cycles(self.channels, self.tiles_x)
         return plan.excite_latency_cycles(self.channels, self.hidden, self.tiles_x,
                                           self.excite_multipliers,
                                           hidden_table=self.hidden_table)
@@ -304,6 +306,9 @@ class TSEConfig:
         if self.block == "eca":
             return plan.eca_full_throughput_depth(self.tile_rows, self.width, self.channels,
                                                   self.eca_taps, self.tiles_x, self.lanes)
+        if self.block == "srm":
+            return plan.srm_full_throughput_depth(self.tile_rows, self.width, self.channels,
+                                                  self.tiles_x, self.lanes)
         return plan.full_throughput_depth(self.tile_rows, self.width, self.channels,
                                           self.hidden, self.tiles_x, self.lanes,
                                           self.excite_multipliers,

@@ -233,3 +233,60 @@ def eca_full_throughput_depth(tile_rows: int, width: int, channels: int, taps: i
     the ECA excite latency."""
     return (strip_beats(tile_rows, width, channels, lanes)
             + eca_latency_cycles(channels, taps, tiles_per_strip))
+
+
+# ---- SRM's excite stage (issue 18: tse/rtl/srm_excite.py) ----------------------------------
+#
+# The squeeze is SE's (P mean units into two pooled banks), and beside it P deviation units
+# turn the P (S1, S2) pairs of each completing beat into std codes, SRM_DEV_STAGES later,
+# into two std banks: D = n S2 - S1^2, V = round_half_up(D R[n] / 2^s[n]), the non-restoring
+# integer square root (a register per result bit), its rounding to nearest, the std
+# requantizer. Then, per tile, two window registers of the tile's C pooled and C std codes
+# slide one channel a cycle, and each cycle issues one channel: the style requantizers of
+# the mean and the deviation, the channel's two weights and folded bias (a ROM word), the
+# two products, their sum and the bias, acc x M[c], the rounding shift by s[c] and the zero
+# point, the code's register, the sigmoid ROM, the gate write. A pipeline that never stalls:
+# a strip is lead-in + tiles_x * C + drain cycles.
+
+SRM_ROOT_BITS = 20
+"""Bits of the square root of SRM's variance V (24 fractional bits): V < 2**40, since the
+unbiased variance of codes spanning 255 is at most 255**2 / 2 < 2**15 (and R[n] / 2**s[n]
+is within a factor 2 of 1 / (n (n - 1)))."""
+SRM_DEV_STAGES = 40
+"""Registers of a deviation unit from the accepted sums to its std code (tse/rtl/srm_excite
+.deviation): the operands (S1, S2, n), n S2 and S1^2 (MUL_STAGES = 4), D, D x R[n] (4), the
+variance's rounding shift (2), the root (SRM_ROOT_BITS, one per result bit), the remainder's
+correction and the rounding to nearest (2), r x M_std (4), the requantizer (2): 40."""
+SRM_LEAD_CYCLES = SRM_DEV_STAGES + 3
+"""Cycles from a strip's last sums to its first SRM issue: the deviation units (deeper than
+the means), the std bank's register, the bank read a cycle later and the windows' load (as
+ECA_LEAD_CYCLES after the means)."""
+SRM_ISSUE_TO_GATE = 18
+"""Cycles from an SRM issue (its channel's codes on the windows) to the gate's write: the
+style requantizers ((code - z) x m: MUL_STAGES = 4, REQUANT_STAGES = 2, the style codes'
+register), the two products, their sum, the bias, acc x M[c] (4), the rounding shift and
+zero point (2), the code's register, the sigmoid ROM's read."""
+
+
+def srm_cycles_per_tile(channels: int) -> int:
+    """SRM issue cycles of one tile: one channel a cycle."""
+    return channels
+
+
+def srm_drain_cycles() -> int:
+    """Cycles after a strip's last SRM issue until its last gate is written (inclusive)."""
+    return SRM_ISSUE_TO_GATE
+
+
+def srm_latency_cycles(channels: int, tiles_per_strip: int) -> int:
+    """Cycles from a strip's last input beat until all its SRM gates are written."""
+    return (SRM_LEAD_CYCLES + tiles_per_strip * srm_cycles_per_tile(channels)
+            + srm_drain_cycles())
+
+
+def srm_full_throughput_depth(tile_rows: int, width: int, channels: int,
+                              tiles_per_strip: int, lanes: int) -> int:
+    """Strip-buffer depth in beats of the SRM unit that never stalls the input: the strip and
+    the SRM excite latency."""
+    return (strip_beats(tile_rows, width, channels, lanes)
+            + srm_latency_cycles(channels, tiles_per_strip))

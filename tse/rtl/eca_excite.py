@@ -33,7 +33,7 @@ from tse.ref_model import plan
 
 from . import arith, pipeline
 from .params import field
-from .squeeze import ExciteStage, Squeeze, StripControl
+from .squeeze import ChannelIssue, ExciteStage, Squeeze, StripControl
 
 
 class EcaExcite(ExciteStage):
@@ -52,27 +52,8 @@ class EcaExcite(ExciteStage):
         ctl = StripControl(m, p, sq, self.bank_free)
 
         # ============ strip control: lead-in, tiles of C cycles, drain ==================
-        ch = Signal(field(C))                # output channel issued this cycle
-        grp, lane = Signal(field(p.G)), Signal(field(P))
-        load = Signal()                      # the window takes tile `load_tile` this cycle
-        load_tile = Signal(field(tx))
-
-        def lead_end():
-            m.d.sync += [ch.eq(0), grp.eq(0), lane.eq(0)]
-            m.d.comb += [load.eq(1), load_tile.eq(0)]
-
-        def load_next():
-            m.d.comb += [load.eq(1), load_tile.eq(ctl.tile + 1)]
-
-        def tile_phase(next_tile):
-            m.d.sync += [ch.eq(ch + 1), lane.eq(lane + 1)]
-            with m.If(lane == P - 1):
-                m.d.sync += [lane.eq(0), grp.eq(grp + 1)]
-            with m.If(ch == C - 1):
-                m.d.sync += [ch.eq(0), grp.eq(0), lane.eq(0)]
-                next_tile(load_next)
-
-        ctl.build(lead_end, tile_phase)
+        iss = ChannelIssue(m, p, ctl)
+        ch, grp, lane, load, load_tile = iss.ch, iss.grp, iss.lane, iss.load, iss.load_tile
         in_tiles, tile, rb, gb, cur_strip = ctl.in_tiles, ctl.tile, ctl.rb, ctl.gb, ctl.cur_strip
         m.d.comb += [self.commit.eq(ctl.commit), self.commit_bank.eq(gb)]
 

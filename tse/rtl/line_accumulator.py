@@ -12,6 +12,10 @@ Every accepted beat goes through one stage register; when the stage fires it
     write of the beat leaving it),
   - and, on a beat that completes a tile (last row of the strip, last column of the tile),
     sends the P finished sums to the excite MAC (o_sums) instead of keeping them.
+For SRM (a plan with square_bits, tse.ref_model.srm_unit_plan) a second memory beside the
+sums holds the sums of squares (x - zx)^2, unsigned, square_bits wide: the square is
+computed as the beat loads (a 9 x 9 product into the stage register), added in the same
+read-modify-write, and handed over with the sums (o_sums.payload.squares).
 The stage fires only when both takers are ready, so the input stalls when the strip buffer
 is full or the excite MAC still holds the pooled bank this strip will use.
 
@@ -84,6 +88,8 @@ class LineAccumulator(wiring.Component):
         # x - zx of each lane, computed as the beat loads: the add into the sum is then the
         # stage's only carry chain
         st_xz = [Signal(signed(9), name=f"st_xz{lane}") for lane in range(P)]
+        sq_bits = getattr(p, "square_bits", 0)      # SRM: sums of squares too
+        st_sq = [Signal(17, name=f"st_sq{lane}") for lane in range(P)] if sq_bits else []
         st_first = Signal()
         st_complete = Signal()
         st_strip_end = Signal()
@@ -117,19 +123,32 @@ class LineAccumulator(wiring.Component):
         # time before; tests/test_rtl_speed.py guards it).
         sums_word = arith.wire(m, Cat(*new), "sums_word")
         m.d.comb += wr.data.eq(sums_word)
+        squares = {}
+        if sq_bits:
+            sqm = m.submodules.squares = memory.Memory(
+                shape=data.ArrayLayout(sq_bits, P), depth=max(2, tx * G), init=[])
+            sq_wr = sqm.write_port()
+            sq_rd = sqm.read_port(domain="sync", transparent_for=(sq_wr,))
+            sq_new = [arith.wire(m, (Mux(st_first, 0, sq_rd.data[lane]) + st_sq[lane])[:sq_bits],
+                                 f"sq{lane}") for lane in range(P)]
+            squares_word = arith.wire(m, Cat(*sq_new), "squares_word")
+            m.d.comb += [sq_wr.addr.eq(st_addr), sq_wr.data.eq(squares_word)]
 
         sums_ok = ~st_complete | self.o_sums.ready
         fire = st_valid & self.o_beat.ready & sums_ok
         sums_valid = st_valid & st_complete & self.o_beat.ready
         # the payload is zero unless valid (AXI leaves it undefined then): the sums change
         # on every beat, and the excite MAC's logic need not follow them
+        if sq_bits:
+            squares = {"squares": squares_word}
+            m.d.comb += sq_wr.en.eq(fire)
         m.d.comb += [
             self.o_beat.valid.eq(st_valid & sums_ok),
             self.o_beat.payload.eq(st_data),
             self.o_sums.valid.eq(sums_valid),
             self.o_sums.payload.eq(Mux(sums_valid, whole(
                 sums_layout(p), sums=sums_word, tile=st_tile, group=st_grp, kind=st_kind,
-                strip=st_strip, strip_end=st_strip_end), 0)),
+                strip=st_strip, strip_end=st_strip_end, **squares), 0)),
             wr.en.eq(fire),
             self.holding.eq(st_valid),
         ]
@@ -179,6 +198,12 @@ class LineAccumulator(wiring.Component):
         m.d.sync += [can_load.eq(can_load_next), slice_hold.eq(~can_load_next)]
 
         m.d.comb += [rd.en.eq(take), rd.addr.eq(tile * G + grp)]
+        if sq_bits:
+            m.d.comb += [sq_rd.en.eq(take), sq_rd.addr.eq(tile * G + grp)]
+            with m.If(take):
+                for lane in range(P):
+                    d = arith.minus_zp(beat[8 * lane:8 * lane + 8], p.zx)[:9].as_signed()
+                    m.d.sync += st_sq[lane].eq((d * d)[:17])
         with m.If(take):
             m.d.sync += [st_valid.eq(1), st_data.eq(beat), st_first.eq(at_first),
                          *[st_xz[lane].eq(arith.minus_zp(beat[8 * lane:8 * lane + 8], p.zx))

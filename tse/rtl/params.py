@@ -31,13 +31,16 @@ def sums_layout(p: RtlParams):
     """What the line accumulator hands the excite MAC on each beat that completes a tile:
     the P finished sums of channel group `group` of tile column `tile`, the tile's edge kind
     (tse.ref_model.edge_tiles), the strip index in the frame, and
-    whether this is the strip's last beat."""
-    from amaranth import signed
+    whether this is the strip's last beat; for SRM (a plan with square_bits) also the P
+    sums of squares."""
+    from amaranth import signed, unsigned
     from amaranth.lib import data
+    squares = getattr(p, "square_bits", 0)
     return data.StructLayout({
         "sums": data.ArrayLayout(signed(p.sum_bits), p.P),
         "tile": field(p.tx), "group": field(p.G), "kind": 2, "strip": field(p.ty),
         "strip_end": 1,
+        **({"squares": data.ArrayLayout(unsigned(squares), p.P)} if squares else {}),
     })
 
 

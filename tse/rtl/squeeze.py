@@ -88,6 +88,9 @@ class Squeeze:
                          a_where.eq(Cat(s_in.tile, s_in.group, wbank))]
         with m.If(strip_done):
             m.d.sync += [wbank.eq(~wbank), self.bank_strip[wbank].eq(s_in.strip)]
+        # what a stage that squeezes more (SRM's deviation units) takes beside the means
+        self.accept, self.a_valid, self.a_word, self.a_kind, self.a_where = \
+            accept, a_valid, a_word, a_kind, a_where
         means, depth = [], 0
         for lane in range(P):
             s = a_word[lane * p.sum_bits:(lane + 1) * p.sum_bits].as_signed()
@@ -189,3 +192,36 @@ class StripControl:
                         m.d.sync += [running.eq(0), rb.eq(~rb),
                                      gb.eq(Mux(gb == 2, 0, gb + 1))]
         sq.release(self.commit, rb)
+
+
+class ChannelIssue:
+    """One channel a cycle, tile after tile (ECA's and SRM's excite): builds ctl's phases
+    (StripControl.build) and exposes ch (the channel issued this cycle), grp and lane (its
+    channel group and lane), and load / load_tile (a window register takes the codes of
+    tile `load_tile` this cycle: in the lead-in's last cycle, and in a tile's last cycle
+    for the next)."""
+
+    def __init__(self, m, p, ctl: StripControl):
+        C, P = p.C, p.P
+        self.ch = ch = Signal(field(C))      # output channel issued this cycle
+        grp, lane = Signal(field(p.G)), Signal(field(P))
+        self.grp, self.lane = grp, lane
+        self.load = load = Signal()          # a window takes tile `load_tile` this cycle
+        self.load_tile = load_tile = Signal(field(p.tx))
+
+        def lead_end():
+            m.d.sync += [ch.eq(0), grp.eq(0), lane.eq(0)]
+            m.d.comb += [load.eq(1), load_tile.eq(0)]
+
+        def load_next():
+            m.d.comb += [load.eq(1), load_tile.eq(ctl.tile + 1)]
+
+        def tile_phase(next_tile):
+            m.d.sync += [ch.eq(ch + 1), lane.eq(lane + 1)]
+            with m.If(lane == P - 1):
+                m.d.sync += [lane.eq(0), grp.eq(grp + 1)]
+            with m.If(ch == C - 1):
+                m.d.sync += [ch.eq(0), grp.eq(0), lane.eq(0)]
+                next_tile(load_next)
+
+        ctl.build(lead_end, tile_phase)

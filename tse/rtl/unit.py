@@ -32,6 +32,7 @@ from .gate_memory import GateMemory
 from .line_accumulator import LineAccumulator
 from .params import RtlParams, beat_layout, field, rtl_params, whole
 from .register_slice import SliceChain
+from .srm_excite import SrmExcite
 from .strip_buffer import StripBuffer
 from .tile_broadcaster import TileBroadcaster
 
@@ -41,8 +42,9 @@ class TSEUnit(wiring.Component):
 
     def __init__(self, cfg: TSEConfig, ip, *, probes: bool = True, axi: bool = False):
         p = self.p = ip if isinstance(ip, RtlParams) else rtl_params(cfg, ip)
-        # the excite stage by cfg.block: SE's excite MAC, or ECA's (p an EcaUnitPlan)
-        self.excite = EcaExcite if cfg.block == "eca" else ExciteMac
+        # the excite stage by cfg.block: SE's excite MAC, ECA's (p an EcaUnitPlan) or SRM's
+        # (p an SrmUnitPlan)
+        self.excite = {"eca": EcaExcite, "srm": SrmExcite}.get(cfg.block, ExciteMac)
         self.probes, self.axi = probes, axi
         clock = {"aclk": In(1), "aresetn": In(1)} if axi else {}
         probe_ports = {
@@ -72,8 +74,8 @@ class TSEUnit(wiring.Component):
         inp = m.submodules.input_slice = SliceChain(beat_layout(p), plan.INPUT_SLICE_STAGES)
         acc = m.submodules.line_accumulator = LineAccumulator(p)
         buf = m.submodules.strip_buffer = StripBuffer(p)
-        mac = m.submodules["eca_excite" if self.excite is EcaExcite else "excite_mac"] = \
-            self.excite(p)
+        mac = m.submodules[{EcaExcite: "eca_excite", SrmExcite: "srm_excite"}.get(
+            self.excite, "excite_mac")] = self.excite(p)
         gates = m.submodules.gate_memory = GateMemory(p)
         bc = m.submodules.tile_broadcaster = TileBroadcaster(p)
 

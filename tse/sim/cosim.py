@@ -68,22 +68,34 @@ def write_vectors(cfg: TSEConfig, frames: int, out_dir, ref=None, name: str = "t
     return {"files": sorted(files), "commands": selfcheck.COMMANDS}
 
 
-def write_eca_vectors(cfg: TSEConfig, frames: int, out_dir, name: str = "tse_unit",
-                      probes: bool = False) -> dict:
-    """What `tse vectors --block eca` writes (the same seeded block, synthetic frames and hw
-    profile, tse.ref_model.attention_vectors), plus the ECA unit's Verilog NAME.v, its ROM
-    image and the unit's facts (manifest "unit": geometry, schedule, ports)."""
+def attention_unit_plan(cfg: TSEConfig, quant):
+    """The unit plan of an ECA or SRM block (its EcaUnitPlan / SrmUnitPlan) from the seeded
+    block's quantized parameters, with the hw parameters its vectors use."""
+    from tse.ref_model import attention_hw
+    from tse.ref_model.attention_numerics import prepare_eca, prepare_srm
+
+    if cfg.block == "eca":
+        from tse.ref_model.eca_unit_plan import EcaUnitPlan
+        return EcaUnitPlan(cfg, attention_hw.eca_hw_params(prepare_eca(quant), cfg))
+    from tse.ref_model.srm_unit_plan import SrmUnitPlan
+    return SrmUnitPlan(cfg, attention_hw.srm_hw_params(quant, prepare_srm(quant), cfg))
+
+
+def write_attention_vectors(cfg: TSEConfig, frames: int, out_dir, name: str = "tse_unit",
+                            probes: bool = False) -> dict:
+    """What `tse vectors --block eca|srm` writes (the same seeded block, synthetic frames and
+    hw profile, tse.ref_model.attention_vectors), plus the unit's Verilog NAME.v (ECA's or
+    SRM's excite stage), its ROM images and the unit's facts (manifest "unit": geometry,
+    schedule, ports)."""
     from tse.quant import attention_reference
-    from tse.ref_model import attention_hw, attention_vectors
-    from tse.ref_model.attention_numerics import prepare_eca
-    from tse.ref_model.eca_unit_plan import EcaUnitPlan
+    from tse.ref_model import attention_vectors
     from tse.rtl.export import check_name, rom_files, verilog_text
 
     check_name(name)
     ref = attention_reference.build(cfg, frames)
     x = ref.codes["input"].transpose(0, 2, 3, 1).copy()
     stages = attention_vectors.build(cfg, ref.quant, x)
-    plan = EcaUnitPlan(cfg, attention_hw.eca_hw_params(prepare_eca(ref.quant), cfg))
+    plan = attention_unit_plan(cfg, ref.quant)
     files = {f"{name}.v": ("unit_verilog", verilog_text(cfg, plan, name, probes).encode())}
     files.update({rel: (Path(rel).stem, data) for rel, data in rom_files(cfg, plan).items()})
     meta = {"sources": ref.sources, "unit": plan.facts(),
@@ -102,7 +114,7 @@ def prepare(cfg: TSEConfig, frames: int = 3, root=None, probes: bool = True,
     out = root / key
     with runner.locked(root / f".{key}.lock"):
         if not (out / f"{name}.v").is_file():
-            write = write_eca_vectors if cfg.block == "eca" else write_vectors
+            write = write_attention_vectors if cfg.block in ("eca", "srm") else write_vectors
             write(cfg, frames, out, name=name, probes=probes)
             if not (out / f"{name}.v").is_file():
                 raise runner.SimulationError(f"tse.rtl.export is not available: no {name}.v")
@@ -159,7 +171,7 @@ def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str 
     plusargs = [f"+{roms.ROM_DIR_PLUSARG}={vectors_dir / roms.ROM_DIR}", *(plusargs or [])]
     manifest = json.loads((vectors_dir / "manifest.json").read_text())
     cfg = TSEConfig.from_dict(manifest["config"])
-    if cfg.block != "eca":           # the ECA unit: write_eca_vectors
+    if cfg.block not in ("eca", "srm"):     # their units: write_attention_vectors
         cfg.require_unit_block("co-simulation")
     if "unit" not in manifest:
         raise runner.SimulationError(f"{vectors_dir}: the manifest has no unit plan (\"unit\"); "
