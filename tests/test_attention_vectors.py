@@ -43,12 +43,17 @@ def test_vectors_of_the_other_blocks(block, tmp_path, capsys):
         assert np.array_equal(np.load(out / "square_sums.npy")[0, 0, 0],
                               (tile * tile).sum(axis=(0, 1)))
     assert (out / "hex" / "output.hex").is_file()
+    # the unit beside them: its Verilog, its ROM images, its facts in the manifest
+    assert summary["unit"] == str(out / "tse_unit.v")
+    assert "module tse_unit" in (out / "tse_unit.v").read_text()
+    assert (out / "hex" / "rom_sigmoid.hex").is_file()
+    assert (out / "hex" / "rom_srm_fc.hex").is_file() == (block == "srm")
+    assert manifest["unit"]["schedule"]["strip_latency_cycles"] == cfg.excite_latency_cycles
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--weights", "w.pt"], "--weights: not supported with block = 'eca'"),
     (["--profile", "torch"], "profile 'torch': not supported with block = 'eca'"),
-    (["--probes"], "--probes: not supported with block = 'eca'"),
 ])
 def test_what_the_other_blocks_do_not_support_is_refused(flags, message, tmp_path, capsys):
     out = tmp_path / "v"

@@ -15,8 +15,9 @@ vectors directory DIR/<block>/, calibrated on the activations that reach it, wit
 manifest.json of every block and every skipped block's reason (tse/model_vectors.py,
 docs/models.md); the tile is clamped to each block's map.
 
-With --block eca|srm: the hw profile's vectors of the seeded block (no unit or testbench yet;
-tse.ref_model.attention_vectors).
+With --block eca|srm: the hw profile's vectors of the seeded block
+(tse.ref_model.attention_vectors) with the unit's Verilog and ROM images (no self-checking
+testbench yet; `tse cosim --block eca|srm` co-simulates them).
 """
 from __future__ import annotations
 
@@ -152,34 +153,33 @@ def run(args):
 
 def run_attention(args, cfg):
     """`tse vectors --block eca|srm`: the hw profile's vectors of the seeded block
-    (tse.ref_model.attention_vectors), no unit or testbench (no RTL for these blocks yet)."""
-    from tse.quant import attention_reference
-    from tse.ref_model import attention_vectors
+    (tse.ref_model.attention_vectors) with the unit's Verilog NAME.v and its ROM images
+    (tse.sim.cosim.write_attention_vectors; no self-checking testbench for these blocks yet)."""
     from tse.ref_model.errors import ConfigError, InputError
+    from tse.rtl.export import check_name
+    from tse.sim.cosim import write_attention_vectors
 
     given = [f for f, v in (("--weights", args.weights), ("--calibration", args.calibration),
-                            ("--input", args.input), ("--probes", args.probes)) if v]
+                            ("--input", args.input)) if v]
     if given or cfg.profile != "hw":
         what = ", ".join(given) if given else f"profile {cfg.profile!r}"
         raise ConfigError(f"{what}: not supported with block = {cfg.block!r} yet; allowed: "
                           "the hw profile on seeded weights and synthetic frames")
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
+    check_name(args.name)
     preflight.replaceable_out(args.out)
     preflight.memory(cfg, args.frames, "tse vectors")
-    ref = attention_reference.build(cfg, args.frames)
-    x = ref.codes["input"].transpose(0, 2, 3, 1).copy()
-    stages = attention_vectors.build(cfg, ref.quant, x)
-    vs_torch = attention_vectors.compare(cfg, stages, ref.codes)
-    attention_vectors.write(args.out, cfg, x, stages,
-                            {"sources": ref.sources, "vs_quantized_pytorch": vs_torch})
+    r = write_attention_vectors(cfg, args.frames, args.out, name=args.name, probes=args.probes)
+    vs_torch = r["vs_quantized_pytorch"]
     if args.json:
         print(json.dumps({"out": args.out, "block": cfg.block, "profile": "hw",
-                          "engine": cfg.engine, "frames": int(x.shape[0]),
+                          "engine": cfg.engine, "frames": r["frames"],
+                          "unit": str(Path(args.out) / f"{args.name}.v"),
                           "vs_quantized_pytorch": vs_torch}))
         return 0
     print(f"golden vectors ({cfg.block}, hw profile, engine {cfg.engine}) -> {args.out}: "
-          f"{x.shape[0]} frame(s)")
+          f"{r['frames']} frame(s), unit {Path(args.out) / f'{args.name}.v'}")
     for stage, d in vs_torch.items():
         print(f"  {stage:7s} vs quantized PyTorch: {d['mismatches']} of {d['values']} codes "
               f"differ ({100 * d['mismatch_rate']:.4f} %), largest {d['max_err_lsb']} LSB")

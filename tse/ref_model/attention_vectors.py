@@ -1,7 +1,8 @@
 """Golden vectors of tiled ECA and SRM in the hw profile (issue 18): every stage of
 attention_kernels as .npy and $readmemh hex (the layouts of tse.ref_model.vectors), and a
 manifest with the block, its configuration and parameters, and how the vectors compare with
-quantized PyTorch. No unit plan, ROM images or testbench: these blocks have no RTL yet.
+quantized PyTorch. The unit's Verilog, ROM images and facts come as extra files and meta
+(tse.sim.cosim.write_attention_vectors); no self-checking testbench for these blocks yet.
 """
 from __future__ import annotations
 

@@ -98,10 +98,10 @@ def write_attention_vectors(cfg: TSEConfig, frames: int, out_dir, name: str = "t
     plan = attention_unit_plan(cfg, ref.quant)
     files = {f"{name}.v": ("unit_verilog", verilog_text(cfg, plan, name, probes).encode())}
     files.update({rel: (Path(rel).stem, data) for rel, data in rom_files(cfg, plan).items()})
-    meta = {"sources": ref.sources, "unit": plan.facts(),
-            "vs_quantized_pytorch": attention_vectors.compare(cfg, stages, ref.codes)}
+    vs_torch = attention_vectors.compare(cfg, stages, ref.codes)
+    meta = {"sources": ref.sources, "unit": plan.facts(), "vs_quantized_pytorch": vs_torch}
     attention_vectors.write(out_dir, cfg, x, stages, meta, extra_files=files)
-    return {"files": sorted(files)}
+    return {"files": sorted(files), "frames": int(x.shape[0]), "vs_quantized_pytorch": vs_torch}
 
 
 def prepare(cfg: TSEConfig, frames: int = 3, root=None, probes: bool = True,
