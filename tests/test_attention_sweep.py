@@ -108,7 +108,9 @@ def test_buffer_srm_json_has_the_square_sum_storage(tmp_path, capsys):
     assert out["block"] == "srm" and row["block"] == "srm"
     assert row["square_sum_bits"] == 23
     assert row["square_sum_storage_bits"] == 1104 == out["square_sum_storage_bits"]
-    assert row["excite_latency_basis"] == "se estimate"
+    assert row["excite_latency_basis"] == "srm" and row["excite_multipliers"] == 2
+    # SRM's own schedule: lead-in 43, 3 tiles x 16 channels, drain 18
+    assert row["excite_latency_cycles"] == 43 + 3 * 16 + 18
     assert main(["buffer", "--layers", str(path), "--tile", "5x13", "--json"]) == 0
     se = json.loads(capsys.readouterr().out)
     assert se["square_sum_storage_bits"] == 0 and se["layers"][0]["square_sum_bits"] == 0
@@ -119,7 +121,7 @@ def test_buffer_table_shows_srm_columns_and_eca_its_taps(tmp_path, capsys):
     path.write_text("name,C,H,W,hidden\nl1,16,14,14,4\n")
     assert main(["buffer", "--layers", str(path), "--tile", "7x7", "--block", "srm"]) == 0
     text = capsys.readouterr().out
-    assert "S2 bits" in text and "704" in text and "estimate" in text
+    assert "S2 bits" in text and "704" in text and "SRM's schedule" in text
     assert main(["buffer", "--layers", str(path), "--block", "eca", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)["layers"][0]
     # C = 16: |log2(16) / 2 + 1 / 2| = 2.5, int 2, even: rounded up to 3

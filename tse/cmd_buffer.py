@@ -11,9 +11,9 @@ elements of one byte. docs/buffer.md explains the model and compares it with the
 
 --block eca|srm builds every SE layer as tiled ECA or SRM instead (same C, H, W): the same
 squeeze per tile, so the same paper's figures; the strip FIFO follows the block's excite
-latency (ECA: its own schedule, k adaptive from C; SRM: SE's excite latency as an estimate,
-no SRM schedule yet), and SRM's line accumulator also holds sums of squares (the S2 columns,
-in bits).
+latency (each block's own schedule: ECA's with k adaptive from C, SRM's of
+tse/rtl/srm_excite.py), and SRM's line accumulator also holds sums of squares (the S2
+columns, in bits).
 """
 from __future__ import annotations
 
@@ -59,8 +59,8 @@ def register(sub):
     p.add_argument("--block", default="se",
                    help="channel-attention block each layer is built as: se (default), eca "
                         "(its own excite schedule: k multipliers, k adaptive from C) or srm "
-                        "(excite latency: SE's, an estimate; extra line-accumulator storage "
-                        "for the sums of squares, in bits)")
+                        "(its own excite schedule, one channel a cycle; extra "
+                        "line-accumulator storage for the sums of squares, in bits)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: network, tile, layers (per-layer rows) and "
                         "the totals se_buffer, tse_buffer, tse_stream_buffer, ...")
@@ -158,8 +158,8 @@ column and channel) and the line accumulator's extra storage for them (bits)."""
 LATENCY_NOTES = {
     "se": "",
     "eca": "excite latency: ECA's schedule (tse.ref_model.plan.eca_latency_cycles), Q = k",
-    "srm": "excite latency: SE's excite schedule for the layer, an estimate (no SRM schedule "
-           "yet); S2: the sums of squares SRM's line accumulator adds, in bits",
+    "srm": "excite latency: SRM's schedule (tse.ref_model.plan.srm_latency_cycles), Q = 2 "
+           "(the FC's products); S2: the sums of squares SRM's line accumulator adds, in bits",
 }
 
 
@@ -176,7 +176,8 @@ def format_table(result) -> str:
     lines = [f"{result.network}: {result.source}",
              f"block {block}, tile {result.tile}, {result.excite_kernel} excite, "
              f"{result.lanes} lanes, excite multipliers Q: "
-             f"{'k per layer' if block == 'eca' else q}; buffers in elements (1 byte each)",
+             f"{ {'eca': 'k per layer', 'srm': '2 per layer'}.get(block, q)}; buffers in "
+             "elements (1 byte each)",
              *([LATENCY_NOTES[block]] if LATENCY_NOTES[block] else []),
              "",
              "  ".join(_cell(h, w) for h, w, _ in columns)]

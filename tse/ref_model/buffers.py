@@ -47,6 +47,9 @@ BYTES_PER_ELEMENT = 1
 
 _UNBOUNDED = 1 << 30
 """A frame size no tile number reaches: parse_tile then only checks the syntax."""
+SRM_FC_MULTIPLIERS = 2
+"""The Q column of an SRM layer: its excite issues one channel a cycle through the
+channel-wise FC's two products (tse/rtl/srm_excite.py; its deviation units run per lane)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ class LayerPlan:
     eca_taps: int = 0
     """ECA's k (adaptive from C); 0 for other blocks."""
     excite_latency_basis: str = "se"
-    """Whose schedule excite_latency_cycles is: "se", "eca", or "se estimate" (SRM)."""
+    """Whose schedule excite_latency_cycles is: "se", "eca" or "srm" (each block's own,
+    tse.ref_model.plan)."""
     square_sum_bits: int = 0
     """SRM: bits of one sum of squares (per tile column and channel); 0 for other blocks."""
     square_sum_storage_bits: int = 0
@@ -150,7 +154,12 @@ def plan_layer(layer: SELayer, tile: PlannerTile, lanes: int = 8,
         latency = plan.eca_latency_cycles(c_stream, k, tiles_x)
         depth = plan.eca_full_throughput_depth(th, width, c_stream, k, tiles_x, lanes)
         se_depth = plan.eca_full_throughput_depth(layer.height, width, c_stream, k, 1, lanes)
-    else:                                   # SE, and SRM on SE's schedule (an estimate)
+    elif block == "srm":                    # SRM's schedule: the FC's two products a cycle
+        needed = q = SRM_FC_MULTIPLIERS
+        latency = plan.srm_latency_cycles(c_stream, tiles_x)
+        depth = plan.srm_full_throughput_depth(th, width, c_stream, tiles_x, lanes)
+        se_depth = plan.srm_full_throughput_depth(layer.height, width, c_stream, 1, lanes)
+    else:                                   # SE
         needed = plan.multipliers_for_full_throughput(th, width, c_stream, hidden, tiles_x,
                                                       lanes, taps)
         q = needed if multipliers is None else multipliers
@@ -176,7 +185,7 @@ def plan_layer(layer: SELayer, tile: PlannerTile, lanes: int = 8,
         se_stream_buffer=se_depth * lanes, keeps_up=latency <= strip,
         se_excite_macs=se_excite, tse_excite_macs=tiles_y * tiles_x * taps * se_excite,
         block=block, eca_taps=k,
-        excite_latency_basis={"se": "se", "eca": "eca", "srm": "se estimate"}[block],
+        excite_latency_basis=block,
         square_sum_bits=sq_bits, square_sum_storage_bits=tiles_x * c_stream * sq_bits)
 
 
@@ -239,10 +248,12 @@ def plan_network(network: Network, tile: str, lanes: int = 8,
     if block != "se" and excite_kernel != "1x1":
         raise ConfigError(f"excite-kernel: {excite_kernel!r} is not allowed with block = "
                           f"{block!r}; allowed: '1x1' (the 3x1 excite is SE's)")
-    if block == "eca" and multipliers is not None:
+    if block in ("eca", "srm") and multipliers is not None:
+        why = ("ECA's excite has k multipliers" if block == "eca" else
+               "SRM's excite has its channel-wise FC's two")
         raise ConfigError(f"excite multipliers: {multipliers!r} is not allowed with block = "
-                          "'eca'; allowed: none given (ECA's excite has k multipliers, one "
-                          "output channel a cycle)")
+                          f"{block!r}; allowed: none given ({why}, one output channel a "
+                          "cycle)")
     for name, value in (("lanes", lanes), ("excite multipliers", multipliers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
