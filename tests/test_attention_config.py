@@ -57,7 +57,8 @@ def test_bad_block_fields_are_one_line_errors(changes, message):
 
 
 @pytest.mark.parametrize("argv, what", [
-    (["vectors", "--excite-kernel", "3x1"], "excite_kernel: '3x1' is not supported by tse vectors"),
+    (["reference", "--excite-kernel", "3x1"],
+     "excite_kernel: '3x1' is not supported by tse reference"),
     (["run", "--excite-kernel", "3x1"], "excite_kernel: '3x1' is not supported by tse run"),
     (["reference", "--block", "eca"], "block: 'eca' is not supported by tse reference"),
     (["reference", "--block", "srm"], "block: 'srm' is not supported by tse reference"),

@@ -18,6 +18,11 @@ docs/models.md); the tile is clamped to each block's map.
 With --block eca|srm: the hw profile's vectors of the seeded block
 (tse.ref_model.attention_vectors) with the unit's Verilog and ROM images (no self-checking
 testbench yet; `tse cosim --block eca|srm` co-simulates them).
+
+With --excite-kernel 3x1 (block se, the paper's Appendix B excite across rows of tiles): the hw
+profile's vectors of the seeded 3x1-excite block (attention_vectors.write_excite3x1: input,
+tile sums, pooled, hidden, excite, gate, output from attention_kernels.excite3x1_frames), no
+unit Verilog (the 3x1 excite has no RTL yet).
 """
 from __future__ import annotations
 
@@ -109,8 +114,8 @@ def run(args):
         return run_model(args)
     from tse.ref_model.cli_args import config_from_args
     from tse.ref_model.config import BLOCKS
-    cfg = config_from_args(args, blocks=BLOCKS)
-    if cfg.block != "se":
+    cfg = config_from_args(args, blocks=BLOCKS, excite_kernels=("1x1", "3x1"))
+    if cfg.block != "se" or cfg.excite_kernel != "1x1":
         return run_attention(args, cfg)
     from tse.rtl.export import check_name
     check_name(args.name)
@@ -154,32 +159,46 @@ def run(args):
 def run_attention(args, cfg):
     """`tse vectors --block eca|srm`: the hw profile's vectors of the seeded block
     (tse.ref_model.attention_vectors) with the unit's Verilog NAME.v and its ROM images
-    (tse.sim.cosim.write_attention_vectors; no self-checking testbench for these blocks yet)."""
+    (tse.sim.cosim.write_attention_vectors; no self-checking testbench for these blocks yet).
+    `--block se --excite-kernel 3x1`: the vectors alone (attention_vectors.write_excite3x1)."""
+    from tse.ref_model import attention_vectors
     from tse.ref_model.errors import ConfigError, InputError
     from tse.rtl.export import check_name
-    from tse.sim.cosim import write_attention_vectors
 
+    excite3x1 = cfg.excite_kernel == "3x1"
+    what_block = "excite_kernel = '3x1'" if excite3x1 else f"block = {cfg.block!r}"
     given = [f for f, v in (("--weights", args.weights), ("--calibration", args.calibration),
-                            ("--input", args.input)) if v]
+                            ("--input", args.input),
+                            ("--probes", excite3x1 and args.probes)) if v]
     if given or cfg.profile != "hw":
         what = ", ".join(given) if given else f"profile {cfg.profile!r}"
-        raise ConfigError(f"{what}: not supported with block = {cfg.block!r} yet; allowed: "
-                          "the hw profile on seeded weights and synthetic frames")
+        raise ConfigError(f"{what}: not supported with {what_block} yet; allowed: "
+                          "the hw profile on seeded weights and synthetic frames"
+                          + (" (no unit Verilog: no --probes)" if "--probes" in given else ""))
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
     check_name(args.name)
     preflight.replaceable_out(args.out)
     preflight.memory(cfg, args.frames, "tse vectors")
-    r = write_attention_vectors(cfg, args.frames, args.out, name=args.name, probes=args.probes)
+    if excite3x1:
+        r = attention_vectors.write_excite3x1(cfg, args.frames, args.out)
+        unit = None
+    else:
+        from tse.sim.cosim import write_attention_vectors
+        r = write_attention_vectors(cfg, args.frames, args.out, name=args.name,
+                                    probes=args.probes)
+        unit = str(Path(args.out) / f"{args.name}.v")
     vs_torch = r["vs_quantized_pytorch"]
+    block = "se, excite 3x1" if excite3x1 else cfg.block
     if args.json:
-        print(json.dumps({"out": args.out, "block": cfg.block, "profile": "hw",
-                          "engine": cfg.engine, "frames": r["frames"],
-                          "unit": str(Path(args.out) / f"{args.name}.v"),
+        print(json.dumps({"out": args.out, "block": cfg.block,
+                          "excite_kernel": cfg.excite_kernel, "profile": "hw",
+                          "engine": cfg.engine, "frames": r["frames"], "unit": unit,
                           "vs_quantized_pytorch": vs_torch}))
         return 0
-    print(f"golden vectors ({cfg.block}, hw profile, engine {cfg.engine}) -> {args.out}: "
-          f"{r['frames']} frame(s), unit {Path(args.out) / f'{args.name}.v'}")
+    print(f"golden vectors ({block}, hw profile, engine {cfg.engine}) -> {args.out}: "
+          f"{r['frames']} frame(s), "
+          + (f"unit {unit}" if unit else "no unit Verilog (the 3x1 excite has no RTL yet)"))
     for stage, d in vs_torch.items():
         print(f"  {stage:7s} vs quantized PyTorch: {d['mismatches']} of {d['values']} codes "
               f"differ ({100 * d['mismatch_rate']:.4f} %), largest {d['max_err_lsb']} LSB")

@@ -1,8 +1,10 @@
-"""Golden vectors of tiled ECA and SRM in the hw profile (issue 18): every stage of
-attention_kernels as .npy and $readmemh hex (the layouts of tse.ref_model.vectors), and a
-manifest with the block, its configuration and parameters, and how the vectors compare with
-quantized PyTorch. The unit's Verilog, ROM images and facts come as extra files and meta
-(tse.sim.cosim.write_attention_vectors); no self-checking testbench for these blocks yet.
+"""Golden vectors of tiled ECA and SRM and of TSE with the paper's 3x1 excite in the hw
+profile (issue 18): every stage of attention_kernels as .npy and $readmemh hex (the layouts of
+tse.ref_model.vectors), and a manifest with the block, its configuration and parameters, and
+how the vectors compare with quantized PyTorch. The ECA and SRM units' Verilog, ROM images and
+facts come as extra files and meta (tse.sim.cosim.write_attention_vectors); the 3x1 excite has
+no unit yet, so write_excite3x1 writes its vectors alone. No self-checking testbench for these
+blocks yet.
 """
 from __future__ import annotations
 
@@ -14,25 +16,50 @@ from . import artifacts, attention_hw, attention_kernels, hexfmt
 from .attention_numerics import prepare_eca, prepare_srm
 from .attention_widths import square_sum_bits
 from .config import TSEConfig
+from .errors import ConfigError
 from .kernels import distance
 from .vectors import STREAM_AXES, TILE_AXES, stage_layout
 
 COMPARED = {"eca": ("pooled", "excite", "gate", "output"),
-            "srm": ("pooled", "std", "excite", "gate", "output")}
+            "srm": ("pooled", "std", "excite", "gate", "output"),
+            "excite3x1": ("pooled", "hidden", "excite", "gate", "output")}
+
+
+def kind(cfg: TSEConfig) -> str:
+    """COMPARED's key of cfg: "eca", "srm", or "excite3x1" (block "se", excite_kernel "3x1")."""
+    if cfg.block in ("eca", "srm"):
+        return cfg.block
+    if cfg.excite_kernel == "3x1":
+        return "excite3x1"
+    raise ConfigError(f"block: {cfg.block!r} with excite_kernel {cfg.excite_kernel!r} is not "
+                      "allowed here; allowed: 'eca', 'srm', or 'se' with excite_kernel '3x1' "
+                      "(SE's 1x1 excite: tse.ref_model.vectors)")
+
+
+def hw_params(cfg: TSEConfig, quant):
+    """The block's hw parameters (EcaHw, SrmHw or Excite3x1Hw) from its quantized parameters
+    (EcaQuantParams, SrmQuantParams, or Excite3x1Params for the 3x1 excite)."""
+    k = kind(cfg)
+    if k == "eca":
+        return attention_hw.eca_hw_params(prepare_eca(quant), cfg)
+    if k == "srm":
+        return attention_hw.srm_hw_params(quant, prepare_srm(quant), cfg)
+    return attention_kernels.excite3x1_hw_params(quant, cfg)
+
+
+FRAMES = {"eca": attention_kernels.eca_frames, "srm": attention_kernels.srm_frames,
+          "excite3x1": attention_kernels.excite3x1_frames}
+"""The whole-frame kernel of each kind."""
 
 
 def build(cfg: TSEConfig, quant, x_nhwc: np.ndarray) -> dict:
     """Every stage (channels last) of the hw profile for the block's quantized parameters."""
-    if cfg.block == "eca":
-        h = attention_hw.eca_hw_params(prepare_eca(quant), cfg)
-        return attention_kernels.eca_frames(cfg, h, x_nhwc)
-    h = attention_hw.srm_hw_params(quant, prepare_srm(quant), cfg)
-    return attention_kernels.srm_frames(cfg, h, x_nhwc)
+    return FRAMES[kind(cfg)](cfg, hw_params(cfg, quant), x_nhwc)
 
 
 def compare(cfg: TSEConfig, stages: dict, reference_nchw: dict) -> dict:
     """Per compared stage, the distance from quantized PyTorch's codes (kernels.distance)."""
-    roles = COMPARED[cfg.block]
+    roles = COMPARED[kind(cfg)]
     ref = {r: np.ascontiguousarray(np.moveaxis(reference_nchw[r], 1, -1)) for r in roles}
     return distance({r: stages[r] for r in roles}, ref, stages=roles)
 
@@ -60,3 +87,19 @@ def write(out_dir, cfg: TSEConfig, x_nhwc: np.ndarray, stages: dict, meta: dict,
     }
     artifacts.write_artifacts(out_dir, arrays, manifest, extra_files={**extra,
                                                                     **(extra_files or {})})
+
+
+def write_excite3x1(cfg: TSEConfig, frames: int, out_dir) -> dict:
+    """What `tse vectors --block se --excite-kernel 3x1` writes: the seeded block's quantized
+    PyTorch reference (tse.quant.attention_reference.build_excite3x1: seeded weights, SE's
+    synthetic calibration and input), every stage of the hw profile's kernel
+    (attention_kernels.excite3x1_frames) and the distance from quantized PyTorch; no unit
+    Verilog (the 3x1 excite has no RTL yet)."""
+    from tse.quant import attention_reference
+
+    ref = attention_reference.build_excite3x1(cfg, frames)
+    x = np.ascontiguousarray(ref.codes["input"].transpose(0, 2, 3, 1))
+    stages = build(cfg, ref.quant, x)
+    vs_torch = compare(cfg, stages, ref.codes)
+    write(out_dir, cfg, x, stages, {"sources": ref.sources, "vs_quantized_pytorch": vs_torch})
+    return {"files": [], "frames": int(x.shape[0]), "vs_quantized_pytorch": vs_torch}
