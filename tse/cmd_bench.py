@@ -5,6 +5,11 @@ implementation (million input elements per second, median of repeats after a war
 one {"target": ...} line per speed target with the ratio measured in this run and whether it
 is met. Kernels run serially unless --parallel (a busy second core makes parallel numba slow).
 
+The other blocks' kernels (tiled ECA, tiled SRM, the 3x1 excite) follow in rows of their own
+("<block>_numba_hw" against the same block's frame-level numpy hw profile "<block>_numpy_hw"
+and copy) on 28x28x32 (--quick: 14x14x16; --block-shape chooses others; with --shape and no
+--block-shape, SE's rows only).
+
 --memory instead runs `tse vectors`, `tse reference` and `tse bench` on the paper's 1024x2048
 frames, one subprocess at a time, and reports each one's peak RSS and bytes per input element
 against the memory targets (tse/bench/bench_memory.py; --shape chooses other frames).
@@ -24,6 +29,9 @@ def register(sub):
     p.add_argument("--parallel", action="store_true", help="parallel numba kernels")
     p.add_argument("--shape", action="append", metavar="HxWxC",
                    help="frames to measure instead of the default shapes (repeatable)")
+    p.add_argument("--block-shape", action="append", metavar="HxWxC",
+                   help="frames for the ECA, SRM and 3x1-excite rows instead of the default "
+                        "(repeatable; their numpy baselines take ~0.1 s per 25k elements)")
     p.add_argument("--memory", action="store_true",
                    help="peak memory of tse vectors/reference/bench per shape (subprocesses)")
     p.set_defaults(run=run)
@@ -42,9 +50,13 @@ def run(args):
     if args.memory:
         return run_memory(args, chosen)
     shapes = [s + (1,) for s in chosen] or (bk.QUICK_SHAPES if args.quick else bk.SHAPES)
+    block_shapes = [parse_shape(s) + (1,) for s in args.block_shape or ()]
+    if not block_shapes and not chosen:
+        block_shapes = bk.QUICK_BLOCK_SHAPES if args.quick else bk.BLOCK_SHAPES
     results = []
     progress = (lambda m: print(f"  measuring {m}", file=sys.stderr, flush=True))
-    for r in bk.run(shapes, repeats=args.repeats, progress=progress, parallel=args.parallel):
+    for r in bk.run(shapes, repeats=args.repeats, progress=progress, parallel=args.parallel,
+                    block_shapes=block_shapes):
         results.append(r)
         if args.json:
             print(json.dumps(r), flush=True)
@@ -53,11 +65,19 @@ def run(args):
         for t in targets:
             print(json.dumps({"target": t}))
         return 0
-    impls = list(dict.fromkeys(r["impl"] for r in results))
     by = {(r["shape"], r["impl"]): r["melem_s"] for r in results}
-    print(f"{'shape':>16} " + " ".join(f"{i:>16}" for i in impls) + "   (M input elements/s)")
-    for shape in dict.fromkeys(r["shape"] for r in results):
-        print(f"{shape:>16} " + " ".join(f"{by[(shape, i)]:16.1f}" for i in impls))
+    for group in (bk.IMPLS, bk.BLOCK_IMPLS):     # SE's table, then the other blocks'
+        rows = [r for r in results if r["impl"] in group and r["impl"] != "copy"]
+        shapes = list(dict.fromkeys(r["shape"] for r in rows))
+        impls = [i for i in group if any((s, i) in by for s in shapes)]
+        if not shapes:
+            continue
+        width = max(16, *map(len, impls))
+        print(f"{'shape':>16} " + " ".join(f"{i:>{width}}" for i in impls)
+              + "   (M input elements/s)")
+        for shape in shapes:
+            print(f"{shape:>16} " + " ".join(f"{by[(shape, i)]:{width}.1f}" if (shape, i) in by
+                                             else f"{'-':>{width}}" for i in impls))
     for t in targets:
         print(f"  {t['impl']} / {t['baseline']} on {t['shape']}: {t['ratio']:.2f} "
               f"(target >= {t['target']}) {'met' if t['met'] else 'NOT MET'}")

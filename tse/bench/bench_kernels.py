@@ -5,6 +5,12 @@ median of repeats after a warm-up call. Baselines: `copy` (numpy copy of the sam
 the memory bound) and `torch_quantized` (the eager quantized PyTorch block, engine fbgemm, one
 thread). Targets are ratios within one run, never absolute times.
 
+The other blocks' kernels (issue 18: tiled ECA, tiled SRM, TSE with the 3x1 excite, the
+whole-frame numba kernels of tse.ref_model.attention_kernels on the seeded block's hw
+parameters) have rows of their own on BLOCK_SHAPES, each against the same block's frame-level
+numpy hw profile (attention_hw.eca_hw_stages / srm_hw_stages / excite3x1_hw_stages, the
+kernels' definition) and copy: impls "<block>_numba_hw" and "<block>_numpy_hw".
+
 Run: `tse bench [--json] [--repeats N] [--quick]` or `python -m tse.bench.bench_kernels`.
 """
 from __future__ import annotations
@@ -27,12 +33,19 @@ IMPLS = ("copy", "numba_hw", "numba_torch", "numpy", "torch_quantized")
 NUMPY_PIECE_ELEMENTS = 1 << 20
 """Elements of one frame the numpy baseline runs on per call (whole strips)."""
 
+BLOCKS = ("eca", "srm", "excite3x1")
+"""The other blocks' kernels: attention_vectors.kind of their configurations."""
+BLOCK_SHAPES = ((28, 28, 32, 1),)
+QUICK_BLOCK_SHAPES = ((14, 14, 16, 1),)
+BLOCK_IMPLS = ("copy",) + tuple(f"{b}_{i}" for b in BLOCKS for i in ("numba_hw", "numpy_hw"))
+
 TARGETS = (
     # (impl, baseline, minimum ratio of melem_s, shapes it applies to or None for all)
     ("numba_hw", "copy", 0.10, None),
     ("numba_hw", "copy", 0.25, ((1024, 2048, 16, 1),)),
     ("numba_hw", "torch_quantized", 3.0, None),
     ("numba_torch", "torch_quantized", 1.5, None),
+    *((f"{b}_numba_hw", f"{b}_numpy_hw", 20.0, None) for b in BLOCKS),
 )
 
 
@@ -111,6 +124,47 @@ def impl_fn(impl: str, cfg, ref, x_nhwc, parallel: bool = False):
     raise ValueError(f"unknown impl {impl!r}")
 
 
+def block_setup(shape, block: str, seed: int = 0):
+    """The configuration, the seeded block's quantized parameters and hw parameters (as
+    `tse vectors --block` derives them: tse.quant.attention_reference,
+    attention_vectors.hw_params) and input codes of a shape (7xW tiles, 8 lanes; the 3x1
+    excite: hidden C/4)."""
+    from tse.quant import attention_reference
+    from tse.ref_model import attention_vectors
+    from tse.ref_model.config import TSEConfig
+
+    h, w, c, n = shape
+    kind = {"excite_kernel": "3x1"} if block == "excite3x1" else {"block": block}
+    cfg = TSEConfig(channels=c, height=h, width=w, tile=f"{min(7, h)}xW", reduction=4,
+                    lanes=8, seed=seed, **kind)
+    build = (attention_reference.build_excite3x1 if block == "excite3x1"
+             else attention_reference.build)
+    quant = build(cfg, frames=1).quant
+    rng = np.random.default_rng(seed)
+    x_nhwc = rng.integers(0, 256, size=(n, h, w, c), dtype=np.uint8)
+    return cfg, quant, attention_vectors.hw_params(cfg, quant), x_nhwc
+
+
+def block_impl_fn(impl: str, cfg, quant, hw, x_nhwc):
+    """A zero-argument callable computing the whole block with one of BLOCK_IMPLS."""
+    from tse.ref_model import attention_hw, attention_vectors
+
+    if impl == "copy":
+        return lambda: x_nhwc.copy()
+    block, _, kind = impl.partition("_")
+    if kind == "numba_hw":           # the vectors' generator, compiled once
+        frames = attention_vectors.FRAMES[block]
+        return lambda: frames(cfg, hw, x_nhwc)
+    if kind == "numpy_hw":           # the frame-level profile, NCHW (transposed once)
+        x = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
+        tile = (cfg.tile_rows, cfg.tile_cols)
+        if block == "excite3x1":
+            return lambda: attention_hw.excite3x1_hw_stages(x, cfg, quant)
+        profile = {"eca": attention_hw.eca_hw_stages, "srm": attention_hw.srm_hw_stages}[block]
+        return lambda: profile(x, tile, hw)
+    raise ValueError(f"unknown impl {impl!r}")
+
+
 def _strip_pieces(cfg, budget: int) -> list[slice]:
     """Row slices of whole strips (tile_rows rows; the frame's short last strip last),
     about budget elements of one frame each."""
@@ -119,8 +173,11 @@ def _strip_pieces(cfg, budget: int) -> list[slice]:
     return [slice(r, min(cfg.height, r + rows)) for r in range(0, cfg.height, rows)]
 
 
-def run(shapes=SHAPES, impls=IMPLS, repeats: int = 5, progress=None, parallel: bool = False):
-    """Yield one result dict per (shape, impl)."""
+def run(shapes=SHAPES, impls=IMPLS, repeats: int = 5, progress=None, parallel: bool = False,
+        block_shapes=BLOCK_SHAPES, block_impls=BLOCK_IMPLS):
+    """Yield one result dict per (shape, impl): SE's impls on shapes, then the other blocks'
+    on block_shapes (copy once per shape)."""
+    done = set()
     for shape in shapes:
         cfg, ref, x = setup(shape)
         for impl in impls:
@@ -129,7 +186,21 @@ def run(shapes=SHAPES, impls=IMPLS, repeats: int = 5, progress=None, parallel: b
             # Fewer repeats for the slow reference on the biggest frame.
             reps = repeats if x.size < 10**7 or impl not in ("numpy", "torch_quantized") else 2
             melem_s = measure(impl_fn(impl, cfg, ref, x, parallel), x.size, reps)
+            done.add((shape_name(shape), impl))
             yield {"shape": shape_name(shape), "impl": impl, "melem_s": round(melem_s, 3)}
+    for shape in block_shapes:
+        for block in BLOCKS:
+            chosen = [i for i in block_impls if i.startswith(f"{block}_")
+                      or (i == "copy" and (shape_name(shape), i) not in done)]
+            if not chosen:
+                continue
+            cfg, quant, hw, x = block_setup(shape, block)
+            for impl in chosen:
+                if progress:
+                    progress(f"{shape_name(shape)} {impl}")
+                melem_s = measure(block_impl_fn(impl, cfg, quant, hw, x), x.size, repeats)
+                done.add((shape_name(shape), impl))
+                yield {"shape": shape_name(shape), "impl": impl, "melem_s": round(melem_s, 3)}
 
 
 def check_targets(results: list[dict]) -> list[dict]:
