@@ -33,8 +33,9 @@ from .numerics import check_frames
 from .streaming import Fifo, beats_of
 
 
-def _line_accumulator(cfg, zx, squares, source, strip_buffer, to_excite):
-    """Yields once per cycle; see the module docstring."""
+def line_accumulator(cfg, zx, squares, source, strip_buffer, to_excite):
+    """The line accumulator process (one beat per cycle; see the module docstring): also
+    the 3x1 excite's (excite3x1_streaming). A generator that yields once per cycle."""
     C, P, W = cfg.channels, cfg.lanes, cfg.width
     shape = (cfg.tiles_x, C)
     sums, sq = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
@@ -130,7 +131,7 @@ def run(cfg: TSEConfig, h, x, depth: int | None = None) -> dict:
     processes = [_tile_broadcaster(cfg, h, strip_buffer, gates, out_beats),
                  _excite(cfg, h, block, kind_table(cfg.height, cfg.width, cfg.tile_rows,
                                                    cfg.tile_cols), to_excite, gates, stages),
-                 _line_accumulator(cfg, h.zx, block == "srm", beats_of(cfg, x), strip_buffer,
+                 line_accumulator(cfg, h.zx, block == "srm", beats_of(cfg, x), strip_buffer,
                                    to_excite)]
     total = x.shape[0] * cfg.beats_per_frame
     cycles, limit = 0, 4 * total + 4 * x.shape[0] * cfg.tiles_y + 100

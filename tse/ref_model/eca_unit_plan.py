@@ -19,11 +19,12 @@ from .roms import Field, Rom
 from .attention_hw import EcaHw
 from .errors import ConfigError
 from .hw_profile import CODE_SPAN
-from .unit_plan import UnitPlan, geometry, signed_bits
+from .attention_unit_plan import AttentionUnitPlan
+from .unit_plan import geometry, signed_bits
 
 
 @dataclass(frozen=True)
-class EcaUnitPlan(UnitPlan):
+class EcaUnitPlan(AttentionUnitPlan):
     """UnitPlan of an ECA unit; ip is the block's attention_hw.EcaHw."""
 
     def __post_init__(self):
@@ -52,12 +53,6 @@ class EcaUnitPlan(UnitPlan):
 
     # ---- numbers ----
     @property
-    def zx(self): return int(self.ip.zx)                           # noqa: E704
-    @property
-    def ze(self): return int(self.ip.ze)                           # noqa: E704
-    @property
-    def zo(self): return int(self.ip.zo)                           # noqa: E704
-    @property
     def mult(self): return int(self.ip.mult)                       # noqa: E704
     @property
     def shift(self): return int(self.ip.shift)                     # noqa: E704
@@ -74,20 +69,6 @@ class EcaUnitPlan(UnitPlan):
     @property
     def recip_shift(self) -> list[int]:
         return [int(v) for v in self.ip.mean.shift]
-
-    @property
-    def mul_mult(self) -> int:
-        return int(self.ip.mul_mult)
-
-    @property
-    def mul_shift(self) -> tuple[int, int]:
-        s = int(self.ip.mul_shift) - (8 - self.gate_bits)
-        return (s, 0) if s >= 0 else (0, -s)
-
-    @property
-    def gate_rom(self) -> list[int]:
-        """The sigmoid table as the gate memory holds it: gate_bits wide."""
-        return [int(v) >> (8 - self.gate_bits) for v in self.ip.gate_lut]
 
     @cached_property
     def rom_images(self) -> dict:

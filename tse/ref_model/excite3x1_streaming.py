@@ -57,7 +57,7 @@ import numpy as np
 from . import plan
 from .attention_hw import squeeze_hw
 from .attention_kernels import Excite3x1Hw, check_excite3x1, conv_args, conv_tile
-from .attention_streaming import _line_accumulator
+from .attention_streaming import line_accumulator
 from .config import TSEConfig
 from .edge_tiles import kind_table
 from .errors import InputError
@@ -212,7 +212,7 @@ def run(cfg: TSEConfig, h: Excite3x1Hw, x, depth: int | None = None,
                  _excite(cfg, h, kind_table(cfg.height, cfg.width, cfg.tile_rows,
                                             cfg.tile_cols), to_excite, gates, stages, clock,
                          latency, windows),
-                 _line_accumulator(cfg, h.zx, False, source, strip_buffer, to_excite)]
+                 line_accumulator(cfg, h.zx, False, source, strip_buffer, to_excite)]
     total = x.shape[0] * cfg.beats_per_frame
     cycles, stalls, limit = 0, 0, 4 * total + 4 * x.shape[0] * cfg.tiles_y * (latency + 4) + 100
     pushed = 0

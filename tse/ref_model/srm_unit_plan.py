@@ -25,11 +25,12 @@ from .errors import ConfigError
 from .hw_profile import CODE_SPAN
 from .rounding import HALF_UP
 from .roms import Field, Rom, bits_for, pack
-from .unit_plan import UnitPlan, geometry, signed_bits
+from .attention_unit_plan import AttentionUnitPlan
+from .unit_plan import geometry, signed_bits
 
 
 @dataclass(frozen=True)
-class SrmUnitPlan(UnitPlan):
+class SrmUnitPlan(AttentionUnitPlan):
     """UnitPlan of an SRM unit; ip is the block's attention_hw.SrmHw."""
 
     def __post_init__(self):
@@ -57,15 +58,9 @@ class SrmUnitPlan(UnitPlan):
 
     # ---- numbers ----
     @property
-    def zx(self): return int(self.ip.zx)                           # noqa: E704
-    @property
     def zstd(self): return int(self.ip.zstd)                       # noqa: E704
     @property
     def zs(self): return int(self.ip.zs)                           # noqa: E704
-    @property
-    def ze(self): return int(self.ip.ze)                           # noqa: E704
-    @property
-    def zo(self): return int(self.ip.zo)                           # noqa: E704
 
     @property
     def counts(self) -> list[int]:
@@ -129,20 +124,6 @@ class SrmUnitPlan(UnitPlan):
     @property
     def fc_half_up(self) -> bool:
         return int(self.ip.rounding) == HALF_UP
-
-    @property
-    def mul_mult(self) -> int:
-        return int(self.ip.mul_mult)
-
-    @property
-    def mul_shift(self) -> tuple[int, int]:
-        s = int(self.ip.mul_shift) - (8 - self.gate_bits)
-        return (s, 0) if s >= 0 else (0, -s)
-
-    @property
-    def gate_rom(self) -> list[int]:
-        """The sigmoid table as the gate memory holds it: gate_bits wide."""
-        return [int(v) >> (8 - self.gate_bits) for v in self.ip.gate_lut]
 
     # ---- the per-channel ROM ----
     @property

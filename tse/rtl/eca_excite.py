@@ -26,13 +26,11 @@ before (gate bank (s + 1) mod 3 free), holding in its last cycle until then, as 
 from __future__ import annotations
 
 from amaranth import Array, Cat, Const, Module, Signal
-from amaranth.lib import data, memory
 
 from tse.ref_model import numerics as nm
 from tse.ref_model import plan
 
 from . import arith, pipeline
-from .params import field
 from .squeeze import ChannelIssue, ExciteStage, Squeeze, StripControl
 
 
@@ -43,7 +41,7 @@ class EcaExcite(ExciteStage):
     def elaborate(self, platform):
         p = self.p
         m = Module()
-        P, C, tx, k = p.P, p.C, p.tx, p.k
+        C, tx, k = p.C, p.tx, p.k
         assert (pipeline.MUL_STAGES + pipeline.REQUANT_STAGES + 2 == plan.ECA_TREE_TO_GATE), \
             "plan.ECA_TREE_TO_GATE no longer matches the pipeline's stages"
 
@@ -53,8 +51,8 @@ class EcaExcite(ExciteStage):
 
         # ============ strip control: lead-in, tiles of C cycles, drain ==================
         iss = ChannelIssue(m, p, ctl)
-        ch, grp, lane, load, load_tile = iss.ch, iss.grp, iss.lane, iss.load, iss.load_tile
-        in_tiles, tile, rb, gb, cur_strip = ctl.in_tiles, ctl.tile, ctl.rb, ctl.gb, ctl.cur_strip
+        load, load_tile = iss.load, iss.load_tile
+        in_tiles, rb, gb = ctl.in_tiles, ctl.rb, ctl.gb
         m.d.comb += [self.commit.eq(ctl.commit), self.commit_bank.eq(gb)]
 
         # ================= the sliding window and the k products ========================
@@ -85,20 +83,5 @@ class EcaExcite(ExciteStage):
         code = pipeline.requant(m, product, Const(p.shift), p.shift, Const(p.ze, 8),
                                 Const(0, 8), Const(int(p.rounding("fc2") == nm.HALF_UP), 1))
         code_reg = pipeline.cut(m, code, "eca_code")
-        lut = m.submodules.sigmoid_rom = memory.Memory(shape=p.gate_bits, depth=256,
-                                                      init=p.gate_rom)
-        lr = lut.read_port()
-        m.d.comb += lr.addr.eq(code_reg)
-
-        # what travels with an issue to its gate write
-        tag_layout = data.StructLayout({"valid": 1, "tile": field(tx), "ch": field(C),
-                                        "grp": field(p.G), "lane": field(P)})
-        tag = pipeline.delay(m, Cat(in_tiles, tile, ch, grp, lane), p.drain_cycles, "eca_tag",
-                             reset=True)
-        te = data.View(tag_layout, tag)
-        m.d.comb += [
-            self.w_en.eq(te.valid), self.w_bank.eq(gb), self.w_tile.eq(te.tile),
-            self.w_group.eq(te.grp), self.w_lane.eq(te.lane), self.w_data.eq(lr.data),
-            self.w_channel.eq(te.ch), self.w_frame_tile.eq(cur_strip * tx + te.tile),
-        ]
+        self.sigmoid_gate_write(m, code_reg, ctl, iss, "eca")
         return m

@@ -18,7 +18,7 @@ The stage's own part (the MAC's issue schedule, ECA's window) is the tile phase'
 from __future__ import annotations
 
 from amaranth import Array, Cat, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tse.ref_model import plan
@@ -53,6 +53,27 @@ class ExciteStage(wiring.Component):
         self.p = p
         p.check_schedule()
         super().__init__(excite_ports(p))
+
+
+    def sigmoid_gate_write(self, m, code_reg, ctl, iss, prefix: str) -> None:
+        """The sigmoid ROM (block RAM) read at code_reg and the gate write it feeds, with the
+        issue's tile, channel, group and lane delayed to it (p.drain_cycles after the issue):
+        the tail of a one-channel-a-cycle excite (ECA's, SRM's; iss: its ChannelIssue)."""
+        p = self.p
+        lut = m.submodules.sigmoid_rom = memory.Memory(shape=p.gate_bits, depth=256,
+                                                      init=p.gate_rom)
+        lr = lut.read_port()
+        m.d.comb += lr.addr.eq(code_reg)
+        tag_layout = data.StructLayout({"valid": 1, "tile": field(p.tx), "ch": field(p.C),
+                                        "grp": field(p.G), "lane": field(p.P)})
+        tag = pipeline.delay(m, Cat(ctl.in_tiles, ctl.tile, iss.ch, iss.grp, iss.lane),
+                             p.drain_cycles, f"{prefix}_tag", reset=True)
+        te = data.View(tag_layout, tag)
+        m.d.comb += [
+            self.w_en.eq(te.valid), self.w_bank.eq(ctl.gb), self.w_tile.eq(te.tile),
+            self.w_group.eq(te.grp), self.w_lane.eq(te.lane), self.w_data.eq(lr.data),
+            self.w_channel.eq(te.ch), self.w_frame_tile.eq(ctl.cur_strip * p.tx + te.tile),
+        ]
 
 
 class Squeeze:

@@ -48,7 +48,6 @@ from amaranth.hdl import Value
 from amaranth.lib import data, memory
 
 from . import arith, pipeline
-from .params import field
 from .squeeze import ChannelIssue, ExciteStage, Squeeze, StripControl
 
 ROM_ADDRESS_AT = 5
@@ -171,8 +170,8 @@ class SrmExcite(ExciteStage):
 
         # ============ strip control: lead-in, tiles of C cycles, drain ==================
         iss = ChannelIssue(m, p, ctl)
-        ch, grp, lane = iss.ch, iss.grp, iss.lane
-        in_tiles, tile, rb, gb, cur_strip = ctl.in_tiles, ctl.tile, ctl.rb, ctl.gb, ctl.cur_strip
+        ch = iss.ch
+        in_tiles, rb, gb = ctl.in_tiles, ctl.rb, ctl.gb
         m.d.comb += [self.commit.eq(ctl.commit), self.commit_bank.eq(gb)]
 
         # ================= the windows: channel c's pooled and std codes ==================
@@ -223,20 +222,5 @@ class SrmExcite(ExciteStage):
         code = pipeline.requant(m, product, shift, p.max_fc_shift, Const(p.ze, 8), Const(0, 8),
                                 Const(int(p.fc_half_up), 1))
         code_reg = pipeline.cut(m, code, "srm_code")
-        lut = m.submodules.sigmoid_rom = memory.Memory(shape=p.gate_bits, depth=256,
-                                                      init=p.gate_rom)
-        lr = lut.read_port()
-        m.d.comb += lr.addr.eq(code_reg)
-
-        # what travels with an issue to its gate write
-        tag_layout = data.StructLayout({"valid": 1, "tile": field(tx), "ch": field(C),
-                                        "grp": field(p.G), "lane": field(P)})
-        tag = pipeline.delay(m, Cat(in_tiles, tile, ch, grp, lane), p.drain_cycles, "srm_tag",
-                             reset=True)
-        te = data.View(tag_layout, tag)
-        m.d.comb += [
-            self.w_en.eq(te.valid), self.w_bank.eq(gb), self.w_tile.eq(te.tile),
-            self.w_group.eq(te.grp), self.w_lane.eq(te.lane), self.w_data.eq(lr.data),
-            self.w_channel.eq(te.ch), self.w_frame_tile.eq(cur_strip * tx + te.tile),
-        ]
+        self.sigmoid_gate_write(m, code_reg, ctl, iss, "srm")
         return m
