@@ -88,16 +88,23 @@ def _excite(cfg, h, block, kinds, from_accumulator, gates, stages):
         yield
 
 
-def _tile_broadcaster(cfg, h, strip_buffer, gates, out_beats):
+def tile_broadcaster(cfg, h, strip_buffer, gates, out_beats, clock=None):
+    """The tile broadcaster process (see the module docstring), one beat a cycle once its
+    strip's gates are in `gates` ({(frame, strip): gates [tiles_x, C]}); with a clock (the 3x1
+    excite's, excite3x1_streaming), entries are (cycle written, gates) and a strip's gates
+    are read from that cycle on. A generator that yields once per cycle."""
     C, P, W = cfg.channels, cfg.lanes, cfg.width
     row = col = c0 = frame = 0
     while True:
         key = (frame, row // cfg.tile_rows)
-        if not strip_buffer.can_pop() or key not in gates:
+        entry = gates.get(key)
+        if clock is not None and entry is not None:
+            entry = entry[1] if clock.cycle >= entry[0] else None
+        if not strip_buffer.can_pop() or entry is None:
             yield
             continue
         beat = strip_buffer.pop()
-        g = gates[key][col // cfg.tile_cols, c0:c0 + P]
+        g = entry[col // cfg.tile_cols, c0:c0 + P]
         out_beats.append(np.array([mul_hw(np.int64(x), h.zx, np.int64(gv), 0, h.mul_mult,
                                           h.mul_shift, h.zo, h.mul_rounding)
                                    for x, gv in zip(beat.lanes, g)], np.uint8))
@@ -128,7 +135,7 @@ def run(cfg: TSEConfig, h, x, depth: int | None = None) -> dict:
     gates: dict = {}
     stages: list = []
     out_beats: list = []
-    processes = [_tile_broadcaster(cfg, h, strip_buffer, gates, out_beats),
+    processes = [tile_broadcaster(cfg, h, strip_buffer, gates, out_beats),
                  _excite(cfg, h, block, kind_table(cfg.height, cfg.width, cfg.tile_rows,
                                                    cfg.tile_cols), to_excite, gates, stages),
                  line_accumulator(cfg, h.zx, block == "srm", beats_of(cfg, x), strip_buffer,

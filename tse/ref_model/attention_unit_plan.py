@@ -1,6 +1,6 @@
 """What the ECA and SRM unit plans share (issue 18): both blocks' hw parameters (attention_hw's
 EcaHw, SrmHw) carry the same zero points, sigmoid table and broadcaster multiply under the same
-names, which the unit's shared stages read through these properties; each block's plan
+names (and the mean's reciprocals), which the unit's shared stages read through these properties; each block's plan
 (eca_unit_plan, srm_unit_plan) adds its own excite's numbers and schedule."""
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ class AttentionUnitPlan(UnitPlan):
     def ze(self): return int(self.ip.ze)                           # noqa: E704
     @property
     def zo(self): return int(self.ip.zo)                           # noqa: E704
+
+    @property
+    def recip(self) -> list[int]:
+        return [int(v) for v in self.ip.mean.recip]
+
+    @property
+    def recip_shift(self) -> list[int]:
+        return [int(v) for v in self.ip.mean.shift]
 
     @property
     def mul_mult(self) -> int:

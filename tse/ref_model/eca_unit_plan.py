@@ -62,14 +62,6 @@ class EcaUnitPlan(AttentionUnitPlan):
         n = int(max(self.ip.mean.counts))
         return min(self.sum_bits, signed_bits(-CODE_SPAN * n, CODE_SPAN * n))
 
-    @property
-    def recip(self) -> list[int]:
-        return [int(v) for v in self.ip.mean.recip]
-
-    @property
-    def recip_shift(self) -> list[int]:
-        return [int(v) for v in self.ip.mean.shift]
-
     @cached_property
     def rom_images(self) -> dict:
         """The ECA unit's one ROM (tse.rtl.export loads it from its hex image, as SE's)."""

@@ -57,11 +57,10 @@ import numpy as np
 from . import plan
 from .attention_hw import squeeze_hw
 from .attention_kernels import Excite3x1Hw, check_excite3x1, conv_args, conv_tile
-from .attention_streaming import line_accumulator
+from .attention_streaming import line_accumulator, tile_broadcaster
 from .config import TSEConfig
 from .edge_tiles import kind_table
 from .errors import InputError
-from .hw_numerics import mul_hw
 from .numerics import check_frames
 from .streaming import Fifo, beats_of
 
@@ -155,31 +154,6 @@ def _excite(cfg, h: Excite3x1Hw, kinds, from_accumulator, gates, stages, clock, 
         yield
 
 
-def _tile_broadcaster(cfg, h, strip_buffer, gates, out_beats, clock):
-    C, P, W = cfg.channels, cfg.lanes, cfg.width
-    row = col = c0 = frame = 0
-    while True:
-        key = (frame, row // cfg.tile_rows)
-        if not strip_buffer.can_pop() or key not in gates or clock.cycle < gates[key][0]:
-            yield
-            continue
-        beat = strip_buffer.pop()
-        g = gates[key][1][col // cfg.tile_cols, c0:c0 + P]
-        out_beats.append(np.array([mul_hw(np.int64(x), h.zx, np.int64(gv), 0, h.mul_mult,
-                                          h.mul_shift, h.zo, h.mul_rounding)
-                                   for x, gv in zip(beat.lanes, g)], np.uint8))
-        c0 += P
-        if c0 == C:
-            c0, col = 0, col + 1
-            if col == W:
-                col, row = 0, row + 1
-                if row % cfg.tile_rows == 0 or row == cfg.height:
-                    del gates[key]                 # the strip's gate bank is free again
-                if row == cfg.height:
-                    row, frame = 0, frame + 1
-        yield
-
-
 def run(cfg: TSEConfig, h: Excite3x1Hw, x, depth: int | None = None,
         excite_latency: int | None = None) -> dict:
     """Stream frames x (uint8 [N, H, W, C], channels last) through the 3x1-excite unit of cfg
@@ -208,7 +182,7 @@ def run(cfg: TSEConfig, h: Excite3x1Hw, x, depth: int | None = None,
     windows = {"pooled": 0, "hidden": 0}
     out_beats: list = []
     source = beats_of(cfg, x)
-    processes = [_tile_broadcaster(cfg, h, strip_buffer, gates, out_beats, clock),
+    processes = [tile_broadcaster(cfg, h, strip_buffer, gates, out_beats, clock),
                  _excite(cfg, h, kind_table(cfg.height, cfg.width, cfg.tile_rows,
                                             cfg.tile_cols), to_excite, gates, stages, clock,
                          latency, windows),

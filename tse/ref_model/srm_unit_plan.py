@@ -101,14 +101,6 @@ class SrmUnitPlan(AttentionUnitPlan):
                   for n, r, s in zip(self.counts, self.var_recip, self.var_shift))
         return bits_for(top)
 
-    @property
-    def recip(self) -> list[int]:
-        return [int(v) for v in self.ip.mean.recip]
-
-    @property
-    def recip_shift(self) -> list[int]:
-        return [int(v) for v in self.ip.mean.shift]
-
     # the deviation's and the style's requantizers: (multiplier, shift)
     @property
     def std_requant(self): return int(self.ip.std_mult), int(self.ip.std_shift)  # noqa: E704
