@@ -52,14 +52,17 @@ def test_default_calibration_unchanged():
     cfg = TSEConfig()
     assert calibration.calibration_shape(cfg) == (8, 28)
     # the default configuration's parameters as quantized before calibration was bounded,
-    # on one torch thread as conftest sets (float conv rounding, hence the hidden range's
-    # last bits, depends on the thread count)
+    # on one torch thread as conftest sets. The float convolutions' last bits (hence the
+    # observed hidden range) depend on the thread count and on the CPU's conv kernel: a CI
+    # machine measured hidden = 0.02719973213970661 against 0.027199728414416313 here
+    # (relative 1.4e-7, 2 float32 ulps), so the activation scales are checked to 1e-6
+    # relative (a changed calibration moves them by far more) and the integer facts exactly
     assert torch.get_num_threads() == 1
     p = reference.prepare(cfg, frames=1).params
-    assert p.scales["input"] == 0.11568837612867355
-    assert p.scales["hidden"] == 0.027199728414416313
-    assert p.scales["excite"] == 0.06970199942588806
-    assert p.scales["output"] == 0.06194038689136505
+    assert p.scales["input"] == pytest.approx(0.11568837612867355, rel=1e-6)
+    assert p.scales["hidden"] == pytest.approx(0.027199728414416313, rel=1e-6)
+    assert p.scales["excite"] == pytest.approx(0.06970199942588806, rel=1e-6)
+    assert p.scales["output"] == pytest.approx(0.06194038689136505, rel=1e-6)
     assert p.zero_points["excite"] == 64
     assert (int(p.w1.sum()), int(p.w2.sum())) == (-2231, -1252)
 

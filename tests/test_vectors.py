@@ -83,8 +83,10 @@ def test_bench_prints_one_json_object_per_line():
     assert r.returncode == 0, r.stderr
     lines = [json.loads(l) for l in r.stdout.splitlines()]
     rows = [l for l in lines if "impl" in l]
-    assert {r["impl"] for r in rows} == {"copy", "numba_hw", "numba_torch", "numpy",
-                                          "torch_quantized"}
+    assert {r["impl"] for r in rows} == {
+        "copy", "numba_hw", "numba_torch", "numpy", "torch_quantized",
+        "eca_numba_hw", "eca_numpy_hw", "srm_numba_hw", "srm_numpy_hw",
+        "excite3x1_numba_hw", "excite3x1_numpy_hw"}
     assert all(set(r) == {"shape", "impl", "melem_s"} and r["melem_s"] > 0 for r in rows)
     targets = [l["target"] for l in lines if "target" in l]
     assert targets and all({"ratio", "target", "met"} <= set(t) for t in targets)
