@@ -157,7 +157,8 @@ def test_eca_unit_cosim_bit_exact(eca_design, sim):
 
 def test_tse_rtl_writes_the_eca_unit(tmp_path, capsys):
     """`tse rtl --block eca`: the unit's Verilog with the ECA excite stage (not SE's MAC), its
-    sigmoid image, resources.json with the plan's schedule; --synth is refused in one line."""
+    sigmoid image, resources.json with the plan's schedule; --params is refused in one line
+    (--synth: tests/test_attention_synth.py)."""
     import json
 
     from tse import cli
@@ -173,7 +174,7 @@ def test_tse_rtl_writes_the_eca_unit(tmp_path, capsys):
                     eca_kernel=5, hidden=1)
     assert report["schedule"]["strip_latency_cycles"] == cfg.excite_latency_cycles
     assert report["schedule"]["strip_buffer_depth"] == cfg.strip_buffer_depth
-    assert cli.main([*args, "--synth", "ecp5", "--out", str(tmp_path / "x")]) == 2
+    assert cli.main([*args, "--params", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("tse: error: --synth: not supported with block = 'eca'")
+    assert err.startswith("tse: error: --params: not supported with block = 'eca'")
     assert "\n" not in err and not (tmp_path / "x").exists()

@@ -128,28 +128,51 @@ def run(args):
 def run_attention(args, cfg) -> int:
     """`tse rtl --block eca|srm`: the ECA or SRM unit's Verilog (tse/rtl/eca_excite.py,
     srm_excite.py) from the seeded block's hw parameters (those `tse vectors --block eca|srm`
-    uses), its ROM images, files.f and resources.json (the unit plan's schedule and memory
-    bits); no synthesis yet."""
+    uses), its ROM images, files.f and resources.json: the unit plan's schedule and memory
+    bits and, with --synth, the synthesis as SE's report has it (cells, the block RAMs and
+    LUT-RAMs by stage; for ecp5 utilization, fmax_mhz, critical_path, placement)."""
     from tse.quant import attention_reference
     from tse.ref_model.artifacts import write_artifacts
+    from tse.rtl import resources
     from tse.rtl.export import unit_file, write_verilog
     from tse.sim.cosim import attention_unit_plan
     from tse.sim.selfcheck import FILELIST, filelist
 
-    bad = [f for f, v in (("--params", args.params), ("--synth", args.synth != "none"),
-                          ("--out-of-context", args.out_of_context)) if v]
-    if bad:
-        raise InputError(f"{', '.join(bad)}: not supported with block = {cfg.block!r} yet; "
-                         "allowed: the seeded block's parameters, no synthesis")
+    if args.params:
+        raise InputError(f"--params: not supported with block = {cfg.block!r} yet; "
+                         "allowed: the seeded block's parameters (no --params)")
+    if args.out_of_context and args.synth != "ecp5":
+        raise InputError(f"--out-of-context: not allowed with --synth {args.synth}; allowed: "
+                         "with --synth ecp5")
     p = attention_unit_plan(cfg, attention_reference.build(cfg, 1).quant)
     out = Path(args.out)
+    facts = p.facts()
+    s, mem = facts["schedule"], facts["memory_bits"]
+    report = {"block": cfg.block, "verilog": str(out / unit_file(args.name)),
+              **{k: facts[k] for k in ("schedule", "memory_bits", "ports")},
+              # SE's report keys, where they apply, read from the same facts
+              "excite_cycles_per_tile": s["tile_cycles"],
+              "excite_latency_cycles": s["strip_latency_cycles"],
+              "strip_buffer_depth": s["strip_buffer_depth"],
+              **{k: v for k, v in mem.items() if k != "rom_bits"},
+              "rom_bits": sum(mem["rom_bits"].values()), "rom_bits_by_table": mem["rom_bits"],
+              "total_memory_bits": sum(v for k, v in mem.items() if k != "rom_bits")
+              + sum(mem["rom_bits"].values())}
     with tempfile.TemporaryDirectory(prefix="tse-rtl-") as tmp:
-        write_verilog(cfg, p, tmp, args.name, args.probes)
+        path = write_verilog(cfg, p, tmp, args.name, args.probes)
         files = {f.relative_to(tmp).as_posix(): f.read_bytes()
                  for f in sorted(Path(tmp).rglob("*")) if f.is_file()}
-    facts = p.facts()
-    report = {"block": cfg.block, "verilog": str(out / unit_file(args.name)),
-              **{k: facts[k] for k in ("schedule", "memory_bits", "ports")}}
+        if args.synth == "ecp5":
+            syn = resources.synthesize_ecp5(
+                cfg, p, path, args.synth_timeout, device=args.device, package=args.package,
+                target_mhz=args.target_mhz, seed=args.pnr_seed,
+                out_of_context=args.out_of_context)
+            report["synthesis"] = syn
+            for k in ("fmax_mhz", "critical_path", "placement"):
+                report[k] = syn.get(k)
+        elif args.synth != "none":
+            report["synthesis"] = resources.synthesize(cfg, p, args.synth, path,
+                                                       args.synth_timeout)
     files[FILELIST] = filelist(args.name).encode()
     files["resources.json"] = (json.dumps(report, indent=1) + "\n").encode()
     write_artifacts(out, {}, {"kind": "rtl", "config": cfg.to_dict()},
@@ -157,7 +180,6 @@ def run_attention(args, cfg) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    s, mem = facts["schedule"], facts["memory_bits"]
     what = (f"ECA unit, k = {s['eca_taps']} taps" if cfg.block == "eca" else
             f"SRM unit, deviation units of {s['deviation_stages']} stages")
     print(f"{report['verilog']} (top module {args.name}): {what}")
@@ -167,6 +189,9 @@ def run_attention(args, cfg) -> int:
     print("  memory bits: " + ", ".join(f"{k.removesuffix('_bits')} {v}" for k, v in mem.items()
                                         if k != "rom_bits")
           + f", ROM {sum(mem['rom_bits'].values())}")
+    syn = report.get("synthesis")
+    if syn:
+        print("\n".join(resources.format_synthesis(syn)))
     return 0
 
 

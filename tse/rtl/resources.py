@@ -18,6 +18,7 @@ built from (so the report is the design, not an estimate of it):
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -38,6 +39,28 @@ CELL_CLASSES = {
     "DSP": re.compile(r"^(SB_MAC16|DSP48E1)$"),
     "CARRY": re.compile(r"^(SB_CARRY|CARRY4)$"),
 }
+
+
+MEMORY_CELLS = {
+    "BRAM": re.compile(r"^(SB_RAM40_4K\w*|RAMB(18|36)E1|DP16KD|PDPW16KD)$"),
+    "LUTRAM": re.compile(r"^(RAM\d+X\d+\w*|RAM\d+M|TRELLIS_DPR16X4)$"),
+}
+"""Memory cells of every family, for memories_by_stage."""
+
+
+def memories_by_stage(netlist: dict, top: str = "tse_unit") -> dict:
+    """{"BRAM": {stage: cells}, "LUTRAM": {stage: cells}} of a flattened Yosys JSON netlist:
+    which of the unit's stages (tse.rtl.timing.locate: strip_buffer, gate_memory, the excite
+    stage, ...) its block RAMs and LUT-RAMs were inferred for."""
+    from .timing import locate
+
+    out = {cls: {} for cls in MEMORY_CELLS}
+    for name, c in netlist["modules"][top]["cells"].items():
+        for cls, pattern in MEMORY_CELLS.items():
+            if pattern.match(c["type"]):
+                stage = locate(name)[0]
+                out[cls][stage] = out[cls].get(stage, 0) + 1
+    return {cls: dict(sorted(v.items())) for cls, v in out.items()}
 
 
 def multipliers(p: RtlParams) -> list[dict]:
@@ -141,9 +164,12 @@ def synthesize_ecp5(cfg, p: RtlParams, verilog_path=None, timeout: float = 1800,
             from .export import write_verilog
             verilog_path = write_verilog(cfg, p, tmp)
         try:
-            return timing.measure(verilog_path, tmp, timeout=timeout, **kwargs)
+            out = timing.measure(verilog_path, tmp, timeout=timeout, **kwargs)
         except timing.ToolError as e:
             return {"family": "ecp5", "skipped": str(e)}
+        out["memories_by_stage"] = memories_by_stage(
+            json.loads((Path(tmp) / "netlist.json").read_text()))
+        return out
 
 
 def yosys_command() -> list[str] | None:
@@ -165,9 +191,9 @@ def synthesize(cfg, p: RtlParams, family: str, verilog_path=None, timeout: float
         if verilog_path is None:
             from .export import write_verilog
             verilog_path = write_verilog(cfg, p, tmp)
-        stat = Path(tmp) / "stat.txt"
+        stat, netlist = Path(tmp) / "stat.txt", Path(tmp) / "netlist.json"
         script = (f"read_verilog {Path(verilog_path).resolve()}; {FAMILIES[family]}; "
-                  f"tee -q -o {stat} stat")
+                  f"tee -q -o {stat} stat; write_json {netlist}")
         try:
             run = subprocess.run(tool + ["-q", "-p", script], capture_output=True, text=True,
                                  timeout=timeout)
@@ -177,6 +203,8 @@ def synthesize(cfg, p: RtlParams, family: str, verilog_path=None, timeout: float
             tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
             return {"family": family, "skipped": "yosys failed: " + " | ".join(tail)}
         cells = parse_stat(stat.read_text())
+        memories = memories_by_stage(json.loads(netlist.read_text())) \
+            if netlist.exists() else None
     summary = {k: 0 for k in CELL_CLASSES}
     for name, n in cells.items():
         for cls, pattern in CELL_CLASSES.items():
@@ -185,7 +213,8 @@ def synthesize(cfg, p: RtlParams, family: str, verilog_path=None, timeout: float
     from .timing import tool_version
 
     return {"family": family, "tool": Path(tool[0]).name,
-            "version": tool_version(tool[0], "-V"), "cells": summary, "cell_types": cells}
+            "version": tool_version(tool[0], "-V"), "cells": summary, "cell_types": cells,
+            "memories_by_stage": memories}
 
 
 def yosys_cells(cfg, ip, family: str = "ice40") -> int | None:
@@ -245,16 +274,24 @@ def format_report(r: dict) -> str:
                      f"{t['strip_latency_cycles']:7d}  {t['depth_beats']:12d}  "
                      f"{t['strip_buffer_bits']:11d}  {t['ratio_to_paper_min']:7.4f}  "
                      f"{'yes' if t['keeps_up'] else 'no'}")
-    s = r.get("synthesis")
-    if s:
-        if "skipped" in s:
-            lines.append(f"  synthesis ({s['family']}): skipped: {s['skipped']}")
-        elif s["family"] == "ecp5":
-            lines.extend(format_ecp5(s))
-        else:
-            lines.append(f"  synthesis ({s['family']}, {s['version']}): "
-                         + ", ".join(f"{k} {v}" for k, v in s["cells"].items()))
+    if r.get("synthesis"):
+        lines.extend(format_synthesis(r["synthesis"]))
     return "\n".join(lines)
+
+
+def format_synthesis(s: dict) -> list[str]:
+    """Lines of a report's synthesis section (any unit): the cells (format_ecp5's lines for
+    ecp5) and the stages the block RAMs and LUT-RAMs went to."""
+    if "skipped" in s:
+        return [f"  synthesis ({s['family']}): skipped: {s['skipped']}"]
+    lines = (format_ecp5(s) if s["family"] == "ecp5" else
+             [f"  synthesis ({s['family']}, {s['version']}): "
+              + ", ".join(f"{k} {v}" for k, v in s["cells"].items())])
+    for cls, stages in (s.get("memories_by_stage") or {}).items():
+        if stages:
+            lines.append(f"    {cls} by stage: "
+                         + ", ".join(f"{k} {v}" for k, v in stages.items()))
+    return lines
 
 
 def format_ecp5(s: dict) -> list[str]:

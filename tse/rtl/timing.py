@@ -30,8 +30,8 @@ DEFAULT_DEVICE = "85k"
 DEFAULT_PACKAGE = "CABGA381"
 PACKAGES = ("CABGA256", "CABGA381", "CABGA554", "CABGA756", "CSFBGA285", "TQFP144")
 DEFAULT_TARGET_MHZ = 100.0
-STAGES = ("excite_mac", "line_accumulator", "tile_broadcaster", "gate_memory", "strip_buffer",
-          "input_slice")
+STAGES = ("excite_mac", "eca_excite", "srm_excite", "line_accumulator", "tile_broadcaster",
+          "gate_memory", "strip_buffer", "input_slice")
 TOP_STAGE = "tse_unit"
 """Stage of a cell or net outside the submodules (the top module's glue and ports)."""
 
