@@ -42,6 +42,39 @@ def test_stress_frames_reach_the_extremes():
     assert np.ptp(levels.mean(axis=(1, 2))) > 64      # tile means spread over the range
 
 
+def tile_channel_sums(frames, tile_rows, tile_cols):
+    """[N, tiles_y, tiles_x, C] sums of frames [N, H, W, C], edge tiles partial."""
+    import numpy as np
+    n, h, w, c = frames.shape
+    ty, tx = -(-h // tile_rows), -(-w // tile_cols)
+    out = np.zeros((n, ty, tx, c), np.int64)
+    for i in range(ty):
+        for j in range(tx):
+            out[:, i, j] = frames[:, i * tile_rows:(i + 1) * tile_rows,
+                                  j * tile_cols:(j + 1) * tile_cols].sum(axis=(1, 2))
+    return out
+
+
+def test_sweep_frames_run_through_every_tile_sum():
+    import numpy as np
+    f = mutate.sweep_frames(TINY, np.uint8)
+    sums = tile_channel_sums(f, 4, 4).reshape(-1)          # one 16-pixel tile, 8 channels
+    assert list(sums[:4081]) == list(range(4081))          # 0 .. 255 x 16, in turn
+    assert f.shape[0] * 8 >= 4081 and (np.ptp(f, axis=(1, 2)) <= 1).all()   # spread evenly
+    # a 3xW strip on 5 rows: full strips of 21 pixels, a short last strip of 14
+    row = TSEConfig(**mutate.KINDS["row_strip"])
+    sums = tile_channel_sums(mutate.sweep_frames(row, np.uint8), 3, 7)
+    assert list(sums[:, 0].reshape(-1)[:255 * 21 + 1]) == list(range(255 * 21 + 1))
+    assert set(sums[:, 1].reshape(-1)) == set(range(255 * 14 + 1))
+    # where the beats do not allow every sum, a step that spans the range
+    big = mutate.sweep_frames(TSEConfig(), np.uint8, beats=40_000)
+    sums = np.sort(tile_channel_sums(big, 7, 28).reshape(-1))
+    assert big.shape[0] == 3                                 # 40,000 // 12,544 beats
+    step = -(-(255 * 196 + 1) // (3 * 128))                  # 131: 384 sums in each tile
+    assert sums[0] == 0 and sums[-1] > 0.95 * 255 * 196      # the 4 strips interleave
+    assert np.diff(sums).max() <= step // 4 + 1
+
+
 def test_rom_contents_load_at_run_time():
     netlist = ("  reg [7:0] \\excite_mac.sigmoid_rom  [1:0];\n  initial begin\n"
                "    \\excite_mac.sigmoid_rom [0] = 8'h14;\n"

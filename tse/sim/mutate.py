@@ -145,6 +145,45 @@ def stress_frames(cfg, count: int, seed: int, dtype, zero_point: int = 0):
     return np.stack(frames) if frames else np.zeros((0, *shape), dtype)
 
 
+SWEEP_BEATS = 200_000
+"""Input beats, at most, of the tile-sum sweep the campaign's vectors add (sweep_frames)."""
+
+
+def sweep_frames(cfg, dtype, start: int = 0, beats: int = SWEEP_BEATS):
+    """Frames [N, H, W, C] whose (tile, channel) sums sweep the whole range: in every tile the
+    k-th (frame, channel) pair of the sweep (frames, then channels) sums to
+    (start + k x step + offset) mod (largest x n + 1), n the tile's pixels, spread as evenly
+    as the codes allow (each pixel the sum // n, the first sum % n pixels one more). step is
+    1 (every sum of a full tile in turn) when `beats` input beats allow it, else the smallest
+    step that spans the range, and the tiles' offsets (t x step // tiles for the t-th tile in
+    raster order) interleave, so together the tiles take every step // tiles-th sum. The mean
+    unit's float rounding moves a mean across a rounding tie at a few sums of the whole range
+    only, which random frames reach about once in a thousand tile sums."""
+    import numpy as np
+
+    from tse.ref_model.geometry import Geometry
+
+    geo = Geometry.of(cfg)
+    top = int(np.iinfo(dtype).max)
+    tiles = geo.tiles_y * geo.tiles_x
+    sums = top * cfg.tile_rows * cfg.tile_cols + 1
+    count = min(-(-sums // cfg.channels), max(1, beats // geo.beats_per_frame))
+    step = -(-sums // (count * cfg.channels))
+    frames = np.zeros((count, cfg.height, cfg.width, cfg.channels), dtype)
+    k = start + step * np.arange(count * cfg.channels).reshape(count, cfg.channels)
+    for ty in range(geo.tiles_y):
+        rows = slice(ty * cfg.tile_rows, min((ty + 1) * cfg.tile_rows, cfg.height))
+        for tx in range(geo.tiles_x):
+            cols = slice(tx * cfg.tile_cols, min((tx + 1) * cfg.tile_cols, cfg.width))
+            h, w = rows.stop - rows.start, cols.stop - cols.start
+            offset = (ty * geo.tiles_x + tx) * step // tiles
+            total = (k + offset) % (top * h * w + 1)                    # [count, C]
+            rank = np.arange(h * w).reshape(1, h, w, 1)
+            frames[:, rows, cols, :] = (total[:, None, None, :] // (h * w)
+                                        + (rank < (total % (h * w))[:, None, None, :]))
+    return frames
+
+
 def stress_count(cfg) -> int:
     return max(4, min(256, STRESS_BEATS // cfg.beats_per_frame))
 
@@ -189,7 +228,8 @@ def _write_campaign_vectors(cfg, ref, stress: int, k: int, out: Path) -> None:
 
     x = kernels.nhwc(ref.codes["input"])
     x = np.concatenate([x, stress_frames(cfg, stress, cfg.seed + 7919 * k, x.dtype,
-                                         ref.params.zero_points["input"])])
+                                         ref.params.zero_points["input"])]
+                       + ([] if k else [sweep_frames(cfg, x.dtype)]))
     params, meta = ref.params, {}
     if k:
         kind = param_sets.KINDS[(k - 1) % len(param_sets.KINDS)]
