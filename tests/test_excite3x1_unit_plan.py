@@ -71,9 +71,10 @@ def test_plan_facts_against_plan_and_streaming_model(c, h, w, tile, hidden, lane
     assert not words[:, 3 * c:].any()
 
 
-def test_refusals():
+def test_multipliers_built_and_refusals():
     cfg, hp, _, _ = excite3x1_case("qnnpack", 5, 4, 4, (4, 4), 5, 5)
-    with pytest.raises(ConfigError, match="excite_multipliers: 6 .* allowed: 1..5"):
-        Excite3x1UnitPlan(dataclasses.replace(cfg, excite_multipliers=6), hp)
+    many = Excite3x1UnitPlan(dataclasses.replace(cfg, excite_multipliers=32), hp)
+    assert many.Q == 5 and many.K1 == 3         # built: max(C, hidden), as SE's unit
+    many.check_schedule()
     with pytest.raises(ConfigError, match="allowed: block 'se', excite_kernel '3x1'"):
         Excite3x1UnitPlan(dataclasses.replace(cfg, excite_kernel="1x1"), hp)

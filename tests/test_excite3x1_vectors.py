@@ -1,8 +1,8 @@
 """`tse vectors --block se --excite-kernel 3x1`: the hw profile's golden vectors of the seeded
-3x1-excite block (attention_kernels.excite3x1_frames), every stage checked against the
-frame-level numpy profile (attention_hw.excite3x1_hw_stages) and quantized PyTorch's codes,
-both computed here from the same seeds, not by the vectors path; the refusals of what the 3x1
-excite does not support yet."""
+3x1-excite block (attention_kernels.excite3x1_frames) with the 3x1 unit's Verilog, every stage
+checked against the frame-level numpy profile (attention_hw.excite3x1_hw_stages) and quantized
+PyTorch's codes, both computed here from the same seeds, not by the vectors path; the refusals
+of what the 3x1 excite does not support yet."""
 from __future__ import annotations
 
 import json
@@ -30,7 +30,8 @@ def test_vectors_of_the_3x1_excite(engine, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["block"] == "se" and manifest["config"]["excite_kernel"] == "3x1"
-    assert summary["unit"] is None and not list(out.glob("*.v"))
+    assert summary["unit"] == str(out / "tse_unit.v") and (out / "tse_unit.v").is_file()
+    assert manifest["unit"]["schedule"]["excite_kernel"] == "3x1"       # the 3x1 unit's plan
     assert cli.main(["check", str(out)]) == 0
     cfg = TSEConfig(channels=12, height=9, width=7, tile="2x3", lanes=4, hidden=4,
                     excite_kernel="3x1", engine=engine)
@@ -58,7 +59,6 @@ def test_vectors_of_the_3x1_excite(engine, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--probes"], "--probes: not supported with excite_kernel = '3x1' yet"),
     (["--profile", "torch"], "profile 'torch': not supported with excite_kernel = '3x1'"),
     (["--input", "x.npy"], "--input: not supported with excite_kernel = '3x1'"),
     (["--hidden-activation", "silu"], "'silu'/'sigmoid' is not allowed with excite_kernel = "

@@ -118,8 +118,8 @@ def run(args):
         tuple(k.strip() for k in args.scenarios.split(",") if k.strip())
     if args.model:
         return run_model(args, pause_in, pause_out, kinds)
-    cfg = config_from_args(args, blocks=("se", "eca", "srm"))
-    if cfg.block != "se" and cfg.profile != "hw":
+    cfg = config_from_args(args, blocks=("se", "eca", "srm"), excite_kernels=("1x1", "3x1"))
+    if (cfg.block != "se" or cfg.excite_kernel == "3x1") and cfg.profile != "hw":
         raise InputError(f"profile: {cfg.profile!r} is not supported with block = "
                          f"{cfg.block!r}; allowed: hw (the {cfg.block.upper()} vectors are the "
                          "hw profile's)")

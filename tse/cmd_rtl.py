@@ -73,7 +73,8 @@ def _int_params(cfg, params_dir):
 
 def run(args):
     # the unit computes the hw numerics whatever --profile: its widths are checked as such
-    cfg = config_from_args(args, blocks=("se", "eca", "srm")).replace(profile="hw")
+    cfg = config_from_args(args, blocks=("se", "eca", "srm"),
+                           excite_kernels=("1x1", "3x1")).replace(profile="hw")
     if args.synth_timeout <= 0:
         raise InputError(f"synth-timeout: {args.synth_timeout} is not allowed; allowed: a "
                          "positive number of seconds")
@@ -92,7 +93,7 @@ def run(args):
     preflight.replaceable_out(args.out)
     if not args.params:
         preflight.memory(cfg, 1, "tse rtl")
-    if cfg.block in ("eca", "srm"):
+    if cfg.block in ("eca", "srm") or cfg.excite_kernel == "3x1":
         return run_attention(args, cfg)
     p = rtl_params(cfg, _int_params(cfg, args.params))
     out = Path(args.out)
@@ -144,11 +145,14 @@ def run_attention(args, cfg) -> int:
     if args.out_of_context and args.synth != "ecp5":
         raise InputError(f"--out-of-context: not allowed with --synth {args.synth}; allowed: "
                          "with --synth ecp5")
-    p = attention_unit_plan(cfg, attention_reference.build(cfg, 1).quant)
+    build = (attention_reference.build_excite3x1 if cfg.excite_kernel == "3x1"
+             else attention_reference.build)
+    p = attention_unit_plan(cfg, build(cfg, 1).quant)
     out = Path(args.out)
     facts = p.facts()
     s, mem = facts["schedule"], facts["memory_bits"]
-    report = {"block": cfg.block, "verilog": str(out / unit_file(args.name)),
+    report = {"block": cfg.block, "excite_kernel": cfg.excite_kernel,
+              "verilog": str(out / unit_file(args.name)),
               **{k: facts[k] for k in ("schedule", "memory_bits", "ports")},
               # SE's report keys, where they apply, read from the same facts
               "excite_cycles_per_tile": s["tile_cycles"],
@@ -181,7 +185,9 @@ def run_attention(args, cfg) -> int:
         print(json.dumps(report))
         return 0
     what = (f"ECA unit, k = {s['eca_taps']} taps" if cfg.block == "eca" else
-            f"SRM unit, deviation units of {s['deviation_stages']} stages")
+            f"SRM unit, deviation units of {s['deviation_stages']} stages"
+            if cfg.block == "srm" else "SE unit, 3x1 excite, lookahead "
+            f"{s['lookahead_strips']} strips")
     print(f"{report['verilog']} (top module {args.name}): {what}")
     print(f"  excite: {s['tile_cycles']} cycles a tile, strip latency "
           f"{s['strip_latency_cycles']} cycles; strip buffer {s['strip_buffer_depth']} beats "

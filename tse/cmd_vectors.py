@@ -20,9 +20,9 @@ With --block eca|srm: the hw profile's vectors of the seeded block
 testbench yet; `tse cosim --block eca|srm` co-simulates them).
 
 With --excite-kernel 3x1 (block se, the paper's Appendix B excite across rows of tiles): the hw
-profile's vectors of the seeded 3x1-excite block (attention_vectors.write_excite3x1: input,
-tile sums, pooled, hidden, excite, gate, output from attention_kernels.excite3x1_frames), no
-unit Verilog (the 3x1 excite has no RTL yet).
+profile's vectors of the seeded 3x1-excite block (input, tile sums, pooled, hidden, excite,
+gate, output from attention_kernels.excite3x1_frames) with the 3x1 unit's Verilog
+(tse/rtl/excite3x1.py), as ECA's and SRM's.
 """
 from __future__ import annotations
 
@@ -160,34 +160,26 @@ def run_attention(args, cfg):
     """`tse vectors --block eca|srm`: the hw profile's vectors of the seeded block
     (tse.ref_model.attention_vectors) with the unit's Verilog NAME.v and its ROM images
     (tse.sim.cosim.write_attention_vectors; no self-checking testbench for these blocks yet).
-    `--block se --excite-kernel 3x1`: the vectors alone (attention_vectors.write_excite3x1)."""
-    from tse.ref_model import attention_vectors
+    `--block se --excite-kernel 3x1` likewise, with the 3x1 excite's unit."""
     from tse.ref_model.errors import ConfigError, InputError
     from tse.rtl.export import check_name
 
     excite3x1 = cfg.excite_kernel == "3x1"
     what_block = "excite_kernel = '3x1'" if excite3x1 else f"block = {cfg.block!r}"
     given = [f for f, v in (("--weights", args.weights), ("--calibration", args.calibration),
-                            ("--input", args.input),
-                            ("--probes", excite3x1 and args.probes)) if v]
+                            ("--input", args.input)) if v]
     if given or cfg.profile != "hw":
         what = ", ".join(given) if given else f"profile {cfg.profile!r}"
         raise ConfigError(f"{what}: not supported with {what_block} yet; allowed: "
-                          "the hw profile on seeded weights and synthetic frames"
-                          + (" (no unit Verilog: no --probes)" if "--probes" in given else ""))
+                          "the hw profile on seeded weights and synthetic frames")
     if args.frames < 1:
         raise InputError(f"frames: {args.frames} is not allowed; allowed: a positive integer")
     check_name(args.name)
     preflight.replaceable_out(args.out)
     preflight.memory(cfg, args.frames, "tse vectors")
-    if excite3x1:
-        r = attention_vectors.write_excite3x1(cfg, args.frames, args.out)
-        unit = None
-    else:
-        from tse.sim.cosim import write_attention_vectors
-        r = write_attention_vectors(cfg, args.frames, args.out, name=args.name,
-                                    probes=args.probes)
-        unit = str(Path(args.out) / f"{args.name}.v")
+    from tse.sim.cosim import write_attention_vectors
+    r = write_attention_vectors(cfg, args.frames, args.out, name=args.name, probes=args.probes)
+    unit = str(Path(args.out) / f"{args.name}.v")
     vs_torch = r["vs_quantized_pytorch"]
     block = "se, excite 3x1" if excite3x1 else cfg.block
     if args.json:
@@ -198,7 +190,7 @@ def run_attention(args, cfg):
         return 0
     print(f"golden vectors ({block}, hw profile, engine {cfg.engine}) -> {args.out}: "
           f"{r['frames']} frame(s), "
-          + (f"unit {unit}" if unit else "no unit Verilog (the 3x1 excite has no RTL yet)"))
+          + f"unit {unit}")
     for stage, d in vs_torch.items():
         print(f"  {stage:7s} vs quantized PyTorch: {d['mismatches']} of {d['values']} codes "
               f"differ ({100 * d['mismatch_rate']:.4f} %), largest {d['max_err_lsb']} LSB")

@@ -12,8 +12,11 @@ tse.ref_model.plan and the streaming model's dataflow (excite3x1_streaming.py):
             s-2; on the frame's last strip also hidden row s, excite rows s-1 and s (rows
             beyond the frame: zero padding, no products). A hidden and an excite row together
             are one strip of the plan's excite latency (plan.excite_latency_cycles(...,
-            taps=3): K1 = ceil(3C/Q), K2 = ceil(3 hidden/Q) issues an output).
-  windows   pooled rows and hidden rows held: at most taps = 3 each (never a frame).
+            taps=3): K1 = ceil(3C/Q), K2 = ceil(3 hidden/Q) issues an output; Q the
+            multipliers built, at most max(C, hidden) as SE's unit).
+  windows   pooled rows and hidden rows a row reads: taps = 3 each (never a frame); the unit
+            stores POOLED_SLOTS = 4 pooled rows (the next strip arrives while one is
+            processed) and HIDDEN_SLOTS = 3 hidden rows.
   depth     the strip buffer: plan.full_throughput_depth(..., taps=3) = 3 strips + L beats
             (the streaming model's no_stall_depth is min(3 strips, frame) + L, the figure a
             unit that keeps up peaks at).
@@ -36,10 +39,15 @@ from .attention_unit_plan import AttentionUnitPlan
 from .errors import ConfigError
 from .hw_profile import CODE_SPAN
 from .roms import Field, Rom, bits_for, pack
+from .rounding import HALF_EVEN, HALF_UP
 from .unit_plan import geometry, signed_bits
 
 TAPS = plan.EXCITE_KERNEL_TAPS["3x1"]
 HALF = TAPS // 2
+POOLED_SLOTS = TAPS + 1
+"""Pooled rows the unit stores: the three a hidden row reads and the strip arriving."""
+HIDDEN_SLOTS = TAPS
+"""Hidden rows the unit stores: the three an excite row reads."""
 
 
 def strip_ops(strip: int, tiles_y: int) -> tuple:
@@ -72,10 +80,11 @@ class Excite3x1UnitPlan(AttentionUnitPlan):
                               "allowed: block 'se', excite_kernel '3x1' with Excite3x1Hw")
         if self.ip.taps != TAPS:
             raise ConfigError(f"unit plan: {self.ip.taps} taps; allowed: {TAPS}")
-        if self.cfg.excite_multipliers > max(self.C, self.hidden):
-            raise ConfigError(f"excite_multipliers: {self.cfg.excite_multipliers} is not "
-                              "allowed for the 3x1 excite; allowed: 1.."
-                              f"{max(self.C, self.hidden)} (max(channels, hidden))")
+        for name, conv in (("fc1", self.ip.fc1), ("fc2", self.ip.fc2)):
+            if int(conv.rounding) not in (HALF_UP, HALF_EVEN):
+                value = getattr(self.cfg.hw, f"{name}_rounding")
+                raise ConfigError(f"hw.{name}_rounding: {value!r} is not allowed for the 3x1 "
+                                  "unit; allowed: half_up, half_even")
 
     # ---- numbers: the 3x1 excite's zero points ----
     @property
@@ -96,7 +105,10 @@ class Excite3x1UnitPlan(AttentionUnitPlan):
     @property
     def lookahead(self): return plan.lookahead_strips(TAPS)        # noqa: E704
     @property
-    def Q(self): return self.cfg.excite_multipliers                # noqa: E704
+    def Q(self):
+        """Multipliers built: excite_multipliers, at most max(C, hidden) as SE's unit
+        (plan.excite_lanes), so the plan's tree levels and latency formulas hold."""
+        return plan.excite_lanes(self.C, self.hidden, self.cfg.excite_multipliers)
     @property
     def K1(self): return math.ceil(TAPS * self.C / self.Q)         # noqa: E704
     @property
@@ -159,6 +171,10 @@ class Excite3x1UnitPlan(AttentionUnitPlan):
         return bits_for(int(max(self.ip.fc1.mult.max(), self.ip.fc2.mult.max())))
 
     @property
+    def max_shift(self) -> int:
+        return int(max(self.ip.fc1.shift.max(), self.ip.fc2.shift.max()))
+
+    @property
     def shift_bits(self) -> int:
         return bits_for(int(max(self.ip.fc1.shift.max(), self.ip.fc2.shift.max())))
 
@@ -196,8 +212,8 @@ class Excite3x1UnitPlan(AttentionUnitPlan):
         return {"strip_buffer_bits": self.depth * self.beat_bits,
                 "gate_memory_bits": self.gate_banks * self.tx * self.C * self.gate_bits,
                 "accumulator_bits": self.tx * self.C * self.sum_bits,
-                "pooled_window_bits": (TAPS + 1) * self.tx * self.C * 8,
-                "hidden_window_bits": TAPS * self.tx * self.hidden * 8,
+                "pooled_window_bits": POOLED_SLOTS * self.tx * self.C * 8,
+                "hidden_window_bits": HIDDEN_SLOTS * self.tx * self.hidden * 8,
                 "rom_bits": {name: rom.width * rom.depth
                              for name, rom in self.rom_images.items()}}
 
@@ -212,9 +228,13 @@ class Excite3x1UnitPlan(AttentionUnitPlan):
                              "strip_buffer_depth": self.depth,
                              "no_stall_depth": self.no_stall_depth,
                              "pooled_window_rows": TAPS, "hidden_window_rows": TAPS,
+                             "pooled_slots": POOLED_SLOTS, "hidden_slots": HIDDEN_SLOTS,
                              "gate_banks": self.gate_banks,
+                             # the operations on strips 0, 1, 2 (as every later one but the
+                             # last) and the last
                              "ops": {str(s): [list(op) for op in self.ops(s)]
-                                     for s in sorted({0, 1, 2, self.ty - 1} & set(range(self.ty)))}},
+                                     for s in sorted({0, 1, 2, self.ty - 1}
+                                                     & set(range(self.ty)))}},
                 "widths": {"acc_bits": self.acc_bits, "mult_bits": self.mult_bits,
                            "shift_bits": self.shift_bits},
                 "roms": {name: {"bits": rom.width, "depth": rom.depth}

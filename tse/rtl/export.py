@@ -179,8 +179,8 @@ def load_roms_from_files(text: str, roms: dict, unit: str = TOP) -> str:
 def verilog_text(cfg: TSEConfig, ip, name: str = TOP, probes: bool = False) -> str:
     """The unit's Verilog, top module `name` with AXI ports (aclk, aresetn) and the probe_*
     ports only when probes, ROMs loaded from their hex images."""
-    if cfg.block not in ("eca", "srm"):   # ECA's and SRM's units (ip: their EcaUnitPlan,
-        cfg.require_unit_block("the RTL export")   # SrmUnitPlan): tse/rtl/*_excite.py
+    if cfg.block not in ("eca", "srm") and cfg.excite_kernel != "3x1":  # (ip: EcaUnitPlan,
+        cfg.require_unit_block("the RTL export")   # SrmUnitPlan, Excite3x1UnitPlan)
     from amaranth.back import verilog
 
     from .params import RtlParams, rtl_params

@@ -27,6 +27,7 @@ from tse.ref_model import plan
 from tse.ref_model.config import TSEConfig
 
 from .eca_excite import EcaExcite
+from .excite3x1 import Excite3x1
 from .excite_mac import ExciteMac
 from .gate_memory import GateMemory
 from .line_accumulator import LineAccumulator
@@ -45,6 +46,8 @@ class TSEUnit(wiring.Component):
         # the excite stage by cfg.block: SE's excite MAC, ECA's (p an EcaUnitPlan) or SRM's
         # (p an SrmUnitPlan)
         self.excite = {"eca": EcaExcite, "srm": SrmExcite}.get(cfg.block, ExciteMac)
+        if cfg.block == "se" and cfg.excite_kernel == "3x1":   # p an Excite3x1UnitPlan
+            self.excite = Excite3x1
         self.probes, self.axi = probes, axi
         clock = {"aclk": In(1), "aresetn": In(1)} if axi else {}
         probe_ports = {
@@ -74,7 +77,8 @@ class TSEUnit(wiring.Component):
         inp = m.submodules.input_slice = SliceChain(beat_layout(p), plan.INPUT_SLICE_STAGES)
         acc = m.submodules.line_accumulator = LineAccumulator(p)
         buf = m.submodules.strip_buffer = StripBuffer(p)
-        mac = m.submodules[{EcaExcite: "eca_excite", SrmExcite: "srm_excite"}.get(
+        mac = m.submodules[{EcaExcite: "eca_excite", SrmExcite: "srm_excite",
+                            Excite3x1: "excite3x1"}.get(
             self.excite, "excite_mac")] = self.excite(p)
         gates = m.submodules.gate_memory = GateMemory(p)
         bc = m.submodules.tile_broadcaster = TileBroadcaster(p)

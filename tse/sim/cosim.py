@@ -68,12 +68,21 @@ def write_vectors(cfg: TSEConfig, frames: int, out_dir, ref=None, name: str = "t
     return {"files": sorted(files), "commands": selfcheck.COMMANDS}
 
 
+def attention_unit(cfg: TSEConfig) -> bool:
+    """cfg's unit is written by write_attention_vectors: ECA's, SRM's, the 3x1 excite's."""
+    return cfg.block in ("eca", "srm") or cfg.excite_kernel == "3x1"
+
+
 def attention_unit_plan(cfg: TSEConfig, quant):
     """The unit plan of an ECA or SRM block (its EcaUnitPlan / SrmUnitPlan) from the seeded
     block's quantized parameters, with the hw parameters its vectors use."""
     from tse.ref_model import attention_hw
     from tse.ref_model.attention_numerics import prepare_eca, prepare_srm
 
+    if cfg.excite_kernel == "3x1":
+        from tse.ref_model.attention_kernels import excite3x1_hw_params
+        from tse.ref_model.excite3x1_unit_plan import Excite3x1UnitPlan
+        return Excite3x1UnitPlan(cfg, excite3x1_hw_params(quant, cfg))
     if cfg.block == "eca":
         from tse.ref_model.eca_unit_plan import EcaUnitPlan
         return EcaUnitPlan(cfg, attention_hw.eca_hw_params(prepare_eca(quant), cfg))
@@ -92,7 +101,8 @@ def write_attention_vectors(cfg: TSEConfig, frames: int, out_dir, name: str = "t
     from tse.rtl.export import check_name, rom_files, verilog_text
 
     check_name(name)
-    ref = attention_reference.build(cfg, frames)
+    ref = (attention_reference.build_excite3x1 if cfg.excite_kernel == "3x1"
+           else attention_reference.build)(cfg, frames)
     x = ref.codes["input"].transpose(0, 2, 3, 1).copy()
     stages = attention_vectors.build(cfg, ref.quant, x)
     plan = attention_unit_plan(cfg, ref.quant)
@@ -114,7 +124,7 @@ def prepare(cfg: TSEConfig, frames: int = 3, root=None, probes: bool = True,
     out = root / key
     with runner.locked(root / f".{key}.lock"):
         if not (out / f"{name}.v").is_file():
-            write = write_attention_vectors if cfg.block in ("eca", "srm") else write_vectors
+            write = write_attention_vectors if attention_unit(cfg) else write_vectors
             write(cfg, frames, out, name=name, probes=probes)
             if not (out / f"{name}.v").is_file():
                 raise runner.SimulationError(f"tse.rtl.export is not available: no {name}.v")
@@ -171,7 +181,7 @@ def cosimulate(vectors_dir, sim: str, scenario_list: list[dict], *, expect: str 
     plusargs = [f"+{roms.ROM_DIR_PLUSARG}={vectors_dir / roms.ROM_DIR}", *(plusargs or [])]
     manifest = json.loads((vectors_dir / "manifest.json").read_text())
     cfg = TSEConfig.from_dict(manifest["config"])
-    if cfg.block not in ("eca", "srm"):     # their units: write_attention_vectors
+    if not attention_unit(cfg):             # their units: write_attention_vectors
         cfg.require_unit_block("co-simulation")
     if "unit" not in manifest:
         raise runner.SimulationError(f"{vectors_dir}: the manifest has no unit plan (\"unit\"); "
