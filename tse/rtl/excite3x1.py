@@ -8,10 +8,11 @@ tse.ref_model.excite3x1_unit_plan.Excite3x1UnitPlan (schedule, K1 = ceil(3C/Q),
 K2 = ceil(3 hidden/Q), ROM images, windows).
 
 Squeeze. P mean units (tse/rtl/pipeline.mean) write a strip's pooled codes into one of four
-pooled slots, a running counter (so a frame's first strip may arrive while the last strip of
-the frame before is processed). The sums of strip n are accepted only while at most one
-finished strip waits or is processed (`pend` <= 1): then strip n-2 is done and slot
-n mod 4 (strip n-4) is read by no one. Beside them, three hidden slots hold hidden rows
+pooled slots, a running counter (so a frame's first strips arrive while the last strip of the
+frame before is processed). A slot is busy from its strip's last sums until the last hidden
+row that reads it is computed; a strip's sums are accepted only into a free slot (with an
+excite that keeps up, always: the three passes of a frame's last strip free a slot each,
+before the next frame's strips need them). Beside them, three hidden slots hold hidden rows
 (slot r mod 3): the windows, never a frame.
 
 Passes. A finished strip s is processed in passes of exactly the plan's excite latency (lead-in,
@@ -69,7 +70,8 @@ class Excite3x1(ExciteStage):
 
         # ================= squeeze: P mean units into four pooled slots ==================
         s_in = self.i_sums.payload
-        pend = Signal(range(3))              # finished strips not yet processed
+        pend = Signal(range(SLOTS + 1))      # finished strips not yet processed
+        busy = Signal(SLOTS)                 # slot holds a finished row a hidden row reads
         wslot = Signal(2)                    # slot of the strip whose sums arrive
         pslot = Signal(2)                    # slot of the strip processed (or next)
         slot_strip = Array(Signal(field(ty), name=f"slot_strip{i}") for i in range(SLOTS))
@@ -157,10 +159,18 @@ class Excite3x1(ExciteStage):
         proc_done = pass_end & ~more
         m.d.comb += [self.commit.eq(commit), self.commit_bank.eq(gb)]
 
-        # the sums' ready a cycle ahead: pend next cycle at most 1
+        # a slot is busy from its strip's last sums until the pass of the last hidden row that
+        # reads it ends: row h - 1 (tap 0) after hidden row h, and on the frame's last hidden
+        # row also row h (tap 1). The sums' ready (the slot they go to is free) a cycle ahead.
         pend_next = pend + strip_done - proc_done
-        m.d.comb += self.i_sums_ready_next.eq(pend_next <= 1)
-        m.d.sync += [pend.eq(pend_next), sums_ready.eq(self.i_sums_ready_next)]
+        frees = pass_end & h_ok
+        release = Cat(*[frees & (((pbase == sl) & ~pad1[0])
+                                 | ((pbase == (sl - 1) % SLOTS) & pad1[2]))
+                        for sl in range(SLOTS)])
+        busy_next = (busy | Mux(strip_done, Const(1, SLOTS) << wslot, 0)) & ~release
+        m.d.comb += self.i_sums_ready_next.eq(~(busy_next >> (wslot + strip_done)[:2])[0])
+        m.d.sync += [pend.eq(pend_next), busy.eq(busy_next),
+                     sums_ready.eq(self.i_sums_ready_next)]
 
         start_strip = Mux(pend != 0, slot_strip[pslot], s_in.strip)
         start = ~running & ((pend != 0) | strip_done)
