@@ -17,7 +17,8 @@ After a wrong TLAST the error output must rise and stay high, and the next frame
 out bit-exact; in the other scenarios error must stay low. A broken frame is checked against
 the contract (docs/cosim.md): the unit emits exactly one whole frame for it, TLAST on its last
 beat only, equal to the vectors' frame wherever the input defines it (every tile before an
-early TLAST; the whole frame when TLAST comes late). The correct frame is sent only on a
+early TLAST, with the 3x1 excite those whose two strips below are complete too; the whole
+frame when TLAST comes late). The correct frame is sent only on a
 positive signal that the broken one is done: all of its beats emitted, every beat sent
 accepted, and then a quiet window (excite latency + a strip + slack) with no further beat, so
 a late beat of the broken frame is charged to it, never to the next frame.
@@ -201,6 +202,11 @@ async def run_tlast(bench: Bench, sc: dict, early: bool) -> dict:
         n = int(sc.get("cut", max(1, bpf // 2)))
         data = beats[:n]
         defined = bench.shape.tiles_complete_within(n)
+        if bench.job["config"].get("excite_kernel") == "3x1":
+            # the 3x1 excite's gates of strip s read strips s+1 and s+2 of their column: a
+            # tile is defined only when they are complete too (or beyond the frame)
+            below = np.minimum(np.arange(len(defined)) + 2, len(defined) - 1)
+            defined = defined[below]
     else:
         extra = int(sc.get("extra", max(1, bpf // 3)))
         data = np.concatenate([beats, beats[:extra]])
