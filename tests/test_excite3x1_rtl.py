@@ -45,6 +45,51 @@ def test_3x1_unit_cosim_bit_exact(case):
         assert s["gates"]["pulses"] == 2 * cfg.tiles_y * cfg.tiles_x * cfg.channels
 
 
+def extreme_vectors(cfg, out):
+    """Vectors of the seeded 3x1 block on frames every code 255, every code 0, then codes
+    uniform over 0..255 (the synthetic frames stay far from the ends), with the unit: the
+    stages from attention_kernels.excite3x1_frames (checked against the numpy profile and
+    quantized PyTorch in tests/test_attention_hw.py), as tse.sim.cosim.write_attention_vectors
+    writes them."""
+    import numpy as np
+
+    from tse.quant import attention_reference
+    from tse.ref_model import attention_vectors
+    from tse.rtl.export import rom_files, verilog_text
+    from tse.sim.cosim import attention_unit_plan
+
+    ref = attention_reference.build_excite3x1(cfg, 1)
+    shape = (cfg.height, cfg.width, cfg.channels)
+    rng = np.random.default_rng(3)
+    x = np.stack([np.full(shape, 255), np.zeros(shape), rng.integers(0, 256, shape)])
+    x = x.astype(np.uint8)
+    stages = attention_vectors.build(cfg, ref.quant, x)
+    plan = attention_unit_plan(cfg, ref.quant)
+    files = {"tse_unit.v": ("unit_verilog", verilog_text(cfg, plan, "tse_unit", True).encode())}
+    files.update({rel: (rel, data) for rel, data in rom_files(cfg, plan).items()})
+    attention_vectors.write(out, cfg, x, stages, {"unit": plan.facts()}, extra_files=files)
+    return stages
+
+
+def test_3x1_unit_cosim_extreme_frames(tmp_path):
+    """Frames of codes 255, 0 and uniform 0..255 through the unit of four strips (Icarus,
+    pauses on both sides): every output beat and gate equals excite3x1_frames'; the pooled,
+    hidden and gate codes reach both ends."""
+    from tse.sim import cosim
+    cfg = CASES["ty4_short_last"][0]
+    stages = extreme_vectors(cfg, tmp_path / "v")
+    for role in ("pooled", "hidden", "gate"):
+        assert {0, 255} <= set(stages[role].ravel().tolist()), role
+    r = cosim.cosimulate(tmp_path / "v", "icarus",
+                         cosim.scenarios(["stream"], 3, 0.3, 0.25, seed=7))
+    assert r["ok"] and r["mismatches"] == 0, r["problems"]
+    s = r["scenarios"][0]
+    assert s["beats_out"] == 3 * cfg.beats_per_frame and s["input_pause_cycles"] > 0
+    g = s["gates"]
+    assert g["pulses"] == 3 * cfg.tiles_y * cfg.tiles_x * cfg.channels
+    assert g["mismatches"] == g["missing"] == g["extra"] == 0
+
+
 def test_3x1_unit_strip_buffer_peak_is_the_streaming_model():
     """Four strips of 96 beats, an excite of Q = 8 that keeps up (L = 96 cycles): the
     simulated peak occupancy of the strip buffer is the streaming model's (3 strips + L =
