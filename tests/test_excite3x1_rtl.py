@@ -114,7 +114,7 @@ def test_3x1_unit_strip_buffer_peak_is_the_streaming_model():
     s = r["scenarios"][0]
     assert s["max_buffer_occupancy"] == model["peak_strip_buffer_occupancy"] \
         == sched["strip_buffer_depth"] == 3 * cfg.strip_beats + L
-    assert s["input_stall_cycles"] == 0
+    assert s["input_stall_cycles"] == 0 and r["expected_full_throughput_depth"] == 384
     assert s["latency_cycles"] == 3 * cfg.strip_beats + L + plan.INPUT_SLICE_CYCLES \
         + plan.BROADCAST_LATENCY_CYCLES
 

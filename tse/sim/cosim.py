@@ -73,6 +73,17 @@ def attention_unit(cfg: TSEConfig) -> bool:
     return cfg.block in ("eca", "srm") or cfg.excite_kernel == "3x1"
 
 
+def full_throughput_depth(cfg: TSEConfig) -> int:
+    """The strip-buffer depth the unit of cfg is built with for full throughput: with the 3x1
+    excite the plan's 3 strips + L (Excite3x1UnitPlan.depth), else cfg's."""
+    if cfg.excite_kernel != "3x1":
+        return cfg.full_throughput_depth
+    from tse.ref_model import plan
+    q = plan.excite_lanes(cfg.channels, cfg.hidden, cfg.excite_multipliers)
+    return plan.full_throughput_depth(cfg.tile_rows, cfg.width, cfg.channels, cfg.hidden,
+                                      cfg.tiles_x, cfg.lanes, q, taps=3)
+
+
 def attention_unit_plan(cfg: TSEConfig, quant):
     """The unit plan of an ECA or SRM block (its EcaUnitPlan / SrmUnitPlan) from the seeded
     block's quantized parameters, with the hw parameters its vectors use."""
@@ -244,7 +255,7 @@ def summarize(res: dict, sim: str, cfg: TSEConfig, build_info: dict, wall_s: flo
         "problems": [f"{s['kind']}: {p}" for s in bad for p in s["problems"]],
         "first_mismatch": first[0],
         "stage": first[1],
-        "expected_full_throughput_depth": cfg.full_throughput_depth,
+        "expected_full_throughput_depth": full_throughput_depth(cfg),
         "scenarios": scs,
         "log": res["log"],
     }
