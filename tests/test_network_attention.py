@@ -41,3 +41,21 @@ def test_bad_block_is_one_line_error():
     with pytest.raises(ConfigError) as e:
         na.weights_path("cbam")
     assert "\n" not in str(e.value) and "'cbam'" in str(e.value) and "eca, srm" in str(e.value)
+
+
+def run_cli(*argv):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "tse", "network", *argv],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_block_rows_and_bad_combination():
+    import json
+    r = run_cli("--block", "eca", "--json", "--float-tiles", "2xW")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+    assert [x["tile"] for x in rows] == ["HxW", "2xW"]
+    bad = run_cli("--block", "srm", "--model", "senet")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "srm" in bad.stderr

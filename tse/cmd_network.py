@@ -16,6 +16,9 @@ from pathlib import Path
 def register(sub):
     p = sub.add_parser("network", help="accuracy of a trained SE network through the models",
                        description=__doc__)
+    p.add_argument("--block", default="se", metavar="BLOCK",
+                   help="the digits network's attention block: se (default), or eca / srm "
+                        "(float rows only so far: trained block and row-strip tiles)")
     p.add_argument("--grid", metavar="FILE",
                    help="width grid TOML for the hw points (default: the sweep's default grid)")
     p.add_argument("--quick", action="store_true",
@@ -140,7 +143,30 @@ def run_model(args):
     return 0
 
 
+def run_attention(args):
+    """`tse network --block eca|srm`: the float rows of the digits CNN with that block."""
+    from tse.quant import network_attention
+    from tse.ref_model.errors import ConfigError
+
+    if args.block not in network_attention.BLOCKS:
+        raise ConfigError(f"block: {args.block!r} is not allowed; allowed: se, "
+                          + ", ".join(network_attention.BLOCKS))
+    if args.model or args.grid or args.quick or args.out or args.tile:
+        raise ConfigError(f"block: --block {args.block} takes --weights, --retrain, "
+                          "--float-tiles and --json only so far (float rows)")
+    tiles = [t.strip() for t in (args.float_tiles or "1xW,2xW,4xW").split(",") if t.strip()]
+    log = None if args.json else (lambda m: print(f"tse network: {m}", file=sys.stderr))
+    rows = network_attention.float_rows(args.block, tiles, args.weights, args.retrain, log)
+    if args.json:
+        print(json.dumps({"block": args.block, "rows": rows}))
+    else:
+        print("\n".join(f"  {r['variant']:48s} {100 * r['accuracy']:7.2f} %" for r in rows))
+    return 0
+
+
 def run(args):
+    if args.block != "se":
+        return run_attention(args)
     if args.model:
         return run_model(args)
     args.tile = args.tile or "2xW"
