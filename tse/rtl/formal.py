@@ -188,7 +188,8 @@ def observed_unit_class():
                 self.module = super().elaborate(platform)
                 sub = self.module.submodules
                 self.inside = {name: observe(getattr(sub, name)) for name in
-                               ("line_accumulator", "tile_broadcaster", "input_slice")}
+                               ("line_accumulator", "tile_broadcaster", "input_slice",
+                                        "strip_buffer")}
                 # the input slice chain's register slices, port side first
                 self.inside["slices"] = [observe(s) for s in
                                          self.inside["input_slice"]["elaborate"][0]["slices"]]
@@ -200,7 +201,7 @@ def observed_unit_class():
 def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     """(elaboratable, ports) of the harness; only: property names whose Asserts to keep
     (default all); covers are always built."""
-    from amaranth import ClockDomain, Module, Mux, Signal
+    from amaranth import Cat, ClockDomain, Module, Mux, Signal
     from amaranth.asserts import AnyConst, Initial
     from amaranth.hdl import Assert, Assume, Cover
 
@@ -321,7 +322,7 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     # beats still in the input slices, oldest first
     la = unit.inside["line_accumulator"]["elaborate"][0]
     a_row, a_col, a_grp, a_mode = la["row"], la["col"], la["grp"], la["mode"]
-    INPUT = ("error_flag", "beat_counts")          # the properties these invariants serve
+    INPUT = ("error_flag", "beat_counts", "conservation")   # the properties they serve
     check(INPUT, (a_row < p.H) & (a_col < p.W) & (a_grp < p.G) & (a_mode.as_value() != 3))
     # the input slice's ready is the stage's take condition, kept as two registers
     check(INPUT, la["slice_hold"] == ~la["can_load"])
@@ -331,11 +332,12 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     f_pos, f_drop, f_bad = Signal(range(F)), Signal(), Signal()
     m.d.comb += [f_pos.eq(Mux(a_mode == Mode.NORMAL, a_lin, 0)),
                  f_drop.eq(a_mode == Mode.DROP), f_bad.eq(unit.error)]
-    entries = []
+    entries, entry_data, fold = [], [], []
     for sl in reversed(unit.inside["slices"]):     # the slice by the accumulator first
         r = sl["elaborate"][0]
         check(INPUT, ~r["s_valid"] | r["o_valid"])
         entries += [(r["o_valid"], r["o_data"].last), (r["s_valid"], r["s_data"].last)]
+        entry_data += [r["o_data"].data, r["s_data"].data]
     # and the slots (beats plus padding) the accumulator still owes the strip buffer: its
     # stage register, the rest of a padded frame, what the slices' beats will take
     f_slots = Signal(range(8 * F + 2), name="fold_slots")
@@ -346,6 +348,9 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
         n_slots = Signal.like(f_slots, name=f"fold{n}_slots")
         f_last = f_pos == F - 1
         m.d.comb += [n_pos.eq(f_pos), n_drop.eq(f_drop), n_bad.eq(f_bad), n_slots.eq(f_slots)]
+        # the beat's slot (counted from the next push), whether it is taken and its padding
+        fold.append((f_slots, valid & ~f_drop, Mux(last & ~f_last, F - 1 - f_pos, 0),
+                     entry_data[n]))
         with m.If(valid):
             with m.If(f_drop):
                 m.d.comb += n_drop.eq(~last)
@@ -404,16 +409,53 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     # invariants (proved with beat_counts): the slots ahead of the pushes are those the
     # accumulator owes, the pushes ahead of the pops the strip buffer's level, and the beats
     # owed those plus the beats inside the broadcaster
-    check("beat_counts", ahead_push == f_slots)
-    check("beat_counts", ahead_pop == buf.level)
+    check(("beat_counts", "conservation"), ahead_push == f_slots)
+    check(("beat_counts", "conservation"), ahead_pop == buf.level)
     b_in = unit.inside["tile_broadcaster"]
     b_valids = [st["v"] for st in b_in["step"]] + [b_in["elaborate"][0][n]
                                                    for n in ("s_valid", "o_valid")]
     check("beat_counts", owed == ahead_push + ahead_pop + sum(b_valids))
-    check(("strip_buffer_bounds", "beat_counts"),
+    check(("strip_buffer_bounds", "beat_counts", "conservation"),
           (buf.level <= depth - 1 + buf.o_beat.valid) & (buf.level >= buf.o_beat.valid))
-    check(("strip_buffer_bounds", "beat_counts"),
+    check(("strip_buffer_bounds", "beat_counts", "conservation"),
           buf.i_beat.ready == (buf.level != depth - 1 + buf.o_beat.valid))
+
+    # invariants (proved with conservation): where the tracked beat is, it holds its data
+    # (or the padding word): in an input slice, in the accumulator's stage register, still
+    # to be padded, in the strip buffer's storage or its output register
+    check("conservation", (slot - pushed)[:w] == ahead_push)
+    check("conservation", (pushed - popped)[:w] == buf.level)
+    rel = Signal(w, name="k_from_push")           # the tracked beat's slot from the next push
+    m.d.comb += rel.eq(k - pushed)
+    with m.If(la["st_valid"] & (rel == 0)):
+        check("conservation", la["st_data"] == expected)
+    with m.If((a_mode == Mode.PAD) & (rel >= la["st_valid"])
+              & (rel < la["st_valid"] + F - a_lin)):
+        check("conservation", k_pad)
+    for start, e_taken, e_pads, e_data in fold:
+        with m.If(e_taken & (rel == start)):
+            check("conservation", ~k_pad & (e_data == d))
+        with m.If(e_taken & (rel > start) & (rel <= start + e_pads)):
+            check("conservation", k_pad)
+    bs = unit.inside["strip_buffer"]["elaborate"][0]
+    inner, b_level = depth - 1, bs["level"]
+    produce, consume = bs["produce"], bs["consume"]
+    check("conservation", (produce < inner) & (consume < inner) & (b_level <= inner)
+          & (produce == Mux(consume + b_level >= inner, consume + b_level - inner,
+                            consume + b_level)))
+    back = Signal(w, name="k_from_pop")           # the tracked beat's index from the next pop
+    m.d.comb += back.eq(k - popped)
+    with m.If(bs["out_valid"] & (back == 0)):
+        check("conservation", buf.o_beat.payload == expected)
+    # each storage word through a read port of the harness's own (asynchronous: the
+    # contents now), in each storage slice
+    for i in range(inner):
+        rports = [getattr(bs["m"].submodules, f"storage{n}").read_port(domain="comb")
+                  for n in range(len(bs["data"]))]
+        m.d.comb += [port.addr.eq(i) for port in rports]
+        j = Mux(i >= consume, i - consume, i + inner - consume)   # its place in the queue
+        with m.If((j < b_level) & (back == bs["out_valid"] + j)):
+            check("conservation", Cat(*[port.data for port in rports]) == expected)
 
     # ---- frame_tlast --------------------------------------------------------------------
     out_pos = Signal(range(F))
