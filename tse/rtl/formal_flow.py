@@ -41,6 +41,7 @@ top.il
 """
 FAILED = re.compile(r"counterexample trace(?: \[basecase\])?: (\S+)\n.*?failed assertion \S+ at "
                     r"\S*formal\.py:(\d+)", re.S)
+PDR_CEX = re.compile(r"Output \d+ of miter \S+ was asserted in frame (\d+)")
 REACHED = re.compile(r"Reached cover statement in step (\d+) at \S+ \S*formal\.py:(\d+)")
 
 
@@ -208,15 +209,28 @@ def prove_pdr(work: Path, name: str, depth: int, traces: Path, timeout: float,
     """IC3/PDR on work/top.il (one property, its base case already held to `depth`):
     proved, failed with a trace, or bounded to `depth` when no verdict came within
     `timeout` s. {name: Outcome}."""
+    if abc_tool() is None:
+        return {name: Outcome(name, "bounded", depth, engine="bmc", seconds=bmc_seconds,
+                              note="k-induction open; IC3/PDR not tried: yosys-abc not "
+                                   "installed (apt-get install yosys)")}
     t0 = time.monotonic()
     log, task = run_sby(work, "prove", depth, timeout, abstract_mac, engine="pdr")
     secs = round(time.monotonic() - t0, 1)
     if log is not None and "DONE (PASS" in log:
         return {name: Outcome(name, "proved", depth, engine="pdr", seconds=secs)}
-    if log is not None and "DONE (FAIL" in log:
-        vcds = sorted(task.glob("engine_*/*.vcd"))
-        trace = keep_trace(vcds[0], traces / f"{name}.vcd") if vcds else None
-        return {name: Outcome(name, "failed", depth, trace, engine="pdr", seconds=secs)}
+    frame = PDR_CEX.search(log or "")
+    if log is not None and ("DONE (FAIL" in log or frame):
+        # Debian's ABC writes a witness this SymbiYosys cannot read back: the trace comes from
+        # a bounded check to the frame PDR found the failure in
+        trace, cex_depth = None, depth
+        if frame:
+            cex_depth = int(frame[1]) + 2
+            blog, _ = run_sby(work, "bmc", cex_depth, timeout, abstract_mac)
+            failed = FAILED.search(blog) if "DONE (FAIL" in blog else None
+            if failed:
+                trace = keep_trace(work / failed[1], traces / f"{name}.vcd")
+        return {name: Outcome(name, "failed", cex_depth, trace, engine="pdr",
+                              seconds=round(time.monotonic() - t0, 1))}
     return {name: Outcome(name, "bounded", depth, engine="bmc", seconds=bmc_seconds,
                           note=f"k-induction open; IC3/PDR no verdict in {secs:g} s")}
 
