@@ -16,6 +16,10 @@ Yosys flow (CUTPOINTS: their results become free values), which over-approximate
 a property proved with them cut holds for every parameter set and every arithmetic result.
 The data of a beat is tracked through the strip buffer (where it passes unchanged); past it,
 the output's value is the product checked bit-exactly by co-simulation (docs/cosim.md).
+
+Long: the harness, its AXI4-Stream assumptions, every property and the auxiliary invariants
+that make them inductive are one state machine of observations; split, they would share
+most of the harness's signals through private names.
 """
 from __future__ import annotations
 

@@ -23,6 +23,9 @@ the testbench missed, or a fact deeper than the induction sees; not a counterexa
 (FORMAL_MEMORY_BITS). The mutants are drawn on the netlist after `prep -flatten` and
 simulated from Yosys's netlist, not the exported Verilog. Only "equivalent" leaves the
 score's denominator: score = killed / (mutants - equivalent).
+
+Long: the mutated netlist, its wrapper, the parameter sets' vectors, the runs and the
+survivors' equivalence check are one campaign sharing one build directory and its layout.
 """
 from __future__ import annotations
 
