@@ -21,7 +21,7 @@ beat needs about 15 cycles; the SMT problem grows steeply past 14 cycles on this
 
 @pytest.mark.parametrize("kind", ["se"])
 def test_mac_free_properties_hold(kind, tmp_path):
-    """The bounded check (--method bmc, the default) of every MAC-free property, invariants
+    """The bounded check (--method bmc) of every MAC-free property, invariants
     included (about 25 s a kind): on one kind, since test_inductive_properties_proved proves
     them for every cycle on every kind."""
     r = prove(SMALL[kind], DEPTH, tmp_path, only=list(MAC_FREE), covers=False, mode="bmc")
@@ -123,8 +123,8 @@ def test_cli_json_reports_failure_and_exit_status(tmp_path, capsys, monkeypatch)
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
-    assert main(["prove", "--depth", "0"]) == 2
-    assert "depth: 0 is not allowed" in capsys.readouterr().err
+    assert main(["prove", "--depth", "-1"]) == 2
+    assert "depth: -1 is not allowed" in capsys.readouterr().err
     assert main(["prove", "--method", "prove", "--pdr-timeout", "-1"]) == 2
     assert "pdr-timeout: -1.0 is not allowed" in capsys.readouterr().err.splitlines()[0]
     assert main(["prove", "--channels", "128"]) == 2

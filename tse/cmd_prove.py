@@ -3,10 +3,11 @@ yices on small configurations.
 
 Without configuration flags it proves the built-in small configuration of each tiling kind
 (--kind picks one); with flags or --config, that configuration (refused when it is too large
-for a proof in minutes). Each property is reported proved (--method prove: k-induction
-closed, or else IC3/PDR found an inductive invariant within --pdr-timeout), bounded (no counterexample up to --depth cycles; k-induction not tried or not closed)
-or failed (with its counterexample trace, a .vcd under --traces); each cover reached or not
-within --cover-depth cycles. Exit status 1 when a property failed. docs/verification.md says
+for a proof in minutes). Each property is reported proved (--method prove, the default:
+k-induction closed, or else IC3/PDR found an inductive invariant within --pdr-timeout),
+bounded (no counterexample up to --depth cycles; no proof tried or none found) or failed
+(with its counterexample trace, a .vcd under --traces); each cover reached or not within
+--cover-depth cycles. Exit status 1 when a property failed. docs/verification.md says
 what each property states and what is not proved.
 """
 from __future__ import annotations
@@ -31,18 +32,20 @@ def register(sub):
     p.add_argument("--kind", choices=("all", *SMALL), default="all",
                    help="without configuration flags: the built-in small configuration(s) "
                         "to prove (default all: one per tiling kind)")
-    p.add_argument("--depth", type=int, default=12, metavar="N",
-                   help="cycles of the bounded check and of the induction (default 12: the "
-                        "solver's time grows steeply past about 14 cycles)")
+    p.add_argument("--depth", type=int, default=0, metavar="N",
+                   help="cycles of the induction (default 8 with --method prove: every "
+                        "MAC-free property closes) or of the bounded check (default 12 with "
+                        "--method bmc: the solver's time grows steeply past about 14 cycles)")
     p.add_argument("--cover-depth", type=int, default=0, metavar="N",
                    help="cycles to reach the covers in (default: a frame in and out "
                         "through the pipelines, with the excite MAC abstracted)")
-    p.add_argument("--method", choices=("bmc", "prove"), default="bmc",
-                   help="bmc: bounded model check to --depth (default); prove: k-induction "
-                        "of --depth, reported proved where it closes, else bounded")
-    p.add_argument("--pdr-timeout", type=float, default=120, metavar="S",
+    p.add_argument("--method", choices=("bmc", "prove"), default="prove",
+                   help="prove: k-induction of --depth, then IC3/PDR where it does not "
+                        "close; proved, else bounded (default); bmc: bounded model check to "
+                        "--depth only")
+    p.add_argument("--pdr-timeout", type=float, default=60, metavar="S",
                    help="with --method prove: where k-induction does not close, try IC3/PDR "
-                        "(yosys-abc) for up to S seconds a property (default 120; 0: not "
+                        "(yosys-abc) for up to S seconds a property (default 60; 0: not "
                         "tried)")
     p.add_argument("--traces", default="out/prove", metavar="DIR",
                    help="where counterexample traces go, DIR/<config>/<property>.vcd "
@@ -74,9 +77,10 @@ def run(args):
     from tse.rtl.formal_flow import prove
 
     for flag, v in (("depth", args.depth), ("cover-depth", args.cover_depth)):
-        if not 0 <= v <= 1000 or (flag == "depth" and v < 1):
-            raise InputError(f"{flag}: {v} is not allowed; allowed: 1..1000 cycles"
-                             + (" (0: the default)" if flag == "cover-depth" else ""))
+        if not 0 <= v <= 1000:
+            raise InputError(f"{flag}: {v} is not allowed; allowed: 1..1000 cycles (0: the "
+                             "default)")
+    args.depth = args.depth or (8 if args.method == "prove" else 12)
     if args.pdr_timeout < 0:
         raise InputError(f"pdr-timeout: {args.pdr_timeout} is not allowed; allowed: 0 (no "
                          "IC3/PDR) or a positive number of seconds")
@@ -111,7 +115,7 @@ def run(args):
             for o in r["properties"]:
                 how = {"proved": (f"k-induction closed at depth {o.depth}"
                                   if o.engine == "k-induction" else "IC3/PDR (abc pdr)")
-                       + f", {o.seconds:g} s",
+                       + f" (solver run {o.seconds:g} s)",
                        "bounded": f"bounded to {o.depth} cycles"
                        + (f" ({o.note})" if o.note else ""),
                        "failed": f"counterexample: {o.trace}"}[o.status]

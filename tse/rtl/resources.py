@@ -201,7 +201,9 @@ def synthesize(cfg, p: RtlParams, family: str, verilog_path=None, timeout: float
             return {"family": family, "skipped": f"synthesis took over {timeout:.0f} s"}
         if run.returncode != 0 or not stat.exists():
             tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
-            return {"family": family, "skipped": "yosys failed: " + " | ".join(tail)}
+            why = (" | ".join(tail) or f"no message, exit status {run.returncode}"
+                   + (" (crashed)" if run.returncode < 0 or run.returncode >= 128 else ""))
+            return {"family": family, "skipped": "yosys failed: " + why}
         cells = parse_stat(stat.read_text())
         memories = memories_by_stage(json.loads(netlist.read_text())) \
             if netlist.exists() else None
