@@ -4,7 +4,9 @@ A small CNN with three SE blocks, trained (seeded, on the CPU) on scikit-learn's
 cached in tse/quant/data/digits_se_cnn.pt, evaluated on its test split as: float SE; float with
 every SE replaced by a row-strip TSE without retraining, for several tile heights; quantized
 PyTorch; the bit-accurate torch profile; and the hw profile at every point of a width grid
-(every SE block of the network replaced by the model). docs/sweeps.md has the table.
+(every SE block of the network replaced by the model). --block eca|srm: the same network
+with ECA or SRM blocks (trained once, cached beside it), the same rows, the hw points over that
+block's width grid. docs/sweeps.md has the tables.
 """
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ def register(sub):
     p = sub.add_parser("network", help="accuracy of a trained SE network through the models",
                        description=__doc__)
     p.add_argument("--block", default="se", metavar="BLOCK",
-                   help="the digits network's attention block: se (default), or eca / srm "
-                        "(float rows only so far: trained block and row-strip tiles)")
+                   help="the digits network's attention block: se (default), eca or srm "
+                        "(each trained once and cached; the same rows, the hw points over "
+                        "that block's width grid)")
     p.add_argument("--grid", metavar="FILE",
-                   help="width grid TOML for the hw points (default: the sweep's default grid)")
+                   help="width grid TOML for the hw points (default: the sweep's default grid "
+                        "of --block)")
     p.add_argument("--quick", action="store_true",
                    help="hw profile at the base and widest points only")
     p.add_argument("--engine", default="fbgemm", metavar="ENGINE",
@@ -143,36 +147,18 @@ def run_model(args):
     return 0
 
 
-def run_attention(args):
-    """`tse network --block eca|srm`: the float rows of the digits CNN with that block."""
-    from tse.quant import network_attention
+def run(args):
     from tse.ref_model.errors import ConfigError
 
-    if args.block not in network_attention.BLOCKS:
-        raise ConfigError(f"block: {args.block!r} is not allowed; allowed: se, "
-                          + ", ".join(network_attention.BLOCKS))
-    if args.model or args.grid or args.quick or args.out or args.tile:
-        raise ConfigError(f"block: --block {args.block} takes --weights, --retrain, "
-                          "--float-tiles and --json only so far (float rows)")
-    tiles = [t.strip() for t in (args.float_tiles or "1xW,2xW,4xW").split(",") if t.strip()]
-    log = None if args.json else (lambda m: print(f"tse network: {m}", file=sys.stderr))
-    rows = network_attention.float_rows(args.block, tiles, args.weights, args.retrain, log)
-    if args.json:
-        print(json.dumps({"block": args.block, "rows": rows}))
-    else:
-        print("\n".join(f"  {r['variant']:48s} {100 * r['accuracy']:7.2f} %" for r in rows))
-    return 0
-
-
-def run(args):
-    if args.block != "se":
-        return run_attention(args)
     if args.model:
+        if args.block != "se":
+            raise ConfigError(f"block: --block {args.block} applies to the digits network; "
+                              "allowed with --model: se (the model's own SE blocks)")
         return run_model(args)
     args.tile = args.tile or "2xW"
-    from tse.quant import network, sweep
+    from tse.quant import network, network_attention, sweep
 
-    grid = sweep.load_grid(args.grid)
+    grid = sweep.load_grid(args.grid, block=args.block)
     if args.out:
         from tse.ref_model.artifacts import claim_dir
         claim_dir(args.out, "network", legacy_names=("network.json", "network.csv"))
@@ -182,10 +168,22 @@ def run(args):
         if not args.json:
             print(f"tse network: {msg}", file=sys.stderr)
 
+    if args.block != "se":
+        with network.threads(1):
+            rep = network_attention.report(args.block, grid, engine=args.engine, tile=args.tile,
+                                           float_tiles=tiles, weights=args.weights,
+                                           retrain=args.retrain, quick=args.quick,
+                                           progress=not args.json, log=log)
+        return _emit(args, rep)
     with network.threads(1):
         rep = network.report(grid, engine=args.engine, tile=args.tile, float_tiles=tiles,
                              weights=args.weights or network.WEIGHTS, retrain=args.retrain,
                              quick=args.quick, progress=not args.json, log=log)
+    return _emit(args, rep)
+
+
+def _emit(args, rep):
+    from tse.quant import network
     if args.out:
         from tse.ref_model.artifacts import write_manifest
         rep["files"] = network.write_report(rep, args.out)
@@ -195,3 +193,4 @@ def run(args):
         print(json.dumps(rep, default=str))
     else:
         print(network.format_report(rep))
+    return 0

@@ -117,12 +117,13 @@ def run_attention_stages(model, x: torch.Tensor) -> dict:
     return codes
 
 
-def extract_eca_params(model: QuantECA):
-    """The converted ECA block's scales, zero points and tap codes, torch-free."""
+def extract_eca_params(model: QuantECA, x: torch.Tensor | None = None):
+    """The converted ECA block's scales, zero points and tap codes, torch-free; x: an input
+    of its stages (default float zeros; a block inside a network takes quantized input)."""
     from tse.ref_model.attention_numerics import EcaQuantParams
 
     with quiet(), engine(model.engine), torch.no_grad():
-        probe = model.stages(torch.zeros(1, model.channels, 1, 1))
+        probe = model.stages(torch.zeros(1, model.channels, 1, 1) if x is None else x)
     roles = ("input", "excite", "output")
     w = model.conv.weight()
     scale = (w.q_per_channel_scales()[0].item() if w.qscheme() in (
@@ -135,15 +136,16 @@ def extract_eca_params(model: QuantECA):
                           pair_saturation=engine_probe.pair_saturation(model.engine))
 
 
-def extract_srm_params(model: QuantSRM):
-    """The converted SRM block's scales, zero points, FC weight codes and folded bias."""
+def extract_srm_params(model: QuantSRM, x: torch.Tensor | None = None):
+    """The converted SRM block's scales, zero points, FC weight codes and folded bias; x: as
+    for extract_eca_params."""
     import numpy as np
 
     from tse.ref_model.attention_numerics import SrmQuantParams
 
     c = model.cfc.in_channels
     with quiet(), engine(model.engine), torch.no_grad():
-        probe = model.stages(torch.zeros(1, c, 2, 1))
+        probe = model.stages(torch.zeros(1, c, 2, 1) if x is None else x)
     roles = ("input", "std", "style", "excite", "output")
     w = model.cfc.weight()
     per_channel = w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)

@@ -104,7 +104,7 @@ def layer_tile(spec: str, height: int, width: int) -> tuple[int, int]:
     return rows, cols
 
 
-def _tile_text(kernel, height, width) -> str:
+def tile_text(kernel, height, width) -> str:
     return f"{'H' if kernel[0] == height else kernel[0]}x{'W' if kernel[1] == width else kernel[1]}"
 
 
@@ -164,6 +164,10 @@ class QuantDigitsSENet(DigitsSENet):
 
     def _se(self, channels, kernel):
         return NetworkSE(channels, kernel, REDUCTION)
+
+    def block_fuse(self) -> list[list[str]]:
+        """The blocks' modules eager mode fuses (each block's fc1 with its ReLU)."""
+        return [[f"{name}.conv1", f"{name}.relu"] for name, *_ in SE_LAYERS]
 
     def forward(self, x):
         q = self.quant(x)
@@ -268,16 +272,16 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 # =====================================================================================
 
 def quantize(model: DigitsSENet, calibration: torch.Tensor, engine_name: str = "fbgemm",
-             tile: str = "HxW") -> QuantDigitsSENet:
+             tile: str = "HxW", net: QuantDigitsSENet | None = None) -> QuantDigitsSENet:
     """Eager-mode post-training quantization of the float network with its SE blocks as
-    TSE blocks of `tile`, calibrated on the given images."""
+    TSE blocks of `tile`, calibrated on the given images; net: the quantizable network to
+    load the weights into (default QuantDigitsSENet(tile); the ECA / SRM networks pass theirs)."""
     if engine_name not in ("fbgemm", "qnnpack"):
         raise ConfigError(f"engine: {engine_name!r} is not allowed; allowed: fbgemm, qnnpack")
-    q = QuantDigitsSENet(tile)
+    q = net if net is not None else QuantDigitsSENet(tile)
     q.load_state_dict(model.state_dict())
     q.eval()
-    fuse = [["conv1", "relu1"], ["conv2", "relu2"], ["conv3", "relu3"]]
-    fuse += [[f"{name}.conv1", f"{name}.relu"] for name, *_ in SE_LAYERS]
+    fuse = [["conv1", "relu1"], ["conv2", "relu2"], ["conv3", "relu3"]] + q.block_fuse()
     with quiet(), use_engine(engine_name):
         tq.fuse_modules(q, fuse, inplace=True)
         q.qconfig = tq.get_default_qconfig(engine_name)
@@ -307,9 +311,9 @@ class Block:
     module: QuantSE = field(repr=False)
 
 
-def extract_blocks(q: QuantDigitsSENet, probe: torch.Tensor) -> list[Block]:
-    """QuantParams of every block, read from a probe run (the blocks' input qparams are
-    the preceding convs')."""
+def block_inputs(q: QuantDigitsSENet, probe: torch.Tensor) -> dict:
+    """name -> the quantized input of each block on the probe's first image (its qparams
+    are the preceding conv's)."""
     inputs = {}
     hooks = [getattr(q, name).register_forward_pre_hook(
         lambda m, args, name=name: inputs.setdefault(name, args[0]))
@@ -319,6 +323,12 @@ def extract_blocks(q: QuantDigitsSENet, probe: torch.Tensor) -> list[Block]:
     finally:
         for h in hooks:
             h.remove()
+    return inputs
+
+
+def extract_blocks(q: QuantDigitsSENet, probe: torch.Tensor) -> list[Block]:
+    """QuantParams of every block, read from a probe run."""
+    inputs = block_inputs(q, probe)
     blocks = []
     for name, c, h, w in SE_LAYERS:
         mod = getattr(q, name)
@@ -345,7 +355,7 @@ def extract_blocks(q: QuantDigitsSENet, probe: torch.Tensor) -> list[Block]:
                              per_channel=pc1 and pc2,
                              pair_saturation=engine_probe.pair_saturation(q.engine))
         lanes = 8 if c % 8 == 0 else 1
-        cfg = TSEConfig(channels=c, height=h, width=w, tile=_tile_text(mod.kernel, h, w),
+        cfg = TSEConfig(channels=c, height=h, width=w, tile=tile_text(mod.kernel, h, w),
                         reduction=REDUCTION, lanes=lanes, engine=q.engine, hw=DEFAULT_HW)
         blocks.append(Block(name, cfg, params, mod))
     return blocks
@@ -371,23 +381,32 @@ def model_predict(q: QuantDigitsSENet, blocks: list[Block], x: torch.Tensor, pro
     the sweep does), and the blocks' summed saturation counts."""
     from tse.ref_model import numerics
     sat = {"tile_sums": 0, "hidden": 0, "excite": 0}
-    try:
-        for b in blocks:
-            cfg = b.cfg
-            if hw is not None:
-                cfg = cfg.replace(hw=sweep.legalize(cfg, hw))
-            try:
-                ip = numerics.derive(b.params, cfg)
-            except ConfigError:
-                cfg = cfg.replace(hw=cfg.hw.replace(saturate=True))
-                ip = numerics.derive(b.params, cfg)
-            b.module.replace = _replacement(cfg, ip, profile, b.params.scales["output"],
-                                            b.params.zero_points["output"], sat)
-        pred, logits = quantized_predict(q, x)
-    finally:
-        for b in blocks:
-            b.module.replace = None
+    fns = {}
+    for b in blocks:
+        cfg = b.cfg
+        if hw is not None:
+            cfg = cfg.replace(hw=sweep.legalize(cfg, hw))
+        try:
+            ip = numerics.derive(b.params, cfg)
+        except ConfigError:
+            cfg = cfg.replace(hw=cfg.hw.replace(saturate=True))
+            ip = numerics.derive(b.params, cfg)
+        fns[b.name] = _replacement(cfg, ip, profile, b.params.scales["output"],
+                                   b.params.zero_points["output"], sat)
+    pred, logits = predict_replaced(q, fns, x)
     return pred, logits, sat
+
+
+def predict_replaced(q: QuantDigitsSENet, replacements: dict, x: torch.Tensor):
+    """(predictions, logits) of the quantized network with each block named in
+    replacements computed by its function (q -> q) instead."""
+    try:
+        for name, fn in replacements.items():
+            getattr(q, name).replace = fn
+        return quantized_predict(q, x)
+    finally:
+        for name in replacements:
+            getattr(q, name).replace = None
 
 
 # =====================================================================================
@@ -471,11 +490,11 @@ def report(grid: sweep.Grid | None = None, *, engine: str = "fbgemm",
             "engine": engine, "tile": tile, "test_images": int(len(yt)),
             "weights": str(weights), "meta": meta, "rows": rows,
             "quantized_accuracy": quant_acc, "hw_base_accuracy": base["accuracy"],
-            "hw_points": hw_rows, "narrowest": _narrowest(hw_rows, quant_acc),
+            "hw_points": hw_rows, "narrowest": narrowest(hw_rows, quant_acc),
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _narrowest(hw_rows, reference_acc) -> dict:
+def narrowest(hw_rows, reference_acc) -> dict:
     """width axis -> {"accuracy": the narrowest width whose accuracy (and every wider
     one's, the base included) stays at or above the quantized PyTorch network's,
     "agreement": the narrowest whose predictions (and every wider one's) all equal the
@@ -516,7 +535,8 @@ def format_report(rep: dict) -> str:
             extra = (f"  (predictions equal to quantized PyTorch: {100 * r['agreement']:.1f} %, "
                      f"logits {'bit-identical' if r['logits_equal_pytorch'] else 'differ'})")
         lines.append(f"  {r['variant']:48s} {100 * r['accuracy']:7.2f} %{extra}")
-    lines.append(f"  hw profile (model, every block replaced), TSE {rep['tile']}, "
+    kind = "TSE" if rep.get("block", "se") == "se" else rep["block"].upper()
+    lines.append(f"  hw profile (model, every block replaced), {kind} {rep['tile']}, "
                  f"{len(rep['hw_points'])} points:")
     shown = [r for r in rep["hw_points"] if r["label"] in ("base", "widest")]
     shown += [r for r in rep["hw_points"] if r["label"] not in ("base", "widest")]
