@@ -62,7 +62,6 @@ def test_bad_block_fields_are_one_line_errors(changes, message):
     (["run", "--excite-kernel", "3x1"], "excite_kernel: '3x1' is not supported by tse run"),
     (["reference", "--block", "eca"], "block: 'eca' is not supported by tse reference"),
     (["reference", "--block", "srm"], "block: 'srm' is not supported by tse reference"),
-    (["sweep", "--excite-kernel", "3x1"], "excite_kernel: '3x1' is not supported by tse sweep"),
     (["prove", "--block", "eca"], "block: 'eca' is not supported by tse prove"),
 ])
 def test_commands_that_run_only_se_refuse_another_block(argv, what, tmp_path, capsys):

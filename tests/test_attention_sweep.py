@@ -1,5 +1,5 @@
-"""ECA and SRM in `tse sweep` and `tse buffer` (issue 18): the sweep's points of the other
-blocks measured against their torch profile, their grids refusing axes they do not have, and
+"""ECA, SRM and the 3x1 excite in `tse sweep`, ECA and SRM in `tse buffer` (issue 18): the
+sweep's points of the other blocks measured against their torch profile, their grids refusing axes they do not have, and
 the buffer planner's SRM sum-of-squares storage against the formula worked by hand."""
 from __future__ import annotations
 
@@ -23,13 +23,18 @@ FRAMES = 4
 
 
 def small(block: str, engine: str) -> TSEConfig:
+    """block: eca, srm, or excite3x1 (SE with the 3x1 excite, on 2-row strips: 7 of them,
+    so every strip's gates wait for the next strip's pooled row)."""
+    if block == "excite3x1":
+        return TSEConfig(channels=16, height=14, width=14, tile="2xW", lanes=8, hidden=4,
+                         excite_kernel="3x1", engine=engine)
     return TSEConfig(channels=16, height=14, width=14, tile="7xW", lanes=8, block=block,
                      engine=engine)
 
 
 def sweep_rows(cfg: TSEConfig, out) -> dict:
     """label -> row of a quick sweep: the base (default widths) and a narrow gate."""
-    grid = sweep.parse_grid({"axes": {"gate_bits": [2, 8]}}, "test grid", cfg.block)
+    grid = sweep.parse_grid({"axes": {"gate_bits": [2, 8]}}, "test grid", sweep.grid_kind(cfg))
     sweep.run_sweep(cfg, grid, out, frames=FRAMES, workers=1, progress=False, plots=False)
     rows = json.loads((Path(out) / "sweep.json").read_text())["points"]
     return {r["label"]: r for r in rows}
@@ -43,14 +48,17 @@ def output_mismatches(cfg: TSEConfig, ctx, gate_bits: int) -> int:
                                  ctx.params, x)["output"]
     x_nchw = np.ascontiguousarray(np.moveaxis(x, -1, 1))
     tile = (cfg.tile_rows, cfg.tile_cols)
-    if cfg.block == "eca":
+    if cfg.excite_kernel == "3x1":
+        ref = an.excite3x1_stages(x_nchw, tile, ctx.params)["output"]
+    elif cfg.block == "eca":
         ref = an.eca_stages(x_nchw, tile, an.prepare_eca(ctx.params))["output"]
     else:
         ref = an.srm_stages(x_nchw, tile, an.prepare_srm(ctx.params))["output"]
     return int(np.count_nonzero(hw != np.moveaxis(ref, 1, -1)))
 
 
-@pytest.mark.parametrize("block,engine", [("eca", "qnnpack"), ("srm", "fbgemm")])
+@pytest.mark.parametrize("block,engine", [("eca", "qnnpack"), ("srm", "fbgemm"),
+                                          ("excite3x1", "fbgemm")])
 def test_default_widths_match_the_torch_profile_and_a_narrow_gate_does_not(
         block, engine, tmp_path):
     # docs/numerics.md: ECA on qnnpack and SRM on fbgemm, default widths, 0 mismatches
@@ -64,7 +72,8 @@ def test_default_widths_match_the_torch_profile_and_a_narrow_gate_does_not(
     ctx = sweep_attention.build_context(cfg, FRAMES)
     assert output_mismatches(cfg, ctx, 8) == 0
     assert narrow["mismatches"] == output_mismatches(cfg, ctx, 2)
-    stages = ("pooled", "excite", "gate") + (("std",) if block == "srm" else ())
+    stages = ("pooled", "excite", "gate") + {"srm": ("std",), "excite3x1": ("hidden",)}.get(
+        block, ())
     assert all(f"{s}_mismatch_rate" in narrow for s in stages)
     assert narrow["gate_mismatch_rate"] > 0 and narrow["pooled_mismatch_rate"] == 0
     assert narrow["cost_bits"] < base["cost_bits"]          # a narrower gate costs less
@@ -134,3 +143,37 @@ def test_buffer_bad_block_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "'cbam'" in err and "se, eca, srm" in err
+
+
+def test_excite3x1_sweep_baseline_is_pytorch_and_cost_is_its_unit_plans(tmp_path):
+    """The 3x1 excite's torch profile equals quantized PyTorch on every output code, and a
+    point's cost follows its RTL unit plan: a narrower gate shrinks the gate memory (banks x
+    tile columns x C x gate bits) and the sigmoid ROM (256 words) by what the bits say."""
+    cfg = small("excite3x1", "fbgemm")
+    ctx = sweep_attention.build_context(cfg, FRAMES)
+    assert ctx.baseline["torch_profile_vs_pytorch_mismatches"] == 0
+    assert ctx.baseline["block"] == "excite3x1"
+    rows = sweep_rows(cfg, tmp_path / "o")
+    base, narrow = rows["base"], rows["gate_bits=2"]
+    banks = base["gate_memory_bits"] // (cfg.tiles_x * 16 * 8)
+    assert base["gate_memory_bits"] - narrow["gate_memory_bits"] == banks * 16 * (8 - 2)
+    assert base["sigmoid_rom_bits"] - narrow["sigmoid_rom_bits"] == 256 * (8 - 2)
+    assert base["strip_buffer_bits"] == narrow["strip_buffer_bits"] > 0
+
+
+def test_excite3x1_grid_refuses_se_only_axes_and_cli_runs(tmp_path):
+    for axis in ("fc1_acc_bits", "sum_bits", "hidden_bits"):
+        with pytest.raises(ConfigError) as e:
+            sweep.parse_grid({"axes": {axis: [8]}}, "grid 'g.toml'", "excite3x1")
+        assert "\n" not in str(e.value) and f"axis {axis!r}" in str(e.value)
+    assert sweep.load_grid(None, "excite3x1").block == "excite3x1"
+    (tmp_path / "g.toml").write_text("[axes]\ngate_bits = [4]\n")
+    r = subprocess.run([sys.executable, "-m", "tse", "sweep", "--excite-kernel", "3x1",
+                        "--channels", "8", "--height", "6", "--width", "4", "--tile", "2xW",
+                        "--hidden", "2", "--lanes", "4", "--frames", "2", "--no-plots",
+                        "--grid", str(tmp_path / "g.toml"), "--out", str(tmp_path / "o"),
+                        "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["config"]["excite_kernel"] == "3x1"
+    assert summary["baseline"]["torch_profile_vs_pytorch_mismatches"] == 0

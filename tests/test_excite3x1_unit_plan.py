@@ -78,3 +78,26 @@ def test_multipliers_built_and_refusals():
     many.check_schedule()
     with pytest.raises(ConfigError, match="allowed: block 'se', excite_kernel '3x1'"):
         Excite3x1UnitPlan(dataclasses.replace(cfg, excite_kernel="1x1"), hp)
+
+
+def test_config_and_planner_give_the_3x1_units_figures():
+    """cfg.excite_latency_cycles / full_throughput_depth and the buffer planner give the 3x1
+    unit's figures (taps 3, the multipliers it builds), not SE's 1x1 ones. Known answer
+    (docs/rtl.md, measured in co-simulation): C=8 12x8 tile 3x4 P=2 hidden 2 Q=8 has L = 96
+    and a strip buffer of 3 strips + L = 384 beats."""
+    from tse.ref_model.buffers import parse_planner_tile, plan_layer
+    from tse.ref_model.config import TSEConfig
+    from tse.ref_model.networks import SELayer
+
+    cfg = TSEConfig(channels=8, height=12, width=8, tile="3x4", lanes=2, hidden=2,
+                    excite_multipliers=8, excite_kernel="3x1")
+    assert (cfg.excite_latency_cycles, cfg.full_throughput_depth) == (96, 384)
+    assert cfg.replace(excite_kernel="1x1").excite_latency_cycles != 96
+    # more multipliers than max(C, hidden): the unit builds 8, so the figures stay
+    wide = cfg.replace(excite_multipliers=64)
+    assert (wide.excite_latency_cycles, wide.full_throughput_depth) == (96, 384)
+    layer = SELayer("l", 8, 12, 8, 2)
+    for q in (8, 64):
+        row = plan_layer(layer, parse_planner_tile("3x4"), lanes=2, multipliers=q,
+                         excite_kernel="3x1")
+        assert row.excite_latency_cycles == 96, (q, row)

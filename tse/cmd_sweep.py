@@ -54,7 +54,7 @@ def register(sub):
 
 
 def run(args):
-    cfg = config_from_args(args, blocks=BLOCKS)
+    cfg = config_from_args(args, blocks=BLOCKS, excite_kernels=("1x1", "3x1"))
     from tse.quant import sweep
 
     if args.frames is not None and args.frames < 1:
@@ -66,11 +66,12 @@ def run(args):
     from tse.ref_model.artifacts import claim_dir, write_manifest
 
     cfg.check_hw()                       # the sweep varies the hw profile around cfg.hw
-    if args.yosys and cfg.block != "se":
-        raise ConfigError(f"yosys (--yosys): not available for block = {cfg.block!r} (the "
-                          "sweep synthesizes SE's unit only); allowed: --yosys with block = "
-                          "'se'")
-    grid = sweep.load_grid(args.grid, cfg.block)
+    kind = sweep.grid_kind(cfg)
+    if args.yosys and kind != "se":
+        raise ConfigError(f"yosys (--yosys): not available for {kind} (the sweep synthesizes "
+                          "SE's unit with the 1x1 excite only); allowed: --yosys with block = "
+                          "'se' and excite_kernel = '1x1'")
+    grid = sweep.load_grid(args.grid, kind)
     out = claim_dir(args.out, "sweep", legacy_names=SWEEP_FILES)
     frames = args.frames or (sweep.QUICK_FRAMES if args.quick else None)
     yosys = [s.strip() for s in args.yosys.split(",") if s.strip()] if args.yosys else ()

@@ -190,4 +190,4 @@ def excite3x1_params(model):
         fc2=layer(model.conv2, sc["hidden"], sc["excite"], zp["excite"], False),
         pair_saturation=engine_probe.pair_saturation(model.engine),
         gate_table=sigmoid_table(sc["excite"], zp["excite"]), out_mult=out_mult,
-        out_zp=zp["output"])
+        out_zp=zp["output"], out_scale=sc["output"])

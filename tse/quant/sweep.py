@@ -56,7 +56,8 @@ from .sweep_cost import hardware_cost, rtl_cost
 from .sweep_eval import Context, build_context, evaluate
 from .sweep_grid import (ALIASES, AXES, CHOICE_AXES, COST_KEY, DEFAULT_GRID, ERROR_KEY,
                          HW_FIELDS, INT_AXES, MAX_POINTS, MODES, STAGE_NAMES, Grid, Point,
-                         legalize, load_grid, make_points, parse_grid, point_id, safe_widths)
+                         grid_kind, legalize, load_grid, make_points, parse_grid, point_id,
+                         safe_widths)
 from .sweep_narrow import beyond_points, greedy_narrowest, narrowing_candidates
 from .sweep_report import (COLUMNS, axis_slices, format_summary, lossless_widths, pareto,
                            write_outputs)
@@ -66,7 +67,8 @@ __all__ = [
     "ALIASES", "AXES", "CHOICE_AXES", "COLUMNS", "COST_KEY", "DEFAULT_GRID", "ERROR_KEY",
     "HW_FIELDS", "INT_AXES", "MAX_POINTS", "MODES", "QUICK_FRAMES", "STAGE_NAMES",
     "Context", "Grid", "Point", "Progress", "axis_slices", "beyond_points",
-    "build_context", "evaluate", "format_summary", "greedy_narrowest", "hardware_cost",
+    "build_context", "evaluate", "format_summary", "greedy_narrowest", "grid_kind",
+    "hardware_cost",
     "legalize", "load_grid", "lossless_widths", "make_points", "narrowing_candidates",
     "pareto", "parse_grid", "point_id", "read_log", "rtl_cost", "run_sweep", "safe_widths",
     "write_outputs",
@@ -83,15 +85,16 @@ def run_sweep(cfg: TSEConfig, grid: Grid | None, out_dir, *, frames: int | None 
     """Evaluate every point of the grid around cfg.hw and write the outputs to out_dir.
     Finished points found in out_dir/points.jsonl (same configuration, frames and point)
     are not evaluated again. Returns the summary (also in sweep.json)."""
-    grid = grid if grid is not None else load_grid(block=cfg.block)
-    if grid.block != cfg.block:
+    kind = grid_kind(cfg)
+    grid = grid if grid is not None else load_grid(block=kind)
+    if grid.block != kind:
         raise ConfigError(f"grid: {grid.source} was checked for block = {grid.block!r}; "
-                          f"allowed: a grid loaded for block = {cfg.block!r} "
-                          f"(load_grid(path, {cfg.block!r}))")
-    if yosys and cfg.block != "se":
-        raise ConfigError(f"yosys: not available for block = {cfg.block!r} (the sweep "
-                          "synthesizes SE's unit only); allowed: leave --yosys out")
-    se = cfg.block == "se"
+                          f"allowed: a grid loaded for block = {kind!r} "
+                          f"(load_grid(path, {kind!r}))")
+    se = kind == "se"
+    if yosys and not se:
+        raise ConfigError(f"yosys: not available for {kind} (the sweep synthesizes SE's "
+                          "unit with the 1x1 excite only); allowed: leave --yosys out")
     measure = evaluate if se else sweep_attention.evaluate
     frames = frames or grid.frames or 32
     workers = workers if workers is not None else (os.cpu_count() or 1)

@@ -13,7 +13,8 @@ from tse.ref_model.unit_plan import GATE_BANKS, POOLED_BANKS, plan_unit
 
 from .sweep_grid import COST_KEY
 
-FIXED_MEMORIES = ("strip_buffer_bits", "pooled_buffer_bits", "hidden_buffer_bits")
+FIXED_MEMORIES = ("strip_buffer_bits", "pooled_buffer_bits", "hidden_buffer_bits",
+                  "pooled_window_bits", "hidden_window_bits")
 FIXED_ROMS = ("w1", "w2", "silu")
 """Storage that does not depend on the hw widths: the strip buffer, the 8-bit pooled and
 hidden codes, the weight ROMs and a SiLU unit's table of 256 8-bit codes
@@ -30,17 +31,24 @@ def hardware_cost(cfg: TSEConfig, params) -> dict:
       cost_bits          storage_bits + multiplier_cells: a one-number area proxy (a
                          flip-flop and a full adder are of similar size in standard cells)
       fixed_storage_bits the part of storage_bits no width changes (FIXED_MEMORIES,
-                         FIXED_ROMS)."""
+                         FIXED_ROMS).
+    ECA and SRM: attention_cost's estimate; the 3x1 excite (params: attention_numerics
+    .Excite3x1Params): its Excite3x1UnitPlan."""
     if cfg.block != "se":
         return attention_cost(cfg)
-    plan = plan_unit(cfg, params)
+    if cfg.excite_kernel == "3x1":
+        from tse.ref_model.attention_kernels import excite3x1_hw_params
+        from tse.ref_model.excite3x1_unit_plan import Excite3x1UnitPlan
+        plan = Excite3x1UnitPlan(cfg, excite3x1_hw_params(params, cfg))
+    else:
+        plan = plan_unit(cfg, params)
     memory = plan.memory_bits()
     rom_bits = memory.pop("rom_bits")
     cost = plan.cost()
     mults = plan.multipliers()
     out = {"storage_bits": cost["memory_bits"], "multiplier_cells": cost["multiplier_bits"],
            COST_KEY: cost["memory_bits"] + cost["multiplier_bits"],
-           "fixed_storage_bits": (sum(memory[k] for k in FIXED_MEMORIES)
+           "fixed_storage_bits": (sum(memory.get(k, 0) for k in FIXED_MEMORIES)
                                   + sum(rom_bits.get(k, 0) for k in FIXED_ROMS)),
            "multipliers": cost["multipliers"],
            "multiplier_widths": "; ".join(f"{m['unit']} {m['a_bits']}x{m['b_bits']}"

@@ -65,8 +65,12 @@ BLOCK_FIELDS = {
     "srm": ("reciprocal_bits", "mean_rounding", "fc1_multiplier_bits", "fc1_rounding",
             "bias_frac_bits", "fc2_multiplier_bits", "fc2_rounding", "gate_bits",
             "mul_multiplier_bits", "mul_rounding"),
+    "excite3x1": ("reciprocal_bits", "mean_rounding", "fc1_multiplier_bits", "fc1_rounding",
+                  "bias_frac_bits", "fc2_multiplier_bits", "fc2_rounding", "gate_bits",
+                  "mul_multiplier_bits", "mul_rounding"),
 }
-"""The HwProfile fields the ECA and SRM hw profiles compute with (tse.ref_model.attention_hw:
+"""The HwProfile fields the ECA, SRM and 3x1-excite hw profiles compute with (the 3x1
+excite: attention_kernels.excite3x1_hw_params, SE's requantizers on its two convolutions) (tse.ref_model.attention_hw:
 the mean's reciprocal and rounding, SRM's variance reciprocal, its std and style requantizers
 on fc1's multiplier bits and rounding and its folded bias on bias_frac_bits, the excite's
 requantizer on fc2's, the gate table, the broadcaster). Their accumulators (sum_bits,
@@ -79,7 +83,8 @@ BLOCK_AXES = {"se": AXES, **{
 its fields)."""
 DEFAULT_GRIDS = {"se": Path(__file__).with_name("sweep_grid_default.toml"),
                  "eca": Path(__file__).with_name("sweep_grid_eca.toml"),
-                 "srm": Path(__file__).with_name("sweep_grid_srm.toml")}
+                 "srm": Path(__file__).with_name("sweep_grid_srm.toml"),
+                 "excite3x1": Path(__file__).with_name("sweep_grid_excite3x1.toml")}
 HW_FIELDS = tuple(f.name for f in dataclasses.fields(HwProfile))
 STAGE_NAMES = ("pooled", "hidden", "excite", "gate")
 ERROR_KEY = "mean_abs_err_lsb"
@@ -300,6 +305,12 @@ def raw_points(grid: Grid, base: HwProfile):
         yield name, dict(changes)
 
 
+def grid_kind(cfg: TSEConfig) -> str:
+    """The key of BLOCK_AXES / DEFAULT_GRIDS cfg is swept with: its block, or "excite3x1"
+    for SE with the paper's 3x1 excite (another hw profile: two 3x1 convolutions)."""
+    return "excite3x1" if cfg.block == "se" and cfg.excite_kernel == "3x1" else cfg.block
+
+
 def legalize(cfg: TSEConfig, hw: HwProfile) -> HwProfile:
     """hw with saturate and exact_mean set as the configuration needs them: saturating when
     an accumulator is narrower than the safe width (or the base already saturates), an
@@ -307,7 +318,7 @@ def legalize(cfg: TSEConfig, hw: HwProfile) -> HwProfile:
     ECA and SRM never saturate (their grids have no accumulator axes: BLOCK_AXES)."""
     counts = tile_counts(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
     need = required_bits(cfg.channels, cfg.hidden, max(counts))
-    saturate = cfg.block == "se" and (bool(cfg.hw.saturate)
+    saturate = grid_kind(cfg) == "se" and (bool(cfg.hw.saturate)
                                       or any(getattr(hw, k) < v for k, v in need.items()))
     if hw.mean_rounding == "f32":
         exact = hw.reciprocal_bits >= hw_profile.F32_BITS
@@ -349,6 +360,8 @@ def safe_widths(cfg: TSEConfig, params=None) -> dict:
     from tse.ref_model.attention_widths import excite_acc_bits
     from tse.ref_model.hw_profile import PRODUCT_MAX
     counts = tile_counts(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
+    if grid_kind(cfg) == "excite3x1":   # fan-ins over three taps (TSEConfig.check_hw's)
+        return required_bits(3 * cfg.channels, 3 * cfg.hidden, max(counts))
     safe = required_bits(cfg.channels, cfg.hidden, max(counts))
     if cfg.block != "se":               # the widths attention_widths.check holds them to
         return {"sum_bits": safe["sum_bits"],

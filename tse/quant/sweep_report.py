@@ -132,7 +132,9 @@ def format_summary(s: dict) -> str:
     cfg = s["config"]
     b = s["baseline"]
     lines = [
-        f"width sweep of {cfg.get('block', 'se').upper()}: C={cfg['channels']} "
+        f"width sweep of {cfg.get('block', 'se').upper()}"
+        + (" with the 3x1 excite" if cfg.get("excite_kernel") == "3x1" else "")
+        + f": C={cfg['channels']} "
         f"{cfg['height']}x{cfg['width']} tile {cfg['tile']} "
         f"engine {cfg['engine']}, {s['frames']} frames, {s['points']} points "
         f"({s['resumed']} resumed), {s['grid']} ({s['mode']})",

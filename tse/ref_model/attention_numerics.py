@@ -325,6 +325,7 @@ class Excite3x1Params:
     gate_table: np.ndarray
     out_mult: np.float32
     out_zp: int
+    out_scale: float = 0.0      # the output's scale (dequantizing it; no integer model needs it)
 
 
 def excite3x1_stages(x: np.ndarray, tile: tuple[int, int], p: Excite3x1Params) -> dict:

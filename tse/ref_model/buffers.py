@@ -162,7 +162,8 @@ def plan_layer(layer: SELayer, tile: PlannerTile, lanes: int = 8,
     else:                                   # SE
         needed = plan.multipliers_for_full_throughput(th, width, c_stream, hidden, tiles_x,
                                                       lanes, taps)
-        q = needed if multipliers is None else multipliers
+        # the multipliers a unit builds (the 3x1 unit too: at most max(C, hidden))
+        q = plan.excite_lanes(c_stream, hidden, needed if multipliers is None else multipliers)
         latency = plan.excite_latency_cycles(c_stream, hidden, tiles_x, q, taps)
         depth = plan.full_throughput_depth(th, width, c_stream, hidden, tiles_x, lanes, q,
                                            taps)

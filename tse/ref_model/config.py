@@ -296,6 +296,9 @@ class TSEConfig:
             return plan.eca_latency_cycles(self.channels, self.eca_taps, self.tiles_x)
         if self.block == "srm":     # SRM's excite stage (tse/rtl/srm_excite.py)
             return plan.srm_latency_cycles(self.channels, self.tiles_x)
+        if self.excite_kernel == "3x1":     # the 3x1 unit (Excite3x1UnitPlan) builds Q
+            return plan.excite_latency_cycles(self.channels, self.hidden, self.tiles_x,
+                                              self.excite_multipliers_built, taps=3)
         return plan.excite_latency_cycles(self.channels, self.hidden, self.tiles_x,
                                           self.excite_multipliers,
                                           hidden_table=self.hidden_table)
@@ -309,6 +312,10 @@ class TSEConfig:
         if self.block == "srm":
             return plan.srm_full_throughput_depth(self.tile_rows, self.width, self.channels,
                                                   self.tiles_x, self.lanes)
+        if self.excite_kernel == "3x1":
+            return plan.full_throughput_depth(self.tile_rows, self.width, self.channels,
+                                              self.hidden, self.tiles_x, self.lanes,
+                                              self.excite_multipliers_built, taps=3)
         return plan.full_throughput_depth(self.tile_rows, self.width, self.channels,
                                           self.hidden, self.tiles_x, self.lanes,
                                           self.excite_multipliers,

@@ -71,10 +71,11 @@ def lookahead_strips(h: Excite3x1Hw) -> int:
 
 
 def plan_latency(cfg: TSEConfig, h: Excite3x1Hw) -> int:
-    """The excite latency the buffer planner adds for this configuration (buffers.plan_layer:
-    plan.excite_latency_cycles with taps = 3 and cfg.excite_multipliers)."""
-    return plan.excite_latency_cycles(cfg.channels, cfg.hidden, cfg.tiles_x,
-                                      cfg.excite_multipliers, h.taps)
+    """The excite latency of this configuration's unit (cfg.excite_latency_cycles:
+    plan.excite_latency_cycles with taps = 3 and the multipliers the unit builds, as
+    Excite3x1UnitPlan and buffers.plan_layer)."""
+    assert h.taps == 3, h.taps
+    return cfg.excite_latency_cycles
 
 
 def no_stall_depth(cfg: TSEConfig, h: Excite3x1Hw, excite_latency: int) -> int:

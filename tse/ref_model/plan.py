@@ -163,14 +163,15 @@ def full_throughput_depth(tile_rows: int, width: int, channels: int, hidden: int
 
 def multipliers_for_full_throughput(tile_rows: int, width: int, channels: int, hidden: int,
                                     tiles_per_strip: int, lanes: int, taps: int = 1) -> int:
-    """Fewest excite multipliers whose strip latency fits in one strip time."""
+    """Fewest excite multipliers whose strip latency fits in one strip time; at most
+    max(channels, hidden), the most a unit builds (excite_lanes), with any taps."""
     budget = strip_beats(tile_rows, width, channels, lanes)
-    for q in range(1, taps * max(channels, hidden) + 1):
+    for q in range(1, max(channels, hidden) + 1):
         if excite_latency_cycles(channels, hidden, tiles_per_strip, q, taps) <= budget:
             return q
     # Even one multiplier per neuron is too slow: the fixed per-tile overhead dominates
-    # (tiny strips with many tiles). Report the widest useful MAC; the input will stall.
-    return taps * max(channels, hidden)
+    # (tiny strips with many tiles). Report the widest MAC a unit builds; the input will stall.
+    return max(channels, hidden)
 
 
 def multipliers_for_buffer_ratio(tile_rows: int, width: int, channels: int, hidden: int,
