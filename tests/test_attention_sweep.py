@@ -1,6 +1,6 @@
 """ECA, SRM and the 3x1 excite in `tse sweep`, ECA and SRM in `tse buffer` (issue 18): the
-sweep's points of the other blocks measured against their torch profile, their grids refusing axes they do not have, and
-the buffer planner's SRM sum-of-squares storage against the formula worked by hand."""
+sweep's points of the other blocks measured against their torch profile, their grids refusing
+axes they do not have, and the buffer planner's SRM sum-of-squares storage against the formula worked by hand."""
 from __future__ import annotations
 
 import json

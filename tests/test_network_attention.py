@@ -19,22 +19,25 @@ def test_cache_holds_this_recipe(block):
     _, meta = na.load_or_train(block, log=lambda m: pytest.fail(f"retrained: {m}"))
     assert meta["recipe"]["arch"] == f"digits-{block}-cnn-v1"
     assert meta["recipe"]["seed"] == network.RECIPE["seed"]
+    # the 3x1 excite is trained at 1xW (the paper's TSE_1xW C_3x1), the others whole-frame
+    assert meta["recipe"].get("tile", "HxW") == na.TRAIN_TILE[block]
+    assert na.TRAIN_TILE["se3x1"] == "1xW"
 
 
 @pytest.mark.parametrize("block", na.BLOCKS)
 def test_trained_network_learns_and_whole_frame_tile_is_the_block(block, data):
     model, _ = na.load_or_train(block)
-    # 10 classes: chance is 10 %; measured 96.1 % (ECA) and 98.6 % (SRM)
+    # 10 classes: chance is 10 %; measured 96.1 % (ECA), 98.6 % (SRM), 97.2 % (3x1 excite)
     assert network.accuracy(model, data.x_test, data.y_test) > 0.9
-    # a tile covering every frame is the untiled block, so the predictions are the same
-    same = na.with_tile(model, "HxW")
+    # the training tile is the cached network's own: the same predictions
+    same = na.with_tile(model, na.TRAIN_TILE[block])
     assert np.array_equal(network.predict(same, data.x_test), network.predict(model, data.x_test))
 
 
 @pytest.mark.parametrize("block", na.BLOCKS)
 def test_float_rows_exist(block):
     rows = na.float_rows(block, tiles=("1xW", "4xW"))
-    assert [r["tile"] for r in rows] == ["HxW", "1xW", "4xW"]
+    assert [r["tile"] for r in rows] == [na.TRAIN_TILE[block], "1xW", "4xW"]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
 
 
@@ -81,16 +84,21 @@ def quantized(request, data):
 
 def test_blocks_are_read_from_the_quantized_network(quantized):
     block, q, blocks, *_ = quantized
-    assert [(b.name, b.cfg.block, b.cfg.channels, b.cfg.tile) for b in blocks] == [
-        ("se1", block, 16, "2xW"), ("se2", block, 32, "2xW"), ("se3", block, 64, "2xW")]
+    kind = ("se", "3x1") if block == "se3x1" else (block, "1x1")
+    assert [(b.name, (b.cfg.block, b.cfg.excite_kernel), b.cfg.channels, b.cfg.tile)
+            for b in blocks] == [("se1", kind, 16, "2xW"), ("se2", kind, 32, "2xW"),
+                                 ("se3", kind, 64, "2xW")]
     # the block's input qparams are the preceding conv's output qparams
-    assert blocks[0].quant.scales["input"] == pytest.approx(q.conv1.scale, rel=0, abs=0)
-    assert blocks[0].quant.zero_points["input"] == q.conv1.zero_point
+    if block == "se3x1":
+        assert blocks[0].quant.zx == q.conv1.zero_point
+    else:
+        assert blocks[0].quant.scales["input"] == pytest.approx(q.conv1.scale, rel=0, abs=0)
+        assert blocks[0].quant.zero_points["input"] == q.conv1.zero_point
 
 
 def test_torch_profile_is_quantized_pytorch_bit_for_bit(quantized, data):
     """Every block replaced by the torch profile: the network's logits are PyTorch's, bit
-    for bit (measured: ECA and SRM, 360 images, fbgemm)."""
+    for bit (measured: ECA, SRM and the 3x1 excite, 360 images, fbgemm)."""
     _, q, blocks, pred, logits = quantized
     pred_t, logits_t = na.model_predict(q, blocks, data.x_test, "torch")
     assert np.array_equal(logits_t, logits) and np.array_equal(pred_t, pred)
@@ -100,11 +108,27 @@ def test_torch_profile_is_quantized_pytorch_bit_for_bit(quantized, data):
 def test_hw_profile_runs_the_blocks_and_reports_its_distance(quantized, data):
     """The hw profile at the default widths: its predictions' agreement with quantized
     PyTorch is a measured figure (ECA 100 %, SRM 99.7 %: one image of 360, the integer
-    deviation and the float32 one differ); a 1-bit gate must change predictions, which shows
-    the replacement is what runs."""
+    deviation and the float32 one differ; 3x1 excite 100 %); a 1-bit gate must change
+    predictions, which shows the replacement is what runs."""
     from tse.ref_model.hw_profile import DEFAULT_HW
     _, q, blocks, pred, _ = quantized
     pred_h, _ = na.model_predict(q, blocks, data.x_test, "hw", DEFAULT_HW)
     assert (pred_h == pred).mean() >= 0.99
     pred_1, _ = na.model_predict(q, blocks, data.x_test, "hw", DEFAULT_HW.replace(gate_bits=1))
     assert (pred_1 != pred).sum() > 10
+
+
+def test_cli_excite3x1_and_its_refusals():
+    import json
+    r = run_cli("--excite-kernel", "3x1", "--json", "--quick", "--float-tiles", "2xW")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["block"] == "se3x1" and rep["tile"] == "1xW"
+    torch_row = next(x for x in rep["rows"] if x["variant"].startswith("torch profile"))
+    assert torch_row["logits_equal_pytorch"] is True
+    for argv, names in ((("--excite-kernel", "3x1", "--block", "eca"), "excite-kernel"),
+                        (("--excite-kernel", "5x5"), "'5x5'"),
+                        (("--block", "se3x1"), "'se3x1'")):
+        bad = run_cli(*argv)
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and names in bad.stderr

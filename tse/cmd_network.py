@@ -22,6 +22,9 @@ def register(sub):
                    help="the digits network's attention block: se (default), eca or srm "
                         "(each trained once and cached; the same rows, the hw points over "
                         "that block's width grid)")
+    p.add_argument("--excite-kernel", default="1x1", metavar="KERNEL",
+                   help="with --block se: 3x1 for the paper's 3x1 excite (the network trained "
+                        "with 1xW tiles and that excite, cached; default tile 1xW); default 1x1")
     p.add_argument("--grid", metavar="FILE",
                    help="width grid TOML for the hw points (default: the sweep's default grid "
                         "of --block)")
@@ -150,15 +153,27 @@ def run_model(args):
 def run(args):
     from tse.ref_model.errors import ConfigError
 
+    if args.block not in ("se", "eca", "srm"):
+        raise ConfigError(f"block: {args.block!r} is not allowed; allowed: se, eca, srm")
     if args.model:
+        if args.excite_kernel != "1x1":
+            raise ConfigError("excite-kernel: --excite-kernel applies to the digits network; "
+                              "allowed with --model: 1x1 (the model's own SE blocks)")
         if args.block != "se":
             raise ConfigError(f"block: --block {args.block} applies to the digits network; "
                               "allowed with --model: se (the model's own SE blocks)")
         return run_model(args)
-    args.tile = args.tile or "2xW"
+    if args.excite_kernel not in ("1x1", "3x1"):
+        raise ConfigError(f"excite-kernel: {args.excite_kernel!r} is not allowed; allowed: "
+                          "1x1, 3x1")
+    if args.excite_kernel == "3x1" and args.block != "se":
+        raise ConfigError(f"excite-kernel: 3x1 applies to block se; allowed with --block "
+                          f"{args.block}: 1x1")
+    three = args.excite_kernel == "3x1"
+    args.tile = args.tile or ("1xW" if three else "2xW")
     from tse.quant import network, network_attention, sweep
 
-    grid = sweep.load_grid(args.grid, block=args.block)
+    grid = sweep.load_grid(args.grid, block="excite3x1" if three else args.block)
     if args.out:
         from tse.ref_model.artifacts import claim_dir
         claim_dir(args.out, "network", legacy_names=("network.json", "network.csv"))
@@ -168,9 +183,10 @@ def run(args):
         if not args.json:
             print(f"tse network: {msg}", file=sys.stderr)
 
-    if args.block != "se":
+    if args.block != "se" or three:
         with network.threads(1):
-            rep = network_attention.report(args.block, grid, engine=args.engine, tile=args.tile,
+            rep = network_attention.report("se3x1" if three else args.block, grid,
+                                           engine=args.engine, tile=args.tile,
                                            float_tiles=tiles, weights=args.weights,
                                            retrain=args.retrain, quick=args.quick,
                                            progress=not args.json, log=log)

@@ -159,9 +159,9 @@ def extract_srm_params(model: QuantSRM, x: torch.Tensor | None = None):
         pair_saturation=engine_probe.pair_saturation(model.engine))
 
 
-def excite3x1_params(model):
+def excite3x1_params(model, x: torch.Tensor | None = None):
     """The integer parameters of a converted 3x1-excite TSE block (quantized_block.quantize
-    of a float TSE with excite_kernel "3x1")."""
+    of a float TSE with excite_kernel "3x1"); x: as for extract_eca_params."""
     import numpy as np
 
     from tse.ref_model.attention_numerics import Excite3x1Params, conv_layer, gate_mul_mult
@@ -169,7 +169,7 @@ def excite3x1_params(model):
 
     c = model.conv1.in_channels
     with quiet(), engine(model.engine), torch.no_grad():
-        probe = model.stages(torch.zeros(1, c, 1, 1))
+        probe = model.stages(torch.zeros(1, c, 1, 1) if x is None else x)
     sc = {r: float(t.q_scale()) for r, t in probe.items() if r != "output_float"}
     zp = {r: int(t.q_zero_point()) for r, t in probe.items() if r != "output_float"}
 

@@ -143,8 +143,8 @@ class NetworkSE(QuantSE):
     convert, `replace` may hold a function q -> q that computes the block instead (the
     bit-accurate model); stages(q) gives every quantized intermediate."""
 
-    def __init__(self, channels, kernel, reduction):
-        super().__init__(channels, kernel, reduction)
+    def __init__(self, channels, kernel, reduction, **dialect):
+        super().__init__(channels, kernel, reduction, **dialect)
         self.replace = None
 
     def forward(self, q):
@@ -535,7 +535,7 @@ def format_report(rep: dict) -> str:
             extra = (f"  (predictions equal to quantized PyTorch: {100 * r['agreement']:.1f} %, "
                      f"logits {'bit-identical' if r['logits_equal_pytorch'] else 'differ'})")
         lines.append(f"  {r['variant']:48s} {100 * r['accuracy']:7.2f} %{extra}")
-    kind = "TSE" if rep.get("block", "se") == "se" else rep["block"].upper()
+    kind = rep.get("block_name", "TSE")
     lines.append(f"  hw profile (model, every block replaced), {kind} {rep['tile']}, "
                  f"{len(rep['hw_points'])} points:")
     shown = [r for r in rep["hw_points"] if r["label"] in ("base", "widest")]

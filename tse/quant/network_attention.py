@@ -1,12 +1,16 @@
-"""The digits CNN of tse.quant.network with ECA or SRM blocks instead of SE (issue 18).
+"""The digits CNN of tse.quant.network with ECA or SRM blocks, or TSE blocks with the paper's
+3x1 excite, instead of SE (issue 18).
 
-Owns the float ECA/SRM networks, their training (network.RECIPE, same seed and data) and their
-weight caches (tse/quant/data/digits_eca_cnn.pt, digits_srm_cnn.pt), and their report
-(`tse network --block eca|srm`): the trained block, every block tiled as a row strip without
-retraining, quantized PyTorch (tse.quant.attention_quantized's blocks inside the quantized
-network), the torch profile (tse.ref_model.attention_numerics, every block replaced) and the
-hw profile at every point of the block's width grid (tse.ref_model.attention_vectors.build:
-the kernels the golden vectors come from). The same rows as network.report for SE.
+Owns those float networks, their training (network.RECIPE, same seed and data; the 3x1
+network trained with its blocks at TRAIN_TILE, 1xW: the paper's TSE_1xW C_3x1, since a
+whole-frame tile would leave the outer taps untrained) and their weight caches
+(tse/quant/data/digits_{eca,srm,se3x1}_cnn.pt), and their report (`tse network --block
+eca|srm`, `tse network --excite-kernel 3x1`): the trained block, every block tiled as a row
+strip without retraining, quantized PyTorch (tse.quant.attention_quantized's blocks inside
+the quantized network), the torch profile (tse.ref_model.attention_numerics, every block
+replaced) and the hw profile at every point of the block's width grid
+(tse.ref_model.attention_vectors.build: the kernels the golden vectors come from). The
+same rows as network.report for SE.
 """
 from __future__ import annotations
 
@@ -24,9 +28,15 @@ from tse.ref_model.hw_profile import DEFAULT_HW, HwProfile
 
 from . import network, sweep_grid
 from .attention_blocks import TiledECA, TiledSRM
-from .attention_quantized import QuantECA, QuantSRM, extract_eca_params, extract_srm_params
+from .attention_quantized import (QuantECA, QuantSRM, excite3x1_params, extract_eca_params,
+                                  extract_srm_params)
+from .float_block import TSE
 
-BLOCKS = ("eca", "srm")
+BLOCKS = ("eca", "srm", "se3x1")
+"""The networks: ECA, SRM, and SE with the 3x1 excite (se3x1)."""
+TRAIN_TILE = {"eca": "HxW", "srm": "HxW", "se3x1": "1xW"}
+"""The blocks' tile in training (and in the cached weights' float row)."""
+NAMES = {"eca": "ECA", "srm": "SRM", "se3x1": "TSE 3x1-excite"}
 DATA_DIR = network.WEIGHTS.parent
 
 
@@ -41,19 +51,24 @@ def check_block(block: str) -> None:
 
 
 def recipe(block: str) -> dict:
-    """network.RECIPE with this block's architecture name (the cache's key)."""
-    return {**network.RECIPE, "arch": f"digits-{block}-cnn-v1"}
+    """network.RECIPE with this block's architecture name (the cache's key) and, where it
+    is not the whole frame, its training tile."""
+    extra = {} if TRAIN_TILE[block] == "HxW" else {"tile": TRAIN_TILE[block]}
+    return {**network.RECIPE, "arch": f"digits-{block}-cnn-v1", **extra}
 
 
 class DigitsAttentionNet(network.DigitsSENet):
-    """The digits CNN with ECA (adaptive k) or SRM blocks of `tile` ("HxW": as trained)."""
+    """The digits CNN with ECA (adaptive k), SRM or 3x1-excite TSE blocks of `tile` (None:
+    TRAIN_TILE, as trained)."""
 
-    def __init__(self, block: str, tile: str = "HxW"):
+    def __init__(self, block: str, tile: str | None = None):
         check_block(block)
         self.block = block
-        super().__init__(tile)
+        super().__init__(tile or TRAIN_TILE[block])
 
     def _se(self, channels, kernel):
+        if self.block == "se3x1":
+            return TSE(channels, kernel, network.REDUCTION, excite_kernel="3x1")
         return TiledECA(channels, kernel) if self.block == "eca" else TiledSRM(channels, kernel)
 
 
@@ -100,7 +115,8 @@ def load_or_train(block: str, path=None, data: network.Data | None = None,
             return model.eval(), meta
     data = data or network.load_data()
     if log:
-        log(f"training the digits {block.upper()}-CNN ({r['epochs']} epochs, seed {r['seed']})")
+        log(f"training the digits CNN with {NAMES[block]} blocks ({r['epochs']} epochs, seed "
+            f"{r['seed']})")
     t0 = time.perf_counter()
     model = train(block, data)
     meta = {"recipe": r, "torch": str(torch.__version__),
@@ -128,10 +144,12 @@ def float_rows(block: str, tiles=network.FLOAT_TILES, weights=None, retrain=Fals
     if model is None:
         model, _ = load_or_train(block, weights, data, retrain, log)
     with network.threads(1):
-        rows = [{"variant": f"float {block.upper()}", "tile": "HxW",
+        rows = [{"variant": f"float {NAMES[block]}" + (
+            "" if TRAIN_TILE[block] == "HxW" else f" {TRAIN_TILE[block]} (as trained)"),
+                 "tile": TRAIN_TILE[block],
                  "accuracy": network.accuracy(model, data.x_test, data.y_test)}]
         for t in tiles:
-            rows.append({"variant": f"float {block.upper()} tiled {t} (no retraining)",
+            rows.append({"variant": f"float {NAMES[block]} tiled {t} (no retraining)",
                          "tile": t, "accuracy": network.accuracy(with_tile(model, t),
                                                                  data.x_test, data.y_test)})
     return rows
@@ -142,9 +160,10 @@ def float_rows(block: str, tiles=network.FLOAT_TILES, weights=None, retrain=Fals
 # =====================================================================================
 
 class InNetwork:
-    """A quantized ECA / SRM block inside the network: its input comes quantized (the
-    preceding conv's output) and its output stays quantized, so its own stubs at the ends
-    are identities; `replace` may hold the bit-accurate model instead (q -> q)."""
+    """A quantized ECA / SRM block inside the network (the 3x1 excite's: network.NetworkSE):
+    its input comes quantized (the preceding conv's output) and its output stays quantized,
+    so its own stubs at the ends are identities; `replace` may hold the bit-accurate model
+    instead (q -> q)."""
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -164,7 +183,7 @@ class NetworkSRM(InNetwork, QuantSRM):
 
 
 class QuantDigitsAttentionNet(network.QuantDigitsSENet):
-    """The quantizable ECA / SRM network (network.quantize(..., net=this))."""
+    """The quantizable ECA / SRM / 3x1-excite network (network.quantize(..., net=this))."""
 
     def __init__(self, block: str, tile: str = "HxW"):
         check_block(block)
@@ -172,12 +191,17 @@ class QuantDigitsAttentionNet(network.QuantDigitsSENet):
         super().__init__(tile)
 
     def _se(self, channels, kernel):
+        if self.block == "se3x1":
+            return network.NetworkSE(channels, kernel, network.REDUCTION, excite_kernel="3x1")
         return (NetworkECA if self.block == "eca" else NetworkSRM)(channels, kernel)
 
     def block_fuse(self) -> list[list[str]]:
-        """SRM's channel FC with its batch norm (folded); ECA fuses nothing."""
+        """SRM's channel FC with its batch norm (folded); the 3x1 excite's fc1 with its ReLU,
+        as SE's; ECA fuses nothing."""
         if self.block == "srm":
             return [[f"{name}.cfc", f"{name}.bn"] for name, *_ in network.SE_LAYERS]
+        if self.block == "se3x1":
+            return super().block_fuse()
         return []
 
 
@@ -209,11 +233,14 @@ def extract_blocks(q: QuantDigitsAttentionNet, probe: torch.Tensor) -> list[Atte
     blocks = []
     for name, c, h, w in network.SE_LAYERS:
         mod = getattr(q, name)
+        extract = {"eca": extract_eca_params, "srm": extract_srm_params,
+                   "se3x1": excite3x1_params}[q.block]
         with quiet(), use_engine(q.engine):
-            quant = (extract_eca_params(mod, inputs[name]) if q.block == "eca"
-                     else extract_srm_params(mod, inputs[name]))
-        extra = {"eca_kernel": mod.conv.kernel_size[0]} if q.block == "eca" else {}
-        cfg = TSEConfig(channels=c, height=h, width=w, block=q.block,
+            quant = extract(mod, inputs[name])
+        extra = ({"eca_kernel": mod.conv.kernel_size[0], "block": "eca"} if q.block == "eca"
+                 else {"excite_kernel": "3x1", "reduction": network.REDUCTION}
+                 if q.block == "se3x1" else {"block": q.block})
+        cfg = TSEConfig(channels=c, height=h, width=w,
                         tile=network.tile_text(mod.kernel, h, w),
                         lanes=8 if c % 8 == 0 else 1, engine=q.engine, hw=DEFAULT_HW, **extra)
         blocks.append(AttentionBlock(name, cfg, quant, mod))
@@ -227,10 +254,15 @@ def _replacement(cfg: TSEConfig, quant, profile: str):
     from tse.ref_model import attention_vectors
 
     tile = (cfg.tile_rows, cfg.tile_cols)
+    three = cfg.excite_kernel == "3x1"
+    scale, zero_point = ((quant.out_scale, quant.out_zp) if three
+                         else (quant.scales["output"], quant.zero_points["output"]))
 
     def run(q):
         x = q.int_repr().numpy()
-        if profile == "torch":
+        if profile == "torch" and three:
+            out = an.excite3x1_stages(x, tile, quant)["output"]
+        elif profile == "torch":
             prepare, stages = ((an.prepare_eca, an.eca_stages) if cfg.block == "eca"
                                else (an.prepare_srm, an.srm_stages))
             out = stages(x, tile, prepare(quant))["output"]
@@ -238,8 +270,7 @@ def _replacement(cfg: TSEConfig, quant, profile: str):
             out = np.moveaxis(attention_vectors.build(
                 cfg, quant, np.ascontiguousarray(np.moveaxis(x, 1, -1)))["output"], -1, 1)
         return torch._make_per_tensor_quantized_tensor(
-            torch.from_numpy(np.ascontiguousarray(out)), quant.scales["output"],
-            quant.zero_points["output"])
+            torch.from_numpy(np.ascontiguousarray(out)), scale, zero_point)
     return run
 
 
@@ -265,18 +296,19 @@ def report(block: str, grid: sweep_grid.Grid | None = None, *, engine: str = "fb
     check_block(block)
     for t in (tile, *float_tiles):
         network.layer_tile(t, 8, 8)
-    grid = grid if grid is not None else sweep_grid.load_grid(block=block)
-    if grid.block != block:
+    kind = "excite3x1" if block == "se3x1" else block
+    grid = grid if grid is not None else sweep_grid.load_grid(block=kind)
+    if grid.block != kind:
         raise ConfigError(f"grid: {grid.source} was checked for block = {grid.block!r}; "
-                          f"allowed: a grid of the {block} block's widths")
+                          f"allowed: a grid of the {kind} block's widths")
     data = network.load_data()
     model, meta = load_or_train(block, weights, data, retrain, log)
-    name = block.upper()
+    name = NAMES[block]
     xt, yt = data.x_test, data.y_test.numpy()
     rows = float_rows(block, float_tiles, weights, retrain, log, model=model, data=data)
     calib = data.x_train[:network.CALIBRATION_IMAGES]
     preds = {}
-    for t in dict.fromkeys(("HxW", tile)):
+    for t in dict.fromkeys((TRAIN_TILE[block], tile)):
         q = quantize(model, calib, engine, t)
         preds[t], logits_q = network.quantized_predict(q, xt)
         rows.append({"variant": f"quantized PyTorch ({engine}) {name} {t}", "tile": t,
@@ -301,8 +333,8 @@ def report(block: str, grid: sweep_grid.Grid | None = None, *, engine: str = "fb
     bar.close()
     quant_acc = float((pred_q == yt).mean())
     base = next(r for r in hw_rows if r["label"] == "base")
-    return {"network": f"digits {name}-CNN (conv 16, {name}, conv 32, {name}, pool, conv 64, "
-                       f"{name}, linear)", "block": block,
+    return {"network": f"digits CNN with {name} blocks (conv 16, block, conv 32, block, pool, "
+                       "conv 64, block, linear)", "block": block, "block_name": name,
             "blocks": [{"name": b.name, "channels": b.cfg.channels,
                         "shape": [b.cfg.height, b.cfg.width], "tile": b.cfg.tile,
                         **({"eca_kernel": b.cfg.eca_taps} if block == "eca" else {})}

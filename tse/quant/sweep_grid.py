@@ -70,7 +70,8 @@ BLOCK_FIELDS = {
                   "mul_multiplier_bits", "mul_rounding"),
 }
 """The HwProfile fields the ECA, SRM and 3x1-excite hw profiles compute with (the 3x1
-excite: attention_kernels.excite3x1_hw_params, SE's requantizers on its two convolutions) (tse.ref_model.attention_hw:
+excite: attention_kernels.excite3x1_hw_params, SE's requantizers on its two convolutions;
+ECA and SRM: tse.ref_model.attention_hw:
 the mean's reciprocal and rounding, SRM's variance reciprocal, its std and style requantizers
 on fc1's multiplier bits and rounding and its folded bias on bias_frac_bits, the excite's
 requantizer on fc2's, the gate table, the broadcaster). Their accumulators (sum_bits,
