@@ -191,16 +191,19 @@ def threads(n: int = 1):
         torch.set_num_threads(before)
 
 
-def train(data: Data, recipe: dict = RECIPE, epochs: int | None = None) -> DigitsSENet:
-    """Train the float network (SE) on the training split, seeded and reproducible."""
+def train(data: Data, recipe: dict = RECIPE, epochs: int | None = None,
+          build=DigitsSENet) -> DigitsSENet:
+    """Train the float network on the training split, seeded and reproducible; build()
+    makes it after the seed is set (default the SE network; tse.quant.network_attention
+    passes its ECA / SRM / 3x1-excite networks)."""
     epochs = recipe["epochs"] if epochs is None else epochs
     with threads(recipe["threads"]):
-        return _train(data, recipe, epochs)
+        return _train(data, recipe, epochs, build)
 
 
-def _train(data, recipe, epochs):
+def _train(data, recipe, epochs, build):
     torch.manual_seed(recipe["seed"])
-    model = DigitsSENet()
+    model = build()
     opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"],
                            weight_decay=recipe["weight_decay"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs))

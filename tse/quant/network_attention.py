@@ -74,25 +74,7 @@ class DigitsAttentionNet(network.DigitsSENet):
 
 def train(block: str, data: network.Data) -> DigitsAttentionNet:
     """Train the float network with the SE network's recipe (seeded, one thread)."""
-    r = recipe(block)
-    with network.threads(r["threads"]):
-        torch.manual_seed(r["seed"])
-        model = DigitsAttentionNet(block)
-        opt = torch.optim.Adam(model.parameters(), lr=r["lr"], weight_decay=r["weight_decay"])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, r["epochs"]))
-        gen = torch.Generator().manual_seed(r["seed"] + 1)
-        n = data.x_train.shape[0]
-        loss_fn = nn.CrossEntropyLoss()
-        for _ in range(r["epochs"]):
-            model.train()
-            order = torch.randperm(n, generator=gen)
-            for k in range(0, n, r["batch"]):
-                idx = order[k:k + r["batch"]]
-                opt.zero_grad()
-                loss_fn(model(data.x_train[idx]), data.y_train[idx]).backward()
-                opt.step()
-            sched.step()
-    return model.eval()
+    return network.train(data, recipe(block), build=lambda: DigitsAttentionNet(block))
 
 
 def load_or_train(block: str, path=None, data: network.Data | None = None,
