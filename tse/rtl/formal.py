@@ -7,8 +7,10 @@ _tvalid, _tlast, m_axis_tready and the reset), assumes the source follows AXI4-S
 checks the properties of PROPERTIES, each a group of Asserts that can be proved alone
 (`only=`). It reads internal handshakes from the unit's submodules (line accumulator, strip
 buffer, gate memory, tile broadcaster), elaborating the unit itself so it needs no extra ports,
-and the stages' internal registers (observe()) for the auxiliary invariants that make the
-MAC-free properties' k-induction close (INDUCTIVE).
+and the stages' internal registers (observe()) for the auxiliary invariants that make every
+property's k-induction close (INDUCTIVE). gate_banks is proved by assume-guarantee: with the
+excite MAC abstracted under its gate protocol, and mac_gate_protocol, that protocol proved of
+the real MAC, in separate runs (ASSUME_GUARANTEE, gate_memory_flags).
 
 What is and is not proved: every property is about control and the beats' positions. The
 numerics (the sums, the excite MAC's arithmetic, the broadcaster's multiply) are cut in the
@@ -44,8 +46,14 @@ PROPERTIES = {
                    "also after a bad TLAST)",
     "strip_buffer_bounds": "the strip buffer never overflows or underflows: pushes minus pops "
                            "equals its level, 0..depth",
-    "gate_banks": "a beat's gates are read only from a committed bank whose every gate was "
-                  "written since the bank was last released; no write into a full bank",
+    "gate_banks": "a beat's gates are read only from a committed (full) bank whose every "
+                  "gate was written since the bank was last released (with the excite MAC "
+                  "abstracted, assuming mac_gate_protocol)",
+    "mac_gate_protocol": "the excite MAC's gate protocol (what gate_banks assumes), on the "
+                         "real MAC: it writes a gate only at an address in range into a bank "
+                         "that is not full, commits a bank only when it is not full and every "
+                         "gate of it was written since its last release, and its sums ready "
+                         "is its lookahead of the cycle before",
     "error_flag": "error rises exactly on a TLAST in the wrong place (early or missing) and "
                   "stays until reset",
 }
@@ -64,10 +72,13 @@ COVERS = {
 }
 """Cover name -> what reaching it shows."""
 
-MUTATIONS = ("tlast_off_by_one", "stall_corrupts_data", "gate_flag_lost")
-"""Deliberate bugs for the tests (a property must then fail with a trace): a wrong TLAST rule
-in frame_tlast, a wrapper whose observed m_axis_tdata changes while stalled, and a gate flag
-that never records the first gate written."""
+MUTATIONS = ("tlast_off_by_one", "stall_corrupts_data", "gate_flag_lost",
+             "commit_unwritten_gate")
+"""Deliberate bugs for the tests (a property must then fail): a wrong TLAST rule in
+frame_tlast, a wrapper whose observed m_axis_tdata changes while stalled, a gate flag that
+never records the first gate written (the real MAC then commits a bank with a gate unflagged:
+mac_gate_protocol fails) and a MAC protocol that lets a bank commit with its first gate
+unwritten (gate_banks, which assumes it, fails: a beat reads that gate)."""
 
 CUTPOINTS = ("top.unit.line_accumulator/sums_word", "top.unit.tile_broadcaster/lanes")
 """Wires whose drivers the Yosys flow replaces by free values (yosys `cutpoint`): the tile
@@ -118,19 +129,26 @@ the free values allow."""
 
 MAC_FREE = ("m_axis_hold", "reset_quiet", "conservation", "beat_counts", "frame_tlast",
             "strip_buffer_bounds", "error_flag")
-"""Properties proved with the MAC abstracted; the others (gate_banks) run on the whole
-unit."""
+"""Properties proved with the MAC abstracted, whatever it does (the protocol's sums-ready
+rule aside, which mac_gate_protocol proves of the real MAC)."""
 
-INDUCTIVE = MAC_FREE
-"""Properties whose k-induction closes (depth 8, every SMALL kind; all together 14-32 s a kind
-measured on 2 loaded cores, docs/verification.md): proved for every cycle, not only the first
-N. gate_banks (the whole unit) stays bounded: it would need invariants on the excite MAC's
-own counters. Closing them takes the
-auxiliary invariants in build_harness (each an Assert of the property it serves, so proved in
-the same induction, nothing assumed) that tie the harness's counters to the stages' own
-registers, read through observe(): the line accumulator's position, mode and error advanced
-by the beats in the input slices, the strip buffer's level and ready, the beats and TLAST
-flags inside the broadcaster."""
+ASSUME_GUARANTEE = ("gate_banks", "mac_gate_protocol")
+"""gate_banks, proved with the MAC abstracted under the assumption that its outputs follow
+the gate protocol, and mac_gate_protocol, that protocol proved of the real MAC (the whole
+unit, numerics cut): each in a run of its own (never the assumption and its proof in one
+model); together they prove gate_banks of the unit. Each closes by k-induction with
+invariants of its own (gate_memory_flags)."""
+
+INDUCTIVE = MAC_FREE + ASSUME_GUARANTEE
+"""Properties whose k-induction closes (depth 8, every SMALL kind; docs/verification.md has
+the times measured on 2 loaded cores): proved for every cycle, not only the first N. Closing
+them takes the auxiliary invariants in build_harness and gate_memory_flags (each an Assert
+of the property it serves, so proved in the same induction, nothing assumed) that tie the
+harness's counters to the stages' own registers, read through observe(): the line
+accumulator's position, mode and error advanced by the beats in the input slices, the strip
+buffer's level and ready, the beats and TLAST flags inside the broadcaster, its gate read
+address, the excite MAC's place in its strip, its issue counters and the gate writes in its
+pipeline."""
 
 
 def formal_params(cfg: TSEConfig):
@@ -185,6 +203,7 @@ def observed_unit_class():
     """TSEUnit whose elaboration is done once and kept, so the harness can read the
     submodules' ports (m.submodules.<stage>) of the very unit it instantiates, and their
     internal registers (`inside`: stage name -> observe()'s locals)."""
+    from .excite_mac import ExciteMac
     from .unit import TSEUnit
 
     class ObservedUnit(TSEUnit):
@@ -200,14 +219,17 @@ def observed_unit_class():
                 # the input slice chain's register slices, port side first
                 self.inside["slices"] = [observe(s) for s in
                                          self.inside["input_slice"]["elaborate"][0]["slices"]]
+                if self.excite is ExciteMac:    # its counters (mac_gate_protocol)
+                    self.inside["excite_mac"] = observe(sub.excite_mac)
             return self.module
 
     return ObservedUnit
 
 
 def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
-    """(elaboratable, ports) of the harness; only: property names whose Asserts to keep
-    (default all); covers are always built."""
+    """(elaboratable, ports, {source line: property}) of the harness; only: property names
+    whose Asserts to keep (default all but mac_gate_protocol, which gate_banks assumes: never
+    both in one run); covers are always built."""
     from amaranth import Cat, ClockDomain, Module, Mux, Signal
     from amaranth.asserts import AnyConst, Initial
     from amaranth.hdl import Assert, Assume, Cover
@@ -219,6 +241,8 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
         raise InputError(f"mutation: {mutation!r} is not allowed; allowed: "
                          f"{', '.join(MUTATIONS)}")
     keep = set(PROPERTIES if only is None else only)
+    if only is None:        # gate_banks assumes what mac_gate_protocol asserts
+        keep.discard("mac_gate_protocol")
     unknown = keep - set(PROPERTIES)
     if unknown:
         raise InputError(f"property: {sorted(unknown)[0]!r} is not allowed; allowed: "
@@ -290,12 +314,26 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     with m.If(started & p_rst):
         check("reset_quiet", ~m_valid & ~unit.error)
 
-    # the excite MAC's ready is its lookahead of the cycle before (reset: its initial 1):
-    # true of the real MAC by construction, and what its free outputs (ABSTRACT_MAC) must
-    # keep, since the line accumulator's take is set from the lookahead
+    # the excite MAC's protocol: assumed of its free outputs (ABSTRACT_MAC), asserted as
+    # mac_gate_protocol on the real MAC (never both in one run: the assumption would prove
+    # itself)
+    mac_real = "mac_gate_protocol" in keep
+    if mac_real and "gate_banks" in keep:
+        raise InputError("property: gate_banks assumes mac_gate_protocol; allowed: the two "
+                         "in separate runs (formal_flow.prove does)")
+
+    def protocol(cond):
+        if mac_real:
+            m.d.comb += Assert(cond, "mac_gate_protocol", src_loc_at=1)
+            where[traceback.extract_stack(limit=2)[0].lineno] = "mac_gate_protocol"
+        else:
+            m.d.comb += Assume(cond)
+
+    # its ready is its lookahead of the cycle before (reset: its initial 1), the lookahead
+    # the line accumulator's take is set from: the real MAC's ready register is loaded from it
     with m.If(started):
-        m.d.comb += Assume(acc.o_sums.ready == Mux(p_rst, 1, past(acc.o_sums_ready_next,
-                                                                   "sums_ready_next")))
+        protocol(acc.o_sums.ready == Mux(p_rst, 1, past(acc.o_sums_ready_next,
+                                                        "sums_ready_next")))
 
     accept = s_valid & s_ready & ~rst
     emit = m_valid & m_ready & ~rst
@@ -502,36 +540,12 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
     check("strip_buffer_bounds", ~push | (level < depth) | pop)
     check("strip_buffer_bounds", ~pop | (level > 0))
 
-    # ---- gate_banks: a written flag per gate ------------------------------------------
-    words = p.tx * p.G
-    flags = Signal(BANKS * words * p.P)
-    w_word = Signal(range(BANKS * words))
-    m.d.comb += w_word.eq((gates.w_bank * p.tx + gates.w_tile) * p.G + gates.w_group)
-    w_bit = w_word * p.P + gates.w_lane
-    released = Signal(BANKS * words * p.P)
-    for b in range(BANKS):
-        for i in range(words * p.P):
-            bit = b * words * p.P + i
-            m.d.comb += released[bit].eq(gates.release & (gates.release_bank == b))
-    written = Signal(BANKS * words * p.P)
-    m.d.comb += written.eq(Mux(gates.w_en & ~rst, 1, 0) << w_bit)
-    if mutation == "gate_flag_lost":       # the first gate's write is never recorded
-        m.d.sync += flags.eq(((flags & ~released) | written) & ~1)
-    else:
-        m.d.sync += flags.eq((flags & ~released) | written)
-    r_word = gates.r_addr
-    r_flags = (flags >> (r_word * p.P))[:p.P]
-    r_bank = Signal(2)
-    m.d.comb += r_bank.eq(r_word // words)
-    with m.If(pop):
-        check("gate_banks", (r_flags == (1 << p.P) - 1) & gates.full.bit_select(r_bank, 1))
-    with m.If(gates.w_en & ~rst):
-        check("gate_banks", ~gates.full.bit_select(gates.w_bank, 1))
-    for b in range(BANKS):
-        # the gate written in the committing cycle counts (the MAC commits with its last write)
-        bank_flags = (flags | written)[b * words * p.P:(b + 1) * words * p.P]
-        with m.If(gates.commit & (gates.commit_bank == b) & ~rst):
-            check("gate_banks", bank_flags == (1 << (words * p.P)) - 1)
+    # ---- gate_banks, mac_gate_protocol: a written flag per gate --------------------------
+    # gate_banks runs with the MAC abstracted and assumes the protocol its writes and commits
+    # follow; mac_gate_protocol asserts that very protocol on the real MAC (gate_memory_flags)
+    if "gate_banks" in keep or mac_real:
+        gate_memory_flags(m, p, unit, gates, bc, pop, rst, check, protocol, mac_real,
+                          mutation)
 
     # ---- covers -------------------------------------------------------------------------
     after_error = Signal()
@@ -550,3 +564,137 @@ def build_harness(cfg: TSEConfig, p, only=None, mutation: str | None = None):
         Cover(unit.error & emit & m_last, "frame_after_error"),
     ]
     return m, ports, where
+
+
+def gate_memory_flags(m, p, unit, gates, bc, pop, rst, check, protocol, mac_real, mutation):
+    """gate_banks and mac_gate_protocol (build_harness's): a flag per gate of the gate memory,
+    set when the MAC writes it, cleared when the broadcaster releases its bank.
+
+    The protocol of the MAC's outputs (`protocol`: assumed with the MAC abstracted, asserted
+    as mac_gate_protocol on the real one): a gate is written only at an address in range
+    into a bank that is not full; a bank is committed only when it is not full and every one
+    of its gates was written since its last release (the gate written in the committing cycle
+    counts). gate_banks: under it, a beat's gates are read only from a full bank whose gates
+    are all flagged; its invariants: a full bank's flags are all set, the broadcaster's read
+    address lies in its bank. mac_gate_protocol's invariants tie the flags to the MAC's own
+    counters: where it is in its strip (n, the strip's cycle), the issue counters of the
+    tile, the gate writes in flight down its pipeline, the flags of its bank as exactly the
+    gates whose writes are done, the other banks' flags all set when full, else clear."""
+    from amaranth import Cat, Mux, Signal
+
+    from tse.ref_model import plan
+
+    from .gate_memory import BANKS
+    from .squeeze import DRAIN, LEAD, TILES
+
+    words, bank_bits = p.tx * p.G, p.tx * p.G * p.P
+    all_set = (1 << bank_bits) - 1
+    flags = Signal(BANKS * bank_bits)
+    w_word = Signal(range(BANKS * words))
+    m.d.comb += w_word.eq((gates.w_bank * p.tx + gates.w_tile) * p.G + gates.w_group)
+    w_bit = w_word * p.P + gates.w_lane
+    released = Signal(BANKS * bank_bits)
+    for b in range(BANKS):
+        m.d.comb += released[b * bank_bits:(b + 1) * bank_bits].eq(
+            Mux(gates.release & (gates.release_bank == b), all_set, 0))
+    written = Signal(BANKS * bank_bits)
+    m.d.comb += written.eq(Mux(gates.w_en & ~rst, 1, 0) << w_bit)
+    if mutation == "gate_flag_lost":       # the first gate's write is never recorded
+        m.d.sync += flags.eq(((flags & ~released) | written) & ~1)
+    else:
+        m.d.sync += flags.eq((flags & ~released) | written)
+
+    def bank(v, b):
+        return v[b * bank_bits:(b + 1) * bank_bits]
+
+    # ---- the protocol ----------------------------------------------------------------
+    with m.If(gates.w_en & ~rst):
+        protocol((gates.w_bank < BANKS) & (gates.w_tile < p.tx) & (gates.w_group < p.G)
+                 & (gates.w_lane < p.P) & ~gates.full.bit_select(gates.w_bank, 1))
+    # commit_unwritten_gate: a protocol that lets a bank commit with its first gate unwritten
+    need = all_set & ~1 if mutation == "commit_unwritten_gate" else all_set
+    for b in range(BANKS):
+        with m.If(gates.commit & (gates.commit_bank == b) & ~rst):
+            protocol(~gates.full[b] & ((bank(flags | written, b) & need) == need))
+    with m.If(gates.commit & ~rst):
+        protocol(gates.commit_bank < BANKS)
+
+    # a full bank's flags are all set (commits only of written banks, releases clear both)
+    for b in range(BANKS):
+        with m.If(gates.full[b]):
+            check(("gate_banks", "mac_gate_protocol"), bank(flags, b) == all_set)
+
+    # ---- gate_banks: gates read only from a full bank, every one written -------------
+    r_word = gates.r_addr
+    r_flags = (flags >> (r_word * p.P))[:p.P]
+    r_bank = Signal(2)
+    m.d.comb += r_bank.eq(r_word // words)
+    with m.If(pop):
+        check("gate_banks", (r_flags == (1 << p.P) - 1) & gates.full.bit_select(r_bank, 1))
+    # invariant: the broadcaster's read address is its position's word in its bank
+    be = unit.inside["tile_broadcaster"]["elaborate"][0]
+    check("gate_banks", (be["bank"] < BANKS) & (be["bank_base"] == be["bank"] * words)
+          & (be["gaddr"] == be["bank_base"] + be["tile"] * p.G + be["grp"])
+          & (be["tile"] < p.tx) & (be["tcol"] < p.tw) & (be["grp"] < p.G)
+          & (be["col"] == be["tile"] * p.tw + be["tcol"]) & (be["col"] < p.W))
+    if not mac_real or "excite_mac" not in unit.inside:
+        return
+
+    # ---- mac_gate_protocol's invariants: the MAC's counters ---------------------------
+    MP = "mac_gate_protocol"
+    mi = unit.inside["excite_mac"]["elaborate"][0]
+    ctl, tags = mi["ctl"], mi["tags"]      # its StripControl (phase, count: read, not set)
+    running, phase, cnt, tile, gb = ctl.running, ctl._phase, ctl._cnt, ctl.tile, ctl.gb
+    sc, sc_fc1, sc_fc2 = mi["sc"], mi["sc_fc1"], mi["sc_fc2"]
+    lead, B, tx, drain = p.lead_cycles, p.tile_cycles, p.tx, p.drain_cycles
+    F2, K2, P = p.fc2_start, p.K2, p.P
+    D = p.issue_to_code + plan.CODE_TO_GATE           # an issue's write: tags[D]
+    assert D == drain, (D, drain)
+    last = lead + tx * B + drain - 1                  # the strip's last cycle (the commit)
+    n = Signal(range(last + 1), name="mac_n")         # the strip's cycle (the start: 0)
+    m.d.comb += n.eq(Mux(phase == LEAD, cnt, Mux(phase == TILES, lead + tile * B + sc,
+                                                  lead + tx * B + cnt)))
+    check(MP, (gb < BANKS) & ~gates.full.bit_select(gb, 1))
+    with m.If(running):
+        check(MP, phase != 3)
+        with m.If(phase == LEAD):
+            check(MP, (cnt >= 1) & (cnt <= lead - 1))
+        with m.If(phase == TILES):
+            check(MP, (tile < tx) & (sc < B) & (sc_fc1 == (sc < p.hidden * p.K1))
+                  & (sc_fc2 == (sc >= F2)))
+            # fc2's issue counters: output, chunk, its channel group and lane
+            for s in range(F2, B):
+                out = (s - F2) // K2
+                with m.If(sc == s):
+                    check(MP, (mi["o"] == out) & (mi["k"] == (s - F2) % K2)
+                          & (mi["c_lane"] == out % P) & (mi["c_grp"] == out // P))
+        with m.If(phase == DRAIN):
+            check(MP, cnt <= drain - 1)
+    # the gate writes in flight: a tag i stages down the pipeline that will write a gate is
+    # the issue of cycle n - i of the running strip, with that gate's tile, group and lane
+    issues = [(lead + t * B + F2 + c * K2 + K2 - 1, t, c // P, c % P)
+              for t in range(tx) for c in range(p.C)]
+    wv = []
+    for i in range(1, D + 1):
+        tg = tags[i]
+        v = Signal(name=f"gate_write_in{i}")
+        m.d.comb += v.eq(tg.valid & tg.last & tg.fc2)
+        wv.append(v)
+        match = Cat(*[(n == at + i) & (tg.tile == t) & (tg.grp == g) & (tg.lane == lane)
+                      for at, t, g, lane in issues]).any()
+        check(MP, ~v | (running & match))
+    # the MAC's bank: idle, no gate written; running, exactly the gates whose write is done
+    cur = Signal(bank_bits, name="mac_bank_flags")
+    m.d.comb += cur.eq(Mux(gb == 0, bank(flags, 0), Mux(gb == 1, bank(flags, 1),
+                                                         bank(flags, 2))))
+    with m.If(~running):
+        check(MP, (cur == 0) & ~Cat(*wv).any())
+    with m.If(running):
+        for at, t, g, lane in issues:
+            done = (n > at + D) | Cat(*[(n == at + d) & ~wv[d - 1]
+                                        for d in range(1, D + 1)]).any()
+            check(MP, cur[(t * p.G + g) * P + lane] == done)
+    # the other banks: full, every gate written; else none
+    for b in range(BANKS):
+        with m.If(gb != b):
+            check(MP, bank(flags, b) == Mux(gates.full[b], all_set, 0))
