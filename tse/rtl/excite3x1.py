@@ -317,16 +317,8 @@ class Excite3x1(ExciteStage):
             m.d.sync += rq_acc.eq(acc_next)
 
         # A+1: the multiplier's word; A+2 ...: acc x M, padded to MUL_STAGES
-        mult_r = [rom.read_port() for rom in fc_roms]
-        m.d.comb += [r.addr.eq(tags[A - 1].o) for r in mult_r]
-        words = [pipeline.cut(m, r.data, f"rq_word{layer + 1}") for layer, r in enumerate(mult_r)]
-        word = pipeline.cut(m, Mux(tags[A + 1].fc2, words[1], words[0]), "rq_word")
-        acc2 = pipeline.cut(m, rq_acc, "rq_acc2")
-        product, n = pipeline.mul(m, acc2, word[p.acc_bits:p.acc_bits + p.mult_bits], "rq_mul")
-        assert n <= pipeline.MUL_STAGES, n
-        product = pipeline.delay(m, product, pipeline.MUL_STAGES - n, "rq_pad")
-        shift = pipeline.delay(m, word[p.acc_bits + p.mult_bits:], pipeline.MUL_STAGES,
-                               "rq_shift")
+        product, shift = pipeline.requant_product(m, fc_roms, tags, A, rq_acc, p.acc_bits,
+                                                  p.mult_bits)
         tq = tags[A + 2 + pipeline.MUL_STAGES]
         fc1, fc2 = p.ip.fc1, p.ip.fc2
         half_up = Mux(tq.fc2, int(fc2.rounding) == HALF_UP, int(fc1.rounding) == HALF_UP)

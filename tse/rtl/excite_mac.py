@@ -225,21 +225,9 @@ class ExciteMac(ExciteStage):
         with m.If(tA.valid & tA.last):
             m.d.sync += rq_acc.eq(acc_next)
 
-        # A+2: the multiplier's word (M and the shift), read at A - 1 from the fc ROMs (block
-        # RAM) onto registers, then the layer's word picked onto a register: a multiply's
-        # operand comes from a flip-flop, no multiplexer between (the layer flag's mux before
-        # the multiply was the default unit's out-of-context critical path, 9.8 ns)
-        mult_r = [rom.read_port() for rom in fc_roms]
-        m.d.comb += [r.addr.eq(tags[A - 1].o) for r in mult_r]
-        words = [pipeline.cut(m, r.data, f"rq_word{layer + 1}") for layer, r in enumerate(mult_r)]
-        word = pipeline.cut(m, Mux(tags[A + 1].fc2, words[1], words[0]), "rq_word")
-        acc2 = pipeline.cut(m, rq_acc, "rq_acc2")
-        # A+2 ...: acc x M, in limbs (pipeline.mul), padded to the plan's MUL_STAGES
-        product, n = pipeline.mul(m, acc2, word[p.acc_bits:p.acc_bits + p.mult_bits], "rq_mul")
-        assert n <= pipeline.MUL_STAGES, n
-        product = pipeline.delay(m, product, pipeline.MUL_STAGES - n, "rq_pad")
-        shift = pipeline.delay(m, word[p.acc_bits + p.mult_bits:], pipeline.MUL_STAGES,
-                               "rq_shift")
+        # A+2 ...: the multiplier's word (M and the shift) and acc x M
+        product, shift = pipeline.requant_product(m, fc_roms, tags, A, rq_acc, p.acc_bits,
+                                                  p.mult_bits)
 
         # then: rounding shift, zero point, clamp (lower clamp at zh: fc1's fused ReLU)
         tq = tags[A + 2 + pipeline.MUL_STAGES]

@@ -644,7 +644,7 @@ def gate_memory_flags(m, p, unit, gates, bc, pop, rst, check, protocol, mac_real
     MP = "mac_gate_protocol"
     mi = unit.inside["excite_mac"]["elaborate"][0]
     ctl, tags = mi["ctl"], mi["tags"]      # its StripControl (phase, count: read, not set)
-    running, phase, cnt, tile, gb = ctl.running, ctl._phase, ctl._cnt, ctl.tile, ctl.gb
+    running, phase, cnt, tile, gb = ctl.running, ctl.phase, ctl.cnt, ctl.tile, ctl.gb
     sc, sc_fc1, sc_fc2 = mi["sc"], mi["sc_fc1"], mi["sc_fc2"]
     lead, B, tx, drain = p.lead_cycles, p.tile_cycles, p.tx, p.drain_cycles
     F2, K2, P = p.fc2_start, p.K2, p.P

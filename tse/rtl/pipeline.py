@@ -274,6 +274,26 @@ NEAR_BITS = 10
 says whether the code saturates."""
 
 
+def requant_product(m, fc_roms, tags, a: int, rq_acc, acc_bits: int, mult_bits: int):
+    """The excite MAC's acc x M (SE's and the 3x1 excite's): the multiplier's words (bias |
+    M | shift) read from the fc ROMs at a - 1 onto registers, the layer's word picked onto a
+    register at a + 1 (a multiply's operand comes from a flip-flop, no multiplexer between:
+    the layer flag's mux before the multiply was the default unit's out-of-context critical
+    path, 9.8 ns), then acc x M in limbs padded to MUL_STAGES. tags[i]: the pipeline's tag
+    of cycle i (its .o, the output index, and .fc2, the layer). Returns (product, shift),
+    both of cycle a + 2 + MUL_STAGES."""
+    mult_r = [rom.read_port() for rom in fc_roms]
+    m.d.comb += [r.addr.eq(tags[a - 1].o) for r in mult_r]
+    words = [cut(m, r.data, f"rq_word{layer + 1}") for layer, r in enumerate(mult_r)]
+    word = cut(m, Mux(tags[a + 1].fc2, words[1], words[0]), "rq_word")
+    acc2 = cut(m, rq_acc, "rq_acc2")
+    product, n = mul(m, acc2, word[acc_bits:acc_bits + mult_bits], "rq_mul")
+    assert n <= MUL_STAGES, n
+    product = delay(m, product, MUL_STAGES - n, "rq_pad")
+    shift = delay(m, word[acc_bits + mult_bits:], MUL_STAGES, "rq_shift")
+    return product, shift
+
+
 def requant(m, product, shift, max_shift: int, zo, lo, half_up) -> Value:
     """clamp(round(product / 2**shift) + zo, lo, 255) (numerics.requant_hw after its
     multiply) over REQUANT_STAGES registers: the shifted value with its half and sticky bits;

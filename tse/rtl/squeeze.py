@@ -152,12 +152,14 @@ class Squeeze:
 
 
 class StripControl:
-    """A strip's phases for the excite stage of module m. Exposes running, in_tiles, tile, rb
-    (the pooled bank being excited), gb (the gate bank, strip number mod 3), cur_strip and
-    commit; build(lead_end, tile_phase) then adds the phases' logic: `lead_end()` adds the
-    statements of the lead-in's last cycle (the tile phase's start, tile 0),
-    `tile_phase(next_tile)` builds the tile phase's body and calls next_tile(on_next) in a
-    tile's last cycle (on_next() adds the statements of the next tile's start)."""
+    """A strip's phases for the excite stage of module m. Exposes running, phase (lead-in,
+    tiles, drain) and cnt (the cycle within the lead-in or drain; both read by the formal
+    harness's invariants), in_tiles, tile, rb (the pooled bank being excited), gb (the gate
+    bank, strip number mod 3), cur_strip and commit; build(lead_end, tile_phase) then adds
+    the phases' logic: `lead_end()` adds the statements of the lead-in's last cycle (the tile
+    phase's start, tile 0), `tile_phase(next_tile)` builds the tile phase's body and calls
+    next_tile(on_next) in a tile's last cycle (on_next() adds the statements of the next
+    tile's start)."""
 
     def __init__(self, m, p, sq: Squeeze, bank_free):
         self.m, self.p, self.sq = m, p, sq
@@ -169,7 +171,7 @@ class StripControl:
         self.gb = gb = Signal(2)
         self.tile = Signal(field(p.tx))
         self.cur_strip = Signal(field(p.ty))
-        self._phase, self._cnt = phase, cnt
+        self.phase, self.cnt = phase, cnt
         self.in_tiles = running & (phase == TILES)
         last_cycle = running & (phase == DRAIN) & (cnt == drain - 1)
         # like the model, a strip's gates become visible only once the broadcaster is done
@@ -182,7 +184,7 @@ class StripControl:
         """The phases' logic (see the class docstring for the two callbacks)."""
         m, p, sq = self.m, self.p, self.sq
         lead, drain, tx = p.lead_cycles, p.drain_cycles, p.tx
-        running, phase, cnt, rb, gb = self.running, self._phase, self._cnt, self.rb, self.gb
+        running, phase, cnt, rb, gb = self.running, self.phase, self.cnt, self.rb, self.gb
         tile, can_commit = self.tile, self._can_commit
         start = ~running & sq.arrived(rb)
 
