@@ -162,7 +162,7 @@ def test_excite3x1_sweep_baseline_is_pytorch_and_cost_is_its_unit_plans(tmp_path
 
 
 def test_excite3x1_grid_refuses_se_only_axes_and_cli_runs(tmp_path):
-    for axis in ("fc1_acc_bits", "sum_bits", "hidden_bits"):
+    for axis in ("fc1_acc_bits", "sum_bits", "acc_bits"):     # SE axes the 3x1 lacks
         with pytest.raises(ConfigError) as e:
             sweep.parse_grid({"axes": {axis: [8]}}, "grid 'g.toml'", "excite3x1")
         assert "\n" not in str(e.value) and f"axis {axis!r}" in str(e.value)
