@@ -156,10 +156,25 @@ def test_table6_large_is_the_papers_arithmetic_exactly():
     plan = plan_network(Network("paper", tuple(layers), ""), "7xW")
     assert (plan.total("se_buffer"), plan.total("tse_buffer")) == (se, tse)
     assert (truncated(se / 1e6), truncated(tse / 1e6)) == PAPER_TABLE6["large"]
-    # The same arithmetic does not give the Small's figures (shown, not fitted).
-    small = plan_network(Network("paper", tuple(mobilenetv3_se_layers(
-        "small", 2048, 1024, dilated=False, se_at_block_input=True)), ""), "7xW")
-    assert truncated(small.total("se_buffer") / 1e6) != PAPER_TABLE6["small"][0]
+    # The same arithmetic does not give the Small's figures; with the SE the MobileNetV3
+    # paper's Table 2 puts on the Small's last 1x1 conv (576 channels at 64 x 32) both come
+    # within 5 % (docs/buffer.md); the Large has no such SE.
+    small_blocks = (16 * 1024 * 512, 96 * 256 * 128, (240 * 2 + 120 + 144 + 288) * 128 * 64,
+                    2 * 576 * 64 * 32)
+    se = sum(small_blocks)
+    tse = 7 * (16 * 512 + 96 * 128 + (240 * 2 + 120 + 144 + 288) * 64 + 2 * 576 * 32)
+    for last, extra_se, extra_tse in ((False, 0, 0), (True, 576 * 64 * 32, 7 * 576 * 32)):
+        small = plan_network(Network("paper", tuple(mobilenetv3_se_layers(
+            "small", 2048, 1024, dilated=False, se_at_block_input=True, last_conv_se=last)),
+            ""), "7xW")
+        got = (small.total("se_buffer"), small.total("tse_buffer"))
+        assert got == (se + extra_se, tse + extra_tse)
+    assert got == (23_527_424, 992_768)
+    paper = PAPER_TABLE6["small"]
+    assert truncated(got[0] / 1e6) != paper[0]
+    assert abs(got[0] / 1e6 / paper[0] - 1) < 0.05 and abs(got[1] / 1e6 / paper[1] - 1) < 0.05
+    assert mobilenetv3_se_layers("large", 2048, 1024, last_conv_se=True) == \
+        mobilenetv3_se_layers("large", 2048, 1024)
 
 
 def test_table6_builtin_is_torchvisions_lraspp_backbone():

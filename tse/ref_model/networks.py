@@ -284,17 +284,24 @@ MOBILENETV3 = {
     ),
 }
 LAST_STAGE_BLOCKS = 3
+LAST_CONV_SE = {"small": 576}
+"""The final 1x1 conv that the MobileNetV3 paper's own Table 2 marks with SE (the Small's
+576-channel conv; its Table 1 marks none on the Large). torchvision and most implementations
+leave it out ("refer to paper Table2, but I think this is a mistake", a common PyTorch port);
+`last_conv_se` counts it, for the paper's arithmetic in docs/buffer.md (Table 6)."""
 CITYSCAPES = (1024, 2048)
 """Height x width of a Cityscapes frame (the paper's 1024x2048 single-scale evaluation)."""
 
 
 def mobilenetv3_se_layers(arch: str, height: int, width: int, dilated: bool = True,
-                          se_at_block_input: bool = False) -> list[SELayer]:
+                          se_at_block_input: bool = False,
+                          last_conv_se: bool = False) -> list[SELayer]:
     """The SE blocks of MobileNetV3-<arch> on a height x width input, in forward order.
 
     dilated=False (the classification backbone) and se_at_block_input=True (each SE counted at
-    its block's input resolution, before the depthwise conv's stride) exist only to show the
-    paper's arithmetic next to this table (docs/buffer.md, Table 6)."""
+    its block's input resolution, before the depthwise conv's stride) and last_conv_se (an SE
+    on the final 1x1 conv where the MobileNetV3 paper's table marks one: LAST_CONV_SE) exist
+    only to show the paper's arithmetic next to this table (docs/buffer.md, Table 6)."""
     blocks = MOBILENETV3[arch]
     h, w = _conv_out(height, 2), _conv_out(width, 2)           # stem: 3x3 conv, stride 2
     layers = []
@@ -306,6 +313,9 @@ def mobilenetv3_se_layers(arch: str, height: int, width: int, dilated: bool = Tr
             sh, sw = (h_in, w_in) if se_at_block_input else (h, w)
             layers.append(SELayer(f"b{i}", blk.expanded, sh, sw,
                                   make_divisible(blk.expanded // 4, 8)))
+    if last_conv_se and arch in LAST_CONV_SE:
+        c = LAST_CONV_SE[arch]
+        layers.append(SELayer("conv", c, h, w, make_divisible(c // 4, 8)))
     return layers
 
 
