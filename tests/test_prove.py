@@ -178,3 +178,37 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 def test_every_property_has_a_statement():
     assert set(MAC_FREE) < set(PROPERTIES) and all(PROPERTIES.values())
     assert set(ASSUME_GUARANTEE) == set(PROPERTIES) - set(MAC_FREE)
+
+
+def test_kill_tree_ends_descendants_in_sessions_of_their_own():
+    """A timed-out SymbiYosys run must not leave its engine searching: sby starts yosys-abc
+    in a session of its own, out of reach of a killpg (two such orphans ran on for 40
+    minutes before kill_tree)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tse.rtl.formal_flow import kill_tree
+
+    child = ("import os, time; os.setsid(); print(os.getpid(), flush=True); time.sleep(300)")
+    proc = subprocess.Popen(["bash", "-c", f'"{sys.executable}" -c "{child}" & wait'],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    pid = int(proc.stdout.readline())
+    kill_tree(proc.pid)
+    proc.wait(timeout=10)
+
+    def alive():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 5
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = alive()
+    if survived:
+        os.kill(pid, 9)
+    assert not survived

@@ -95,6 +95,33 @@ def solver_env() -> dict:
     return env
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process, its process group and every descendant: SymbiYosys starts its
+    engines (yosys-abc, the SMT solver) in process groups of their own, so a killpg alone
+    leaves them running, orphaned, for as long as their search lasts."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    todo, found = [pid], []
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for p in found:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def run_sby(work: Path, mode: str, depth: int, timeout: float,
             abstract_mac: bool = False, engine: str = "smtbmc") -> tuple[str, Path]:
     """Run SymbiYosys in work/ (holding top.il) in mode prove, bmc or cover; (log, task
@@ -127,7 +154,7 @@ def run_sby(work: Path, mode: str, depth: int, timeout: float,
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         proc.communicate()
         if engine == "pdr":
             return None, work / task

@@ -20,14 +20,12 @@ lacks (a sum that is never negative, a bit never set) within its time budget.
 """
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from tse.rtl.formal_flow import ABC_WRAPPER, abc_tool, solver_env, tool
+from tse.rtl.formal_flow import ABC_WRAPPER, abc_tool, kill_tree, solver_env, tool
 
 from .netlist import MUTSEL, MutationError, memory_bits, read_script, stage, yosys
 
@@ -113,7 +111,7 @@ def _sby(work: Path, task: str, engine: str, top: str, cut: bool, timeout: float
     try:
         return proc.communicate(timeout=timeout)[0]
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         proc.communicate()
         return ""
 
