@@ -16,8 +16,8 @@ manifest.json of every block and every skipped block's reason (tse/model_vectors
 docs/models.md); the tile is clamped to each block's map.
 
 With --block eca|srm: the hw profile's vectors of the seeded block
-(tse.ref_model.attention_vectors) with the unit's Verilog and ROM images (no self-checking
-testbench yet; `tse cosim --block eca|srm` co-simulates them).
+(tse.ref_model.attention_vectors) with the unit's Verilog, ROM images and the self-checking
+testbench with its scripts, as for SE (`tse cosim --block eca|srm` co-simulates them).
 
 With --excite-kernel 3x1 (block se, the paper's Appendix B excite across rows of tiles): the hw
 profile's vectors of the seeded 3x1-excite block (input, tile sums, pooled, hidden, excite,
@@ -159,7 +159,7 @@ def run(args):
 def run_attention(args, cfg):
     """`tse vectors --block eca|srm`: the hw profile's vectors of the seeded block
     (tse.ref_model.attention_vectors) with the unit's Verilog NAME.v and its ROM images
-    (tse.sim.cosim.write_attention_vectors; no self-checking testbench for these blocks yet).
+    (tse.sim.cosim.write_attention_vectors), and the self-checking testbench.
     `--block se --excite-kernel 3x1` likewise, with the 3x1 excite's unit."""
     from tse.ref_model.errors import ConfigError, InputError
     from tse.rtl.export import check_name

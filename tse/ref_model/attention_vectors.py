@@ -1,10 +1,9 @@
 """Golden vectors of tiled ECA and SRM and of TSE with the paper's 3x1 excite in the hw
 profile (issue 18): every stage of attention_kernels as .npy and $readmemh hex (the layouts of
 tse.ref_model.vectors), and a manifest with the block, its configuration and parameters, and
-how the vectors compare with quantized PyTorch. The ECA and SRM units' Verilog, ROM images and
-facts come as extra files and meta (tse.sim.cosim.write_attention_vectors); the 3x1 excite has
-no unit yet, so write_excite3x1 writes its vectors alone. No self-checking testbench for these
-blocks yet.
+how the vectors compare with quantized PyTorch. The units' Verilog (ECA's, SRM's and the 3x1
+excite's), ROM images, facts and self-checking testbench come as extra files and meta
+(tse.sim.cosim.write_attention_vectors).
 """
 from __future__ import annotations
 
@@ -87,19 +86,3 @@ def write(out_dir, cfg: TSEConfig, x_nhwc: np.ndarray, stages: dict, meta: dict,
     }
     artifacts.write_artifacts(out_dir, arrays, manifest, extra_files={**extra,
                                                                     **(extra_files or {})})
-
-
-def write_excite3x1(cfg: TSEConfig, frames: int, out_dir) -> dict:
-    """What `tse vectors --block se --excite-kernel 3x1` writes: the seeded block's quantized
-    PyTorch reference (tse.quant.attention_reference.build_excite3x1: seeded weights, SE's
-    synthetic calibration and input), every stage of the hw profile's kernel
-    (attention_kernels.excite3x1_frames) and the distance from quantized PyTorch; no unit
-    Verilog (the 3x1 excite has no RTL yet)."""
-    from tse.quant import attention_reference
-
-    ref = attention_reference.build_excite3x1(cfg, frames)
-    x = np.ascontiguousarray(ref.codes["input"].transpose(0, 2, 3, 1))
-    stages = build(cfg, ref.quant, x)
-    vs_torch = compare(cfg, stages, ref.codes)
-    write(out_dir, cfg, x, stages, {"sources": ref.sources, "vs_quantized_pytorch": vs_torch})
-    return {"files": [], "frames": int(x.shape[0]), "vs_quantized_pytorch": vs_torch}

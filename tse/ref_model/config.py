@@ -304,6 +304,11 @@ class TSEConfig:
                                           hidden_table=self.hidden_table)
 
     @property
+    def lookahead_strips(self) -> int:
+        """Strips after a strip whose pooled values its gates need (the 3x1 excite: 2)."""
+        return plan.lookahead_strips(3 if self.excite_kernel == "3x1" else 1)
+
+    @property
     def full_throughput_depth(self) -> int:
         """Strip-buffer depth (beats) at which the input never stalls."""
         if self.block == "eca":

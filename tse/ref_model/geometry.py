@@ -82,6 +82,14 @@ class Geometry:
         last_beat = (last_row[:, None] * self.width + last_col[None, :]) * g + g - 1
         return last_beat < n
 
+    def tiles_defined_within(self, n: int, lookahead: int = 0) -> np.ndarray:
+        """bool [tiles_y, tiles_x]: tiles whose gates a frame cut after its first n beats
+        still defines: the tile complete, and with `lookahead` strips (the 3x1 excite's
+        gates read the strips below: TSEConfig.lookahead_strips) the tile of its column that
+        many strips on (or the frame's last) complete too."""
+        complete = self.tiles_complete_within(n)
+        return complete[np.minimum(np.arange(self.tiles_y) + lookahead, self.tiles_y - 1)]
+
     def beats_of_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """bool [beats_per_frame]: the beats of a frame that lie in the given tiles."""
         rows = np.arange(self.height) // self.tile_rows

@@ -105,11 +105,11 @@ def write_attention_vectors(cfg: TSEConfig, frames: int, out_dir, name: str = "t
                             probes: bool = False) -> dict:
     """What `tse vectors --block eca|srm` writes (the same seeded block, synthetic frames and
     hw profile, tse.ref_model.attention_vectors), plus the unit's Verilog NAME.v (ECA's or
-    SRM's excite stage), its ROM images and the unit's facts (manifest "unit": geometry,
-    schedule, ports)."""
+    SRM's excite stage), its ROM images, the unit's facts (manifest "unit": geometry,
+    schedule, ports) and the self-checking testbench with its scripts (selfcheck.bundle)."""
     from tse.quant import attention_reference
     from tse.ref_model import attention_vectors
-    from tse.rtl.export import check_name, rom_files, verilog_text
+    from tse.rtl.export import check_name, rom_files
 
     check_name(name)
     ref = (attention_reference.build_excite3x1 if cfg.excite_kernel == "3x1"
@@ -117,8 +117,10 @@ def write_attention_vectors(cfg: TSEConfig, frames: int, out_dir, name: str = "t
     x = ref.codes["input"].transpose(0, 2, 3, 1).copy()
     stages = attention_vectors.build(cfg, ref.quant, x)
     plan = attention_unit_plan(cfg, ref.quant)
-    files = {f"{name}.v": ("unit_verilog", verilog_text(cfg, plan, name, probes).encode())}
-    files.update({rel: (Path(rel).stem, data) for rel, data in rom_files(cfg, plan).items()})
+    rom_images = rom_files(cfg, plan)
+    files = selfcheck.bundle(cfg, None, int(x.shape[0]), name, probes, plan=plan,
+                             rom_paths=sorted(rom_images))
+    files.update({rel: (Path(rel).stem, data) for rel, data in rom_images.items()})
     vs_torch = attention_vectors.compare(cfg, stages, ref.codes)
     meta = {"sources": ref.sources, "unit": plan.facts(), "vs_quantized_pytorch": vs_torch}
     attention_vectors.write(out_dir, cfg, x, stages, meta, extra_files=files)

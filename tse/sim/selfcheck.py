@@ -142,30 +142,35 @@ def verilator_script() -> str:
             + SCRIPT_RUN.format(script="run_verilator.sh"))
 
 
-def bundle(cfg, ip, frames: int, name: str = UNIT, probes: bool = False) -> dict:
+def bundle(cfg, ip, frames: int, name: str = UNIT, probes: bool = False, *,
+           plan=None, rom_paths=None) -> dict:
     """The files `tse vectors` adds to a vectors directory, {relative path: (role, bytes)},
     written in the same atomic write as the vectors and listed in their manifest: the unit's
     Verilog NAME.v (when rtl/ is available), the self-checking testbench, files.f, NAME.core
-    and the two run scripts."""
-    cfg.require_unit_block("the self-checking testbench")
+    and the two run scripts. SE's unit is planned from its integer parameters `ip`; the
+    other blocks' (ECA, SRM, the 3x1 excite) come as their `plan` with their ROM images'
+    paths (`rom_paths`, tse.rtl.export.rom_files)."""
     import importlib.util
 
     from tse.ref_model import roms
-    from tse.ref_model.unit_plan import plan_unit
 
-    plan = plan_unit(cfg, ip)
+    if plan is None:
+        from tse.ref_model.unit_plan import plan_unit
+
+        cfg.require_unit_block("the self-checking testbench")
+        plan = plan_unit(cfg, ip)
+        rom_paths = [f"{roms.ROM_DIR}/rom_{n}.hex" for n in roms.names(cfg)]
     unit = None
     if importlib.util.find_spec("tse.rtl.export") is not None:
         from tse.rtl.export import check_name, verilog_text
         check_name(name)
         unit = verilog_text(cfg, plan, name, probes)
     manifest = {"config": cfg.to_dict(), "frames": frames,
-                "quiet_cycles": quiet_cycles(cfg),
+                "quiet_cycles": quiet_cycles(cfg), "lookahead_strips": cfg.lookahead_strips,
                 "unit": {"geometry": plan.facts()["geometry"]}}
     files = {TB_FILE: ("testbench", testbench(manifest, unit, name).encode())}
     if unit is not None:
-        hexes = ["hex/input.hex", "hex/output.hex",
-                 *(f"{roms.ROM_DIR}/rom_{n}.hex" for n in roms.names(cfg))]
+        hexes = ["hex/input.hex", "hex/output.hex", *rom_paths]
         files[f"{name}.v"] = ("unit_verilog", unit.encode())
         files[FILELIST] = ("filelist", filelist(name).encode())
         files[f"{name}.core"] = ("fusesoc_core", core(

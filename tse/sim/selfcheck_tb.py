@@ -59,12 +59,12 @@ def intervals(mask) -> list[tuple[int, int]]:
     return out
 
 
-def _defined_function(geo: dict, cut: int) -> str:
+def _defined_function(geo: dict, cut: int, lookahead: int = 0) -> str:
     """Verilog function: whether beat b of a frame cut by an early TLAST after `cut` beats is
-    one the contract defines (its tile was complete); at most 512 runs, else none is."""
+    one the contract defines (Geometry.tiles_defined_within); at most 512 runs, else none is."""
     from tse.ref_model.geometry import Geometry
     shape = Geometry.from_geometry(geo)
-    runs = intervals(shape.beats_of_tiles(shape.tiles_complete_within(cut)))
+    runs = intervals(shape.beats_of_tiles(shape.tiles_defined_within(cut, lookahead)))
     terms = " ||\n            ".join(f"(b >= {a} && b < {e})" for a, e in runs) \
         if 0 < len(runs) <= 512 else "0"
     return (f"    function defined_early(input integer b);\n"
@@ -158,7 +158,7 @@ module {TB};
             xorshift = y ^ (y << 5);
         end
     endfunction
-{_defined_function(geo, cut_early)}
+{_defined_function(geo, cut_early, int(manifest.get("lookahead_strips", 0)))}
     always @(posedge aclk) begin
         cycle <= cycle + 1;
         if (!aresetn) begin

@@ -38,6 +38,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import Timer
 
+from tse.ref_model.config import TSEConfig
 from tse.sim import harness as hz
 from tse.sim import scoreboard as sb
 from tse.sim.axis import AxisSink, AxisSource, GateProbe, PauseGenerator, StreamLoop
@@ -201,12 +202,8 @@ async def run_tlast(bench: Bench, sc: dict, early: bool) -> dict:
     if early:
         n = int(sc.get("cut", max(1, bpf // 2)))
         data = beats[:n]
-        defined = bench.shape.tiles_complete_within(n)
-        if bench.job["config"].get("excite_kernel") == "3x1":
-            # the 3x1 excite's gates of strip s read strips s+1 and s+2 of their column: a
-            # tile is defined only when they are complete too (or beyond the frame)
-            below = np.minimum(np.arange(len(defined)) + 2, len(defined) - 1)
-            defined = defined[below]
+        defined = bench.shape.tiles_defined_within(
+            n, TSEConfig.from_dict(bench.job["config"]).lookahead_strips)
     else:
         extra = int(sc.get("extra", max(1, bpf // 3)))
         data = np.concatenate([beats, beats[:extra]])
