@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections import Counter
 
 from tse.ref_model.cli_args import add_config_arguments, config_from_args
 from tse.ref_model.errors import InputError
@@ -101,6 +102,10 @@ def format_report(r: dict) -> str:
              f"P={c['lanes']}, {r['mutants']} mutants (seed {r['seed']}): {r['killed']} killed, "
              f"{r['equivalent']} equivalent, {len(r['survived'])} survived; score {score} "
              f"of non-equivalent mutants killed ({r['wall_s']} s)"]
+    verdicts = Counter(s["formal"]["result"] for s in r["survived"])
+    if verdicts:
+        lines.append("  survivors' formal verdicts: " + ", ".join(
+            f"{n} {v}" for v, n in sorted(verdicts.items())))
     for s in r["survived"]:
         lines.append(f"  survived #{s['index']}: {s['mode']} {s['cell']} port {s['port']} bit "
                      f"{s['portbit']} ({s.get('wire', '-')}); formal: {s['formal']['result']}"
