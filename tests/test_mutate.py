@@ -249,3 +249,17 @@ def test_cli_rejects_bad_counts():
 def test_testbench_plusargs_documented():
     text = selfcheck_tb.__doc__
     assert "+stop_on_mismatch" in text and "+blind" in text
+
+
+def test_text_report_counts_the_survivors_verdicts():
+    from tse.cmd_mutate import format_report
+
+    survivor = {"index": 3, "mode": "const0", "cell": "c", "port": "Y", "portbit": 0}
+    report = {"config": TINY.to_dict(), "mutants": 5, "seed": 1, "killed": 2, "equivalent": 1,
+              "score": 0.5, "wall_s": 1.0,
+              "survived": [dict(survivor, formal={"result": "activated", "note": "n"}),
+                           dict(survivor, formal={"result": "activated", "note": "n"}),
+                           dict(survivor, formal={"result": "not proven", "note": "n"})]}
+    text = format_report(report)
+    assert "2 killed, 1 equivalent, 3 survived; score 50.0 %" in text
+    assert "survivors' formal verdicts: 2 activated, 1 not proven" in text
