@@ -21,13 +21,15 @@ lacks (a sum that is never negative, a bit never set) within its time budget.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from tse.rtl.formal_flow import ABC_WRAPPER, abc_tool, kill_tree, solver_env, tool
 
-from .netlist import MUTSEL, MutationError, memory_bits, read_script, stage, yosys
+from .netlist import (FLAT_RTLIL, MUTSEL, MutationError, memory_bits, read_script, stage,
+                      yosys)
 
 METHOD = ("not activated: the original unit with an assertion that the mutated wire's value "
           "equals the original's, proved by k-induction (yices) or IC3/PDR (ABC) over free "
@@ -118,17 +120,21 @@ def _sby(work: Path, task: str, engine: str, top: str, cut: bool, timeout: float
 
 def not_activated(verilog: Path, mutation: dict, workdir, *,
                   kind_timeout: float = KIND_TIMEOUT_S,
-                  pdr_timeout: float = PDR_TIMEOUT_S) -> dict:
+                  pdr_timeout: float = PDR_TIMEOUT_S, flat: Path | None = None) -> dict:
     """Prove that `mutation` (a mutation_list entry, or {"commands": [...]}: several
     mutations applied together) never activates in the unit of `verilog` (module docstring).
     {"result": "equivalent" | "activated" | "not proven", "method", "note", "seconds"}:
     activated is a reachable state where the mutated wire differs (k-induction's base
-    case); not proven, neither engine decided in time."""
+    case); not proven, neither engine decided in time. flat: the unit already loaded flat
+    (netlist.flat_rtlil), read instead of its Verilog."""
     t0 = time.monotonic()
     workdir = Path(workdir)
     stage(verilog, workdir)
     commands = mutation.get("commands") or [mutation["command"]]
-    yosys(read_script(verilog)
+    if flat is not None:
+        shutil.copyfile(flat, workdir / FLAT_RTLIL)
+    load = f"read_rtlil {FLAT_RTLIL}\n" if flat is not None else read_script(verilog)
+    yosys(load
                  + "".join(f"{c} -ctrl {MUTSEL} 1 1\n" for c in commands)
                  + "write_rtlil mutant.il\n", workdir)
     model, muxes = proof_model((workdir / "mutant.il").read_text())

@@ -41,7 +41,8 @@ import time
 from pathlib import Path
 
 from . import runner, selfcheck
-from .netlist import MUTSEL, MutationError, memory_bits, read_script, stage, yosys
+from .netlist import (MUTSEL, MutationError, flat_rtlil, memory_bits, read_script, stage,
+                      yosys)
 
 MUTANTS_TOP = "tse_mutants"
 WRAPPER = "tse_mutant_dut"
@@ -388,13 +389,15 @@ def equivalence(verilog: Path, mutation: dict, workdir, *,
                 note=f"{m.group(2)} signals unproven: {', '.join(unproven[:4])}")
 
 
-def survivor_check(verilog: Path, mutation: dict, workdir: Path, equiv_check: bool) -> dict:
+def survivor_check(verilog: Path, mutation: dict, workdir: Path, equiv_check: bool,
+                   flat: Path | None = None) -> dict:
     """The formal verdict on a surviving mutant: the activation proof
-    (tse.sim.activation), then, with equiv_check and where that leaves it open, the
-    whole-unit equiv_make check (equivalence; minutes each)."""
+    (tse.sim.activation; from `flat`, netlist.flat_rtlil, when given), then, with
+    equiv_check and where that leaves it open, the whole-unit equiv_make check (equivalence;
+    minutes each)."""
     from .activation import not_activated
 
-    verdict = not_activated(verilog, mutation, workdir / "activation")
+    verdict = not_activated(verilog, mutation, workdir / "activation", flat=flat)
     if verdict["result"] == "equivalent" or not equiv_check:
         return verdict
     deeper = equivalence(verilog, mutation, workdir / "equiv")
@@ -444,6 +447,7 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
     _say(progress, "")
     survivors = [r for r in results if not r["killed"]]
     formal_t0 = time.perf_counter()
+    flat = flat_rtlil(verilog, workdir / "flat") if formal and survivors else None
     for k, r in enumerate(survivors, 1):
         spent = time.perf_counter() - formal_t0
         if formal and formal_budget_s is not None and spent > formal_budget_s:
@@ -452,7 +456,7 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
         elif formal:
             _say(progress, f"\rmutate: formal check of survivor {k}/{len(survivors)}", end="")
             r["formal"] = survivor_check(verilog, r, workdir / f"formal{r['index']}",
-                                         equiv_check)
+                                         equiv_check, flat)
         else:
             r["formal"] = {"result": "unknown", "note": "not checked (--no-formal)"}
     if survivors and formal:
