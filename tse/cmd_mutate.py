@@ -83,7 +83,8 @@ def run(args):
             report = mutate.campaign(vector_sets, args.mutants, args.mutation_seed, work,
                                      formal=not args.no_formal,
                                      formal_budget_s=args.formal_budget,
-                                     equiv_check=args.equiv_check)
+                                     equiv_check=args.equiv_check, cfg=cfg,
+                                     frames=args.frames)
     except (mutate.MutationError, runner.SimulationError) as e:
         print(f"tse: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ about two thirds after place and route):
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.hdl import Value
 
 from tse.ref_model import numerics as nm
@@ -204,6 +204,38 @@ def mean_mul(m, s, r, shift_add: bool) -> tuple[Value, int]:
         assert n <= MUL_STAGES, (r, n)
         return product, n
     return mul(m, s, r, "mean_mul")
+
+
+MEAN_UNIT = "mean"
+"""Name prefix of the mean units' submodules (`mean0`, `mean1`, ... one per lane): the
+mutation campaign proves a mutant of one alone (tse.sim.mean_check)."""
+
+
+def mean_unit(m, s, kind, p, lane: int) -> tuple[Signal, int]:
+    """`mean` as a submodule of its own, MEAN_UNIT + str(lane), with ports s, kind and code:
+    (code, registers before it). The same logic; the hierarchy lets a formal check take one
+    mean unit alone, a pure function of its last inputs."""
+    sub = Module()
+    s_in = Signal(Value.cast(s).shape(), name="s")
+    kind_in = Signal(2, name="kind")
+    code = Signal(8, name="code")
+    value, depth = mean(sub, s_in, kind_in, p)
+    sub.d.comb += code.eq(value)
+    m.submodules[f"{MEAN_UNIT}{lane}"] = sub
+    m.d.comb += [s_in.eq(s), kind_in.eq(kind)]
+    return code, depth
+
+
+def mean_depth(p) -> int:
+    """Registers before a mean unit's code (what mean_unit returns with it), from a build
+    of its logic alone."""
+    from amaranth import signed
+    from amaranth.hdl import Fragment
+
+    m = Module()
+    depth = mean(m, Signal(signed(p.sum_value_bits)), Signal(2), p)[1]
+    Fragment.get(m, None)           # elaborated, as a module must be
+    return depth
 
 
 def mean(m, s, kind, p) -> tuple[Value, int]:

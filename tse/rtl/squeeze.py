@@ -115,7 +115,8 @@ class Squeeze:
         means, depth = [], 0
         for lane in range(P):
             s = a_word[lane * p.sum_bits:(lane + 1) * p.sum_bits].as_signed()
-            code, depth = pipeline.mean(m, s[:p.sum_value_bits].as_signed(), a_kind, p)
+            code, depth = pipeline.mean_unit(m, s[:p.sum_value_bits].as_signed(), a_kind, p,
+                                              lane)
             means.append(code)
         assert depth <= plan.MEAN_STAGES, (depth, plan.MEAN_STAGES)
         # every form of the mean leaves at the same cycle: the schedule is one

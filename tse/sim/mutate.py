@@ -175,41 +175,113 @@ def campaign_vectors(cfg, frames: int = 3, stress: int | None = None, root=None,
         out = root / key
         with runner.locked(root / f".{key}.lock"):
             if not (out / selfcheck.UNIT_FILE).is_file():
-                ref = _reference(cfg, frames) if ref is None else ref
+                ref = block_reference(cfg, frames) if ref is None else ref
                 _write_campaign_vectors(cfg, ref, stress, k, out)
         dirs.append(out)
     return dirs
 
 
-def _reference(cfg, frames: int):
+def block_reference(cfg, frames: int):
+    """The quantized reference of cfg's block on `frames` seeded frames (its parameters are
+    every campaign vector set's starting point)."""
     from tse.quant import reference
     return reference.build(cfg, frames)
 
 
 def _write_campaign_vectors(cfg, ref, stress: int, k: int, out: Path) -> None:
     import numpy as np
-    import torch
 
-    from tse.ref_model import kernels, vectors
-
-    from . import param_sets
+    from tse.ref_model import kernels
 
     x = kernels.nhwc(ref.codes["input"])
     x = np.concatenate([x, stress_frames(cfg, stress, cfg.seed + 7919 * k, x.dtype,
                                          ref.params.zero_points["input"])]
                        + ([] if k else [sweep_frames(cfg, x.dtype)]))
-    params, meta = ref.params, {}
+    _write_vectors(cfg, ref, x, k, out, {"stress_frames": stress})
+
+
+def _write_vectors(cfg, ref, x, k: int, out: Path, meta: dict) -> None:
+    """A vectors directory of frames x with parameter set k (0: the block's own)."""
+    import torch
+
+    from tse.ref_model import vectors
+
+    from . import param_sets
+
+    params = ref.params
     if k:
         kind = param_sets.KINDS[(k - 1) % len(param_sets.KINDS)]
         found = param_sets.variant(cfg, params, kind, cfg.seed + k)
         if found is None:
             raise MutationError(f"parameter set {k} ({kind}): no draw keeps the unit's Verilog")
-        params, meta = found[0], {"parameter_set": kind}
+        params, meta = found[0], dict(meta, parameter_set=kind)
     result = vectors.build(cfg, params, x, cfg.profile)
     files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]))
     vectors.write(out, cfg, params, result, cfg.profile,
-                  {"versions": {"torch": torch.__version__}, "sources": ref.sources,
-                   "stress_frames": stress, **meta}, extra_files=files)
+                  {"versions": {"torch": torch.__version__}, "sources": ref.sources, **meta},
+                  extra_files=files)
+
+
+TARGETED_MIN_FRAMES = 3
+"""Frames of a targeted vectors set at least (stress frames after the targeted ones): the
+testbench's scenarios cut and restart frames."""
+
+
+def targeted_frames(cfg, hits, dtype, zero_point: int, seed: int = 0):
+    """Frames [N, H, W, C] that hand every (lane, kind, sum) of `hits` to that lane's mean
+    unit: each hit gets a (tile of that kind, channel of that lane) of its own whose pixels
+    sum to sum + zero_point x n (n the tile's pixels; tile sums count codes off the zero
+    point), spread as evenly as the codes allow; every other pixel sits at the zero point.
+    Stress frames follow up to TARGETED_MIN_FRAMES. The sums come from the mean-unit check's
+    counterexamples (tse.sim.mean_check): a sum where a mutant's mean code differs."""
+    import numpy as np
+
+    from tse.ref_model.edge_tiles import kind_table
+
+    kinds = kind_table(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
+    slots = {}                  # (lane, kind) -> [(ty, tx, channel)], in a frame
+    for (ty, tx), k in np.ndenumerate(kinds):
+        for c in range(cfg.channels):
+            slots.setdefault((c % cfg.lanes, int(k)), []).append((ty, tx, c))
+    frames, used = [], {}
+    for lane, kind, total in hits:
+        free = slots.get((lane, kind))
+        if not free:
+            raise MutationError(f"targeted sum: no tile of kind {kind} in lane {lane}")
+        n = used.get((lane, kind), 0)
+        f, (ty, tx, c) = divmod(n, len(free))[0], free[n % len(free)]
+        used[(lane, kind)] = n + 1
+        while len(frames) <= f:
+            frames.append(np.full((cfg.height, cfg.width, cfg.channels), zero_point, np.int64))
+        rows = slice(ty * cfg.tile_rows, min((ty + 1) * cfg.tile_rows, cfg.height))
+        cols = slice(tx * cfg.tile_cols, min((tx + 1) * cfg.tile_cols, cfg.width))
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        codes = total + zero_point * h * w
+        if not 0 <= codes <= int(np.iinfo(dtype).max) * h * w:
+            raise MutationError(f"targeted sum: {total} is not allowed in a tile of {h * w} "
+                                f"pixels; allowed: {-zero_point * h * w}.."
+                                f"{(int(np.iinfo(dtype).max) - zero_point) * h * w}")
+        rank = np.arange(h * w).reshape(h, w)
+        frames[f][rows, cols, c] = codes // (h * w) + (rank < codes % (h * w))
+    x = np.stack(frames).astype(dtype) if frames else \
+        np.zeros((0, cfg.height, cfg.width, cfg.channels), dtype)
+    pad = max(0, TARGETED_MIN_FRAMES - x.shape[0])
+    return np.concatenate([x, stress_frames(cfg, pad, seed, dtype, zero_point)])
+
+
+def targeted_vectors(cfg, hits, sets: int, root: Path, frames: int = 3) -> list[Path]:
+    """Vectors directories of targeted_frames(hits), the block's own parameters and `sets`
+    other parameter sets (as campaign_vectors(cfg, frames)), under root."""
+    import numpy as np
+
+    ref = block_reference(cfg, frames)
+    x = targeted_frames(cfg, hits, np.uint8, int(ref.params.zero_points["input"]), cfg.seed)
+    dirs = []
+    for k in range(sets + 1):
+        out = Path(root) / f"set{k}"
+        _write_vectors(cfg, ref, x, k, out, {"targeted_sums": [list(h) for h in hits]})
+        dirs.append(out)
+    return dirs
 
 
 def parse_mutation(line: str) -> dict:
@@ -390,13 +462,21 @@ def equivalence(verilog: Path, mutation: dict, workdir, *,
 
 
 def survivor_check(verilog: Path, mutation: dict, workdir: Path, equiv_check: bool,
-                   flat: Path | None = None) -> dict:
-    """The formal verdict on a surviving mutant: the activation proof
-    (tse.sim.activation; from `flat`, netlist.flat_rtlil, when given), then, with
-    equiv_check and where that leaves it open, the whole-unit equiv_make check (equivalence;
-    minutes each)."""
+                   flat: Path | None = None, plan=None) -> dict:
+    """The formal verdict on a surviving mutant: for a mean unit's cell (with the unit's
+    plan), the mean-unit check (tse.sim.mean_check: "equivalent", or "distinguished" with
+    the tile sum that tells the mutant's code apart); otherwise, or where that leaves it
+    open, the activation proof (tse.sim.activation; from `flat`, netlist.flat_rtlil, when
+    given), then, with equiv_check and where that leaves it open, the whole-unit equiv_make
+    check (equivalence; minutes each)."""
+    from . import mean_check
     from .activation import not_activated
 
+    if plan is not None and flat is not None and mean_check.lane_of(mutation) is not None:
+        from tse.rtl.pipeline import mean_depth
+        verdict = mean_check.check(flat, mutation, plan, mean_depth(plan), workdir / "mean")
+        if verdict["result"] != "not proven":
+            return verdict
     verdict = not_activated(verilog, mutation, workdir / "activation", flat=flat)
     if verdict["result"] == "equivalent" or not equiv_check:
         return verdict
@@ -406,13 +486,25 @@ def survivor_check(verilog: Path, mutation: dict, workdir: Path, equiv_check: bo
     return dict(verdict, equiv=deeper)
 
 
+def unit_plan(cfg, frames: int = 3):
+    """The unit plan of cfg's block (the parameters campaign_vectors(cfg, frames) uses)."""
+    from tse.ref_model import numerics
+    from tse.ref_model.unit_plan import plan_unit
+
+    return plan_unit(cfg, numerics.derive(block_reference(cfg, frames).params, cfg))
+
+
 def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: bool = False,
              formal: bool = True, formal_budget_s: float | None = None,
-             equiv_check: bool = False,
+             equiv_check: bool = False, cfg=None, frames: int = 3,
              progress=sys.stderr) -> dict:
     """Seed n mutants into the unit of the vectors directories (campaign_vectors: one, or
     the block's own then other parameter sets), run the testbench on each, check survivors
-    formally; returns the report (mutants, killed, equivalent, survived, score...)."""
+    formally; returns the report (mutants, killed, equivalent, survived, score...). With
+    cfg (the vectors' configuration, campaign_vectors(cfg, frames)): survivors in a mean unit
+    get the mean-unit check, and those it tells apart run again on targeted vectors
+    (targeted_vectors: the sums it found), which kill them unless the excite MAC masks the
+    code."""
     t0 = time.perf_counter()
     runner.prepare_environment("verilator")
     if isinstance(vector_sets, (str, Path)):
@@ -448,6 +540,7 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
     survivors = [r for r in results if not r["killed"]]
     formal_t0 = time.perf_counter()
     flat = flat_rtlil(verilog, workdir / "flat") if formal and survivors else None
+    plan = unit_plan(cfg, frames) if cfg is not None and survivors and formal else None
     for k, r in enumerate(survivors, 1):
         spent = time.perf_counter() - formal_t0
         if formal and formal_budget_s is not None and spent > formal_budget_s:
@@ -456,22 +549,53 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
         elif formal:
             _say(progress, f"\rmutate: formal check of survivor {k}/{len(survivors)}", end="")
             r["formal"] = survivor_check(verilog, r, workdir / f"formal{r['index']}",
-                                         equiv_check, flat)
+                                         equiv_check, flat, plan)
         else:
             r["formal"] = {"result": "unknown", "note": "not checked (--no-formal)"}
     if survivors and formal:
         _say(progress, "")
+    told = [r for r in survivors if r["formal"]["result"] == "distinguished"]
+    if told and cfg is not None:
+        _say(progress, f"mutate: {len(told)} mean-unit survivors told apart by a tile sum; "
+                       "running them on targeted vectors ...")
+        targeted_run(program, told, cfg, len(vector_sets) - 1, workdir / "targeted", frames,
+                     blind, limit)
+        survivors = [r for r in survivors if not r["killed"]]
     killed = sum(r["killed"] for r in results)
     equivalent = sum(1 for r in survivors if r["formal"]["result"] == "equivalent")
+    targeted = sum(1 for r in results if (r["killed_by"] or "").startswith("targeted"))
     survived = [_brief(r) for r in survivors if r["formal"]["result"] != "equivalent"]
     scored = len(results) - equivalent
     return {"mutants": len(results), "killed": killed, "equivalent": equivalent,
-            "survived": survived,
+            "survived": survived, "killed_by_targeted_sums": targeted,
             "score": round(killed / scored, 4) if scored else None,
             "seed": seed, "unit": verilog.name, "original_wall_s": original_s,
             "runs": [name for name, _, _ in runs], "parameter_sets": len(vector_sets),
             "wall_s": round(time.perf_counter() - t0, 1),
             "detail": [_brief(r) for r in results]}
+
+
+def targeted_run(program: Path, told: list[dict], cfg, sets: int, root: Path, frames: int,
+                 blind: bool, limit: float) -> None:
+    """Run each mutant of `told` (mean-unit check: "distinguished", with its sum) on vectors
+    that hand all their sums to their lanes (targeted_vectors, every parameter set), every
+    RUNS entry, until one kills it; marks the killed ones (killed_by "targeted ...")."""
+    hits = sorted({(r["formal"]["lane"], r["formal"]["kind"], r["formal"]["sum"])
+                   for r in told})
+    dirs = targeted_vectors(cfg, hits, sets, root, frames)
+    runs = [(f"targeted sums, {name}" + (f", parameter set {k}" if k else ""), vdir, extra)
+            for k, vdir in enumerate(dirs) for name, extra in RUNS]
+    for name, vdir, extra in runs:
+        original = simulate(program, vdir, 0, blind=blind, extra=extra)
+        if not original.get("passed"):
+            raise MutationError(f"the original unit fails its own testbench ({name}): "
+                                f"{original['reason']}")
+    for r in told:
+        for name, vdir, extra in runs:
+            res = simulate(program, vdir, r["index"], blind=blind, timeout=limit, extra=extra)
+            if not res["passed"]:
+                r.update(killed=True, killed_by=name, reason=res["reason"])
+                break
 
 
 def _brief(r: dict) -> dict:

@@ -1,0 +1,212 @@
+"""A surviving mutant of one mean unit, checked alone (tse mutate).
+
+A mean unit (tse/rtl/pipeline.mean_unit, one submodule per lane) is a pure function of one
+tile sum and the tile's kind: a feed-forward pipeline of `depth` registers, no feedback, no
+stall. So whether a mutant of it can change its pooled code is decidable on the unit alone:
+the region of the flat netlist (the cells whose names carry the submodule's path) is cut out
+with Yosys `submod`, a copy gets the mutation, `miter -equiv` pairs the two, and a wrapper
+assumes what the line accumulator can hand over (a sum of kind k lies in
+[-zx n_k, (255 - zx) n_k], n_k the kind's pixels, k a kind the frame has) and asserts the two
+codes equal `depth` cycles after every such input. Inputs of the region other than the sums'
+word, the kind and the clock (a register merged across lanes) stay free: an over-approximation,
+so a proof stays sound.
+
+k-induction at depth `depth` + 1 decides it: after `depth` cycles the state is a function
+of the last inputs, so the induction step is the combinational question itself.
+  - proved: the mutant's code equals the original's for every sum the unit can see, so no
+    output can differ: "equivalent";
+  - the base case fails: its trace names a sum and a kind where the codes differ
+    ("distinguished"); tse.sim.mutate then runs the mutant on frames that put that sum into
+    that lane (targeted_frames), which kills it unless the excite MAC masks the code.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+from tse.rtl.formal_flow import sby
+from tse.rtl.pipeline import MEAN_UNIT
+
+from .netlist import FLAT_RTLIL, MutationError, yosys
+
+_FAIL_STEP = re.compile(r"summary:\s+failed assertion \S+ at \S+ step (\d+)")
+_REGION = re.compile(rf"^\$flatten\\(?P<path>(?:[^.\\]+\.\\?)*?){MEAN_UNIT}(?P<lane>\d+)\.")
+TIMEOUT_S = 120.0
+GOLD, GATE, MITER, TOP = "tse_mean_gold", "tse_mean_gate", "tse_mean_miter", "tse_mean_check"
+SUM, KIND, VALID = "tse_sum", "tse_kind", "v"
+
+SBY = """[options]
+mode prove
+depth {depth}
+
+[engines]
+smtbmc yices
+
+[script]
+read_rtlil miter.il
+read_verilog -formal check.sv
+prep -top {top}
+
+[files]
+miter.il
+check.sv
+"""
+
+
+def lane_of(mutation: dict) -> tuple[str, int] | None:
+    """(cell-name prefix of its mean unit, lane) when the mutation's cell lies in a mean
+    unit, else None."""
+    m = _REGION.match(mutation["cell"])
+    if m is None:
+        return None
+    return m.group(0), int(m.group("lane"))
+
+
+def _ports(il: str, module: str) -> list[tuple[str, str, int]]:
+    """(direction, name, width) of `module`'s ports in RTLIL text."""
+    body = il[il.index(f"module \\{module}\n"):]
+    body = body[:body.index("\nend\n")]
+    out = []
+    for m in re.finditer(r"^  wire (?:width (\d+) )?(input|output) \d+ \\(\S+)$", body, re.M):
+        out.append((m.group(2), m.group(3), int(m.group(1) or 1)))
+    return out
+
+
+def _esc(name: str) -> str:
+    return f"\\{name} "
+
+
+def wrapper(ports, lane: int, p, depth: int) -> str:
+    """The check's top: the miter's inputs, assumptions on the sum (and kind) of a valid
+    input, the codes compared `depth` cycles later."""
+    sb, svb = p.sum_bits, p.sum_value_bits
+    decl, conns, gold, gate = [], [], [], []
+    kinds = sorted({int(k) for k in p.tile_kinds.flat})
+    counts = p.ip.tile_counts
+    word = kind = clk = None
+    for direction, name, width in ports:
+        if direction == "input":
+            local = f"i{len(decl)}"
+            decl.append(f"  input wire [{width - 1}:0] {local};")
+            conns.append(f"    .{_esc(name)}({local})")
+            bare = name[3:]          # in_<region port>
+            if bare.endswith(".a_word"):
+                word = (local, width)
+            elif bare.endswith(".a_kind"):
+                kind = local
+            elif bare in ("clk", "aclk") or bare.endswith(".clk"):
+                clk = local
+        elif name != "trigger":
+            local = f"o{len(gold) + len(gate)}"
+            decl.append(f"  wire [{width - 1}:0] {local};")
+            conns.append(f"    .{_esc(name)}({local})")
+            (gold if name.startswith("gold_") else gate).append(local)
+    if word is None or clk is None or len(gold) != len(gate):
+        raise MutationError(f"mean unit {lane}: ports {[n for _, n, _ in ports]} are not a "
+                            "sums word, a clock and the codes")
+    if word[1] < (lane + 1) * sb and not (word[1] >= svb and lane == 0):
+        raise MutationError(f"mean unit {lane}: the sums word has {word[1]} bits")
+    lo_hi = []
+    for k in kinds:
+        n = int(counts[k])
+        lo, hi = -p.zx * n, (255 - p.zx) * n
+        cond = f"s >= {lo} && s <= {hi}"
+        lo_hi.append(f"({kind} == 2'd{k} && {cond})" if kind is not None else f"({cond})")
+    if kind is None:
+        lo_hi = lo_hi[:1]
+    ins = [d.split()[-1].rstrip(";") for d in decl if "input" in d]
+    base = lane * sb if word[1] >= (lane + 1) * sb else 0
+    return "\n".join([
+        f"module {TOP}(v, {', '.join(ins)});",
+        "  input wire v;",
+        *decl,
+        f"  wire signed [{svb - 1}:0] s = {word[0]}[{base + svb - 1}:{base}];",
+        f"  wire signed [{svb - 1}:0] {SUM} = s;",
+        f"  wire [1:0] {KIND} = {kind if kind is not None else str(kinds[0])};",
+        f"  reg [{depth - 1}:0] vv = 0;",
+        f"  always @(posedge {clk}) vv <= {{vv[{depth - 2 if depth > 1 else 0}:0], v}};"
+        if depth > 1 else f"  always @(posedge {clk}) vv <= v;",
+        f"  {MITER} miter (\n" + ",\n".join(conns) + "\n  );",
+        "  always @* begin",
+        f"    if (v) assume({' || '.join(lo_hi)});",
+        "    if (vv[{}]) assert({});".format(
+            depth - 1, " && ".join(f"{g} == {q}" for g, q in zip(gold, gate))),
+        "  end",
+        "endmodule", ""])
+
+
+def check(flat: Path, mutation: dict, p, depth: int, workdir, *,
+          timeout: float = TIMEOUT_S) -> dict:
+    """The mean-unit check of `mutation` (module docstring) on the flat unit `flat`
+    (netlist.flat_rtlil); p: the unit's plan. {"result": "equivalent" | "distinguished" |
+    "not proven", "lane", "sum", "kind", "note", "seconds"}."""
+    t0 = time.monotonic()
+    where = lane_of(mutation)
+    if where is None:
+        raise MutationError(f"{mutation['cell']}: not a mean unit's cell")
+    prefix, lane = where
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = mutation["command"].replace(f"-module {_module_of(mutation)}", f"-module {GATE}")
+    select = "c:" + prefix.replace("\\", "\\\\") + "*"
+    shutil.copyfile(flat, workdir / FLAT_RTLIL)
+    yosys(f"read_rtlil {FLAT_RTLIL}\n"
+          f"submod -name {GOLD} {select}\n"
+          f"copy {GOLD} {GATE}\n"
+          f"{command}\n"
+          f"miter -equiv -flatten -make_outputs -ignore_gold_x {GOLD} {GATE} {MITER}\n"
+          f"hierarchy -top {MITER}\n"
+          f"write_rtlil miter.il\n", workdir)
+    il = (workdir / "miter.il").read_text()
+    (workdir / "check.sv").write_text(wrapper(_ports(il, MITER), lane, p, depth))
+    # (the base case's first input, at step 0, reaches no assertion within depth + 1)
+    (workdir / "check.sby").write_text(SBY.format(depth=depth + 2, top=TOP))
+    log = sby(workdir, "check", timeout) or ""
+    secs = round(time.monotonic() - t0, 1)
+    base = {"lane": lane, "seconds": secs}
+    if "DONE (PASS" in log:
+        return dict(base, result="equivalent",
+                    note=f"mean unit {lane} alone: the same code for every sum it can see "
+                         f"(k-induction, depth {depth + 2})")
+    failed = _FAIL_STEP.search(log)
+    if "DONE (FAIL" in log and failed and "[induction]" not in failed.group(0):
+        s, k = _input_at(workdir / "check" / "engine_0" / "trace.vcd", int(failed[1]) - depth)
+        return dict(base, result="distinguished", sum=s, kind=k,
+                    note=f"mean unit {lane}: the tile sum {s} (kind {k}) gives another code")
+    return dict(base, result="not proven", note=f"mean unit {lane}: no verdict in {timeout:g} s")
+
+
+def _module_of(mutation: dict) -> str:
+    m = re.search(r"-module (\S+)", mutation["command"])
+    if m is None:
+        raise MutationError(f"{mutation['command']}: no -module")
+    return m.group(1)
+
+
+def _input_at(vcd: Path, step: int) -> tuple[int, int]:
+    """(sum, kind) the wrapper saw at `step` of a SymbiYosys VCD trace (10 time units a
+    step)."""
+    text = vcd.read_text()
+    ids = {}
+    for m in re.finditer(r"\$var \S+ (\d+) (\S+) (\S+)(?: \[[^\]]*\])? \$end", text):
+        if m.group(3) in (SUM, KIND) and m.group(3) not in ids.values():
+            ids[m.group(2)] = (m.group(3), int(m.group(1)))
+    values, t = {}, 0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            t = int(line[1:])
+            if t > 10 * step:
+                break
+        elif line.startswith("b"):
+            bits, ident = line[1:].split()
+            if ident in ids:
+                name, width = ids[ident]
+                v = int(bits.replace("x", "0"), 2)
+                values[name] = v - (1 << width) if name == SUM and v >> (width - 1) else v
+        elif line[:1] in "01" and line[1:] in ids:
+            values[ids[line[1:]][0]] = int(line[0])
+    if SUM not in values:
+        raise MutationError(f"{vcd}: no {SUM} in the trace")
+    return values[SUM], values.get(KIND, 0)
