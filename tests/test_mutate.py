@@ -334,10 +334,11 @@ def test_text_report_counts_the_survivors_verdicts():
 
     survivor = {"index": 3, "mode": "const0", "cell": "c", "port": "Y", "portbit": 0}
     report = {"config": TINY.to_dict(), "mutants": 5, "seed": 1, "killed": 2, "equivalent": 1,
-              "score": 0.5, "wall_s": 1.0,
+              "score": 0.5, "wall_s": 1.0, "killed_by_targeted_sums": 1,
               "survived": [dict(survivor, formal={"result": "activated", "note": "n"}),
                            dict(survivor, formal={"result": "activated", "note": "n"}),
                            dict(survivor, formal={"result": "not proven", "note": "n"})]}
     text = format_report(report)
     assert "2 killed, 1 equivalent, 3 survived; score 50.0 %" in text
     assert "survivors' formal verdicts: 2 activated, 1 not proven" in text
+    assert "of the killed, 1 by targeted sums" in text

@@ -6,8 +6,11 @@ self-checking testbench (stream, reset mid-frame, early and late TLAST; without 
 pauses) on each over the seeded frames plus stress frames of extreme codes, with the block's
 own parameters and --parameter-sets others (ROM images loaded at run time into the same
 model), and reports killed and survived; each
-survivor gets a formal check: a proof that the mutation never changes its wire in any state
-the original unit reaches (k-induction, then IC3/PDR; seconds each), and with --equiv-check
+survivor gets a formal check: in a mean unit, the unit alone against the mutant over every tile
+sum it can see (proved: equivalent; else the sum that tells them apart, which targeted
+vectors then put into that lane to kill the mutant); elsewhere, or left open, a proof that the
+mutation never changes its wire in any state the original unit reaches (k-induction, then
+IC3/PDR; seconds each), and with --equiv-check
 also yosys equiv_make / equiv_simple / equiv_induct of the original against the mutant
 (minutes each); a mutant proven either way counts as "equivalent", not killed. score = killed / (mutants - equivalent). --mutation-seed picks the
 mutants (--seed is the configuration's); --kind runs a small configuration of a tiling kind. Exit status 0 when the campaign ran (whatever the
@@ -103,6 +106,9 @@ def format_report(r: dict) -> str:
              f"P={c['lanes']}, {r['mutants']} mutants (seed {r['seed']}): {r['killed']} killed, "
              f"{r['equivalent']} equivalent, {len(r['survived'])} survived; score {score} "
              f"of non-equivalent mutants killed ({r['wall_s']} s)"]
+    if r.get("killed_by_targeted_sums"):
+        lines.append(f"  of the killed, {r['killed_by_targeted_sums']} by targeted sums (mean "
+                     "units: a sum the mean-unit check found)")
     verdicts = Counter(s["formal"]["result"] for s in r["survived"])
     if verdicts:
         lines.append("  survivors' formal verdicts: " + ", ".join(

@@ -13,7 +13,10 @@ model also runs other parameter sets (tse.sim.param_sets: weights at the int8 en
 requantizer shifts, random), each with its own golden vectors from the model. A mutant is
 killed when the testbench fails (a mismatch, a timeout, a wrong error flag) in one of RUNS
 (no pauses, then pauses on both sides, on the sink, on the source) with any parameter set.
-Each survivor gets a formal verdict (survivor_check): first the activation proof
+Each survivor gets a formal verdict (survivor_check): in a mean unit, first that unit
+alone against the mutant over every tile sum it can see (tse.sim.mean_check: equivalent, or a
+sum that tells them apart, which targeted_frames puts into that lane for a run that kills
+the mutant unless the excite MAC masks the code); then the activation proof
 (tse.sim.activation: in every state the original unit, with its own ROM words, can reach,
 the mutation leaves its wire's value unchanged; seconds each, the unit's RAMs cut when
 large), then, on request, a check of the original against that mutant alone: yosys
