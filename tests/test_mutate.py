@@ -281,6 +281,31 @@ def test_mean_unit_check_never_clears_a_killed_mutant(design):
         assert r["result"] != "equivalent", (m, r)
 
 
+def test_mean_unit_region_is_cut_clean_with_two_tile_kinds(tmp_path):
+    """Row strips of 3 on 5 rows: two tile kinds, so the mean unit reads its kind, and the
+    optimizer makes cells ($auto$...) of the unit's own. The cut region takes them along:
+    its only inputs are the sums' word, the kind and the clock (a free input would let the
+    check invent a kind). Known answer: the product's sign stuck at 0 is equivalent with
+    input zero point 0 (no negative sums), else told apart by a negative sum of a kind the
+    frame has."""
+    from tse.ref_model import numerics
+    from tse.ref_model.unit_plan import plan_unit
+    from tse.rtl.export import write_verilog
+    from tse.rtl.pipeline import mean_depth
+    cfg = TSEConfig(**mutate.KINDS["row_strip"])
+    plan = plan_unit(cfg, numerics.derive(mutate.block_reference(cfg, 3).params, cfg))
+    assert sorted({int(k) for k in plan.tile_kinds.flat}) == [0, 2]
+    verilog = write_verilog(cfg, plan.ip, tmp_path / "unit")
+    flat = mutate.flat_rtlil(verilog, tmp_path / "flat")
+    m = mutate.mutation_list(verilog, 3, 1, filters=f"-wire {NEG_WIRE} -port Q -mode const0")[0]
+    r = mean_check.check(flat, m, plan, mean_depth(plan), tmp_path / "check")
+    assert r["free_inputs"] == [], r
+    if plan.zx == 0:
+        assert r["result"] == "equivalent", r
+    else:
+        assert r["result"] == "distinguished" and r["sum"] < 0 and r["kind"] in (0, 2), r
+
+
 def test_targeted_frames_hand_each_sum_to_its_lane():
     """Each (lane, kind, sum) lands in a tile of that kind, in a channel of that lane, and
     sums to it (codes off the zero point); the rest of the frame sums to 0."""

@@ -3,13 +3,14 @@
 A mean unit (tse/rtl/pipeline.mean_unit, one submodule per lane) is a pure function of one
 tile sum and the tile's kind: a feed-forward pipeline of `depth` registers, no feedback, no
 stall. So whether a mutant of it can change its pooled code is decidable on the unit alone:
-the region of the flat netlist (the cells whose names carry the submodule's path) is cut out
+the region of the flat netlist (the cells whose names carry the submodule's path, and the cells optimization passes made of
+theirs) is cut out
 with Yosys `submod`, a copy gets the mutation, `miter -equiv` pairs the two, and a wrapper
 assumes what the line accumulator can hand over (a sum of kind k lies in
 [-zx n_k, (255 - zx) n_k], n_k the kind's pixels, k a kind the frame has) and asserts the two
 codes equal `depth` cycles after every such input. Inputs of the region other than the sums'
-word, the kind and the clock (a register merged across lanes) stay free: an over-approximation,
-so a proof stays sound.
+word, the kind and the clock (logic Yosys merged with the rest of the unit's) stay free: an
+over-approximation, so a proof stays sound; its other outputs must be equal in every cycle.
 
 k-induction at depth `depth` + 1 decides it: after `depth` cycles the state is a function
 of the last inputs, so the induction step is the combinational question itself.
@@ -34,6 +35,8 @@ from .netlist import FLAT_RTLIL, MutationError, yosys
 _FAIL_STEP = re.compile(r"summary:\s+failed assertion \S+ at \S+ step (\d+)")
 _REGION = re.compile(rf"^\$flatten\\(?P<path>(?:[^.\\]+\.\\?)*?){MEAN_UNIT}(?P<lane>\d+)\.")
 TIMEOUT_S = 120.0
+REGION_STEPS = 4
+"""Rounds of adding optimizer-made cells between the unit's own (module docstring)."""
 GOLD, GATE, MITER, TOP = "tse_mean_gold", "tse_mean_gate", "tse_mean_miter", "tse_mean_check"
 SUM, KIND, VALID = "tse_sum", "tse_kind", "v"
 
@@ -78,14 +81,16 @@ def _esc(name: str) -> str:
     return f"\\{name} "
 
 
-def wrapper(ports, lane: int, p, depth: int) -> str:
+def wrapper(ports, lane: int, p, depth: int) -> tuple[str, list[str]]:
     """The check's top: the miter's inputs, assumptions on the sum (and kind) of a valid
-    input, the codes compared `depth` cycles later."""
+    input, the codes compared `depth` cycles later; (Verilog, the region's free inputs:
+    neither the sums' word, the kind nor the clock)."""
     sb, svb = p.sum_bits, p.sum_value_bits
-    decl, conns, gold, gate = [], [], [], []
+    decl, conns, pairs = [], [], {}     # pairs: output -> {"gold": local, "gate": local}
     kinds = sorted({int(k) for k in p.tile_kinds.flat})
     counts = p.ip.tile_counts
-    word = kind = clk = None
+    word = kind = clk = code = None
+    free = []
     for direction, name, width in ports:
         if direction == "input":
             local = f"i{len(decl)}"
@@ -94,16 +99,22 @@ def wrapper(ports, lane: int, p, depth: int) -> str:
             bare = name[3:]          # in_<region port>
             if bare.endswith(".a_word"):
                 word = (local, width)
-            elif bare.endswith(".a_kind"):
+            elif bare.endswith("kind") and width == 2:
                 kind = local
             elif bare in ("clk", "aclk") or bare.endswith(".clk"):
                 clk = local
+            else:
+                free.append(bare)
         elif name != "trigger":
-            local = f"o{len(gold) + len(gate)}"
+            local = f"o{sum(map(len, pairs.values()))}"
             decl.append(f"  wire [{width - 1}:0] {local};")
             conns.append(f"    .{_esc(name)}({local})")
-            (gold if name.startswith("gold_") else gate).append(local)
-    if word is None or clk is None or len(gold) != len(gate):
+            side, bare = name.split("_", 1)
+            pairs.setdefault(bare, {})[side] = local
+            if "code" in bare and width == 8:
+                code = bare
+    if word is None or clk is None or code is None or \
+            any(set(v) != {"gold", "gate"} for v in pairs.values()):
         raise MutationError(f"mean unit {lane}: ports {[n for _, n, _ in ports]} are not a "
                             "sums word, a clock and the codes")
     if word[1] < (lane + 1) * sb and not (word[1] >= svb and lane == 0):
@@ -131,10 +142,12 @@ def wrapper(ports, lane: int, p, depth: int) -> str:
         f"  {MITER} miter (\n" + ",\n".join(conns) + "\n  );",
         "  always @* begin",
         f"    if (v) assume({' || '.join(lo_hi)});",
-        "    if (vv[{}]) assert({});".format(
-            depth - 1, " && ".join(f"{g} == {q}" for g, q in zip(gold, gate))),
+        f"    if (vv[{depth - 1}]) assert({pairs[code]['gold']} == {pairs[code]['gate']});",
+        # the region's other outputs (logic merged with what the rest of the unit uses):
+        # equal in every cycle, or the mutant reaches beyond the mean unit
+        *[f"    assert({v['gold']} == {v['gate']});" for k, v in pairs.items() if k != code],
         "  end",
-        "endmodule", ""])
+        "endmodule", ""]), free
 
 
 def check(flat: Path, mutation: dict, p, depth: int, workdir, *,
@@ -150,22 +163,27 @@ def check(flat: Path, mutation: dict, p, depth: int, workdir, *,
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     command = mutation["command"].replace(f"-module {_module_of(mutation)}", f"-module {GATE}")
+    # the unit's cells, and the cells optimization made of theirs ($auto$..., e.g.
+    # opt_reduce's) between two of them, or their inputs would be free
+    grow = "select -set r @r @r %co2 @a %i @r %ci2 %i %u\n" * REGION_STEPS
     select = "c:" + prefix.replace("\\", "\\\\") + "*"
     shutil.copyfile(flat, workdir / FLAT_RTLIL)
     yosys(f"read_rtlil {FLAT_RTLIL}\n"
-          f"submod -name {GOLD} {select}\n"
+          f"select -set r {select}\nselect -set a c:$auto$*\n{grow}"
+          f"submod -name {GOLD} @r\n"
           f"copy {GOLD} {GATE}\n"
           f"{command}\n"
           f"miter -equiv -flatten -make_outputs -ignore_gold_x {GOLD} {GATE} {MITER}\n"
           f"hierarchy -top {MITER}\n"
           f"write_rtlil miter.il\n", workdir)
     il = (workdir / "miter.il").read_text()
-    (workdir / "check.sv").write_text(wrapper(_ports(il, MITER), lane, p, depth))
+    text, free = wrapper(_ports(il, MITER), lane, p, depth)
+    (workdir / "check.sv").write_text(text)
     # (the base case's first input, at step 0, reaches no assertion within depth + 1)
     (workdir / "check.sby").write_text(SBY.format(depth=depth + 2, top=TOP))
     log = sby(workdir, "check", timeout) or ""
     secs = round(time.monotonic() - t0, 1)
-    base = {"lane": lane, "seconds": secs}
+    base = {"lane": lane, "seconds": secs, "free_inputs": free}
     if "DONE (PASS" in log:
         return dict(base, result="equivalent",
                     note=f"mean unit {lane} alone: the same code for every sum it can see "
