@@ -2,23 +2,25 @@
 
 A mean unit (tse/rtl/pipeline.mean_unit, one submodule per lane) is a pure function of one
 tile sum and the tile's kind: a feed-forward pipeline of `depth` registers, no feedback, no
-stall. So whether a mutant of it can change its pooled code is decidable on the unit alone:
-the region of the flat netlist (the cells whose names carry the submodule's path, and the cells optimization passes made of
-theirs) is cut out
-with Yosys `submod`, a copy gets the mutation, `miter -equiv` pairs the two, and a wrapper
-assumes what the line accumulator can hand over (a sum of kind k lies in
-[-zx n_k, (255 - zx) n_k], n_k the kind's pixels, k a kind the frame has) and asserts the two
-codes equal `depth` cycles after every such input. Inputs of the region other than the sums'
-word, the kind and the clock (logic Yosys merged with the rest of the unit's) stay free: an
-over-approximation, so a proof stays sound; its other outputs must be equal in every cycle.
+stall. So whether a mutant of it can change its pooled code is decidable on the unit alone.
+Its region of the flat netlist (the cells whose names carry the submodule's path, and the
+cells optimization passes made of theirs) is cut out with Yosys `submod`, a copy gets the
+mutation, `miter -equiv` pairs the two, and a wrapper assumes what the line accumulator can
+hand over (a sum of kind k lies in [-zx n_k, (255 - zx) n_k], n_k the kind's pixels, k a
+kind the frame has) and asserts the two codes equal `depth` cycles after every such input.
+Inputs of the region other than the sums' word, the kind and the clock (logic Yosys merged
+with the rest of the unit's) stay free: an over-approximation, so a proof stays sound; its
+other outputs must be equal in every cycle.
 
-k-induction at depth `depth` + 1 decides it: after `depth` cycles the state is a function
+k-induction at depth `depth` + 2 decides it: after `depth` cycles the state is a function
 of the last inputs, so the induction step is the combinational question itself.
   - proved: the mutant's code equals the original's for every sum the unit can see, so no
     output can differ: "equivalent";
-  - the base case fails: its trace names a sum and a kind where the codes differ
+  - the base case fails on the codes: its trace names a sum and a kind where they differ
     ("distinguished"); tse.sim.mutate then runs the mutant on frames that put that sum into
-    that lane (targeted_frames), which kills it unless the excite MAC masks the code.
+    that lane (targeted_frames), which kills it unless the excite MAC masks the code;
+  - anything else (another output differs, no verdict in time): "not proven", and the
+    campaign goes on to the activation proof.
 """
 from __future__ import annotations
 
@@ -32,13 +34,15 @@ from tse.rtl.pipeline import MEAN_UNIT
 
 from .netlist import FLAT_RTLIL, MutationError, yosys
 
-_FAIL_STEP = re.compile(r"summary:\s+failed assertion \S+ at \S+ step (\d+)")
+_FAIL_STEP = re.compile(r"summary:\s+failed assertion (\S+) at \S+ step (\d+)")
 _REGION = re.compile(rf"^\$flatten\\(?P<path>(?:[^.\\]+\.\\?)*?){MEAN_UNIT}(?P<lane>\d+)\.")
 TIMEOUT_S = 120.0
 REGION_STEPS = 4
 """Rounds of adding optimizer-made cells between the unit's own (module docstring)."""
 GOLD, GATE, MITER, TOP = "tse_mean_gold", "tse_mean_gate", "tse_mean_miter", "tse_mean_check"
-SUM, KIND, VALID = "tse_sum", "tse_kind", "v"
+SUM, KIND = "tse_sum", "tse_kind"
+CODE_CHECK = "codes_equal"
+"""Label of the wrapper's assertion on the codes (the one whose failure names a sum)."""
 
 SBY = """[options]
 mode prove
@@ -142,7 +146,8 @@ def wrapper(ports, lane: int, p, depth: int) -> tuple[str, list[str]]:
         f"  {MITER} miter (\n" + ",\n".join(conns) + "\n  );",
         "  always @* begin",
         f"    if (v) assume({' || '.join(lo_hi)});",
-        f"    if (vv[{depth - 1}]) assert({pairs[code]['gold']} == {pairs[code]['gate']});",
+        f"    if (vv[{depth - 1}]) {CODE_CHECK}: assert({pairs[code]['gold']} == "
+        f"{pairs[code]['gate']});",
         # the region's other outputs (logic merged with what the rest of the unit uses):
         # equal in every cycle, or the mutant reaches beyond the mean unit
         *[f"    assert({v['gold']} == {v['gate']});" for k, v in pairs.items() if k != code],
@@ -189,11 +194,13 @@ def check(flat: Path, mutation: dict, p, depth: int, workdir, *,
                     note=f"mean unit {lane} alone: the same code for every sum it can see "
                          f"(k-induction, depth {depth + 2})")
     failed = _FAIL_STEP.search(log)
-    if "DONE (FAIL" in log and failed and "[induction]" not in failed.group(0):
-        s, k = _input_at(workdir / "check" / "engine_0" / "trace.vcd", int(failed[1]) - depth)
+    if "DONE (FAIL" in log and failed and CODE_CHECK in failed[1]:
+        s, k = _input_at(workdir / "check" / "engine_0" / "trace.vcd", int(failed[2]) - depth)
         return dict(base, result="distinguished", sum=s, kind=k,
                     note=f"mean unit {lane}: the tile sum {s} (kind {k}) gives another code")
-    return dict(base, result="not proven", note=f"mean unit {lane}: no verdict in {timeout:g} s")
+    why = ("an output of the region other than the code differs" if "DONE (FAIL" in log
+           else f"no verdict in {timeout:g} s" if not log else "induction does not close")
+    return dict(base, result="not proven", note=f"mean unit {lane}: {why}")
 
 
 def _module_of(mutation: dict) -> str:
