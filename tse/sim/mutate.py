@@ -361,8 +361,14 @@ def mutants_netlist(verilog: Path, mutations: list[dict]) -> Path:
           + f"rename {verilog.stem} {MUTANTS_TOP}\n"
           + "write_verilog -noattr mutants.v\n", verilog.parent)
     out = verilog.parent / "mutants.v"
-    out.write_text(loadable_roms(out.read_text()))
+    out.write_text(loadable_roms(out.read_text()).replace(PARALLEL_CASE, ""))
     return out
+
+
+PARALLEL_CASE = " // synopsys parallel_case"
+"""The hint write_verilog puts on a $pmux's case, which Verilator checks at run time: a
+mutant that selects two arms at once would stop the simulation (a kill no check made, which
++blind exposes). Without it the case takes its first match, a behaviour the testbench judges."""
 
 
 _ROM = re.compile(r"^(  reg (?:\[\d+:0\] )?(\\\S*?(\w+)_rom) +\[(\d+):0\];\n)"
