@@ -50,7 +50,7 @@ accumulator waits (its sums stream is not ready) only while two strips are pendi
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, ResetSignal, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory
 
 from tse.ref_model import numerics as nm
@@ -137,13 +137,9 @@ class ExciteMac(ExciteStage):
                                    c_grp, c_lane))
         last_tag = p.issue_to_code + max(plan.CODE_TO_GATE, plan.HIDDEN_TABLE_CYCLES,
                                          plan.HIDDEN_CODE_CYCLES)
-        # only the valid flags reset: the rest is data under them (a reset on every tag bit
-        # was fan-out to ~20 x last_tag flip-flops, and logic no output can tell from none)
         for i in range(1, last_tag + 1):
-            tags.append(Signal(tag_layout, name=f"tag{i}", reset_less=True))
+            tags.append(Signal(tag_layout, name=f"tag{i}"))
             m.d.sync += tags[i].eq(tags[i - 1])
-            with m.If(ResetSignal()):
-                m.d.sync += tags[i].valid.eq(0)
 
         # +1: operands. Weight ROMs (block RAM) read at the issue, pooled / hidden chunk
         # picked by an index registered at the issue
