@@ -129,8 +129,6 @@ def wrapper(ports, lane: int, p, depth: int) -> tuple[str, list[str]]:
         lo, hi = -p.zx * n, (255 - p.zx) * n
         cond = f"s >= {lo} && s <= {hi}"
         lo_hi.append(f"({kind} == 2'd{k} && {cond})" if kind is not None else f"({cond})")
-    if kind is None:
-        lo_hi = lo_hi[:1]
     ins = [d.split()[-1].rstrip(";") for d in decl if "input" in d]
     base = lane * sb if word[1] >= (lane + 1) * sb else 0
     return "\n".join([
