@@ -111,6 +111,23 @@ def test_parallel_equals_serial(case):
             np.testing.assert_array_equal(a[stage], b[stage])
 
 
+def test_changed_int_params_run_their_own_kernels():
+    """A copy of IntParams with other weights (dataclasses.replace, as tse mutate's targeted
+    sets make them) computes with its own: the run() cache and the tables are the copy's.
+    They were shared once, and the copy returned the original's stages."""
+    import dataclasses
+    cfg = TSEConfig(channels=8, height=4, width=4, tile="HxW", reduction=2)
+    ref = build(cfg, 1)
+    ip = nm.derive(ref.params, cfg)
+    x = nhwc(ref.codes["input"])
+    before = kernels.run(cfg, ip, x, "hw")["excite"]
+    changed = dataclasses.replace(ip, w2=np.zeros_like(ip.w2))
+    after = kernels.run(cfg, changed, x, "hw")["excite"]
+    assert changed.tables() is not ip.tables()
+    # no weights: each excite code is its bias's alone, the same in every tile
+    assert (after == after[:1, :1, :1]).all() and not np.array_equal(after, before)
+
+
 # =========================================================================================
 # hw profile against independent oracles
 # =========================================================================================

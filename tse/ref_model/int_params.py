@@ -102,8 +102,10 @@ class IntParams:
     hidden_lut: np.ndarray | None = None
     """uint8 [256]: the hidden code of each fc1 code (SiLU; fc1's output then has the
     zero point zero_points["hidden_pre"] and no ReLU). None: ReLU, fused into fc1."""
-    _tables: list = field(default_factory=list, repr=False, compare=False)
-    _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # kernels.run's
+    # caches of what is computed from the fields: not init fields, so dataclasses.replace
+    # gives a copy caches of its own (shared ones gave a changed copy the original's kernels)
+    _tables: list = field(default_factory=list, init=False, repr=False, compare=False)
+    _kernels: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __getstate__(self):
         """Pickled without the compiled kernels kernels.run keeps here (machine code and

@@ -62,9 +62,11 @@ def stage_layout(cfg: TSEConfig, stage: str, channels: int, profile: str = "hw")
             "order": order}
 
 
-def build(cfg: TSEConfig, params: QuantParams, x_nhwc: np.ndarray, profile: str) -> dict:
-    """Every stage of the block (channels last) with the profile's integer model."""
-    ip = numerics.derive(params, cfg)
+def build(cfg: TSEConfig, params: QuantParams, x_nhwc: np.ndarray, profile: str,
+          ip=None) -> dict:
+    """Every stage of the block (channels last) with the profile's integer model; ip: the
+    integer parameters to run instead of derive(params, cfg) (tse mutate's targeted sets)."""
+    ip = numerics.derive(params, cfg) if ip is None else ip
     stages = kernels.run(cfg, ip, x_nhwc, profile)
     return {"input": np.ascontiguousarray(x_nhwc), **{s: stages[s] for s in numerics.STAGES},
             "saturated": stages["saturated"], "int_params": ip}

@@ -317,16 +317,17 @@ class Excite3x1(ExciteStage):
         with m.If(tA.valid & tA.last):
             m.d.sync += rq_acc.eq(acc_next)
 
-        # A+1: the multiplier's word; A+2 ...: acc x M, padded to MUL_STAGES
-        product, shift = pipeline.requant_product(m, fc_roms, tags, A, rq_acc, p.acc_bits,
-                                                  p.mult_bits)
-        tq = tags[A + 2 + pipeline.MUL_STAGES]
+        # A+1: the multiplier's word; A+2 ...: acc x M, padded to MUL_STAGES, then the
+        # rounding shift, the zero point and the clamp
+        acc2, mult, shift = pipeline.requant_operands(m, fc_roms, tags, A, rq_acc,
+                                                      p.acc_bits, p.mult_bits)
         fc1, fc2 = p.ip.fc1, p.ip.fc2
-        half_up = Mux(tq.fc2, int(fc2.rounding) == HALF_UP, int(fc1.rounding) == HALF_UP)
-        code = arith.wire(m, pipeline.requant(m, product, shift, p.max_shift,
-                                              Mux(tq.fc2, int(fc2.zo), int(fc1.zo)),
-                                              Mux(tq.fc2, int(fc2.lo), int(fc1.lo)),
-                                              half_up), "code")
+        layers = tuple((int(fc.zo), int(fc.lo), int(fc.rounding) == HALF_UP)
+                       for fc in (fc1, fc2))
+        code, _ = pipeline.requantizer(m, acc2, mult, shift,
+                                       tags[A + 2 + pipeline.MUL_STAGES].fc2, layers,
+                                       p.max_shift)
+        code = arith.wire(m, code, "code")
         assert A + 2 + pipeline.MUL_STAGES + pipeline.REQUANT_STAGES == p.issue_to_code
         code_reg = pipeline.cut(m, code, "code_reg")
 

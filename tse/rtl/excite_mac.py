@@ -225,18 +225,19 @@ class ExciteMac(ExciteStage):
         with m.If(tA.valid & tA.last):
             m.d.sync += rq_acc.eq(acc_next)
 
-        # A+2 ...: the multiplier's word (M and the shift) and acc x M
-        product, shift = pipeline.requant_product(m, fc_roms, tags, A, rq_acc, p.acc_bits,
-                                                  p.mult_bits)
+        # A+1: the multiplier's word; acc and M on registers at A+2
+        acc2, mult, shift = pipeline.requant_operands(m, fc_roms, tags, A, rq_acc,
+                                                      p.acc_bits, p.mult_bits)
 
-        # then: rounding shift, zero point, clamp (lower clamp at zh: fc1's fused ReLU)
-        tq = tags[A + 2 + pipeline.MUL_STAGES]
+        # A+2 ...: acc x M, the rounding shift, zero point, clamp (lower clamp at zh: fc1's
+        # fused ReLU)
         max_shift = max(int(v) for v in list(p.ip.hw_fc1_shift) + list(p.ip.hw_fc2_shift))
-        half_up = Mux(tq.fc2, p.rounding("fc2") == nm.HALF_UP, p.rounding("fc1") == nm.HALF_UP)
         z1, lo1 = p.fc1_output          # (zh, zh): fused ReLU; SiLU's input zp, 0
-        code = arith.wire(m, pipeline.requant(m, product, shift, max_shift,
-                                              Mux(tq.fc2, p.ze, z1), Mux(tq.fc2, 0, lo1),
-                                              half_up), "code")
+        layers = ((z1, lo1, p.rounding("fc1") == nm.HALF_UP),
+                  (p.ze, 0, p.rounding("fc2") == nm.HALF_UP))
+        code, _ = pipeline.requantizer(m, acc2, mult, shift,
+                                       tags[A + 2 + pipeline.MUL_STAGES].fc2, layers, max_shift)
+        code = arith.wire(m, code, "code")
         assert A + 2 + pipeline.MUL_STAGES + pipeline.REQUANT_STAGES == p.issue_to_code
         code_reg = pipeline.cut(m, code, "code_reg")
         if p.silu_rom is None:          # ReLU: fc1's code, from its register, is the hidden code

@@ -306,24 +306,48 @@ NEAR_BITS = 10
 says whether the code saturates."""
 
 
-def requant_product(m, fc_roms, tags, a: int, rq_acc, acc_bits: int, mult_bits: int):
-    """The excite MAC's acc x M (SE's and the 3x1 excite's): the multiplier's words (bias |
-    M | shift) read from the fc ROMs at a - 1 onto registers, the layer's word picked onto a
-    register at a + 1 (a multiply's operand comes from a flip-flop, no multiplexer between:
-    the layer flag's mux before the multiply was the default unit's out-of-context critical
-    path, 9.8 ns), then acc x M in limbs padded to MUL_STAGES. tags[i]: the pipeline's tag
-    of cycle i (its .o, the output index, and .fc2, the layer). Returns (product, shift),
-    both of cycle a + 2 + MUL_STAGES."""
+REQUANTIZER = "requantizer"
+"""Name of the requantizer's submodule (acc x M, then `requant`; one per excite MAC): the
+mutation campaign proves a mutant of it alone (tse.sim.requant_check)."""
+
+
+def requant_operands(m, fc_roms, tags, a: int, rq_acc, acc_bits: int, mult_bits: int):
+    """The requantizer's operands for the accumulator of cycle a (SE's excite MAC and the 3x1
+    excite's): the multiplier's words (bias | M | shift) read from the fc ROMs at a - 1 onto
+    registers, the layer's word picked onto a register at a + 1 (a multiply's operand comes
+    from a flip-flop, no multiplexer between: the layer flag's mux before the multiply was
+    the default unit's out-of-context critical path, 9.8 ns), the accumulator onto a register
+    beside it. tags[i]: the pipeline's tag of cycle i (its .o, the output index, and .fc2,
+    the layer). Returns (acc, M, shift), all of cycle a + 2."""
     mult_r = [rom.read_port() for rom in fc_roms]
     m.d.comb += [r.addr.eq(tags[a - 1].o) for r in mult_r]
     words = [cut(m, r.data, f"rq_word{layer + 1}") for layer, r in enumerate(mult_r)]
     word = cut(m, Mux(tags[a + 1].fc2, words[1], words[0]), "rq_word")
     acc2 = cut(m, rq_acc, "rq_acc2")
-    product, n = mul(m, acc2, word[acc_bits:acc_bits + mult_bits], "rq_mul")
+    return acc2, word[acc_bits:acc_bits + mult_bits], word[acc_bits + mult_bits:]
+
+
+def requantizer(m, acc, mult, shift, layer, layers, max_shift: int) -> tuple[Signal, int]:
+    """acc x M in limbs padded to MUL_STAGES, then `requant`, as a submodule of its own
+    (REQUANTIZER) with ports acc, mult, shift (of one cycle), layer (the layer flag of the
+    product's cycle, MUL_STAGES later) and code: (code, registers before it, MUL_STAGES +
+    REQUANT_STAGES). layers: (zo, lo, half_up) of fc1 and of fc2, constants. The hierarchy
+    lets a formal check take the requantizer alone, a pure function of its inputs."""
+    sub = Module()
+    ports = [Signal(Value.cast(v).shape(), name=n)
+             for v, n in ((acc, "acc"), (mult, "mult"), (shift, "shift"), (layer, "layer"))]
+    acc_in, mult_in, shift_in, layer_in = ports
+    code = Signal(8, name="code")
+    product, n = mul(sub, acc_in, mult_in, "rq_mul")
     assert n <= MUL_STAGES, n
-    product = delay(m, product, MUL_STAGES - n, "rq_pad")
-    shift = delay(m, word[acc_bits + mult_bits:], MUL_STAGES, "rq_shift")
-    return product, shift
+    product = delay(sub, product, MUL_STAGES - n, "rq_pad")
+    late = delay(sub, shift_in, MUL_STAGES, "rq_shift")
+    (z1, lo1, h1), (z2, lo2, h2) = layers
+    sub.d.comb += code.eq(requant(sub, product, late, max_shift, Mux(layer_in, z2, z1),
+                                  Mux(layer_in, lo2, lo1), Mux(layer_in, h2, h1)))
+    m.submodules[REQUANTIZER] = sub
+    m.d.comb += [port.eq(v) for port, v in zip(ports, (acc, mult, shift, layer))]
+    return code, MUL_STAGES + REQUANT_STAGES
 
 
 def requant(m, product, shift, max_shift: int, zo, lo, half_up) -> Value:
@@ -334,8 +358,11 @@ def requant(m, product, shift, max_shift: int, zo, lo, half_up) -> Value:
     v = arith.wire(m, product, "rq_in")
     bits = arith.extend(v, max_shift + 1)
     shift = arith.wire(m, shift, "rq_shift")
-    half0 = (bits & Cat(*[shift == i + 1 for i in range(len(bits))])).any()
-    sticky0 = (bits & Cat(*[shift > i + 1 for i in range(len(bits))])).any()
+    # the decoders named: a mutation campaign picks a term of them (tests/test_mutate.py)
+    half_at = arith.wire(m, Cat(*[shift == i + 1 for i in range(len(bits))]), "rq_half_at")
+    sticky_at = arith.wire(m, Cat(*[shift > i + 1 for i in range(len(bits))]), "rq_sticky_at")
+    half0 = (bits & half_at).any()
+    sticky0 = (bits & sticky_at).any()
     floor = cut(m, v >> shift, "rq_floor")
     half, sticky = cut(m, half0, "rq_half"), cut(m, sticky0, "rq_sticky")
     zo, lo, half_up = (cut(m, x, f"rq_{n}") for x, n in ((zo, "zo"), (lo, "lo"),

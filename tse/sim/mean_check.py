@@ -25,41 +25,19 @@ of the last inputs, so the induction step is the combinational question itself.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 
-from tse.rtl.formal_flow import sby
 from tse.rtl.pipeline import MEAN_UNIT
 
-from .netlist import FLAT_RTLIL, MutationError, yosys
+from . import unit_check
+from .netlist import MutationError
 
-_FAIL_STEP = re.compile(r"summary:\s+failed assertion (\S+) at \S+ step (\d+)")
 _REGION = re.compile(rf"^\$flatten\\(?P<path>(?:[^.\\]+\.\\?)*?){MEAN_UNIT}(?P<lane>\d+)\.")
-TIMEOUT_S = 120.0
-REGION_STEPS = 4
-"""Rounds of adding optimizer-made cells between the unit's own (module docstring)."""
-GOLD, GATE, MITER, TOP = "tse_mean_gold", "tse_mean_gate", "tse_mean_miter", "tse_mean_check"
+TOP = "tse_mean_check"
 SUM, KIND = "tse_sum", "tse_kind"
 CODE_CHECK = "codes_equal"
 """Label of the wrapper's assertion on the codes (the one whose failure names a sum)."""
-
-SBY = """[options]
-mode prove
-depth {depth}
-
-[engines]
-smtbmc yices
-
-[script]
-read_rtlil miter.il
-read_verilog -formal check.sv
-prep -top {top}
-
-[files]
-miter.il
-check.sv
-"""
 
 
 def lane_of(mutation: dict) -> tuple[str, int] | None:
@@ -69,16 +47,6 @@ def lane_of(mutation: dict) -> tuple[str, int] | None:
     if m is None:
         return None
     return m.group(0), int(m.group("lane"))
-
-
-def _ports(il: str, module: str) -> list[tuple[str, str, int]]:
-    """(direction, name, width) of `module`'s ports in RTLIL text."""
-    body = il[il.index(f"module \\{module}\n"):]
-    body = body[:body.index("\nend\n")]
-    out = []
-    for m in re.finditer(r"^  wire (?:width (\d+) )?(input|output) \d+ \\(\S+)$", body, re.M):
-        out.append((m.group(2), m.group(3), int(m.group(1) or 1)))
-    return out
 
 
 def _esc(name: str) -> str:
@@ -141,7 +109,7 @@ def wrapper(ports, lane: int, p, depth: int) -> tuple[str, list[str]]:
         f"  reg [{depth - 1}:0] vv = 0;",
         f"  always @(posedge {clk}) vv <= {{vv[{depth - 2 if depth > 1 else 0}:0], v}};"
         if depth > 1 else f"  always @(posedge {clk}) vv <= v;",
-        f"  {MITER} miter (\n" + ",\n".join(conns) + "\n  );",
+        f"  {unit_check.MITER} miter (\n" + ",\n".join(conns) + "\n  );",
         "  always @* begin",
         f"    if (v) assume({' || '.join(lo_hi)});",
         f"    if (vv[{depth - 1}]) {CODE_CHECK}: assert({pairs[code]['gold']} == "
@@ -154,7 +122,7 @@ def wrapper(ports, lane: int, p, depth: int) -> tuple[str, list[str]]:
 
 
 def check(flat: Path, mutation: dict, p, depth: int, workdir, *,
-          timeout: float = TIMEOUT_S) -> dict:
+          timeout: float = unit_check.TIMEOUT_S) -> dict:
     """The mean-unit check of `mutation` (module docstring) on the flat unit `flat`
     (netlist.flat_rtlil); p: the unit's plan. {"result": "equivalent" | "distinguished" |
     "not proven", "lane", "sum", "kind", "note", "seconds"}."""
@@ -164,72 +132,24 @@ def check(flat: Path, mutation: dict, p, depth: int, workdir, *,
         raise MutationError(f"{mutation['cell']}: not a mean unit's cell")
     prefix, lane = where
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    command = mutation["command"].replace(f"-module {_module_of(mutation)}", f"-module {GATE}")
-    # the unit's cells, and the cells optimization made of theirs ($auto$..., e.g.
-    # opt_reduce's) between two of them, or their inputs would be free
-    grow = "select -set r @r @r %co2 @a %i @r %ci2 %i %u\n" * REGION_STEPS
-    select = "c:" + prefix.replace("\\", "\\\\") + "*"
-    shutil.copyfile(flat, workdir / FLAT_RTLIL)
-    yosys(f"read_rtlil {FLAT_RTLIL}\n"
-          f"select -set r {select}\nselect -set a c:$auto$*\n{grow}"
-          f"submod -name {GOLD} @r\n"
-          f"copy {GOLD} {GATE}\n"
-          f"{command}\n"
-          f"miter -equiv -flatten -make_outputs -ignore_gold_x {GOLD} {GATE} {MITER}\n"
-          f"hierarchy -top {MITER}\n"
-          f"write_rtlil miter.il\n", workdir)
-    il = (workdir / "miter.il").read_text()
-    text, free = wrapper(_ports(il, MITER), lane, p, depth)
-    (workdir / "check.sv").write_text(text)
+    region = unit_check.cut(flat, mutation, prefix, workdir)
+    text, free = wrapper(region, lane, p, depth)
     # (the base case's first input, at step 0, reaches no assertion within depth + 1)
-    (workdir / "check.sby").write_text(SBY.format(depth=depth + 2, top=TOP))
-    log = sby(workdir, "check", timeout) or ""
+    status, label, step = unit_check.prove(workdir, text, TOP, depth + 2, timeout)
     secs = round(time.monotonic() - t0, 1)
     base = {"lane": lane, "seconds": secs, "free_inputs": free}
-    if "DONE (PASS" in log:
+    if status == "pass":
         return dict(base, result="equivalent",
                     note=f"mean unit {lane} alone: the same code for every sum it can see "
                          f"(k-induction, depth {depth + 2})")
-    failed = _FAIL_STEP.search(log)
-    if "DONE (FAIL" in log and failed and CODE_CHECK in failed[1]:
-        s, k = _input_at(workdir / "check" / "engine_0" / "trace.vcd", int(failed[2]) - depth)
+    if status == "fail" and CODE_CHECK in label:
+        seen = unit_check.values_at(unit_check.trace(workdir), step - depth,
+                                    {SUM: True, KIND: False})
+        if SUM not in seen:
+            raise MutationError(f"{unit_check.trace(workdir)}: no {SUM} in the trace")
+        s, k = seen[SUM], seen.get(KIND, 0)
         return dict(base, result="distinguished", sum=s, kind=k,
                     note=f"mean unit {lane}: the tile sum {s} (kind {k}) gives another code")
-    why = ("an output of the region other than the code differs" if "DONE (FAIL" in log
-           else f"no verdict in {timeout:g} s" if not log else "induction does not close")
+    why = {"fail": "an output of the region other than the code differs",
+           "timeout": f"no verdict in {timeout:g} s"}.get(status, "induction does not close")
     return dict(base, result="not proven", note=f"mean unit {lane}: {why}")
-
-
-def _module_of(mutation: dict) -> str:
-    m = re.search(r"-module (\S+)", mutation["command"])
-    if m is None:
-        raise MutationError(f"{mutation['command']}: no -module")
-    return m.group(1)
-
-
-def _input_at(vcd: Path, step: int) -> tuple[int, int]:
-    """(sum, kind) the wrapper saw at `step` of a SymbiYosys VCD trace (10 time units a
-    step)."""
-    text = vcd.read_text()
-    ids = {}
-    for m in re.finditer(r"\$var \S+ (\d+) (\S+) (\S+)(?: \[[^\]]*\])? \$end", text):
-        if m.group(3) in (SUM, KIND) and m.group(3) not in ids.values():
-            ids[m.group(2)] = (m.group(3), int(m.group(1)))
-    values, t = {}, 0
-    for line in text.splitlines():
-        if line.startswith("#"):
-            t = int(line[1:])
-            if t > 10 * step:
-                break
-        elif line.startswith("b"):
-            bits, ident = line[1:].split()
-            if ident in ids:
-                name, width = ids[ident]
-                v = int(bits.replace("x", "0"), 2)
-                values[name] = v - (1 << width) if name == SUM and v >> (width - 1) else v
-        elif line[:1] in "01" and line[1:] in ids:
-            values[ids[line[1:]][0]] = int(line[0])
-    if SUM not in values:
-        raise MutationError(f"{vcd}: no {SUM} in the trace")
-    return values[SUM], values.get(KIND, 0)

@@ -203,8 +203,9 @@ def _write_campaign_vectors(cfg, ref, stress: int, k: int, out: Path) -> None:
     _write_vectors(cfg, ref, x, k, out, {"stress_frames": stress})
 
 
-def _write_vectors(cfg, ref, x, k: int, out: Path, meta: dict) -> None:
-    """A vectors directory of frames x with parameter set k (0: the block's own)."""
+def _write_vectors(cfg, ref, x, k: int, out: Path, meta: dict, ip=None) -> None:
+    """A vectors directory of frames x with parameter set k (0: the block's own), or with
+    the integer parameters ip (a targeted set, requant_check.targeted_params)."""
     import torch
 
     from tse.ref_model import vectors
@@ -218,7 +219,7 @@ def _write_vectors(cfg, ref, x, k: int, out: Path, meta: dict) -> None:
         if found is None:
             raise MutationError(f"parameter set {k} ({kind}): no draw keeps the unit's Verilog")
         params, meta = found[0], dict(meta, parameter_set=kind)
-    result = vectors.build(cfg, params, x, cfg.profile)
+    result = vectors.build(cfg, params, x, cfg.profile, ip=ip)
     files = selfcheck.bundle(cfg, result["int_params"], int(x.shape[0]))
     vectors.write(out, cfg, params, result, cfg.profile,
                   {"versions": {"torch": torch.__version__}, "sources": ref.sources, **meta},
@@ -474,16 +475,21 @@ def survivor_check(verilog: Path, mutation: dict, workdir: Path, equiv_check: bo
                    flat: Path | None = None, plan=None) -> dict:
     """The formal verdict on a surviving mutant: for a mean unit's cell (with the unit's
     plan), the mean-unit check (tse.sim.mean_check: "equivalent", or "distinguished" with
-    the tile sum that tells the mutant's code apart); otherwise, or where that leaves it
-    open, the activation proof (tse.sim.activation; from `flat`, netlist.flat_rtlil, when
+    the tile sum that tells the mutant's code apart); for the requantizer's, the requantizer
+    check (tse.sim.requant_check: "equivalent", or "distinguished" with the operands);
+    otherwise, or where that leaves it open, the activation proof (tse.sim.activation; from `flat`, netlist.flat_rtlil, when
     given), then, with equiv_check and where that leaves it open, the whole-unit equiv_make
     check (equivalence; minutes each)."""
-    from . import mean_check
+    from . import mean_check, requant_check
     from .activation import not_activated
 
     if plan is not None and flat is not None and mean_check.lane_of(mutation) is not None:
         from tse.rtl.pipeline import mean_depth
         verdict = mean_check.check(flat, mutation, plan, mean_depth(plan), workdir / "mean")
+        if verdict["result"] != "not proven":
+            return verdict
+    if plan is not None and flat is not None and requant_check.region_of(mutation) is not None:
+        verdict = requant_check.check(flat, mutation, plan, workdir / "requant")
         if verdict["result"] != "not proven":
             return verdict
     verdict = not_activated(verilog, mutation, workdir / "activation", flat=flat)
@@ -565,18 +571,26 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
         _say(progress, "")
     told = [r for r in survivors if r["formal"]["result"] == "distinguished"]
     if told and cfg is not None:
-        _say(progress, f"mutate: {len(told)} mean-unit survivors told apart by a tile sum; "
-                       "running them on targeted vectors ...")
-        targeted_run(program, told, cfg, len(vector_sets) - 1, workdir / "targeted", frames,
-                     blind, limit)
+        sums = [r for r in told if "sum" in r["formal"]]
+        words = [r for r in told if "acc" in r["formal"]]
+        _say(progress, f"mutate: {len(told)} survivors told apart by a unit check; running "
+                       "them on targeted vectors ...")
+        if sums:
+            targeted_run(program, sums, cfg, len(vector_sets) - 1, workdir / "targeted",
+                         frames, blind, limit)
+        if words:
+            requant_run(program, words, cfg, plan, verilog, workdir / "targeted-words", frames,
+                        blind, limit)
         survivors = [r for r in survivors if not r["killed"]]
     killed = sum(r["killed"] for r in results)
     equivalent = sum(1 for r in survivors if r["formal"]["result"] == "equivalent")
-    targeted = sum(1 for r in results if (r["killed_by"] or "").startswith("targeted"))
+    targeted = sum(1 for r in results if (r["killed_by"] or "").startswith("targeted sums"))
+    words = sum(1 for r in results if (r["killed_by"] or "").startswith("targeted words"))
     survived = [_brief(r) for r in survivors if r["formal"]["result"] != "equivalent"]
     scored = len(results) - equivalent
     return {"mutants": len(results), "killed": killed, "equivalent": equivalent,
             "survived": survived, "killed_by_targeted_sums": targeted,
+            "killed_by_targeted_words": words,
             "score": round(killed / scored, 4) if scored else None,
             "seed": seed, "unit": verilog.name, "original_wall_s": original_s,
             "runs": [name for name, _, _ in runs], "parameter_sets": len(vector_sets),
@@ -604,6 +618,45 @@ def targeted_run(program: Path, told: list[dict], cfg, sets: int, root: Path, fr
             res = simulate(program, vdir, r["index"], blind=blind, timeout=limit, extra=extra)
             if not res["passed"]:
                 r.update(killed=True, killed_by=name, reason=res["reason"])
+                break
+
+
+def requant_run(program: Path, told: list[dict], cfg, plan, verilog: Path, root: Path,
+                frames: int, blind: bool, limit: float) -> None:
+    """Run each mutant of `told` (requantizer check: "distinguished", with its operands) on
+    a parameter set of its own that puts them into a neuron (requant_check.targeted_params)
+    over stress frames, every RUNS entry, until one kills it; marks the killed ones
+    (killed_by "targeted words ..."). A mutant no such set shows keeps its verdict, noted;
+    a set must leave the unit's Verilog (`verilog`, the mutants' base) as it is."""
+    import numpy as np
+
+    from . import requant_check
+
+    ref = block_reference(cfg, frames)
+    x = stress_frames(cfg, TARGETED_MIN_FRAMES, cfg.seed, np.uint8,
+                      int(ref.params.zero_points["input"]))
+    for r in told:
+        ip = requant_check.targeted_params(plan.ip, r["formal"])
+        if ip is None:
+            r["formal"]["note"] += "; no parameter set of one neuron shows it at the outputs"
+            continue
+        out = root / f"mutant{r['index']}"
+        _write_vectors(cfg, ref, x, 0, out, {"targeted_words": {
+            k: r["formal"][k] for k in ("layer", "acc", "mult", "shift")}}, ip=ip)
+        if selfcheck.unit_verilog_of(out).read_bytes() != Path(verilog).read_bytes():
+            r["formal"]["note"] += "; its parameter set changes the unit's Verilog"
+            continue
+        for name, extra in RUNS:
+            original = simulate(program, out, 0, blind=blind, extra=extra)
+            if not original.get("passed"):
+                raise MutationError(f"the original unit fails its own testbench (targeted "
+                                    f"words of mutant {r['index']}, {name}): "
+                                    f"{original['reason']}")
+        for name, extra in RUNS:
+            res = simulate(program, out, r["index"], blind=blind, timeout=limit, extra=extra)
+            if not res["passed"]:
+                r.update(killed=True, killed_by=f"targeted words, {name}",
+                         reason=res["reason"])
                 break
 
 
