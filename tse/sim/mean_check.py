@@ -151,6 +151,5 @@ def check(flat: Path, mutation: dict, p, depth: int, workdir, *,
         s, k = seen[SUM], seen.get(KIND, 0)
         return dict(base, result="distinguished", sum=s, kind=k,
                     note=f"mean unit {lane}: the tile sum {s} (kind {k}) gives another code")
-    why = {"fail": "an output of the region other than the code differs",
-           "timeout": f"no verdict in {timeout:g} s"}.get(status, "induction does not close")
+    why = unit_check.why_open(status, timeout)
     return dict(base, result="not proven", note=f"mean unit {lane}: {why}")

@@ -166,8 +166,7 @@ def check(flat: Path, mutation: dict, p, workdir, *,
                     note=f"requantizer: fc{hit['layer'] + 1}'s acc {hit['acc']} x M "
                          f"{hit['mult']} >> {hit['shift']} gives code {hit['gate']}, not "
                          f"{hit['gold']}")
-    why = {"fail": "an output of the region other than the code differs",
-           "timeout": f"no verdict in {timeout:g} s"}.get(status, "induction does not close")
+    why = unit_check.why_open(status, timeout)
     return dict(base, result="not proven", note=f"requantizer: {why}")
 
 

@@ -118,6 +118,12 @@ def prove(workdir: Path, text: str, top: str, depth: int, timeout: float = TIMEO
     return "open", None, None
 
 
+def why_open(status: str, timeout: float) -> str:
+    """Why prove()'s `status` decides nothing about the code (a "not proven" verdict)."""
+    return {"fail": "an output of the region other than the code differs",
+            "timeout": f"no verdict in {timeout:g} s"}.get(status, "induction does not close")
+
+
 def trace(workdir: Path) -> Path:
     return workdir / "check" / "engine_0" / "trace.vcd"
 
