@@ -369,6 +369,28 @@ def test_requantizer_check_never_clears_a_killed_mutant(design):
             assert model_code(plan, r) == r["gold"] != r["gate"], (m, r)
 
 
+def test_targeted_params_put_the_operands_into_a_neuron():
+    """A distinguished fc2 verdict's parameter set: one neuron's weights are zero and its
+    word the operands, so its excite code in every tile is the model's code of them; two
+    codes the block's gate table gives one gate get a table that tells them apart."""
+    import numpy as np
+
+    from tse.ref_model import kernels
+    plan = mutation_vectors.unit_plan(TINY)
+    lut = plan.ip.tables().h_lut
+    e = next(e for e in range(255) if lut[e] == lut[e + 1])
+    hit = {"layer": 1, "acc": -1949696, "mult": 8388608, "shift": 38, "gold": e, "gate": e + 1}
+    t = requant_check.targeted_params(plan.ip, hit)
+    assert t is not None
+    j = next(j for j in range(TINY.channels) if t.hw_fc2_mult[j] == hit["mult"])
+    assert (t.w2[j] == 0).all() and t.hw_fc2_bias[j] == hit["acc"]
+    assert t.hw_fc2_shift[j] == hit["shift"]
+    assert t.tables().h_lut[e] != t.tables().h_lut[e + 1]
+    x = mutation_vectors.stress_frames(TINY, 3, 0, np.uint8)
+    excite = kernels.run(TINY, t, x, "hw")["excite"]
+    assert (excite[..., j] == model_code(plan, hit)).all()
+
+
 def test_targeted_frames_hand_each_sum_to_its_lane():
     """Each (lane, kind, sum) lands in a tile of that kind, in a channel of that lane, and
     sums to it (codes off the zero point); the rest of the frame sums to 0."""

@@ -16,8 +16,9 @@ layer it announces MUL_STAGES cycles later, and asserts the codes equal `depth` 
     ("distinguished"). targeted_params() then builds a parameter set where one neuron of
     that layer has all-zero weights, so its accumulator is its bias, set to acc, with M and
     the shift as found; for an fc1 neuron, an fc2 neuron reads it alone with words the model
-    shows make the two hidden codes give two gates (for an fc2 neuron the gate table must
-    tell the codes apart as they are). The golden values of that set come from the model;
+    shows make the two hidden codes give two excite codes; where the gate table gives
+    those (or an fc2 neuron's two codes) one gate, the set's gate table is a step between
+    them (its ROM loads at run time like the others). The golden values of that set come from the model;
     tse.sim.mutate runs the mutant on them (the same Verilator model: ROMs load at run time);
   - anything else: "not proven", and the campaign goes on to the activation proof.
 """
@@ -213,19 +214,35 @@ def _spare(ip, layer: int, taken=()) -> list[int]:
     return out
 
 
-def _gates(ip, hidden):
-    """The model's gates [C] of one tile whose hidden codes are `hidden` (after fc1's
-    activation)."""
+def _excite(ip, hidden):
+    """The model's excite codes [C] of one tile whose hidden codes are `hidden` (after
+    fc1's activation)."""
     import numpy as np
 
     from tse.ref_model import numerics
 
-    T = ip.tables()
     excite = np.zeros(ip.w2.shape[0], np.int64)
-    gate = np.zeros(ip.w2.shape[0], np.int64)
-    numerics.fc2(np.asarray(hidden, np.int64), T, numerics.HW, excite)
-    numerics.sigmoid(excite, T, gate, numerics.HW)
-    return gate
+    numerics.fc2(np.asarray(hidden, np.int64), ip.tables(), numerics.HW, excite)
+    return excite
+
+
+def _gate_apart(ip, e1: int, e2: int):
+    """ip when its gate table gives excite codes e1 and e2 two gates; else a copy whose
+    table is a step between them (0 up to the smaller, the largest gate above: the gate
+    ROM loads at run time like the rest), or None when even that does not."""
+    import numpy as np
+
+    def apart(u):
+        lut = u.tables().h_lut
+        return lut[e1] != lut[e2]
+
+    if e1 == e2:
+        return None
+    if apart(ip):
+        return ip
+    step = np.where(np.arange(256) > min(e1, e2), 255, 0).astype(ip.sigmoid_lut.dtype)
+    u = dataclasses.replace(ip, sigmoid_lut=step)
+    return u if apart(u) else None
 
 
 def targeted_params(ip, hit: dict):
@@ -243,8 +260,7 @@ def targeted_params(ip, hit: dict):
     t = _set_neuron(ip, layer, j, hit["acc"], hit["mult"], hit["shift"])
     T = t.tables()
     if layer == 1:
-        gates = [T.h_lut[hit["gold"]], T.h_lut[hit["gate"]]]
-        return t if gates[0] != gates[1] else None
+        return _gate_apart(t, hit["gold"], hit["gate"])
     act = (lambda c: int(T.hlut[c])) if T.hact else (lambda c: int(c))
     h, h2 = act(hit["gold"]), act(hit["gate"])
     if h == h2:
@@ -257,6 +273,9 @@ def targeted_params(ip, hit: dict):
     zh, ze = int(T.zh), int(T.ze)
     top = (1 << mb) - 1
     max_shift = int(max(np.concatenate([ip.hw_fc1_shift, ip.hw_fc2_shift])))
+    hid = np.full(ip.w1.shape[0], zh, np.int64)
+    a, b = hid.copy(), hid.copy()
+    a[j], b[j] = h, h2
     for c in _spare(ip, 1):
         for w in (127, -128, 64, -64, 1, -1):
             row = np.zeros(ip.w2.shape[1], np.int64)
@@ -264,10 +283,8 @@ def targeted_params(ip, hit: dict):
             for s in range(max_shift + 1):
                 mid = ((128 - ze) << s) // top - ((w * (h - zh)) << frac)
                 u = _set_neuron(t, 1, c, int(np.clip(mid, lo, hi)), top, s, row)
-                hid = np.full(ip.w1.shape[0], zh, np.int64)
-                a, b = hid.copy(), hid.copy()
-                a[j], b[j] = h, h2
-                if _gates(u, a)[c] != _gates(u, b)[c]:
-                    return u
+                shown = _gate_apart(u, int(_excite(u, a)[c]), int(_excite(u, b)[c]))
+                if shown is not None:
+                    return shown
     return None
 
