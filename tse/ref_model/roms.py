@@ -129,8 +129,13 @@ def mult_bits(ip) -> int:
     return bits_for(int(np.concatenate([ip.hw_fc1_mult, ip.hw_fc2_mult]).max()))
 
 
+def max_shift(ip) -> int:
+    """The largest requantizer shift of either layer (the shifter's width comes from it)."""
+    return int(np.concatenate([ip.hw_fc1_shift, ip.hw_fc2_shift]).max())
+
+
 def shift_bits(ip) -> int:
-    return bits_for(int(np.concatenate([ip.hw_fc1_shift, ip.hw_fc2_shift]).max()))
+    return bits_for(max_shift(ip))
 
 
 def gate_bits(hw) -> int:

@@ -213,6 +213,10 @@ class UnitPlan:
         return roms.shift_bits(self.ip)
 
     @property
+    def max_shift(self) -> int:
+        return roms.max_shift(self.ip)
+
+    @property
     def mean_rounding(self) -> int:
         return ROUNDING[self.hw.mean_rounding]
 

@@ -231,12 +231,12 @@ class ExciteMac(ExciteStage):
 
         # A+2 ...: acc x M, the rounding shift, zero point, clamp (lower clamp at zh: fc1's
         # fused ReLU)
-        max_shift = max(int(v) for v in list(p.ip.hw_fc1_shift) + list(p.ip.hw_fc2_shift))
         z1, lo1 = p.fc1_output          # (zh, zh): fused ReLU; SiLU's input zp, 0
         layers = ((z1, lo1, p.rounding("fc1") == nm.HALF_UP),
                   (p.ze, 0, p.rounding("fc2") == nm.HALF_UP))
         code, _ = pipeline.requantizer(m, acc2, mult, shift,
-                                       tags[A + 2 + pipeline.MUL_STAGES].fc2, layers, max_shift)
+                                       tags[A + 2 + pipeline.MUL_STAGES].fc2, layers,
+                                       p.max_shift)
         code = arith.wire(m, code, "code")
         assert A + 2 + pipeline.MUL_STAGES + pipeline.REQUANT_STAGES == p.issue_to_code
         code_reg = pipeline.cut(m, code, "code_reg")

@@ -57,9 +57,7 @@ def region_of(mutation: dict) -> tuple[str, str] | None:
 def limits(p) -> dict:
     """What the requantizer can be handed in the unit of plan p (an SE unit plan): each
     layer's accumulator range, the largest shift."""
-    ip = p.ip
-    return {"ranges": (p.acc_range(0), p.acc_range(1)),
-            "max_shift": max(int(v) for v in list(ip.hw_fc1_shift) + list(ip.hw_fc2_shift))}
+    return {"ranges": (p.acc_range(0), p.acc_range(1)), "max_shift": p.max_shift}
 
 
 def _lit(v: int, width: int) -> str:
@@ -193,7 +191,7 @@ def _set_neuron(ip, layer: int, j: int, acc: int, mult: int, shift: int, weights
     return dataclasses.replace(ip, **fields)
 
 
-def _spare(ip, layer: int, taken=()) -> list[int]:
+def _spare(ip, layer: int) -> list[int]:
     """Neurons of `layer` whose words can change without changing the unit's widths: none
     holds the largest multiplier's bit length or the largest shift alone."""
     import numpy as np
@@ -206,7 +204,7 @@ def _spare(ip, layer: int, taken=()) -> list[int]:
     out = []
     for j in range(len(getattr(ip, _words(ip, layer)[1]))):
         rest = np.delete(np.arange(len(mults)), off + j)
-        if j in taken or not len(rest):
+        if not len(rest):
             continue
         if roms.bits_for(int(mults[rest].max())) == roms.bits_for(int(mults.max())) and \
                 shifts[rest].max() == shifts.max():
@@ -272,7 +270,7 @@ def targeted_params(ip, hit: dict):
     lo, hi = roms.acc_range(ip.hw, 1)
     zh, ze = int(T.zh), int(T.ze)
     top = (1 << mb) - 1
-    max_shift = int(max(np.concatenate([ip.hw_fc1_shift, ip.hw_fc2_shift])))
+    max_shift = roms.max_shift(ip)
     hid = np.full(ip.w1.shape[0], zh, np.int64)
     a, b = hid.copy(), hid.copy()
     a[j], b[j] = h, h2
