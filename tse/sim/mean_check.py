@@ -17,9 +17,11 @@ k-induction at depth `depth` + 2 decides it: after `depth` cycles the state is a
 of the last inputs, so the induction step is the combinational question itself.
   - proved: the mutant's code equals the original's for every sum the unit can see, so no
     output can differ: "equivalent";
-  - the base case fails on the codes: its trace names a sum and a kind where they differ
-    ("distinguished"); tse.sim.mutate then runs the mutant on frames that put that sum into
-    that lane (targeted_frames), which kills it unless the excite MAC masks the code;
+  - the base case fails on the codes: its trace names a sum and a kind where they differ,
+    and both pooled codes ("distinguished"); tse.sim.mutate then runs the mutant on frames
+    that put that sum into that lane (targeted_frames), which kills it unless the excite
+    MAC masks the code, and then on a parameter set that carries that pooled code alone to
+    a gate (tse.sim.targeted_params.pooled);
   - anything else (another output differs, no verdict in time): "not proven", and the
     campaign goes on to the activation proof.
 """
@@ -37,6 +39,7 @@ from .netlist import MutationError
 _REGION = re.compile(rf"^\$flatten\\(?P<path>(?:[^.\\]+\.\\?)*?){MEAN_UNIT}(?P<lane>\d+)\.")
 TOP = "tse_mean_check"
 SUM, KIND = "tse_sum", "tse_kind"
+GOLD, GATE = "tse_gold", "tse_gate"
 CODE_CHECK = "codes_equal"
 """Label of the wrapper's assertion on the codes (the one whose failure names a sum)."""
 
@@ -111,6 +114,8 @@ def wrapper(ports, lane: int, p, depth: int) -> tuple[str, list[str]]:
         f"  always @(posedge {clk}) vv <= {{vv[{depth - 2 if depth > 1 else 0}:0], v}};"
         if depth > 1 else f"  always @(posedge {clk}) vv <= v;",
         f"  {unit_check.MITER} miter (\n" + ",\n".join(conns) + "\n  );",
+        f"  wire [7:0] {GOLD} = {pairs[code]['gold']};",
+        f"  wire [7:0] {GATE} = {pairs[code]['gate']};",
         "  always @* begin",
         f"    if (v) assume({' || '.join(lo_hi)});",
         f"    if (vv[{depth - 1}]) {CODE_CHECK}: assert({pairs[code]['gold']} == "
@@ -126,7 +131,8 @@ def check(flat: Path, mutation: dict, p, depth: int, workdir, *,
           timeout: float = unit_check.TIMEOUT_S) -> dict:
     """The mean-unit check of `mutation` (module docstring) on the flat unit `flat`
     (netlist.flat_rtlil); p: the unit's plan. {"result": "equivalent" | "distinguished" |
-    "not proven", "lane", "sum", "kind", "note", "seconds"}."""
+    "not proven", "lane", "sum", "kind", "gold", "gate" (the two pooled codes), "note",
+    "seconds"}."""
     t0 = time.monotonic()
     where = lane_of(mutation)
     if where is None:
@@ -149,7 +155,10 @@ def check(flat: Path, mutation: dict, p, depth: int, workdir, *,
         if SUM not in seen:
             raise MutationError(f"{unit_check.trace(workdir)}: no {SUM} in the trace")
         s, k = seen[SUM], seen.get(KIND, 0)
+        codes = unit_check.values_at(unit_check.trace(workdir), step, {GOLD: False, GATE: False})
         return dict(base, result="distinguished", sum=s, kind=k,
-                    note=f"mean unit {lane}: the tile sum {s} (kind {k}) gives another code")
+                    gold=codes.get(GOLD), gate=codes.get(GATE),
+                    note=f"mean unit {lane}: the tile sum {s} (kind {k}) gives pooled code "
+                         f"{codes.get(GATE)}, not {codes.get(GOLD)}")
     why = unit_check.why_open(status, timeout)
     return dict(base, result="not proven", note=f"mean unit {lane}: {why}")

@@ -16,10 +16,11 @@ killed when the testbench fails (a mismatch, a timeout, a wrong error flag) in o
 Each survivor gets a formal verdict (survivor_check): in a mean unit, first that unit
 alone against the mutant over every tile sum it can see (tse.sim.mean_check: equivalent, or a
 sum that tells them apart, which mutation_vectors.targeted_frames puts into that lane for a
-run that kills the mutant unless the excite MAC masks the code); in the requantizer, first
+run that kills the mutant unless the excite MAC masks the code, and then a parameter set
+that carries that pooled code alone to a gate: mutant_runs.pooled_run); in the requantizer, first
 the requantizer alone over every word the unit's ROM can hold (tse.sim.requant_check:
 equivalent, or operands that tell them apart, which a parameter set of their own puts into
-a neuron: requant_run); then the activation proof
+a neuron: mutant_runs.requant_run); then the activation proof
 (tse.sim.activation: in every state the original unit, with its own ROM words, can reach,
 the mutation leaves its wire's value unchanged; seconds each, the unit's RAMs cut when
 large), then, on request, a check of the original against that mutant alone: yosys
@@ -30,8 +31,9 @@ registers so the ROMs' words are known (minutes each; "unknown" over FORMAL_MEMO
 reachable state changes the mutated wire (the mutant may still be masked further on: not a
 counterexample to equivalence); "not proven": no verdict in time. The mutants are drawn on
 the netlist after `prep -flatten` and simulated from Yosys's netlist, not the exported
-Verilog. Only "equivalent" leaves the
-score's denominator: score = killed / (mutants - equivalent).
+Verilog. Only "equivalent" leaves the score's denominator: score = killed / (mutants -
+equivalent). Survivors no check proved equivalent then run the fine-words sets (mutant_runs.fine_run:
+accumulators shown to their last bit, tse.sim.targeted_params.fine_words).
 
 Long: the mutated netlist, its wrapper, the parameter sets' vectors, the runs and the
 survivors' formal checks are one campaign sharing one build directory and its layout.
@@ -41,12 +43,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import mutation_vectors, runner, selfcheck
+from .mutant_runs import RUNS, fine_run, pooled_run, requant_run, simulate, targeted_run
 from .netlist import (MUTSEL, MutationError, flat_rtlil, memory_bits, read_script, stage,
                       yosys)
 
@@ -192,36 +194,6 @@ def build(vectors_dir, verilog: Path, mutations: list[dict], build_dir) -> Path:
                            defines=[f"TSE_DUT={WRAPPER}"])
 
 
-RUNS = (
-    ("no pauses", ()),
-    ("pauses 30 % on both sides", ("+pause_in=30", "+pause_out=30", "+seed=7")),
-    ("sink pauses 60 %", ("+pause_out=60", "+seed=11")),
-    ("source pauses 60 %", ("+pause_in=60", "+seed=13")),
-)
-"""The testbench runs a mutant gets, in turn until one kills it: without pauses nothing
-exercises backpressure (skid buffers, ready logic, stalls)."""
-
-
-def simulate(program: Path, vectors_dir, index: int, *, blind: bool = False,
-             timeout: float = 600, extra=()) -> dict:
-    """Run the testbench on mutant `index` (0: the original) with extra plusargs (a RUNS
-    entry's); {"passed", "reason", "wall_s"}."""
-    plusargs = [f"+{MUTSEL}={index}", "+stop_on_mismatch", *extra] + \
-        (["+blind"] if blind else [])
-    cmd = selfcheck.command(program, "verilator", vectors_dir, plusargs=plusargs)
-    t0 = time.perf_counter()
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"passed": False, "reason": f"ran over {timeout:.0f} s",
-                "wall_s": round(time.perf_counter() - t0, 3)}
-    res = selfcheck.parse(r.stdout + r.stderr)
-    passed = res["passed"] and r.returncode == 0
-    reason = None if passed else (res.get("first_mismatch") or res.get("line")
-                                  or f"exit status {r.returncode}")
-    return {"passed": passed, "reason": reason, "wall_s": round(time.perf_counter() - t0, 3)}
-
-
 def equivalence(verilog: Path, mutation: dict, workdir, *,
                 timeout: float = FORMAL_TIMEOUT_S) -> dict:
     """Formal check of one mutant against the original (module docstring): {"result":
@@ -290,14 +262,14 @@ def survivor_check(verilog: Path, mutation: dict, workdir: Path, equiv_check: bo
 def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: bool = False,
              formal: bool = True, formal_budget_s: float | None = None,
              equiv_check: bool = False, cfg=None, frames: int = 3,
-             progress=sys.stderr) -> dict:
+             only: list[int] | None = None, progress=sys.stderr) -> dict:
     """Seed n mutants into the unit of the vectors directories (campaign_vectors: one, or
     the block's own then other parameter sets), run the testbench on each, check survivors
     formally; returns the report (mutants, killed, equivalent, survived, score...). With
     cfg (the vectors' configuration, campaign_vectors(cfg, frames)): survivors in a mean unit
     get the mean-unit check, and those it tells apart run again on targeted vectors
     (targeted_vectors: the sums it found), which kill them unless the excite MAC masks the
-    code."""
+    code. With `only` (indices), the sample is drawn as for n but only those mutants run."""
     t0 = time.perf_counter()
     runner.prepare_environment("verilator")
     if isinstance(vector_sets, (str, Path)):
@@ -306,6 +278,8 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
     vectors_dir = vector_sets[0]
     verilog = stage(selfcheck.unit_verilog_of(vectors_dir), workdir / "design")
     mutations = mutation_list(verilog, n, seed)
+    if only:
+        mutations = [m for m in mutations if m["index"] in set(only)]
     _say(progress, f"mutate: {len(mutations)} mutants of {verilog.name}; building them into "
                    "one Verilator model ...")
     program = build(vectors_dir, verilog, mutations, build_dir or runner.cache_root() / "mutants")
@@ -333,8 +307,7 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
     survivors = [r for r in results if not r["killed"]]
     formal_t0 = time.perf_counter()
     flat = flat_rtlil(verilog, workdir / "flat") if formal and survivors else None
-    plan = (mutation_vectors.unit_plan(cfg, frames)
-            if cfg is not None and survivors and formal else None)
+    plan = mutation_vectors.unit_plan(cfg, frames) if cfg is not None and survivors else None
     for k, r in enumerate(survivors, 1):
         spent = time.perf_counter() - formal_t0
         if formal and formal_budget_s is not None and spent > formal_budget_s:
@@ -357,86 +330,37 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
         if sums:
             targeted_run(program, sums, cfg, len(vector_sets) - 1, workdir / "targeted",
                          frames, blind, limit)
+            pooled_run(program, [r for r in sums if not r["killed"]], cfg, plan, verilog,
+                       workdir / "targeted-pooled", frames, blind, limit)
         if words:
             requant_run(program, words, cfg, plan, verilog, workdir / "targeted-words", frames,
                         blind, limit)
+        survivors = [r for r in survivors if not r["killed"]]
+    rest = [r for r in survivors if r["formal"]["result"] != "equivalent"]
+    if rest and plan is not None:
+        _say(progress, f"mutate: {len(rest)} survivors left; running them on the fine-words "
+                       "sets ...")
+        fine_run(program, rest, cfg, plan, verilog, workdir / "fine-words", frames, blind,
+                 limit)
         survivors = [r for r in survivors if not r["killed"]]
     killed = sum(r["killed"] for r in results)
     equivalent = sum(1 for r in survivors if r["formal"]["result"] == "equivalent")
     targeted = sum(1 for r in results if (r["killed_by"] or "").startswith("targeted sums"))
     words = sum(1 for r in results if (r["killed_by"] or "").startswith("targeted words"))
+    pooled = sum(1 for r in results
+                 if (r["killed_by"] or "").startswith("targeted pooled codes"))
+    fine = sum(1 for r in results if (r["killed_by"] or "").startswith("fine words"))
     survived = [_brief(r) for r in survivors if r["formal"]["result"] != "equivalent"]
     scored = len(results) - equivalent
     return {"mutants": len(results), "killed": killed, "equivalent": equivalent,
             "survived": survived, "killed_by_targeted_sums": targeted,
-            "killed_by_targeted_words": words,
+            "killed_by_targeted_words": words, "killed_by_targeted_pooled": pooled,
+            "killed_by_fine_words": fine,
             "score": round(killed / scored, 4) if scored else None,
-            "seed": seed, "unit": verilog.name, "original_wall_s": original_s,
+            "seed": seed, "only": only, "unit": verilog.name, "original_wall_s": original_s,
             "runs": [name for name, _, _ in runs], "parameter_sets": len(vector_sets),
             "wall_s": round(time.perf_counter() - t0, 1),
             "detail": [_brief(r) for r in results]}
-
-
-def targeted_run(program: Path, told: list[dict], cfg, sets: int, root: Path, frames: int,
-                 blind: bool, limit: float) -> None:
-    """Run each mutant of `told` (mean-unit check: "distinguished", with its sum) on vectors
-    that hand all their sums to their lanes (targeted_vectors, every parameter set), every
-    RUNS entry, until one kills it; marks the killed ones (killed_by "targeted ...")."""
-    hits = sorted({(r["formal"]["lane"], r["formal"]["kind"], r["formal"]["sum"])
-                   for r in told})
-    dirs = mutation_vectors.targeted_vectors(cfg, hits, sets, root, frames)
-    runs = [(f"targeted sums, {name}" + (f", parameter set {k}" if k else ""), vdir, extra)
-            for k, vdir in enumerate(dirs) for name, extra in RUNS]
-    for name, vdir, extra in runs:
-        original = simulate(program, vdir, 0, blind=blind, extra=extra)
-        if not original.get("passed"):
-            raise MutationError(f"the original unit fails its own testbench ({name}): "
-                                f"{original['reason']}")
-    for r in told:
-        for name, vdir, extra in runs:
-            res = simulate(program, vdir, r["index"], blind=blind, timeout=limit, extra=extra)
-            if not res["passed"]:
-                r.update(killed=True, killed_by=name, reason=res["reason"])
-                break
-
-
-def requant_run(program: Path, told: list[dict], cfg, plan, verilog: Path, root: Path,
-                frames: int, blind: bool, limit: float) -> None:
-    """Run each mutant of `told` (requantizer check: "distinguished", with its operands) on
-    a parameter set of its own that puts them into a neuron (requant_check.targeted_params)
-    over stress frames, every RUNS entry, until one kills it; marks the killed ones
-    (killed_by "targeted words ..."). A mutant no such set shows keeps its verdict, noted;
-    a set must leave the unit's Verilog (`verilog`, the mutants' base) as it is."""
-    import numpy as np
-
-    from . import requant_check
-
-    ref = mutation_vectors.block_reference(cfg, frames)
-    x = mutation_vectors.stress_frames(cfg, mutation_vectors.TARGETED_MIN_FRAMES, cfg.seed,
-                                       np.uint8, int(ref.params.zero_points["input"]))
-    for r in told:
-        ip = requant_check.targeted_params(plan.ip, r["formal"])
-        if ip is None:
-            r["formal"]["note"] += "; no parameter set of one neuron shows it at the outputs"
-            continue
-        out = root / f"mutant{r['index']}"
-        mutation_vectors.write_vectors(cfg, ref, x, 0, out, {"targeted_words": {
-            k: r["formal"][k] for k in ("layer", "acc", "mult", "shift")}}, ip=ip)
-        if selfcheck.unit_verilog_of(out).read_bytes() != Path(verilog).read_bytes():
-            r["formal"]["note"] += "; its parameter set changes the unit's Verilog"
-            continue
-        for name, extra in RUNS:
-            original = simulate(program, out, 0, blind=blind, extra=extra)
-            if not original.get("passed"):
-                raise MutationError(f"the original unit fails its own testbench (targeted "
-                                    f"words of mutant {r['index']}, {name}): "
-                                    f"{original['reason']}")
-        for name, extra in RUNS:
-            res = simulate(program, out, r["index"], blind=blind, timeout=limit, extra=extra)
-            if not res["passed"]:
-                r.update(killed=True, killed_by=f"targeted words, {name}",
-                         reason=res["reason"])
-                break
 
 
 def _brief(r: dict) -> dict:

@@ -151,7 +151,7 @@ def _write_campaign_vectors(cfg, ref, stress: int, k: int, out: Path) -> None:
 
 def write_vectors(cfg, ref, x, k: int, out: Path, meta: dict, ip=None) -> None:
     """A vectors directory of frames x with parameter set k (0: the block's own), or with
-    the integer parameters ip (a targeted set, requant_check.targeted_params)."""
+    the integer parameters ip (a targeted set, tse.sim.targeted_params)."""
     import torch
 
     from tse.ref_model import vectors
@@ -177,13 +177,15 @@ TARGETED_MIN_FRAMES = 3
 testbench's scenarios cut and restart frames."""
 
 
-def targeted_frames(cfg, hits, dtype, zero_point: int, seed: int = 0):
+def targeted_frames(cfg, hits, dtype, zero_point: int, seed: int = 0,
+                    channel: int | None = None):
     """Frames [N, H, W, C] that hand every (lane, kind, sum) of `hits` to that lane's mean
     unit: each hit gets a (tile of that kind, channel of that lane) of its own whose pixels
     sum to sum + zero_point x n (n the tile's pixels; tile sums count codes off the zero
     point), spread as evenly as the codes allow; every other pixel sits at the zero point.
     Stress frames follow up to TARGETED_MIN_FRAMES. The sums come from the mean-unit check's
-    counterexamples (tse.sim.mean_check): a sum where a mutant's mean code differs."""
+    counterexamples (tse.sim.mean_check): a sum where a mutant's mean code differs. With
+    `channel`, every hit goes to that channel (a targeted_params.pooled set's)."""
     import numpy as np
 
     from tse.ref_model.edge_tiles import kind_table
@@ -191,7 +193,7 @@ def targeted_frames(cfg, hits, dtype, zero_point: int, seed: int = 0):
     kinds = kind_table(cfg.height, cfg.width, cfg.tile_rows, cfg.tile_cols)
     slots = {}                  # (lane, kind) -> [(ty, tx, channel)], in a frame
     for (ty, tx), k in np.ndenumerate(kinds):
-        for c in range(cfg.channels):
+        for c in range(cfg.channels) if channel is None else (channel,):
             slots.setdefault((c % cfg.lanes, int(k)), []).append((ty, tx, c))
     frames, used = [], {}
     for lane, kind, total in hits:

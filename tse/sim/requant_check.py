@@ -13,18 +13,13 @@ than the unit's largest (the Verilog's shifter width; M may be any value of its 
 layer it announces MUL_STAGES cycles later, and asserts the codes equal `depth` cycles on.
   - proved: no ROM contents the unit can hold make the mutant's code differ: "equivalent";
   - the codes differ: the trace gives (layer, acc, M, shift) and both codes
-    ("distinguished"). targeted_params() then builds a parameter set where one neuron of
-    that layer has all-zero weights, so its accumulator is its bias, set to acc, with M and
-    the shift as found; for an fc1 neuron, an fc2 neuron reads it alone with words the model
-    shows make the two hidden codes give two excite codes; where the gate table gives
-    those (or an fc2 neuron's two codes) one gate, the set's gate table is a step between
-    them (its ROM loads at run time like the others). The golden values of that set come from the model;
-    tse.sim.mutate runs the mutant on them (the same Verilator model: ROMs load at run time);
+    ("distinguished"). tse.sim.targeted_params.requantizer then builds a parameter set
+    that carries those operands into one neuron and its codes to a gate, and tse.sim.mutate
+    runs the mutant on it (the same Verilator model: ROMs load at run time);
   - anything else: "not proven", and the campaign goes on to the activation proof.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from pathlib import Path
@@ -167,122 +162,3 @@ def check(flat: Path, mutation: dict, p, workdir, *,
                          f"{hit['gold']}")
     why = unit_check.why_open(status, timeout)
     return dict(base, result="not proven", note=f"requantizer: {why}")
-
-
-# ---- the parameter set that shows a distinguished mutant -------------------------------------
-
-def _words(ip, layer: int) -> tuple[str, str, str]:
-    n = f"hw_fc{layer + 1}_"
-    return n + "bias", n + "mult", n + "shift"
-
-
-def _set_neuron(ip, layer: int, j: int, acc: int, mult: int, shift: int, weights=None):
-    """ip with neuron j of `layer` computing acc (its weights zero, or `weights`, and its
-    bias acc), M and the shift."""
-    import numpy as np
-
-    w = (ip.w1 if layer == 0 else ip.w2).copy()
-    w[j] = 0 if weights is None else weights
-    fields = {("w1" if layer == 0 else "w2"): w}
-    for name, v in zip(_words(ip, layer), (acc, mult, shift)):
-        a = np.array(getattr(ip, name), copy=True)
-        a[j] = v
-        fields[name] = a
-    return dataclasses.replace(ip, **fields)
-
-
-def _spare(ip, layer: int) -> list[int]:
-    """Neurons of `layer` whose words can change without changing the unit's widths: none
-    holds the largest multiplier's bit length or the largest shift alone."""
-    import numpy as np
-
-    from tse.ref_model import roms
-
-    mults = np.concatenate([ip.hw_fc1_mult, ip.hw_fc2_mult])
-    shifts = np.concatenate([ip.hw_fc1_shift, ip.hw_fc2_shift])
-    off = 0 if layer == 0 else len(ip.hw_fc1_mult)
-    out = []
-    for j in range(len(getattr(ip, _words(ip, layer)[1]))):
-        rest = np.delete(np.arange(len(mults)), off + j)
-        if not len(rest):
-            continue
-        if roms.bits_for(int(mults[rest].max())) == roms.bits_for(int(mults.max())) and \
-                shifts[rest].max() == shifts.max():
-            out.append(j)
-    return out
-
-
-def _excite(ip, hidden):
-    """The model's excite codes [C] of one tile whose hidden codes are `hidden` (after
-    fc1's activation)."""
-    import numpy as np
-
-    from tse.ref_model import numerics
-
-    excite = np.zeros(ip.w2.shape[0], np.int64)
-    numerics.fc2(np.asarray(hidden, np.int64), ip.tables(), numerics.HW, excite)
-    return excite
-
-
-def _gate_apart(ip, e1: int, e2: int):
-    """ip when its gate table gives excite codes e1 and e2 two gates; else a copy whose
-    table is a step between them (0 up to the smaller, the largest gate above: the gate
-    ROM loads at run time like the rest), or None when even that does not."""
-    import numpy as np
-
-    def apart(u):
-        lut = u.tables().h_lut
-        return lut[e1] != lut[e2]
-
-    if e1 == e2:
-        return None
-    if apart(ip):
-        return ip
-    step = np.where(np.arange(256) > min(e1, e2), 255, 0).astype(ip.sigmoid_lut.dtype)
-    u = dataclasses.replace(ip, sigmoid_lut=step)
-    return u if apart(u) else None
-
-
-def targeted_params(ip, hit: dict):
-    """IntParams that show `hit` (a "distinguished" verdict of check()) at the unit's
-    outputs (module docstring), or None when the model says no such set of this form does."""
-    import numpy as np
-
-    from tse.ref_model import roms
-
-    layer = hit["layer"]
-    spare = _spare(ip, layer)
-    if not spare:
-        return None
-    j = spare[0]
-    t = _set_neuron(ip, layer, j, hit["acc"], hit["mult"], hit["shift"])
-    T = t.tables()
-    if layer == 1:
-        return _gate_apart(t, hit["gold"], hit["gate"])
-    act = (lambda c: int(T.hlut[c])) if T.hact else (lambda c: int(c))
-    h, h2 = act(hit["gold"]), act(hit["gate"])
-    if h == h2:
-        return None
-    # an fc2 neuron c reads neuron j alone (weight w): its accumulator is bias + w (h - zh)
-    # << frac; M at its field's top, the shift and bias chosen so h lands mid-range
-    mb = roms.mult_bits(ip)
-    frac = ip.hw.bias_frac_bits
-    lo, hi = roms.acc_range(ip.hw, 1)
-    zh, ze = int(T.zh), int(T.ze)
-    top = (1 << mb) - 1
-    max_shift = roms.max_shift(ip)
-    hid = np.full(ip.w1.shape[0], zh, np.int64)
-    a, b = hid.copy(), hid.copy()
-    a[j], b[j] = h, h2
-    for c in _spare(ip, 1):
-        for w in (127, -128, 64, -64, 1, -1):
-            row = np.zeros(ip.w2.shape[1], np.int64)
-            row[j] = w
-            for s in range(max_shift + 1):
-                mid = ((128 - ze) << s) // top - ((w * (h - zh)) << frac)
-                u = _set_neuron(t, 1, c, int(np.clip(mid, lo, hi)), top, s, row)
-                shown = _gate_apart(u, int(_excite(u, a)[c]), int(_excite(u, b)[c]))
-                if shown is not None:
-                    return shown
-    return None
-
