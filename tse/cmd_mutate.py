@@ -5,19 +5,21 @@ Verilator model holding all of them (a run-time select, so it compiles once), ru
 self-checking testbench (stream, reset mid-frame, early and late TLAST; without and with
 pauses) on each over the seeded frames plus stress frames of extreme codes, with the block's
 own parameters and --parameter-sets others (ROM images loaded at run time into the same
-model), and reports killed and survived; each
-survivor gets a formal check: in a mean unit, the unit alone against the mutant over every tile
-sum it can see (proved: equivalent; else the sum that tells them apart, which targeted
-vectors then put into that lane to kill the mutant); in the requantizer, the requantizer alone
-over every accumulator, multiplier and shift the unit's ROM can give it (proved: equivalent;
-else the operands that tell them apart, which a targeted parameter set puts into one neuron);
-elsewhere, or left open, a proof that the
-mutation never changes its wire in any state the original unit reaches (k-induction, then
-IC3/PDR; seconds each), and with --equiv-check
-also yosys equiv_make / equiv_simple / equiv_induct of the original against the mutant
-(minutes each); a mutant proven either way counts as "equivalent", not killed. score = killed / (mutants - equivalent). --mutation-seed picks the
-mutants (--seed is the configuration's); --kind runs a small configuration of a tiling kind. Exit status 0 when the campaign ran (whatever the
-score), 1 when a tool failed, 2 on bad input (docs/verification.md).
+model), and reports killed and survived. Each survivor gets a formal check: in a mean unit,
+the unit alone against the mutant over every tile sum it can see (proved: equivalent; else
+the sum that tells them apart, which targeted vectors put into that lane, and then a
+parameter set that carries that lane's pooled code alone to a gate); in the requantizer,
+the requantizer alone over every accumulator, multiplier and shift the unit's ROM can give
+it (proved: equivalent; else the operands that tell them apart, which a targeted parameter
+set puts into one neuron); elsewhere, or left open, a proof that the mutation never changes
+its wire in any state the original unit reaches (k-induction, then IC3/PDR; seconds each),
+and with --equiv-check also yosys equiv_make / equiv_simple / equiv_induct of the original
+against the mutant (minutes each). A mutant proven either way counts as "equivalent", not
+killed; the survivors left run the fine-words sets (each accumulator bit some neuron's
+last code bit). score = killed / (mutants - equivalent). --mutation-seed picks the mutants
+(--seed is the configuration's); --only reruns some of them; --kind runs a small
+configuration of a tiling kind. Exit status 0 when the campaign ran (whatever the score), 1
+when a tool failed, 2 on bad input (docs/verification.md).
 """
 from __future__ import annotations
 

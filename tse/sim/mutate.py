@@ -279,6 +279,10 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
     verilog = stage(selfcheck.unit_verilog_of(vectors_dir), workdir / "design")
     mutations = mutation_list(verilog, n, seed)
     if only:
+        missing = sorted(set(only) - {m["index"] for m in mutations})
+        if missing:
+            raise MutationError(f"only: mutants {missing} are not allowed; allowed: "
+                                f"1..{len(mutations)} (the mutants drawn)")
         mutations = [m for m in mutations if m["index"] in set(only)]
     _say(progress, f"mutate: {len(mutations)} mutants of {verilog.name}; building them into "
                    "one Verilator model ...")
