@@ -24,6 +24,8 @@ NEG_WIRE = "excite_mac.mean0.mean_a_neg1"
 negative, which they are not where the input zero point is 0 (TINY's)."""
 HALF_WIRE = "excite_mac.requantizer.rq_half_at"
 """The requantizer's half-bit decoder: bit i is `shift == i + 1`."""
+WORD_REG = "excite_mac.rq_word1"
+"""The fc1 ROM word's register in front of the requantizer: bias | M | shift."""
 ACC_WIRE = "excite_mac.acc_next"
 """The excite MAC's accumulator add: its low bits (frac_bits of them) are the bias's fraction."""
 HALF_REG = "excite_mac.requantizer.rq_half"
@@ -242,6 +244,28 @@ def test_activation_proof_known_answers(design):
     inv = next(m for m in design["tvalid"] if m["mode"] == "inv")
     r = activation.not_activated(design["verilog"], inv, work / "tvalid")
     assert r["result"] == "activated", r
+
+
+def test_a_dead_bit_is_equivalent_a_live_one_is_not(design):
+    """The structural check before the activation proof. The fc1 word's register holds
+    bias | M | shift, but the requantizer reads only M and the shift from it (the bias has
+    a read port of its own): a bias-field bit of it inverted changes its wire (the
+    activation proof alone said "activated") and no output, so it is dead: equivalent. The
+    same register's lowest shift bit inverted is read: not dead."""
+    plan = mutation_vectors.unit_plan(TINY)
+    verilog, work = design["verilog"], design["work"] / "dead"
+    flat = mutate.flat_rtlil(verilog, work / "flat")
+
+    def bit(b):
+        return mutate.mutation_list(verilog, 1, 1,
+                                    filters=f"-wire {WORD_REG} -wirebit {b} -mode inv")[0]
+
+    dead = activation.not_activated(verilog, bit(3), work / "bias", flat=flat)
+    assert dead["result"] == "equivalent" and dead["note"].startswith("dead"), dead
+    assert dead["method"] == activation.DEAD_METHOD
+    live = activation.not_activated(verilog, bit(plan.acc_bits + plan.mult_bits),
+                                    work / "shift", flat=flat)
+    assert live["result"] != "equivalent", live
 
 
 def test_activation_proof_never_clears_a_killed_mutant(design):

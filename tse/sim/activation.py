@@ -13,6 +13,14 @@ induction on time: the same state gives the same mux output), so no test can kil
 "equivalent". Only the assertions' fan-in cone is kept (the outputs are not ports of the
 model), which is what makes this cheaper than a miter of two whole units.
 
+Before any engine, a structural check: the mutant with its multi-bit cells split into the
+bit slices their users read (`splitcells`) and everything no output needs removed (`opt
+-purge`, `opt_clean -purge`: transformations that keep every output). When nothing reads
+mutsel any more, no output depends on the mutation at any time, whatever it does to its
+wire: "equivalent" (dead: a bias field's bit of a register whose consumer reads only the
+multiplier and shift fields, a ROM port bit nothing reads). The activation proof alone
+called such mutants "activated": their wire does change.
+
 The engines in turn: k-induction (SymbiYosys with yices), whose base case also finds a
 reachable activation ("activated": a state where the mutation changes its wire; the mutant
 may still be masked further on), then ABC's IC3/PDR, which finds the invariants k-induction
@@ -33,6 +41,8 @@ from .netlist import (FLAT_RTLIL, MUTSEL, MutationError, memory_bits, read_scrip
 METHOD = ("not activated: the original unit with an assertion that the mutated wire's value "
           "equals the original's, proved by k-induction (yices) or IC3/PDR (ABC) over free "
           "inputs; large RAMs cut")
+DEAD_METHOD = ("dead: after splitcells and opt -purge (output-preserving), nothing reads the "
+               "mutant's select")
 DEPTH = 4
 ACTIVATION_MEMORY_BITS = 1 << 14
 """RAMs up to this many bits in all stay in the proof model; above it every RAM's read data is
@@ -40,6 +50,11 @@ cut free (a strip buffer of the default unit: 200 kbit, which IC3/PDR cannot map
 KIND_TIMEOUT_S = 120.0
 PDR_TIMEOUT_S = 180.0
 
+DEAD_COUNT = "mutsel_readers.txt"
+DEAD_SCRIPT = (f"select -assert-count 1 w:{MUTSEL}\nsplitcells\nopt -purge\nopt_clean -purge\n"
+               f"tee -q -o {DEAD_COUNT} select -count w:{MUTSEL} %co1 w:{MUTSEL} %d\n")
+"""The structural check (module docstring), after the mutant's RTLIL is written: the cells
+that still read mutsel, counted."""
 _PDR_FAIL = "Status returned by engine: FAIL"
 _MUX = re.compile(r"^  cell \$mux (\S*mutate_ctrl_mux\S*)\n(.*?)^  end\n", re.M | re.S)
 
@@ -119,7 +134,7 @@ def not_activated(verilog: Path, mutation: dict, workdir, *,
         shutil.copyfile(flat, workdir / FLAT_RTLIL)
     load = f"read_rtlil {FLAT_RTLIL}\n" if flat is not None else read_script(verilog)
     yosys(load + "".join(f"{c} -ctrl {MUTSEL} 1 1\n" for c in commands)
-          + "write_rtlil mutant.il\n", workdir)
+          + "write_rtlil mutant.il\n" + DEAD_SCRIPT, workdir)
     model, muxes = proof_model((workdir / "mutant.il").read_text())
     base = {"method": METHOD}
     if muxes == 0:
@@ -129,6 +144,14 @@ def not_activated(verilog: Path, mutation: dict, workdir, *,
             raise MutationError("the mutant reads mutsel without a mutate_ctrl_mux: "
                                 "this Yosys applies mutations another way")
         return dict(base, result="equivalent", note="the mutation leaves its wire unchanged",
+                    seconds=round(time.monotonic() - t0, 1))
+    readers = re.search(r"(\d+) objects", (workdir / DEAD_COUNT).read_text())
+    if readers is None:
+        raise MutationError(f"{workdir / DEAD_COUNT}: no count of mutsel's readers")
+    if int(readers[1]) == 0:
+        return dict(base, method=DEAD_METHOD, result="equivalent",
+                    note="dead: no output depends on the mutation (nothing reads mutsel once "
+                         "the unit is cut to the bits its outputs need)",
                     seconds=round(time.monotonic() - t0, 1))
     (workdir / "proof.il").write_text(model)
     cut = memory_bits(verilog) > ACTIVATION_MEMORY_BITS
