@@ -17,10 +17,10 @@ Each survivor gets a formal verdict (survivor_check): in a mean unit, first that
 alone against the mutant over every tile sum it can see (tse.sim.mean_check: equivalent, or a
 sum that tells them apart, which mutation_vectors.targeted_frames puts into that lane for a
 run that kills the mutant unless the excite MAC masks the code, and then a parameter set
-that carries that pooled code alone to a gate: mutant_runs.pooled_run); in the requantizer, first
-the requantizer alone over every word the unit's ROM can hold (tse.sim.requant_check:
+that carries that pooled code alone to a gate: mutant_runs.pooled_run); in the requantizer,
+first the requantizer alone over every word the unit's ROM can hold (tse.sim.requant_check:
 equivalent, or operands that tell them apart, which a parameter set of their own puts into
-a neuron: mutant_runs.requant_run); then the activation proof
+a neuron: mutant_runs.requant_run); then the activation proof, a dead-logic check first
 (tse.sim.activation: in every state the original unit, with its own ROM words, can reach,
 the mutation leaves its wire's value unchanged; seconds each, the unit's RAMs cut when
 large), then, on request, a check of the original against that mutant alone: yosys
@@ -32,8 +32,8 @@ reachable state changes the mutated wire (the mutant may still be masked further
 counterexample to equivalence); "not proven": no verdict in time. The mutants are drawn on
 the netlist after `prep -flatten` and simulated from Yosys's netlist, not the exported
 Verilog. Only "equivalent" leaves the score's denominator: score = killed / (mutants -
-equivalent). Survivors no check proved equivalent then run the fine-words sets (mutant_runs.fine_run:
-accumulators shown to their last bit, tse.sim.targeted_params.fine_words).
+equivalent). Survivors no check proved equivalent then run the fine-words sets
+(mutant_runs.fine_run: accumulators shown to their last bit, targeted_params.fine_words).
 
 Long: the mutated netlist, its wrapper, the parameter sets' vectors, the runs and the
 survivors' formal checks are one campaign sharing one build directory and its layout.

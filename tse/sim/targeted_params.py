@@ -181,10 +181,11 @@ def fine_words(ip, layer: int, seed: int):
     is its bias, and M at its field's top with shifts spread from 7 bits finer than one
     accumulator unit a code to the largest shift: in some neuron each bit of the
     accumulator, fraction bits too, is the code's last. Biases are random about the middle
-    of the codes' range. The gate table is a ramp (every excite code its own gate). For fc1, each spare fc2
-    neuron c reads hidden neuron c mod hidden alone, one hidden code a step of one excite
-    code (excite = hidden), so fc1's codes reach the gates unchanged. With the block's own words a one-bit
-    error in the accumulator moves a code by 2^-13 or less: no input shows it."""
+    of the codes' range. The gate table is a ramp (every excite code its own gate). For
+    fc1, each spare fc2 neuron c reads hidden neuron c mod hidden alone, one hidden code a
+    step of one excite code (excite = hidden), so fc1's codes reach the gates unchanged.
+    With the block's own words a one-bit error in the accumulator's fraction moves a code by
+    2^-13 or less: no input shows it."""
     rng = np.random.default_rng([seed, layer])
     neurons = spare(ip, layer)
     if not neurons:
