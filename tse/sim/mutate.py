@@ -349,17 +349,17 @@ def campaign(vector_sets, n: int, seed: int, workdir, *, build_dir=None, blind: 
         survivors = [r for r in survivors if not r["killed"]]
     killed = sum(r["killed"] for r in results)
     equivalent = sum(1 for r in survivors if r["formal"]["result"] == "equivalent")
-    targeted = sum(1 for r in results if (r["killed_by"] or "").startswith("targeted sums"))
-    words = sum(1 for r in results if (r["killed_by"] or "").startswith("targeted words"))
-    pooled = sum(1 for r in results
-                 if (r["killed_by"] or "").startswith("targeted pooled codes"))
-    fine = sum(1 for r in results if (r["killed_by"] or "").startswith("fine words"))
+
+    def by(label):      # mutants killed by a run whose name starts with label
+        return sum(1 for r in results if (r["killed_by"] or "").startswith(label))
+
     survived = [_brief(r) for r in survivors if r["formal"]["result"] != "equivalent"]
     scored = len(results) - equivalent
     return {"mutants": len(results), "killed": killed, "equivalent": equivalent,
-            "survived": survived, "killed_by_targeted_sums": targeted,
-            "killed_by_targeted_words": words, "killed_by_targeted_pooled": pooled,
-            "killed_by_fine_words": fine,
+            "survived": survived, "killed_by_targeted_sums": by("targeted sums"),
+            "killed_by_targeted_words": by("targeted words"),
+            "killed_by_targeted_pooled": by("targeted pooled codes"),
+            "killed_by_fine_words": by("fine words"),
             "score": round(killed / scored, 4) if scored else None,
             "seed": seed, "only": only, "unit": verilog.name, "original_wall_s": original_s,
             "runs": [name for name, _, _ in runs], "parameter_sets": len(vector_sets),

@@ -158,15 +158,18 @@ def pooled(ip, channel: int, gold: int, gate: int):
     rest = np.full(ip.w1.shape[1], zx, np.int64)
     a, b = rest.copy(), rest.copy()
     a[channel], b[channel] = gold, gate
-    for j in spare(ip, 0)[:1]:
-        for w in WEIGHTS:
-            for s in range(roms.max_shift(ip) + 1):
-                t = _reads_alone(ip, 0, j, channel, gold, zx, w, s, z1)
-                h, h2 = int(hidden_codes(t, a)[j]), int(hidden_codes(t, b)[j])
-                if h != h2:
-                    shown = show_hidden(t, j, h, h2, channels=(channel,))
-                    if shown is not None:
-                        return shown
+    free = spare(ip, 0)
+    if not free:
+        return None
+    j = free[0]
+    for w in WEIGHTS:
+        for s in range(roms.max_shift(ip) + 1):
+            t = _reads_alone(ip, 0, j, channel, gold, zx, w, s, z1)
+            h, h2 = int(hidden_codes(t, a)[j]), int(hidden_codes(t, b)[j])
+            if h != h2:
+                shown = show_hidden(t, j, h, h2, channels=(channel,))
+                if shown is not None:
+                    return shown
     return None
 
 
